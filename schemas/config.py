@@ -1,0 +1,363 @@
+"""The plant config: one frozen, validated model loaded from YAML plus environment overrides.
+
+A plant config names the site, its time zone, the shift calendar, the lines and machines with
+their ideal cycle times, and where Kafka and ClickHouse are. Any field can be overridden from
+the environment with ``PLANTSTREAM__`` + the field path in upper case joined by ``__``, e.g.
+``PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or
+``PLANTSTREAM__MICROSTOP_THRESHOLD_S=90``. Errors stop at start-up and name the field and the
+fix.
+
+Examples
+--------
+>>> cfg = PlantConfig.model_validate({"site": "plant-a", "lines": [{"id": "line-1",
+...     "machines": [{"id": "press-01", "ideal_cycle_time_ms": 1000}]}]})
+>>> cfg.machine("press-01").line, cfg.machine("press-01").ideal_cycle_time_ms
+('line-1', 1000.0)
+>>> load_config_text("site: a\\ntimezone: Mars/Olympus")
+Traceback (most recent call last):
+...
+schemas.errors.ConfigError: plant config field 'timezone': unknown IANA time zone 'Mars/Olympus'; use a name such as 'UTC', 'Europe/Berlin' or 'America/Chicago'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from schemas.errors import ConfigError
+
+ENV_PREFIX = "PLANTSTREAM__"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class Frozen(BaseModel):
+    """Base of every config model: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _hhmm_minutes(value: str) -> int:
+    m = _HHMM.match(value)
+    if not m:
+        msg = f"must be a local time HH:MM such as \"06:00\", got {value!r}"
+        raise ValueError(msg)
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+class Break(Frozen):
+    """A planned break inside a shift: not planned production time."""
+
+    start: str
+    minutes: float = Field(gt=0, le=24 * 60)
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        _hhmm_minutes(v)
+        return v
+
+    @property
+    def start_minute(self) -> int:
+        return _hhmm_minutes(self.start)
+
+
+class Shift(Frozen):
+    """A shift in local time; ``end`` before ``start`` means it crosses midnight."""
+
+    name: str = Field(min_length=1)
+    start: str
+    end: str
+    breaks: tuple[Break, ...] = ()
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = (
+        "mon", "tue", "wed", "thu", "fri", "sat", "sun",
+    )
+    """Weekdays on which the shift starts (local time)."""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        _hhmm_minutes(v)
+        return v
+
+    @property
+    def start_minute(self) -> int:
+        return _hhmm_minutes(self.start)
+
+    @property
+    def length_minutes(self) -> int:
+        length = (_hhmm_minutes(self.end) - self.start_minute) % (24 * 60)
+        return length or 24 * 60
+
+    @model_validator(mode="after")
+    def _breaks_inside(self) -> Shift:
+        for i, b in enumerate(self.breaks):
+            offset = (b.start_minute - self.start_minute) % (24 * 60)
+            if offset + b.minutes > self.length_minutes:
+                msg = (
+                    f"break {i} ({b.start}, {b.minutes:g} min) does not fit inside shift "
+                    f"{self.name!r} ({self.start}-{self.end}); move it or shorten it"
+                )
+                raise ValueError(msg)
+        return self
+
+
+class MachineConfig(Frozen):
+    """A machine and its ideal cycle time, overall and per part number."""
+
+    id: str = Field(min_length=1)
+    type: str = ""
+    ideal_cycle_time_ms: float | None = Field(default=None, gt=0)
+    ideal_cycle_time_ms_by_part: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("ideal_cycle_time_ms_by_part")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for part, ms in v.items():
+            if ms <= 0:
+                msg = f"ideal cycle time for part {part!r} must be > 0 ms, got {ms}"
+                raise ValueError(msg)
+        return v
+
+
+class Line(Frozen):
+    id: str = Field(min_length=1)
+    machines: tuple[MachineConfig, ...] = ()
+
+
+class KafkaConfig(Frozen):
+    """Where the Kafka-protocol broker is. ``bootstrap_servers`` unset = embedded broker."""
+
+    bootstrap_servers: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    partitions: int = Field(default=4, ge=1, le=1024)
+    """Partitions of topics plantstream creates (the unit of parallelism of the flows)."""
+    extra: dict[str, str | int | bool] = Field(default_factory=dict)
+    """librdkafka settings passed through unchanged."""
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings for this cluster (without ``bootstrap.servers`` when embedded)."""
+        conf: dict[str, Any] = {"security.protocol": self.security_protocol}
+        if self.bootstrap_servers:
+            conf["bootstrap.servers"] = self.bootstrap_servers
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        conf.update(self.extra)
+        return conf
+
+
+class ClickHouseConfig(Frozen):
+    """Where results go. ``url`` unset = ``PLANTSTREAM_CLICKHOUSE_URL`` or embedded chDB."""
+
+    url: str | None = None
+    database: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    batch_rows: int = Field(default=50_000, ge=1)
+    """A batch is written when it holds this many rows, and at every epoch (snapshot)."""
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+
+
+class Lateness(Frozen):
+    """How long event time waits for late data, and how far back corrections restate."""
+
+    allowed_lateness_s: float = Field(default=60.0, ge=0)
+    restatement_horizon_s: float = Field(default=24 * 3600.0, ge=0)
+
+
+class PlantConfig(Frozen):
+    """The whole plant config (see ``schemas/plant.example.yaml``)."""
+
+    site: str = Field(default="plant", min_length=1)
+    timezone: str = "UTC"
+    shifts: tuple[Shift, ...] = ()
+    holidays: tuple[date, ...] = ()
+    lines: tuple[Line, ...] = ()
+    microstop_threshold_s: float = Field(default=120.0, ge=0)
+    window_s: int = Field(default=60, ge=1, le=3600)
+    """Length of the OEE fact window; shift and break boundaries always split too."""
+    lateness: Lateness = Lateness()
+    kafka: KafkaConfig = KafkaConfig()
+    clickhouse: ClickHouseConfig = ClickHouseConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = (
+                f"unknown IANA time zone {v!r}; use a name such as 'UTC', 'Europe/Berlin' "
+                "or 'America/Chicago'"
+            )
+            raise ValueError(msg) from None
+        return v
+
+    @field_validator("window_s")
+    @classmethod
+    def _window_divides_hour(cls, v: int) -> int:
+        if 3600 % v:
+            msg = f"must divide an hour evenly (60, 300, 900 …), got {v}"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PlantConfig:
+        seen: dict[str, str] = {}
+        for line in self.lines:
+            for m in line.machines:
+                if m.id in seen:
+                    msg = (
+                        f"machine id {m.id!r} appears in line {seen[m.id]!r} and line "
+                        f"{line.id!r}; machine ids must be unique across the plant"
+                    )
+                    raise ValueError(msg)
+                seen[m.id] = line.id
+        names = [s.name for s in self.shifts]
+        if len(set(names)) != len(names):
+            msg = f"shift names must be unique, got {names}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def _machines(self) -> dict[str, MachineInfo]:
+        return {
+            m.id: MachineInfo(site=self.site, line=line.id, config=m)
+            for line in self.lines
+            for m in line.machines
+        }
+
+    def machine(self, machine_id: str) -> MachineInfo:
+        """Site, line and config of a machine; unknown machines get defaults, never an error."""
+        info = self._machines.get(machine_id)
+        if info is None:
+            return MachineInfo(site=self.site, line="", config=MachineConfig(id=machine_id))
+        return info
+
+
+class MachineInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    site: str
+    line: str
+    config: MachineConfig
+
+    @property
+    def ideal_cycle_time_ms(self) -> float | None:
+        return self.config.ideal_cycle_time_ms
+
+    def ideal_for_part(self, part: str) -> float | None:
+        """Ideal cycle time (ms) for a part number, falling back to the machine's."""
+        return self.config.ideal_cycle_time_ms_by_part.get(part, self.config.ideal_cycle_time_ms)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX:
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                msg = f"environment variable {key} overrides a field that is not a section"
+                raise ConfigError(msg)
+        try:
+            node[path[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[path[-1]] = raw
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling against schemas/plant.example.yaml"
+        elif err["type"] == "missing":
+            msg = "required field is missing; add it"
+        lines.append(f"plant config field '{field}': {msg}")
+    return "\n".join(lines)
+
+
+def build_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> PlantConfig:
+    """Validate a config mapping after applying ``PLANTSTREAM__…`` environment overrides."""
+    merged = _merge(dict(data), _env_overrides(os.environ if environ is None else environ))
+    try:
+        return PlantConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def load_config_text(text: str, environ: Mapping[str, str] | None = None) -> PlantConfig:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        msg = f"plant config is not valid YAML: {exc}"
+        raise ConfigError(msg) from None
+    if not isinstance(data, dict):
+        msg = "plant config must be a YAML mapping of fields (site:, timezone:, lines: …)"
+        raise ConfigError(msg)
+    return build_config(data, {} if environ is None else environ)
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PlantConfig:
+    """Load the plant config from ``path`` (or an empty one) plus environment overrides."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        return build_config({}, env)
+    p = Path(path)
+    if not p.is_file():
+        msg = f"plant config file {str(p)!r} does not exist; pass --config PATH to a YAML file"
+        raise ConfigError(msg)
+    return load_config_text(p.read_text(encoding="utf-8"), env)
+
+
+EXAMPLE_CONFIG = Path(__file__).with_name("plant.example.yaml")
