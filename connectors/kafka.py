@@ -161,7 +161,7 @@ class _KafkaPartition(StatefulSourcePartition[RawMessage, int]):
                     continue
                 raise KafkaException(err)
             self._at_eof = False
-            offset = m.offset()
+            offset = m.offset() or 0
             out.append(RawMessage(m.key(), m.value() or b"", self._topic, self._partition,
                                   offset, m.timestamp()[1]))
             self._next = offset + 1

@@ -3,7 +3,7 @@
 Every command that reads ClickHouse takes ``--clickhouse DSN``; without it the DSN comes from
 ``PLANTSTREAM_CLICKHOUSE_URL``, else the embedded ``chdb://.plantstream/clickhouse``.
 Sub-commands of later features (``kpi``, ``connect``, ``simulate`` …) register themselves on
-:data:`app` from their own modules, listed in :data:`COMMAND_MODULES`.
+:data:`app` from their own modules ``flows/cli_*.py``, imported by :func:`load_command_modules`.
 """
 
 from __future__ import annotations
@@ -39,10 +39,6 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Plant co
 ClickHouseOpt = Annotated[str | None, typer.Option(
     "--clickhouse", help="ClickHouse DSN (default: $PLANTSTREAM_CLICKHOUSE_URL, else embedded chDB).")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
-
-COMMAND_MODULES: tuple[str, ...] = ()
-"""Modules that add commands to :data:`app` when imported (e.g. ``flows.kpi``)."""
-
 
 def config_from(path: Path | None) -> PlantConfig:
     return load_config(path)
@@ -194,15 +190,21 @@ def list_flows() -> None:
         console.print(f"[bold]{name}[/]  {doc[0] if doc else ''}")
 
 
-def _load_command_modules() -> None:
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
+def load_command_modules() -> None:
+    """Import every ``flows/cli_*.py``; each adds its commands or sub-apps to :data:`app`."""
+    import pkgutil
+
+    import flows
+
+    for info in pkgutil.iter_modules(flows.__path__):
+        if info.name.startswith("cli_"):
+            importlib.import_module(f"flows.{info.name}")
 
 
 def main() -> None:
     """Console-script entry point: plantstream errors print as one clear line, exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _load_command_modules()
+    load_command_modules()
     try:
         app(standalone_mode=False)
     except PlantStreamError as exc:

@@ -11,7 +11,7 @@ Run in production as a Bytewax process or cluster::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bytewax.operators as op
@@ -62,6 +62,10 @@ def decode_stream(ctx: FlowContext, raw: Stream[RawMessage]) -> tuple[Stream[Mea
     return good, bad
 
 
+def _tagger(table: str) -> Callable[[Row], tuple[str, Row]]:
+    return lambda row: (table, row)
+
+
 def build_dataflow(
     config: PlantConfig,
     source: Source[RawMessage],
@@ -84,7 +88,7 @@ def build_dataflow(
     for name, fn in chosen.items():
         results = fn(ctx, measurements)
         for table, rows in results.items():
-            tables.append(op.map(f"tag_{name}_{table}", rows, lambda r, t=table: (t, r)))
+            tables.append(op.map(f"tag_{name}_{table}", rows, _tagger(table)))
     merged = op.merge("results", *tables)
     keyed = op.key_on("key_results", merged, lambda tr: str(tr[1].get("machine", "")))
     op.output("clickhouse_out", keyed, clickhouse_sink)

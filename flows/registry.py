@@ -58,7 +58,7 @@ def _discover() -> None:
     import flows
 
     for info in pkgutil.iter_modules(flows.__path__):
-        if info.name.startswith("_") or info.name in _NOT_FLOWS:
+        if info.name.startswith(("_", "cli")) or info.name in _NOT_FLOWS:
             continue
         importlib.import_module(f"flows.{info.name}")
 

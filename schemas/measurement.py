@@ -214,7 +214,7 @@ def parse_ts(value: Any) -> int | None:
             return None
         if dt.tzinfo is None:  # an RFC 3339 timestamp always carries an offset
             return None
-        return int(round(dt.astimezone(UTC).timestamp() * 1000))
+        return round(dt.astimezone(UTC).timestamp() * 1000)
     return None
 
 

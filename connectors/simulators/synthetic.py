@@ -57,11 +57,13 @@ def synthetic_stream(start_ms: int, *, machines: int = 3, step_ms: int = 1000, s
             if m.state == "running":
                 if rng.random() < 0.03:
                     m.reject += 1
-                    yield Measurement(now, m.id, "reject_count", m.reject, site, m.line, "count", "synthetic")
+                    yield Measurement(now, m.id, "reject_count", m.reject, site, m.line, "count",
+                                      "synthetic")
                 else:
                     m.good += 1
                     yield Measurement(now, m.id, "good_count", m.good, site, m.line, "count", "synthetic")
             m.temp += (62.0 - m.temp) * 0.05 + rng.gauss(0, 0.3)
             m.vib = max(0.1, m.vib + (2.0 - m.vib) * 0.1 + rng.gauss(0, 0.1))
             yield Measurement(now, m.id, "temperature_c", round(m.temp, 3), site, m.line, "C", "synthetic")
-            yield Measurement(now, m.id, "vibration_rms_mms", round(m.vib, 3), site, m.line, "mm/s", "synthetic")
+            yield Measurement(now, m.id, "vibration_rms_mms", round(m.vib, 3), site, m.line, "mm/s",
+                              "synthetic")

@@ -1,0 +1,70 @@
+"""Shared fixtures: real embedded services, a throwaway database and topics per test.
+
+- ``broker``: a fresh Tansu Kafka-protocol broker with the plantstream topics (function scope;
+  it starts in milliseconds and keeps data in memory only).
+- ``ch_dsn`` / ``ch_db`` / ``ch``: one chDB path for the whole pytest process (chDB allows one
+  path per process) and a fresh, migrated database per test.
+- ``mqtt_broker``: an in-process amqtt broker on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors import clickhouse as chc
+from connectors import kafka
+from connectors.embedded import AmqttBroker, TansuBroker
+
+
+@pytest.fixture(scope="session")
+def ch_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture
+def ch_db(ch_dsn: str) -> Iterator[str]:
+    """A fresh, migrated database name in the session's chDB; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    client = chc.connect(ch_dsn, database=name)
+    chc.migrate(client)
+    client.close()
+    yield name
+    admin = chc.connect(ch_dsn)
+    admin.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+    admin.close()
+
+
+@pytest.fixture
+def ch(ch_dsn: str, ch_db: str) -> Iterator[Any]:
+    client = chc.connect(ch_dsn, database=ch_db)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    b = TansuBroker(tmp_path / "logs").start()
+    try:
+        kafka.create_topics({"bootstrap.servers": b.bootstrap}, {t: 4 for t in kafka.ALL_TOPICS})
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def kafka_conf(broker: TansuBroker) -> dict[str, Any]:
+    return {"bootstrap.servers": broker.bootstrap}
+
+
+@pytest.fixture
+def mqtt_broker() -> Iterator[AmqttBroker]:
+    b = AmqttBroker().start()
+    try:
+        yield b
+    finally:
+        b.stop()
