@@ -191,10 +191,8 @@ class EmbeddedRuntime:
 
     When the plant config names a Kafka cluster (``kafka.bootstrap_servers``), no broker is
     started and the same code talks to that cluster; likewise ClickHouse follows ``dsn``.
-
-    >>> with EmbeddedRuntime(mqtt=False) as rt:  # doctest: +SKIP
-    ...     rt.kafka_conf["bootstrap.servers"]
-    '127.0.0.1:41234'
+    Use it as ``with EmbeddedRuntime(config) as rt:``; ``rt.kafka_conf`` then holds the
+    librdkafka settings and ``rt.clickhouse()`` opens a client on the migrated database.
     """
 
     def __init__(self, config: PlantConfig | None = None, *, dsn: str | None = None,
