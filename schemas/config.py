@@ -17,7 +17,7 @@ Examples
 ...     load_config_text("site: a\\ntimezone: Mars/Olympus")
 ... except ConfigError as exc:
 ...     print(str(exc)[:64])
-plant config field 'timezone': unknown IANA time zone 'Mars/Olymp
+plant config field 'timezone': unknown IANA time zone 'Mars/Olym
 """
 
 from __future__ import annotations
