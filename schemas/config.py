@@ -224,10 +224,11 @@ class PlantConfig(Frozen):
             raise ValueError(msg)
         return v
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> PlantConfig:
+    @field_validator("lines")
+    @classmethod
+    def _unique_machines(cls, lines: tuple[Line, ...]) -> tuple[Line, ...]:
         seen: dict[str, str] = {}
-        for line in self.lines:
+        for line in lines:
             for m in line.machines:
                 if m.id in seen:
                     msg = (
@@ -236,11 +237,16 @@ class PlantConfig(Frozen):
                     )
                     raise ValueError(msg)
                 seen[m.id] = line.id
-        names = [s.name for s in self.shifts]
+        return lines
+
+    @field_validator("shifts")
+    @classmethod
+    def _unique_shifts(cls, shifts: tuple[Shift, ...]) -> tuple[Shift, ...]:
+        names = [s.name for s in shifts]
         if len(set(names)) != len(names):
             msg = f"shift names must be unique, got {names}"
             raise ValueError(msg)
-        return self
+        return shifts
 
     @property
     def tz(self) -> ZoneInfo:
