@@ -124,6 +124,8 @@ def get_flow() -> Dataflow:
 
     Reads the plant config from ``PLANTSTREAM_CONFIG`` (plus ``PLANTSTREAM__…`` overrides)
     and the flows from ``PLANTSTREAM_FLOWS`` (comma-separated, default all).
+    ``PLANTSTREAM_STOP=end`` stops at the end of the measurements topic (batch re-runs, tests);
+    the default ``never`` tails it.
     """
     config = load_config(os.environ.get("PLANTSTREAM_CONFIG"))
     kconf = config.kafka.client_config()
@@ -133,9 +135,15 @@ def get_flow() -> Dataflow:
         msg = ("the Bytewax entry point needs a Kafka cluster: set kafka.bootstrap_servers in the "
                "plant config or PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS")
         raise ConfigError(msg)
+    stop = os.environ.get("PLANTSTREAM_STOP", "never")
+    if stop not in ("end", "never"):
+        from schemas.errors import ConfigError
+
+        msg = f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic) or 'never' (tail)"
+        raise ConfigError(msg)
     sink = ch.ClickHouseSink(clickhouse_factory(config), batch_rows=config.clickhouse.batch_rows,
                              retry_initial_s=config.clickhouse.retry_initial_s,
                              retry_max_s=config.clickhouse.retry_max_s)
-    return build_dataflow(config, kafka.KafkaInput(kconf), sink,
+    return build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
                           flows=select(os.environ.get("PLANTSTREAM_FLOWS")),
                           kafka_sink=kafka.KafkaOutput(kconf))
