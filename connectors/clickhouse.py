@@ -2,21 +2,28 @@
 
 The DSN is ``--clickhouse``, else ``PLANTSTREAM_CLICKHOUSE_URL``, else the embedded default
 ``chdb://.plantstream/clickhouse`` in the working directory. ``http(s)://user:pass@host:8123/db``
-reaches a real server through the same client API.
+reaches a real server through the same client API; ``https`` turns TLS on (``verify``,
+``ca_cert``, ``client_cert`` from the ``clickhouse:`` config section).
+
+The sink (:class:`ClickHouseSink`) batches by size and by time, writes one insert per table per
+batch with a deterministic ``insert_deduplication_token``, retries with exponential backoff
+while ClickHouse is unreachable (holding the flow back, never dropping) and counts what it did
+in :class:`SinkStats` (rows, batches, retries, batch latency, seconds held back).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import clickhouse_connect
@@ -25,6 +32,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from schemas.errors import ConfigError, ConnectorError
+
+if TYPE_CHECKING:
+    from schemas.config import ClickHouseConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +70,18 @@ def connect(
     username: str | None = None,
     password: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    secure: bool | None = None,
+    verify: bool = True,
+    ca_cert: str | None = None,
+    client_cert: str | None = None,
+    client_cert_key: str | None = None,
 ) -> Client:
     """Open a clickhouse-connect client for ``dsn``; creates ``database`` when missing.
 
     For ``chdb://PATH`` the folder is created. Only one process may open a chDB path at a time;
-    threads of that process share it.
+    threads of that process share it. For a server, ``https://`` (or ``secure=True``) uses TLS:
+    ``verify`` checks the server certificate against the system store or ``ca_cert`` (a PEM
+    file); ``client_cert``/``client_cert_key`` authenticate with a certificate (mutual TLS).
     """
     dsn = resolve_dsn(dsn)
     parsed = urlparse(dsn)
@@ -81,6 +98,8 @@ def connect(
         kwargs["password"] = password
     if settings:
         kwargs["settings"] = dict(settings)
+    if not is_embedded(dsn):
+        kwargs.update(_tls_kwargs(dsn, secure, verify, ca_cert, client_cert, client_cert_key))
     try:
         if is_embedded(dsn):
             path = dsn[len("chdb://"):]
@@ -101,6 +120,56 @@ def connect(
         msg = f"cannot open ClickHouse at {_redact(dsn)}: {exc}"
         raise ConnectorError(msg) from exc
     return client
+
+
+def _tls_kwargs(dsn: str, secure: bool | None, verify: bool, ca_cert: str | None,
+                client_cert: str | None, client_cert_key: str | None) -> dict[str, Any]:
+    """clickhouse-connect TLS arguments for a server DSN (files are checked up front).
+
+    >>> _tls_kwargs("https://ch:8443", None, True, None, None, None)
+    {'secure': True, 'verify': True}
+    >>> _tls_kwargs("http://ch:8123", None, True, None, None, None)
+    {}
+    """
+    tls = secure if secure is not None else dsn.startswith("https:")
+    if not tls:
+        if ca_cert or client_cert:
+            msg = (f"ClickHouse TLS files are set (clickhouse.ca_cert/client_cert) but {_redact(dsn)} "
+                   "is plain http; use an https:// URL or set clickhouse.secure: true")
+            raise ConfigError(msg)
+        return {}
+    out: dict[str, Any] = {"secure": True, "verify": verify}
+    for name, path in (("ca_cert", ca_cert), ("client_cert", client_cert),
+                       ("client_cert_key", client_cert_key)):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            msg = f"clickhouse.{name}: file {path!r} does not exist; give the path of a PEM file"
+            raise ConfigError(msg)
+        out[name] = path
+    if client_cert_key and not client_cert:
+        msg = "clickhouse.client_cert_key is set without clickhouse.client_cert; set both or neither"
+        raise ConfigError(msg)
+    return out
+
+
+def connect_config(cfg: ClickHouseConfig, dsn: str | None = None) -> Client:
+    """Open a client from the ``clickhouse:`` config section (``dsn`` overrides its ``url``)."""
+    return connect(
+        dsn or cfg.url, database=cfg.database, username=cfg.username,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+        secure=cfg.secure, verify=cfg.verify, ca_cert=cfg.ca_cert, client_cert=cfg.client_cert,
+        client_cert_key=cfg.client_cert_key,
+    )
+
+
+def config_factory(cfg: ClickHouseConfig, dsn: str | None = None) -> ClientFactory:
+    """A client factory for :class:`ClickHouseSink` from the ``clickhouse:`` config section.
+
+    The DSN is resolved once, now (argument, ``url``, environment, embedded default).
+    """
+    resolved = resolve_dsn(dsn or cfg.url)
+    return lambda: connect_config(cfg, resolved)
 
 
 def _redact(dsn: str) -> str:
@@ -137,8 +206,60 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return out
 
 
-def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply the migrations not applied yet; return their names. Safe to run again."""
+_ACCESS_CONTROL = re.compile(
+    r"^\s*(CREATE|ALTER|DROP)\s+(USER|ROLE|SETTINGS\s+PROFILE|PROFILE|QUOTA|ROW\s+POLICY|POLICY)\b"
+    r"|^\s*(GRANT|REVOKE|SET\s+DEFAULT\s+ROLE)\b",
+    re.IGNORECASE,
+)
+GRAFANA_PASSWORD_ENV = "PLANTSTREAM_GRAFANA_PASSWORD"
+
+
+def is_access_control(statement: str) -> bool:
+    """True for users, roles, settings profiles, quotas, policies and grants.
+
+    >>> is_access_control("CREATE USER IF NOT EXISTS grafana"), is_access_control("GRANT SELECT ON x.* TO r")
+    (True, True)
+    >>> is_access_control("CREATE TABLE users (id UInt64) ENGINE = Memory")
+    False
+    """
+    return bool(_ACCESS_CONTROL.match(statement))
+
+
+def is_embedded_client(client: Client) -> bool:
+    """True when ``client`` talks to embedded chDB (which has no users, roles or grants)."""
+    return type(client).__name__ == "ChdbClient"
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _server_statement(statement: str, client: Client, environ: Mapping[str, str]) -> str:
+    """Fill the placeholders of an access-control statement: ``{database}``, ``{grafana_password}``."""
+    if "{database}" in statement:
+        statement = statement.replace("{database}", f"`{client.database or 'default'}`")
+    if "{grafana_password}" in statement:
+        password = environ.get(GRAFANA_PASSWORD_ENV)
+        if not password:
+            msg = (f"migrating a ClickHouse server creates the read-only user 'grafana': set "
+                   f"{GRAFANA_PASSWORD_ENV} to its password before `plantstream db migrate`")
+            raise ConfigError(msg)
+        statement = statement.replace("{grafana_password}", _quote(password))
+    return statement
+
+
+def migrate(client: Client, directory: Path = MIGRATIONS_DIR,
+            environ: Mapping[str, str] | None = None) -> list[str]:
+    """Apply the migrations not applied yet; return their names. Safe to run again.
+
+    Access-control statements (``CREATE USER``, ``CREATE ROLE``, ``CREATE SETTINGS PROFILE``,
+    ``GRANT`` …) only make sense on a server: embedded chDB has no user directory and refuses
+    them, so there they are skipped with a log line naming each one. On a server their
+    placeholders are filled: ``{database}`` (the client's database) and ``{grafana_password}``
+    (from ``PLANTSTREAM_GRAFANA_PASSWORD``; migrating a server without it is an error).
+    """
+    env = os.environ if environ is None else environ
+    embedded = is_embedded_client(client)
     client.command(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
         "applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version"
@@ -149,6 +270,13 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
         if mig.version in done:
             continue
         for statement in mig.statements:
+            if is_access_control(statement):
+                if embedded:
+                    log.warning("migration %03d_%s: skipping access-control statement on embedded "
+                             "chDB (it has no users or grants; a server applies it): %s",
+                             mig.version, mig.name, " ".join(statement.split())[:80])
+                    continue
+                statement = _server_statement(statement, client, env)
             client.command(statement)
         client.insert("schema_migrations", [[mig.version, mig.name]], column_names=["version", "name"])
         applied.append(f"{mig.version:03d}_{mig.name}")
@@ -160,25 +288,98 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
 
 @dataclass
 class SinkStats:
-    """What the sink did, for summaries and metrics. Shared by every sink partition."""
+    """What the sink did, for summaries and metrics. Shared by every sink partition.
+
+    ``rows`` counts rows written per table; ``batches`` inserts that succeeded; ``retries``
+    failed attempts that were retried; ``batch_seconds`` the total time of successful inserts
+    (see :meth:`latency` for percentiles of the recent ones); ``held_back_s`` the time the flow
+    spent waiting for ClickHouse to come back; ``last_error`` the newest failure.
+
+    >>> s = SinkStats()
+    >>> s.record("measurements", 10, 0.02)
+    >>> s.as_dict()["rows_total"], s.as_dict()["batches"]
+    (10, 1)
+    """
 
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batches: int = 0
     retries: int = 0
     batch_seconds: float = 0.0
+    held_back_s: float = 0.0
+    last_error: str = ""
+    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, table: str, n: int) -> None:
+    def record(self, table: str, n: int, seconds: float | None = None) -> None:
+        """Count ``n`` rows written to ``table`` (by one insert that took ``seconds``)."""
         with self._lock:
             self.rows[table] += n
+            if seconds is not None:
+                self.batches += 1
+                self.batch_seconds += seconds
+                self._latencies.append(seconds)
+
+    def record_failure(self, error: str, waited_s: float) -> None:
+        with self._lock:
+            self.retries += 1
+            self.held_back_s += waited_s
+            self.last_error = error
+
+    @property
+    def rows_total(self) -> int:
+        return sum(self.rows.values())
+
+    def latency(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of the latency of the last 1024 inserts, in seconds."""
+        with self._lock:
+            data = sorted(self._latencies)
+        if not data:
+            return 0.0
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The metrics as one JSON-able mapping (for summaries, logs and exporters)."""
+        return {
+            "rows": dict(sorted(self.rows.items())), "rows_total": self.rows_total,
+            "batches": self.batches, "retries": self.retries,
+            "batch_seconds": round(self.batch_seconds, 6),
+            "batch_latency_p50_s": round(self.latency(0.5), 6),
+            "batch_latency_p99_s": round(self.latency(0.99), 6),
+            "held_back_s": round(self.held_back_s, 3), "last_error": self.last_error,
+        }
 
 
 ClientFactory = Callable[[], Client]
 
 
+def dedup_token(table: str, columns: tuple[str, ...], data: list[list[Any]]) -> str:
+    """A token that is the same for the same rows: ClickHouse drops a block it has seen.
+
+    A retried insert whose first attempt did land (the answer was lost) is then not written
+    twice, on tables with block deduplication (replicated, or
+    ``non_replicated_deduplication_window``); elsewhere the ReplacingMergeTree key makes the
+    repeat harmless.
+
+    >>> dedup_token("t", ("a",), [[1]]) == dedup_token("t", ("a",), [[1]])
+    True
+    >>> dedup_token("t", ("a",), [[1]]) == dedup_token("t", ("a",), [[2]])
+    False
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(table.encode())
+    h.update(repr(columns).encode())
+    h.update(repr(data).encode())
+    return f"{table}-{h.hexdigest()}"
+
+
+Sleep = Callable[[float], None]
+Clock = Callable[[], float]
+
+
 class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
     def __init__(self, factory: ClientFactory, batch_rows: int, stats: SinkStats,
-                 retry_initial_s: float, retry_max_s: float, max_attempts: int) -> None:
+                 retry_initial_s: float, retry_max_s: float, max_attempts: int,
+                 flush_interval_s: float, dedup: bool, sleep: Sleep, clock: Clock) -> None:
         self._factory = factory
         self._client: Client | None = None
         self._batch_rows = batch_rows
@@ -186,15 +387,25 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._max_attempts = max_attempts
+        self._flush_interval_s = flush_interval_s
+        self._dedup = dedup
+        self._sleep = sleep
+        self._clock = clock
         self._pending: dict[str, list[Row]] = defaultdict(list)
         self._count = 0
+        self._oldest: float | None = None
 
     def write_batch(self, values: list[tuple[str, Row]]) -> None:
+        if not values:
+            return
         pending = self._pending
         for table, row in values:
             pending[table].append(row)
         self._count += len(values)
-        if self._count >= self._batch_rows:
+        if self._oldest is None:
+            self._oldest = self._clock()
+        if (self._count >= self._batch_rows
+                or self._clock() - self._oldest >= self._flush_interval_s):
             self.flush()
 
     def snapshot(self) -> None:
@@ -205,9 +416,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
 
     def close(self) -> None:
         self.flush()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._reset_client()
 
     def flush(self) -> None:
         if not self._count:
@@ -217,45 +426,52 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
                 self._insert(table, rows)
             del self._pending[table]
         self._count = 0
+        self._oldest = None
 
     def _insert(self, table: str, rows: list[Row]) -> None:
         # Rows of one table may differ in which optional columns they carry: group by shape.
         shapes: dict[tuple[str, ...], list[list[Any]]] = defaultdict(list)
         for row in rows:
             shapes[tuple(row)].append(list(row.values()))
-        delay = self._retry_initial_s
-        attempt = 0
         for columns, data in shapes.items():
-            while True:
-                attempt += 1
-                started = time.perf_counter()
-                try:
-                    if self._client is None:
-                        self._client = self._factory()
-                    self._client.insert(table, data, column_names=list(columns))
-                except (OperationalError, ConnectorError, OSError) as exc:
-                    # ClickHouse unreachable: hold the flow back and retry, never drop.
-                    self._stats.retries += 1
-                    log.warning("ClickHouse insert into %s failed (%s); retrying in %.1fs",
-                                table, exc, delay)
-                    self._reset_client()
-                    time.sleep(delay)
-                    delay = min(delay * 2, self._retry_max_s)
-                    continue
-                except ClickHouseError as exc:
-                    self._stats.retries += 1
-                    if attempt >= self._max_attempts:
-                        msg = f"ClickHouse rejected {len(data)} rows for table {table!r}: {exc}"
-                        raise ConnectorError(msg) from exc
-                    log.warning("ClickHouse insert into %s failed (%s); retrying", table, exc)
-                    self._reset_client()
-                    time.sleep(delay)
-                    delay = min(delay * 2, self._retry_max_s)
-                    continue
-                self._stats.batch_seconds += time.perf_counter() - started
-                self._stats.batches += 1
-                self._stats.record(table, len(data))
-                break
+            self._insert_block(table, columns, data)
+
+    def _insert_block(self, table: str, columns: tuple[str, ...], data: list[list[Any]]) -> None:
+        settings = {"insert_deduplication_token": dedup_token(table, columns, data)} if self._dedup else None
+        delay = self._retry_initial_s
+        rejected = 0
+        while True:
+            started = self._clock()
+            try:
+                if self._client is None:
+                    self._client = self._factory()
+                self._client.insert(table, data, column_names=list(columns), settings=settings)
+            except (OperationalError, ConnectorError, OSError) as exc:
+                # ClickHouse unreachable: hold the flow back and retry, never drop.
+                self._failed(table, exc, delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            except ClickHouseError as exc:
+                # The server answered with an error: maybe transient (too many parts, a
+                # restart), maybe the rows are wrong. Retry a few times, then stop the flow
+                # with the error rather than dropping the rows.
+                rejected += 1
+                if rejected >= self._max_attempts:
+                    msg = (f"ClickHouse rejected {len(data)} rows for table {table!r} "
+                           f"{rejected} times: {exc}")
+                    raise ConnectorError(msg) from exc
+                self._failed(table, exc, delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            self._stats.record(table, len(data), self._clock() - started)
+            return
+
+    def _failed(self, table: str, exc: Exception, delay: float) -> None:
+        text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        log.warning("ClickHouse insert into %s failed (%s); retrying in %.1fs", table, text, delay)
+        self._reset_client()
+        self._stats.record_failure(text, delay)
+        self._sleep(delay)
 
     def _reset_client(self) -> None:
         if self._client is not None:
@@ -270,19 +486,30 @@ class ClickHouseSink(FixedPartitionedSink[tuple[str, Row], None]):
     """Write ``(table, row)`` items to ClickHouse, one insert per table per batch.
 
     Items arrive keyed (any string key, e.g. the machine id); the key picks the sink partition.
-    A batch is written when it reaches ``batch_rows`` and at the end of every epoch, so rows
-    are in ClickHouse before the epoch's input offsets become the resume point. While
-    ClickHouse is unreachable the sink retries with exponential backoff and holds the flow back.
+    A batch is written when it reaches ``batch_rows``, when its oldest row has waited
+    ``flush_interval_s`` and at the end of every epoch, so rows are in ClickHouse before the
+    epoch's input offsets become the resume point. While ClickHouse is unreachable the sink
+    retries with exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``)
+    forever and holds the flow back; an error answered by the server is retried
+    ``max_attempts`` times, then stops the flow with it. Nothing is dropped.
 
     Partitions are the unit of parallelism (``partitions`` of them, default one). At-least-once;
-    duplicates after resume are made harmless by every table's ReplacingMergeTree natural key.
+    duplicates after a retry or a resume are made harmless by every table's ReplacingMergeTree
+    natural key, and each insert carries a deterministic ``insert_deduplication_token`` so
+    tables with block deduplication drop an identical repeat outright.
     """
 
     def __init__(self, factory: ClientFactory, *, partitions: int = 1, batch_rows: int = 50_000,
                  stats: SinkStats | None = None, retry_initial_s: float = 0.5,
-                 retry_max_s: float = 30.0, max_attempts: int = 5) -> None:
+                 retry_max_s: float = 30.0, max_attempts: int = 5,
+                 flush_interval_s: float = 5.0, dedup_tokens: bool = True,
+                 sleep: Sleep = time.sleep, clock: Clock = time.monotonic) -> None:
         if partitions < 1:
             msg = "ClickHouseSink needs at least one partition"
+            raise ConfigError(msg)
+        if batch_rows < 1 or flush_interval_s <= 0 or retry_initial_s <= 0 or max_attempts < 1:
+            msg = ("ClickHouseSink: batch_rows and max_attempts must be >= 1, flush_interval_s "
+                   "and retry_initial_s > 0 (clickhouse: section of the plant config)")
             raise ConfigError(msg)
         self._factory = factory
         self._partitions = partitions
@@ -291,13 +518,26 @@ class ClickHouseSink(FixedPartitionedSink[tuple[str, Row], None]):
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._max_attempts = max_attempts
+        self._flush_interval_s = flush_interval_s
+        self._dedup = dedup_tokens
+        self._sleep = sleep
+        self._clock = clock
+
+    @classmethod
+    def from_config(cls, cfg: ClickHouseConfig, dsn: str | None = None, *,
+                    stats: SinkStats | None = None) -> ClickHouseSink:
+        """The sink as the ``clickhouse:`` config section describes it (TLS, batching, retry)."""
+        return cls(config_factory(cfg, dsn), batch_rows=cfg.batch_rows, stats=stats,
+                   retry_initial_s=cfg.retry_initial_s, retry_max_s=cfg.retry_max_s,
+                   flush_interval_s=cfg.flush_interval_s)
 
     def list_parts(self) -> list[str]:
         return [f"clickhouse-{i}" for i in range(self._partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ClickHousePartition:
         return _ClickHousePartition(self._factory, self._batch_rows, self.stats,
-                                    self._retry_initial_s, self._retry_max_s, self._max_attempts)
+                                    self._retry_initial_s, self._retry_max_s, self._max_attempts,
+                                    self._flush_interval_s, self._dedup, self._sleep, self._clock)
 
 
 def insert_rows(client: Client, table: str, rows: Iterable[Row]) -> int:

@@ -109,14 +109,8 @@ def build_dataflow(
 
 
 def clickhouse_factory(config: PlantConfig, dsn: str | None = None) -> ch.ClientFactory:
-    cfg = config.clickhouse
-    resolved = ch.resolve_dsn(dsn or cfg.url)
-
-    def factory() -> Any:
-        return ch.connect(resolved, database=cfg.database, username=cfg.username,
-                          password=cfg.password.get_secret_value() if cfg.password else None)
-
-    return factory
+    """Clients for the sink from the ``clickhouse:`` config section (credentials, TLS)."""
+    return ch.config_factory(config.clickhouse, dsn)
 
 
 def get_flow() -> Dataflow:

@@ -44,6 +44,7 @@ from pydantic import (
 
 from schemas._base import Frozen
 from schemas.errors import ConfigError
+from schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
 ENV_PREFIX = "PLANTSTREAM__"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -179,6 +180,15 @@ class ClickHouseConfig(Frozen):
     """A batch is written when it holds this many rows, and at every epoch (snapshot)."""
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+    flush_interval_s: float = Field(default=5.0, gt=0)
+    """A batch is also written once its oldest row has waited this long."""
+    secure: bool | None = None
+    """TLS to the server; unset = from the URL scheme (``https`` → on)."""
+    verify: bool = True
+    """Check the server certificate (against ``ca_cert`` or the system store)."""
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_cert_key: str | None = None
 
 
 class Lateness(Frozen):
@@ -202,6 +212,10 @@ class PlantConfig(Frozen):
     lateness: Lateness = Lateness()
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
+    tags: dict[str, TagMapping] = Field(default_factory=dict)
+    """Tag dictionary: source tag (or ``{placeholder}`` pattern) → machine, metric, unit, scale."""
+    producer: ProducerConfig = ProducerConfig()
+    mqtt: MqttConfig = MqttConfig()
 
     @field_validator("timezone")
     @classmethod
