@@ -269,15 +269,18 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR,
     for mig in load_migrations(directory):
         if mig.version in done:
             continue
+        skipped = []
         for statement in mig.statements:
             if is_access_control(statement):
                 if embedded:
-                    log.warning("migration %03d_%s: skipping access-control statement on embedded "
-                             "chDB (it has no users or grants; a server applies it): %s",
-                             mig.version, mig.name, " ".join(statement.split())[:80])
+                    skipped.append(" ".join(statement.split()[:3]))
                     continue
                 statement = _server_statement(statement, client, env)
             client.command(statement)
+        if skipped:
+            log.warning("migration %03d_%s: skipped %d access-control statements on embedded "
+                        "chDB, which has no users or grants (a server applies them): %s",
+                        mig.version, mig.name, len(skipped), "; ".join(skipped))
         client.insert("schema_migrations", [[mig.version, mig.name]], column_names=["version", "name"])
         applied.append(f"{mig.version:03d}_{mig.name}")
     return applied
