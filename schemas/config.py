@@ -44,6 +44,7 @@ from pydantic import (
 
 from schemas._base import Frozen
 from schemas.errors import ConfigError
+from schemas.oee_config import LossConfig
 from schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
 ENV_PREFIX = "PLANTSTREAM__"
@@ -210,6 +211,8 @@ class PlantConfig(Frozen):
     window_s: int = Field(default=60, ge=1, le=3600)
     """Length of the OEE fact window; shift and break boundaries always split too."""
     lateness: Lateness = Lateness()
+    losses: LossConfig = LossConfig()
+    """State → loss bucket, sub-states, small stops, fault-code and reason-code maps (OEE)."""
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
     tags: dict[str, TagMapping] = Field(default_factory=dict)
