@@ -43,8 +43,10 @@ from pydantic import (
 )
 
 from schemas._base import Frozen
+from schemas.anomaly_config import AnomalyConfig
 from schemas.errors import ConfigError
 from schemas.oee_config import LossConfig
+from schemas.sinks_config import EventHubsConfig, StatusConfig
 from schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
 ENV_PREFIX = "PLANTSTREAM__"
@@ -219,6 +221,12 @@ class PlantConfig(Frozen):
     """Tag dictionary: source tag (or ``{placeholder}`` pattern) → machine, metric, unit, scale."""
     producer: ProducerConfig = ProducerConfig()
     mqtt: MqttConfig = MqttConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
+    """Condition monitoring: detectors, grouped models, thresholds, excluded signals."""
+    eventhubs: EventHubsConfig = EventHubsConfig()
+    """The cloud sink (Azure Event Hubs or any Kafka cluster): KPI facts, events, alerts."""
+    status: StatusConfig = StatusConfig()
+    """How often the machine digital twin (``machine_status``) is written."""
 
     @field_validator("timezone")
     @classmethod
