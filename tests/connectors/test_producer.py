@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ def consume_all(conf: dict[str, Any], expected: int, topic: str = TOPIC,
     try:
         while len(out) < expected and time.monotonic() < deadline:
             for m in c.consume(1000, 0.2):
-                if m.error() is not None:
-                    assert m.error().code() == KafkaError._PARTITION_EOF
+                err = m.error()
+                if err is not None:
+                    assert err.code() == KafkaError._PARTITION_EOF
                     continue
                 out.append((m.key(), m.value() or b""))
         # a little more, to see duplicates or strays beyond the expected count
@@ -81,8 +83,8 @@ def test_delivers_everything_in_order_and_confirms_sets_in_order(broker: TansuBr
     confirmed: list[int] = []
     with SpoolingProducer(kafka_conf, ProducerConfig(spool_dir=str(tmp_path / "spool"))) as p:
         for i, s in enumerate(sets):
-            p.send(s, on_confirmed=lambda i=i: confirmed.append(i))
-        p.send([], on_confirmed=lambda: confirmed.append(-1))  # an empty set confirms after the rest
+            p.send(s, on_confirmed=partial(confirmed.append, i))
+        p.send([], on_confirmed=partial(confirmed.append, -1))  # an empty set confirms after the rest
         assert p.flush(30)
         assert p.stats.spooled_records == 0
     assert confirmed == [*range(len(sets)), -1]
@@ -99,12 +101,12 @@ def test_outage_spills_to_disk_and_loses_nothing(broker: TansuBroker, kafka_conf
     confirmed: list[int] = []
     with SpoolingProducer(kafka_conf, cfg) as p:
         for i, s in enumerate(sets[:50]):
-            p.send(s, on_confirmed=lambda i=i: confirmed.append(i))
+            p.send(s, on_confirmed=partial(confirmed.append, i))
         assert p.flush(30)
         broker.pause()
         try:
             for i, s in enumerate(sets[50:], start=50):
-                p.send(s, on_confirmed=lambda i=i: confirmed.append(i))
+                p.send(s, on_confirmed=partial(confirmed.append, i))
             time.sleep(1.0)
             assert confirmed == list(range(50)), "nothing may be confirmed while Kafka is frozen"
             assert p.stats.spooled_records > 1000
