@@ -21,7 +21,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors import clickhouse as ch
-from connectors import kafka
+from connectors import eventhubs, kafka
 from connectors.kafka import RawMessage
 from flows.registry import FlowContext, FlowFn, Row, select
 from operators.normalize import enrich
@@ -73,9 +73,14 @@ def build_dataflow(
     *,
     flows: Mapping[str, FlowFn] | None = None,
     kafka_sink: Sink[tuple[str, kafka.KafkaRecord]] | None = None,
+    eventhubs_sink: eventhubs.EventHubsSink | None = None,
     flow_id: str = "plantstream",
 ) -> Dataflow:
-    """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given)."""
+    """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given).
+
+    With ``eventhubs_sink``, the tables of ``config.eventhubs`` also go to the cloud (OEE facts
+    rolled up), and the sink's ``meter`` counts bytes sent against raw measurement bytes.
+    """
     ctx = FlowContext(config)
     chosen = select(None) if flows is None else flows
     flow = Dataflow(flow_id)
@@ -105,6 +110,9 @@ def build_dataflow(
 
         records = op.map("to_kafka_records", topical, to_record)
         op.output("kafka_out", op.key_on("key_records", records, lambda r: r[0]), kafka_sink)
+
+    if eventhubs_sink is not None:
+        eventhubs.attach(config.eventhubs, raw, merged, eventhubs_sink)
     return flow
 
 
@@ -135,9 +143,8 @@ def get_flow() -> Dataflow:
 
         msg = f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic) or 'never' (tail)"
         raise ConfigError(msg)
-    sink = ch.ClickHouseSink(clickhouse_factory(config), batch_rows=config.clickhouse.batch_rows,
-                             retry_initial_s=config.clickhouse.retry_initial_s,
-                             retry_max_s=config.clickhouse.retry_max_s)
+    sink = ch.ClickHouseSink.from_config(config.clickhouse)
     return build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
                           flows=select(os.environ.get("PLANTSTREAM_FLOWS")),
-                          kafka_sink=kafka.KafkaOutput(kconf))
+                          kafka_sink=kafka.KafkaOutput(kconf),
+                          eventhubs_sink=eventhubs.EventHubsSink.from_config(config.eventhubs))

@@ -1,0 +1,377 @@
+"""The cloud sink: KPI facts, downtime, scrap, anomalies and alerts to Azure Event Hubs.
+
+Event Hubs speaks the Kafka protocol on port 9093. From a connection string
+``Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…``
+:func:`eventhubs_client_config` builds exactly the librdkafka settings Microsoft documents
+(``bootstrap.servers=NS.servicebus.windows.net:9093``, ``security.protocol=SASL_SSL``,
+``sasl.mechanism=PLAIN``, ``sasl.username=$ConnectionString``, ``sasl.password=`` the whole
+connection string) and the topic is the event hub (``EntityPath``). The same sink works against
+any Kafka cluster (``eventhubs.bootstrap_servers`` + ``topic``).
+
+Raw measurements never leave the plant: only the result tables in ``eventhubs.tables`` are sent,
+OEE facts summed per machine over ``eventhubs.oee_rollup_s`` (hourly by default). Each record's
+key is ``site/machine`` (so one machine's records stay in one partition, in order), its value the
+row as JSON with a ``type`` field naming the table, and a ``plantstream-table`` header.
+:class:`BandwidthMeter` counts the bytes sent against the bytes of raw measurements read.
+
+Examples
+--------
+>>> cs = ("Endpoint=sb://plant-hub.servicebus.windows.net/;SharedAccessKeyName=send;"
+...       "SharedAccessKey=abc=;EntityPath=plantstream-kpis")
+>>> conf = eventhubs_client_config(cs)
+>>> conf["bootstrap.servers"], conf["sasl.username"], conf["sasl.password"] == cs
+('plant-hub.servicebus.windows.net:9093', '$ConnectionString', True)
+>>> parse_connection_string(cs).entity_path
+'plantstream-kpis'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Stream
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import KafkaError, Producer
+
+from connectors import kafka
+from operators.rollup import rollup
+from schemas.errors import ConfigError, ConnectorError
+from schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
+
+if TYPE_CHECKING:
+    from connectors.kafka import RawMessage
+
+log = logging.getLogger(__name__)
+
+EVENTHUBS_PORT = 9093
+TABLE_HEADER = "plantstream-table"
+DEMO_TOPIC = "plantstream.cloud"
+"""Where the demo sends the cloud records when no Event Hubs is configured (embedded broker)."""
+
+Row = dict[str, Any]
+
+
+# -- connection string -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionString:
+    """The parts of an Event Hubs connection string (the key itself is never printed)."""
+
+    endpoint: str
+    namespace_host: str
+    key_name: str
+    key: str
+    entity_path: str | None
+
+    def __repr__(self) -> str:
+        return (f"ConnectionString(namespace_host={self.namespace_host!r}, "
+                f"key_name={self.key_name!r}, entity_path={self.entity_path!r})")
+
+
+_REQUIRED = ("Endpoint", "SharedAccessKeyName", "SharedAccessKey")
+_KNOWN = (*_REQUIRED, "EntityPath")
+
+
+def parse_connection_string(text: str) -> ConnectionString:
+    """Parse ``Endpoint=sb://…/;SharedAccessKeyName=…;SharedAccessKey=…[;EntityPath=…]`` strictly.
+
+    Errors name the missing or malformed part. Keys are matched case-insensitively (as the
+    Azure SDKs do); values may contain ``=`` (base64 keys end with it).
+
+    >>> parse_connection_string("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=x")
+    Traceback (most recent call last):
+    ...
+    schemas.errors.ConfigError: Event Hubs connection string has no SharedAccessKeyName=…; ...
+    """
+    parts: dict[str, str] = {}
+    canonical = {k.lower(): k for k in _KNOWN}
+    for raw in text.strip().split(";"):
+        if not raw.strip():
+            continue
+        name, sep, value = raw.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            msg = (f"Event Hubs connection string part {name or raw!r} is not Name=value; copy the "
+                   "whole string from the portal (Shared access policies → connection string)")
+            raise ConfigError(msg)
+        key = canonical.get(name.lower())
+        if key is None:
+            if name.lower() == "sharedaccesssignature":
+                msg = ("Event Hubs connection strings with SharedAccessSignature are not supported; "
+                       "use a shared access policy's SharedAccessKeyName and SharedAccessKey")
+                raise ConfigError(msg)
+            continue  # other parts (e.g. UseDevelopmentEmulator) do not change the Kafka settings
+        if key in parts:
+            msg = f"Event Hubs connection string names {key} twice; keep one"
+            raise ConfigError(msg)
+        parts[key] = value.strip()
+    for key in _REQUIRED:
+        if not parts.get(key):
+            msg = (f"Event Hubs connection string has no {key}=…; it must look like "
+                   "Endpoint=sb://NAMESPACE.servicebus.windows.net/;SharedAccessKeyName=NAME;"
+                   "SharedAccessKey=KEY;EntityPath=EVENTHUB")
+            raise ConfigError(msg)
+    endpoint = parts["Endpoint"]
+    url = urlparse(endpoint)
+    if url.scheme != "sb" or not url.hostname:
+        msg = (f"Event Hubs connection string Endpoint {endpoint!r} must be "
+               "sb://NAMESPACE.servicebus.windows.net/")
+        raise ConfigError(msg)
+    entity = parts.get("EntityPath") or None
+    return ConnectionString(endpoint, url.hostname, parts["SharedAccessKeyName"],
+                            parts["SharedAccessKey"], entity)
+
+
+def eventhubs_client_config(connection_string: str) -> dict[str, str]:
+    """The librdkafka settings Microsoft documents for the Event Hubs Kafka endpoint."""
+    cs = parse_connection_string(connection_string)
+    return {
+        "bootstrap.servers": f"{cs.namespace_host}:{EVENTHUBS_PORT}",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "$ConnectionString",
+        "sasl.password": connection_string.strip(),
+    }
+
+
+EVENTHUBS_TUNING: dict[str, Any] = {
+    # Microsoft's recommendations for Kafka clients on Event Hubs: the service closes idle
+    # connections after 240 s and enforces a 1 MB request size.
+    "socket.keepalive.enable": True,
+    "metadata.max.age.ms": 180_000,
+    "connections.max.idle.ms": 180_000,
+    "request.timeout.ms": 60_000,
+    "message.max.bytes": 1_000_000,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the cloud records go: librdkafka settings and the topic (event hub)."""
+
+    conf: dict[str, Any]
+    topic: str
+    eventhubs: bool
+
+    def __repr__(self) -> str:  # never print the password
+        safe = {k: ("***" if "password" in k else v) for k, v in self.conf.items()}
+        return f"Target(topic={self.topic!r}, eventhubs={self.eventhubs}, conf={safe})"
+
+
+def target_from_config(cfg: EventHubsConfig, environ: Mapping[str, str] | None = None) -> Target | None:
+    """The cloud target of the ``eventhubs:`` section (or the environment), or None when unset."""
+    env = os.environ if environ is None else environ
+    secret = cfg.connection_string.get_secret_value() if cfg.connection_string else None
+    if secret is None and not cfg.bootstrap_servers:
+        secret = env.get(CONNECTION_STRING_ENV) or None
+    if secret is not None:
+        cs = parse_connection_string(secret)
+        topic = cfg.topic or cs.entity_path
+        if not topic:
+            msg = ("Event Hubs connection string has no EntityPath=…: append ;EntityPath=EVENTHUB "
+                   "(the event hub to write) or set eventhubs.topic")
+            raise ConfigError(msg)
+        conf: dict[str, Any] = {**EVENTHUBS_TUNING, **eventhubs_client_config(secret), **cfg.extra}
+        return Target(conf, topic, eventhubs=True)
+    if cfg.bootstrap_servers:
+        assert cfg.topic is not None  # validated by EventHubsConfig
+        return Target({"bootstrap.servers": cfg.bootstrap_servers, **cfg.extra}, cfg.topic,
+                      eventhubs=False)
+    return None
+
+
+# -- bytes saved -------------------------------------------------------------------------------
+
+
+class BandwidthMeter:
+    """Bytes of raw measurements read vs bytes sent to the cloud (shared by every partition).
+
+    >>> m = BandwidthMeter()
+    >>> m.add_raw(1000); m.add_raw(1000); m.add_sent(20)
+    >>> m.ratio, round(m.saved_fraction, 3)
+    (100.0, 0.99)
+    >>> m.summary()
+    'cloud sink: 1 records, 20 B sent for 2,000 B of raw measurements (2 records): 100.0x less, 99.0% saved'
+    """
+
+    def __init__(self) -> None:
+        self.raw_bytes = 0
+        self.raw_records = 0
+        self.sent_bytes = 0
+        self.sent_records = 0
+        self._lock = threading.Lock()
+
+    def add_raw(self, n: int) -> None:
+        with self._lock:
+            self.raw_bytes += n
+            self.raw_records += 1
+
+    def add_sent(self, n: int) -> None:
+        with self._lock:
+            self.sent_bytes += n
+            self.sent_records += 1
+
+    @property
+    def ratio(self) -> float:
+        """Raw bytes per byte sent (``inf`` when nothing was sent)."""
+        return self.raw_bytes / self.sent_bytes if self.sent_bytes else float("inf")
+
+    @property
+    def saved_fraction(self) -> float:
+        """Share of the raw bytes that did not leave the plant (0..1)."""
+        return 1.0 - self.sent_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"raw_bytes": self.raw_bytes, "raw_records": self.raw_records,
+                "sent_bytes": self.sent_bytes, "sent_records": self.sent_records,
+                "ratio": round(self.ratio, 1) if self.sent_bytes else None,
+                "saved_fraction": round(self.saved_fraction, 4)}
+
+    def summary(self) -> str:
+        """One line for the demo and replay summaries."""
+        ratio = f"{self.ratio:.1f}x less" if self.sent_bytes else "nothing sent"
+        return (f"cloud sink: {self.sent_records:,} records, {self.sent_bytes:,} B sent for "
+                f"{self.raw_bytes:,} B of raw measurements ({self.raw_records:,} records): "
+                f"{ratio}, {self.saved_fraction:.1%} saved")
+
+
+# -- the sink ------------------------------------------------------------------------------------
+
+
+def record_key(row: Row) -> bytes:
+    """The partition key of a record: ``site/machine``.
+
+    >>> record_key({"site": "plant-a", "machine": "press-01"})
+    b'plant-a/press-01'
+    """
+    return f"{row.get('site', '')}/{row.get('machine', '')}".encode()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None  # NaN / inf
+    raise TypeError
+
+
+def record_value(table: str, row: Row) -> bytes:
+    """The record's JSON value: the row plus ``type`` (its table); NaN becomes null.
+
+    >>> record_value("alerts", {"machine": "m", "score": 1.5})
+    b'{"type":"alerts","machine":"m","score":1.5}'
+    """
+    return orjson.dumps({"type": table, **row}, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+
+
+class _EventHubsPartition(StatefulSinkPartition[tuple[str, Row], None]):
+    def __init__(self, conf: dict[str, Any], topic: str, meter: BandwidthMeter) -> None:
+        self._producer = Producer(conf)
+        self._topic = topic
+        self._meter = meter
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def write_batch(self, values: list[tuple[str, Row]]) -> None:
+        for table, row in values:
+            key = record_key(row)
+            value = record_value(table, row)
+            while True:
+                try:
+                    self._producer.produce(self._topic, value, key, headers=[(TABLE_HEADER, table.encode())],
+                                           on_delivery=self._on_delivery)
+                    break
+                except BufferError:  # local queue full: wait for deliveries, then retry
+                    self._producer.poll(0.1)
+            self._meter.add_sent(len(key) + len(value))
+        self._producer.poll(0)
+        self._raise_errors()
+
+    def snapshot(self) -> None:
+        # Everything of this epoch is confirmed by Event Hubs before the epoch commits.
+        self._flush()
+        return None
+
+    def _flush(self) -> None:
+        while self._producer.flush(1.0):
+            log.warning("waiting for the cloud sink to confirm %d records (topic %s)",
+                        len(self._producer), self._topic)
+        self._raise_errors()
+
+    def _raise_errors(self) -> None:
+        if self._errors:
+            errors, self._errors = self._errors, []
+            msg = f"the cloud sink (topic {self._topic!r}) refused {len(errors)} records, first: {errors[0]}"
+            raise ConnectorError(msg)
+
+    def close(self) -> None:
+        self._flush()
+
+
+class EventHubsSink(FixedPartitionedSink[tuple[str, Row], None]):
+    """Send ``(table, row)`` result records to Event Hubs (or any Kafka topic).
+
+    One sink partition (the unit of parallelism; Event Hubs partitions are chosen by the
+    record key ``site/machine``). At-least-once: each epoch's records are confirmed before the
+    epoch commits (waiting, never dropping, while the cloud is unreachable); a resume may send
+    some again, so consumers keep the highest ``version`` per natural key.
+    """
+
+    def __init__(self, target: Target, meter: BandwidthMeter | None = None) -> None:
+        self.target = target
+        self.meter = meter if meter is not None else BandwidthMeter()
+        self._conf = kafka.producer_config(target.conf)
+
+    @classmethod
+    def from_config(cls, cfg: EventHubsConfig,
+                    environ: Mapping[str, str] | None = None) -> EventHubsSink | None:
+        """The sink of the ``eventhubs:`` section, or None when no cloud target is configured."""
+        target = target_from_config(cfg, environ)
+        return None if target is None else cls(target)
+
+    def list_parts(self) -> list[str]:
+        return ["eventhubs"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EventHubsPartition:
+        return _EventHubsPartition(self._conf, self.target.topic, self.meter)
+
+
+def demo_sink(kafka_conf: Mapping[str, Any], cfg: EventHubsConfig) -> EventHubsSink:
+    """The configured cloud sink, else one to ``plantstream.cloud`` on the embedded broker."""
+    sink = EventHubsSink.from_config(cfg)
+    if sink is not None:
+        return sink
+    kafka.create_topics(kafka_conf, {DEMO_TOPIC: 1})
+    return EventHubsSink(Target(dict(kafka_conf), DEMO_TOPIC, eventhubs=False))
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+def attach(cfg: EventHubsConfig, raw: Stream[RawMessage], results: Stream[tuple[str, Row]],
+           sink: EventHubsSink) -> None:
+    """Wire the cloud sink into a dataflow: count raw bytes, pick tables, roll up OEE facts."""
+    meter = sink.meter
+    op.inspect("cloud_count_raw", raw, lambda _step, msg: meter.add_raw(len(msg.value)))
+    tables = frozenset(cfg.tables)
+    chosen = op.filter("cloud_tables", results, lambda tr: tr[0] in tables)
+    if cfg.oee_rollup_s and "oee_facts" in tables:
+        split = op.branch("cloud_is_oee", chosen, lambda tr: tr[0] == "oee_facts")
+        facts = op.key_on("cloud_oee_key", op.map("cloud_oee_rows", split.trues, lambda tr: tr[1]),
+                          lambda r: record_key(r).decode())
+        rolled = rollup("cloud_oee_rollup", facts, period_s=cfg.oee_rollup_s,
+                        restate_buckets=cfg.restate_buckets)
+        tagged = op.map("cloud_oee_tag", rolled, lambda kv: ("oee_facts", kv[1]))
+        chosen = op.merge("cloud_merge", tagged, split.falses)
+    keyed = op.key_on("cloud_key", chosen, lambda tr: record_key(tr[1]).decode())
+    op.output("cloud_out", keyed, sink)
