@@ -1,0 +1,312 @@
+"""An OPC UA server serving a simulated PLC line (asyncua), at real time or faster.
+
+:class:`PlcOpcUaServer` publishes the tags of a :class:`~connectors.simulators.plc.PlcLine`
+KEPServerEX-style: one folder per machine under a channel folder, one variable per tag, with
+string NodeIds ``ns=<urn:plantstream:plc>;s=Channel1.<machine>.<Tag>`` and browse path
+``Objects/Channel1/<machine>/<Tag>``. Every value carries the simulated event time as its
+SourceTimestamp, so a client sees exactly the simulator's ``ts``.
+
+Playback: event time advances ``speed`` times faster than the wall clock (``speed=60`` plays an
+hour a minute); :meth:`PlcOpcUaServer.play` writes every tag change in order. Each variable
+keeps a history of its last ``history`` values (OPC UA HistoryRead), so a client that was
+disconnected can read back what it missed (the connector's ``backfill``).
+
+Security: endpoints ``None`` and Basic256Sha256 ``Sign`` / ``SignAndEncrypt`` when a server
+certificate and key are given; users from ``users={name: password}`` (anonymous access only
+when ``allow_anonymous``).
+
+Examples
+--------
+>>> import asyncio
+>>> from asyncua import Client
+>>> async def demo():
+...     line = PlcLine(seed=1, machines=1, start_ms=1763791200000)
+...     async with PlcOpcUaServer(line, speed=0) as srv:
+...         await srv.play(until_ms=1763791200000 + 60_000)
+...         async with Client(srv.endpoint) as c:
+...             node = c.get_node(srv.node_id("press-01", "PartCountGood"))
+...             return await node.read_value() == line.ground_truth().final["press-01"]["good_count"]
+>>> asyncio.run(demo())
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.history import HistoryDict
+
+from connectors.embedded import free_port
+from connectors.simulators.plc import TAGS, PlcLine, TagUpdate
+from schemas.errors import ConnectorError
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "urn:plantstream:plc"
+"""Namespace URI of the simulator's nodes."""
+
+TAG_TYPES: dict[str, ua.VariantType] = {
+    "MachineState": ua.VariantType.Int32,
+    "PartCountGood": ua.VariantType.Int64,
+    "PartCountReject": ua.VariantType.Int64,
+    "CycleCount": ua.VariantType.Int64,
+    "CycleTimeActual_ms": ua.VariantType.Int32,
+    "CycleTimeTarget_ms": ua.VariantType.Int32,
+    "ActiveFaultCode": ua.VariantType.Int32,
+    "ReasonCode": ua.VariantType.String,
+    "ScrapReason": ua.VariantType.String,
+    "PartNumber": ua.VariantType.String,
+    "WorkOrder": ua.VariantType.String,
+    "ToolID": ua.VariantType.Int32,
+    "SpindleSpeed_RPM": ua.VariantType.Int32,
+    "Temperature_C": ua.VariantType.Double,
+    "Vibration_Velocity_mms": ua.VariantType.Double,
+    "AmbientTemperature_C": ua.VariantType.Double,
+}
+"""OPC UA type of each PLC tag."""
+
+_INITIAL: dict[ua.VariantType, Any] = {
+    ua.VariantType.Int32: 0, ua.VariantType.Int64: 0, ua.VariantType.String: "", ua.VariantType.Double: 0.0,
+}
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class _Users:
+    """asyncua user manager: name/password pairs; anonymous only when allowed."""
+
+    def __init__(self, users: Mapping[str, str], allow_anonymous: bool) -> None:
+        self.users = dict(users)
+        self.allow_anonymous = allow_anonymous
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        if username is None:
+            return User(role=UserRole.User) if self.allow_anonymous else None
+        if self.users.get(username) == password:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
+def plc_tag_dictionary(channel: str = "Channel1", *, line: str = "") -> dict[str, dict[str, Any]]:
+    """The ``tags:`` entries mapping this server's tags (and KEPServerEX ones named alike).
+
+    Patterns ``Channel1.{machine}.<Tag>``; ``MachineState`` carries the state-code map
+    (including ``5 planned_stop``). ``CycleCount`` maps to ``total_count`` and ``ToolID`` to
+    ``tool_id``.
+
+    >>> d = plc_tag_dictionary()
+    >>> d["Channel1.{machine}.PartCountGood"]
+    {'machine': '{machine}', 'metric': 'good_count', 'unit': 'count'}
+    >>> d["Channel1.{machine}.MachineState"]["states"]["5"]
+    'planned_stop'
+    """
+    from connectors.simulators.plc import STATE_CODES
+
+    out: dict[str, dict[str, Any]] = {}
+    for tag, (metric, unit) in TAGS.items():
+        entry: dict[str, Any] = {"machine": "{machine}", "metric": metric or _EXTRA_METRICS[tag]}
+        if unit:
+            entry["unit"] = unit
+        if line:
+            entry["line"] = line
+        if tag == "MachineState":
+            entry["states"] = {str(v): k for k, v in STATE_CODES.items()}
+        out[f"{channel}.{{machine}}.{tag}"] = entry
+    return out
+
+
+_EXTRA_METRICS = {"CycleCount": "total_count", "ToolID": "tool_id"}
+
+
+class PlcOpcUaServer:
+    """Serve a :class:`PlcLine` over OPC UA (see the module docstring).
+
+    Parameters
+    ----------
+    line
+        The simulator; its current event time is where playback starts.
+    host, port
+        Where to listen (``port=0``: a free port).
+    speed
+        Event-time seconds per wall-clock second; ``0`` = as fast as possible (only with
+        ``play(until_ms=…)``).
+    certificate, private_key
+        Server certificate (DER or PEM) and key: enables Basic256Sha256 Sign and
+        SignAndEncrypt endpoints. ``security_none=False`` removes the unsecured endpoint.
+    users, allow_anonymous
+        Username/password pairs; anonymous sessions only when ``allow_anonymous``.
+    history
+        Values kept per variable for HistoryRead (0 = no history).
+    """
+
+    def __init__(self, line: PlcLine, *, host: str = "127.0.0.1", port: int = 0, speed: float = 1.0,
+                 channel: str = "Channel1", certificate: str | Path | None = None,
+                 private_key: str | Path | None = None, security_none: bool = True,
+                 users: Mapping[str, str] | None = None, allow_anonymous: bool = True,
+                 history: int = 100_000, tick_s: float = 0.05) -> None:
+        if speed < 0 or math.isnan(speed):
+            msg = f"speed must be >= 0 (0 = as fast as possible), got {speed}"
+            raise ValueError(msg)
+        if (certificate is None) != (private_key is None):
+            msg = "give both certificate and private_key (or neither) to enable Basic256Sha256"
+            raise ValueError(msg)
+        if not security_none and certificate is None:
+            msg = "security_none=False needs a certificate and private_key"
+            raise ValueError(msg)
+        self.line = line
+        self.host = host
+        self.port = port or free_port()
+        self.speed = speed
+        self.channel = channel
+        self.certificate = certificate
+        self.private_key = private_key
+        self.security_none = security_none
+        self.users = dict(users or {})
+        self.allow_anonymous = allow_anonymous
+        self.history = history
+        self.tick_s = tick_s
+        self.server: Server | None = None
+        self.ns = 0
+        self.nodes: dict[tuple[str, str], ua.NodeId] = {}
+        self.written = 0
+        self._started = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.host}:{self.port}/plantstream/plc"
+
+    def node_id(self, machine: str, tag: str) -> str:
+        """The NodeId string of a tag, e.g. ``ns=2;s=Channel1.press-01.MachineState``."""
+        return f"ns={self.ns};s={self.channel}.{machine}.{tag}"
+
+    async def start(self) -> PlcOpcUaServer:
+        server = Server(user_manager=_Users(self.users, self.allow_anonymous))  # type: ignore[arg-type]
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("plantstream PLC line simulator")
+        await server.set_application_uri("urn:plantstream:plc-simulator")
+        policies = [ua.SecurityPolicyType.NoSecurity] if self.security_none else []
+        if self.certificate is not None and self.private_key is not None:
+            await server.load_certificate(str(self.certificate))
+            await server.load_private_key(str(self.private_key))
+            policies += [ua.SecurityPolicyType.Basic256Sha256_Sign,
+                         ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+        server.set_security_policy(policies)
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if self.allow_anonymous:
+            tokens.append(ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        self.ns = await server.register_namespace(NAMESPACE)
+        if self.history:
+            server.iserver.history_manager.set_storage(HistoryDict())
+        root = await server.nodes.objects.add_folder(ua.NodeId(self.channel, self.ns), self.channel)
+        hist = []
+        t0 = _dt(self.line.now)
+        for mid in self.line.machine_ids:
+            folder = await root.add_folder(ua.NodeId(f"{self.channel}.{mid}", self.ns), mid)
+            for tag, vtype in TAG_TYPES.items():
+                nid = ua.NodeId(f"{self.channel}.{mid}.{tag}", self.ns)
+                var = await folder.add_variable(nid, tag, ua.Variant(_INITIAL[vtype], vtype))
+                await var.write_value(ua.DataValue(ua.Variant(_INITIAL[vtype], vtype),
+                                                   SourceTimestamp=t0, ServerTimestamp=t0))
+                self.nodes[(mid, tag)] = nid
+                hist.append(var)
+        try:
+            await server.start()
+        except OSError as exc:
+            msg = f"OPC UA simulator cannot listen on {self.endpoint}: {exc}; choose another --port"
+            raise ConnectorError(msg) from exc
+        if self.history:
+            for var in hist:
+                await server.historize_node_data_change(var, period=None, count=self.history)
+        self.server = server
+        self._started = True
+        log.info("PLC simulator serving %d machines on %s", len(self.line.machine_ids), self.endpoint)
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None and self._started:
+            self._started = False
+            await self.server.stop()
+
+    async def __aenter__(self) -> PlcOpcUaServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def write(self, upd: TagUpdate) -> None:
+        """Write one tag update (value + SourceTimestamp = event time)."""
+        assert self.server is not None, "start() the server first"
+        nid = self.nodes[(upd.machine, upd.tag)]
+        vtype = TAG_TYPES[upd.tag]
+        value: Any = float(upd.value) if vtype == ua.VariantType.Double else upd.value
+        dv = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=_dt(upd.ts),
+                          ServerTimestamp=datetime.now(UTC))
+        await self.server.write_attribute_value(nid, dv)
+        self.written += 1
+
+    async def write_raw(self, machine: str, tag: str, variant: ua.Variant, ts_ms: int,
+                        status: ua.StatusCode | None = None) -> None:
+        """Write any value (of any type, with any status) to a tag — for fault injection."""
+        assert self.server is not None, "start() the server first"
+        nid = self.nodes.get((machine, tag)) or ua.NodeId(f"{self.channel}.{machine}.{tag}", self.ns)
+        dv = ua.DataValue(variant, StatusCode_=status or ua.StatusCode(), SourceTimestamp=_dt(ts_ms),
+                          ServerTimestamp=datetime.now(UTC))
+        await self.server.write_attribute_value(nid, dv)
+
+    async def play(self, until_ms: int | None = None, stop: asyncio.Event | None = None,
+                   pause: asyncio.Event | None = None) -> int:
+        """Play the line: event time runs ``speed``× the wall clock until ``until_ms``/``stop``.
+
+        Returns the number of tag writes. ``pause`` (set = paused) freezes event time.
+        """
+        if self.speed == 0 and until_ms is None:
+            msg = "speed=0 (as fast as possible) needs until_ms"
+            raise ValueError(msg)
+        n0 = self.written
+        loop = asyncio.get_running_loop()
+        wall0, sim0 = loop.time(), self.line.now
+        while True:
+            if stop is not None and stop.is_set():
+                break
+            if pause is not None and pause.is_set():
+                await asyncio.sleep(self.tick_s)
+                wall0, sim0 = loop.time(), self.line.now
+                continue
+            if self.speed == 0:
+                assert until_ms is not None
+                target = min(until_ms, self.line.now + 60_000)
+            else:
+                target = sim0 + int((loop.time() - wall0) * self.speed * 1000)
+                if until_ms is not None:
+                    target = min(target, until_ms)
+            for upd in self.line.run_tags(target):
+                await self.write(upd)
+            if until_ms is not None and self.line.now >= until_ms:
+                break
+            await asyncio.sleep(0 if self.speed == 0 else self.tick_s)
+        return self.written - n0
+
+
+async def serve(line: PlcLine, *, until_ms: int | None = None, stop: asyncio.Event | None = None,
+                **kwargs: Any) -> PlcOpcUaServer:
+    """Start a server for ``line``, play it to ``until_ms``/``stop``, then stop; returns it."""
+    srv = PlcOpcUaServer(line, **kwargs)
+    async with srv:
+        t = time.monotonic()
+        n = await srv.play(until_ms=until_ms, stop=stop)
+        log.info("played %d tag writes in %.1f s", n, time.monotonic() - t)
+    return srv
