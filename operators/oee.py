@@ -1,0 +1,580 @@
+"""Time-in-state accounting: additive OEE facts per machine and window, in event time.
+
+One keyed stateful step per machine (key = machine id) integrates the time spent in each
+machine state and splits it exactly at window (``window_s``), shift and break boundaries
+(:mod:`operators.shifts`). When event time passes a window's end the window's **facts** leave
+the operator: milliseconds become seconds of all, scheduled, planned production, run,
+unplanned-stop, setup, small-stop and excluded time, ideal seconds (ideal cycle × count) and
+good / reject / total counts, per shift, part number and work order. Ratios are never emitted;
+the query layer computes them from sums (:func:`ratios`).
+
+Time model (KPI.md), per span of time in one state:
+
+- not in a shift (or a holiday), or state bucket ``not_scheduled``: all time only — except a
+  running machine, which is counted as planned and run time and flagged in
+  ``unscheduled_run_s``;
+- in a break, or bucket ``excluded``: scheduled, not planned (``excluded_s``);
+- ``run``: planned and run; ``setup`` / ``unplanned_stop``: planned and that loss;
+- ``small_stop`` (and stops of a small-stop state that end before ``microstop_threshold_s``):
+  planned and run time, with the same seconds in ``small_stop_s`` (a performance loss inside
+  run time). So ``planned_s = run_s + unplanned_stop_s + setup_s`` always.
+
+Event time: the per-machine watermark is the largest timestamp seen minus
+``lateness.allowed_lateness_s``. Samples are buffered until the watermark passes them and
+applied in timestamp order, so any arrival order within the allowed lateness gives the same
+facts. A sample older than the watermark but within ``lateness.restatement_horizon_s``
+restates: the accounting is restored from the last checkpoint before it, the journal of
+samples since then is re-applied with it, and every affected window and downtime event is
+emitted again with a higher ``version`` (tables keep the latest version). Older samples go to
+the dead letter with reason ``late``. The end of input closes every open window and resolves
+every pending stop provisionally, without ending them: a run resumed later restates them.
+
+Counters: ``good_count`` / ``reject_count`` / ``total_count`` are cumulative; the first value
+is a baseline, a decrease is a reset (the new value is the production since the reset).
+``good_parts`` / ``reject_parts`` are increments. Total = good + reject; a machine that only
+reports ``total_count`` and ``good_count`` gets reject = total − good. Ideal cycle time: the
+``ideal_cycle_time_ms`` metric when sent (until the part number changes), else the config's
+per part number, else per machine.
+
+Examples
+--------
+>>> from schemas.config import PlantConfig
+>>> cfg = PlantConfig.model_validate({"lines": [{"id": "l1", "machines": [
+...     {"id": "m1", "ideal_cycle_time_ms": 1000}]}], "lateness": {"allowed_lateness_s": 0}})
+>>> acc = OeeAccounting.for_config(cfg, "m1")
+>>> out = acc.process([(0, "machine_state", "running"), (0, "good_count", 100),
+...                    (30_000, "good_count", 127), (30_000, "reject_count", 0),
+...                    (45_000, "reject_count", 2), (60_000, "machine_state", "fault"),
+...                    (90_000, "machine_state", "running"), (120_000, "good_count", 130)])
+>>> facts = [r for t, r in out + acc.finish() if t == "oee_facts"]
+>>> [(f["window_start"], f["run_s"], f["unplanned_stop_s"], f["good"], f["reject"], f["ideal_s"])
+...  for f in facts]
+[(0, 60.0, 0.0, 27, 2, 29.0), (60000, 30.0, 30.0, 0, 0, 0.0), (120000, 0.0, 0.0, 3, 0, 3.0)]
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import pickle
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from operators.downtime import DowntimeTracker, fault_text
+from operators.shifts import ShiftCalendar, Span
+from schemas.config import PlantConfig
+from schemas.measurement import (
+    FAULT_CODE,
+    GOOD_COUNT,
+    GOOD_PARTS,
+    IDEAL_CYCLE_TIME_MS,
+    MACHINE_STATE,
+    PART_NUMBER,
+    REASON_CODE,
+    REJECT_COUNT,
+    REJECT_PARTS,
+    TOTAL_COUNT,
+    WORK_ORDER,
+    Measurement,
+)
+from schemas.oee_config import LossConfig
+
+OEE_METRICS = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, GOOD_PARTS,
+                         REJECT_PARTS, IDEAL_CYCLE_TIME_MS, PART_NUMBER, WORK_ORDER, FAULT_CODE,
+                         REASON_CODE})
+"""The metrics the OEE accounting reads; everything else passes it by."""
+
+# fact vector layout (times in ms, counts as ints, ideal in ms as float)
+ALL, SCHED, PLANNED, RUN, UNPLANNED, SETUP, SMALL, EXCLUDED, UNSCHED_RUN = range(9)
+IDEAL, GOOD, REJECT, TOTAL, STOPS, SMALL_STOPS = range(9, 15)
+_VEC_LEN = 15
+TIME_COLUMNS = ("all_s", "scheduled_s", "planned_s", "run_s", "unplanned_stop_s", "setup_s",
+                "small_stop_s", "excluded_s", "unscheduled_run_s")
+"""Fact columns in seconds, in fact-vector order."""
+
+Event = tuple[int, int, str, Any]
+"""(ts, arrival sequence, metric, value): one sample as the accounting sees it."""
+Output = tuple[str, dict[str, Any]]
+"""(table, row): ``oee_facts``, ``downtime_events`` or ``deadletter``."""
+
+FactKey = tuple[str, int, int, str, str]
+"""(shift, shift_start, production day ordinal, part number, work order)."""
+
+
+@dataclass
+class Counter:
+    """Reset-safe delta of a cumulative counter."""
+
+    last: float | None = None
+
+    def delta(self, value: float) -> float:
+        """Production since the last value (first value = baseline, decrease = reset).
+
+        >>> c = Counter(); c.delta(100), c.delta(130), c.delta(5), c.delta(9)
+        (0, 30, 5, 4)
+        """
+        last, self.last = self.last, value
+        if last is None:
+            return 0
+        return value - last if value >= last else value
+
+
+@dataclass
+class Account:
+    """The accounting state of one machine at its ``cursor`` (small and picklable)."""
+
+    cursor: int = -1
+    state: str = ""
+    state_since: int = 0
+    part: str = ""
+    work_order: str = ""
+    ideal_override_ms: float | None = None
+    fault: str = ""
+    counters: dict[str, Counter] = field(default_factory=dict)
+    has_reject: bool = False
+    total_minus_good: float = 0.0
+    windows: dict[int, dict[FactKey, list[float]]] = field(default_factory=dict)
+    pending: list[tuple[int, FactKey, int]] | None = None
+    """Stop time not yet known to be a small stop or an unplanned stop: (window, key, ms)."""
+    stop_resolved: bool = True
+    downtime: DowntimeTracker = field(default_factory=DowntimeTracker)
+
+
+def ratios(planned_s: float, run_s: float, ideal_s: float, good: float, total: float,
+           all_s: float) -> dict[str, float | None]:
+    """Availability, performance, quality, OEE (both forms) and TEEP from sums.
+
+    Performance above 1 is returned as measured (the ideal cycle time is wrong), not capped.
+
+    >>> r = ratios(420 * 60, 373 * 60, 19_271, 19_271 - 423, 19_271, 480 * 60)
+    >>> [round(100 * r[k], 2) for k in ("availability", "performance", "quality", "oee", "oee_good")]
+    [88.81, 86.11, 97.8, 74.79, 74.79]
+    """
+    a = run_s / planned_s if planned_s else None
+    p = ideal_s / run_s if run_s else None
+    q = good / total if total else None
+    oee = a * p * q if a is not None and p is not None and q is not None else None
+    oee_good = (ideal_s * good / total) / planned_s if planned_s and total else None
+    teep = oee * planned_s / all_s if oee is not None and all_s else None
+    return {"availability": a, "performance": p, "quality": q, "oee": oee, "oee_good": oee_good,
+            "teep": teep}
+
+
+class OeeAccounting:
+    """Per-machine event-time accounting: samples in, fact and downtime rows out.
+
+    Pure apart from its own state: no I/O, no clock. :meth:`process` takes samples in any
+    order; :meth:`finish` is the end of input. The Bytewax step (:func:`oee_logic_builder`)
+    only routes samples here and snapshots :meth:`dump`.
+    """
+
+    CHECKPOINT_MS = 600_000
+    """Restatement checkpoints are taken at most this often (event time)."""
+
+    def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
+                 ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
+                 microstop_ms: int, lateness_ms: int, horizon_ms: int) -> None:
+        self.machine, self.site, self.line = machine, site, line
+        self.config_ideal_ms = config_ideal_ms
+        self.ideal_by_part = ideal_by_part
+        self.cal = calendar
+        self.losses = losses
+        self.microstop_ms = microstop_ms
+        self.lateness_ms = lateness_ms
+        self.horizon_ms = horizon_ms
+        self.w = calendar.window_ms
+        # state (see dump/load)
+        self.acc = Account()
+        self.buffer: list[Event] = []
+        self.max_ts = -1
+        self.seq = 0
+        self.version = 0
+        self.journal: list[tuple[int, bytes]] = []
+        self.ckpt: tuple[int, bytes] | None = None
+        self.recent: list[Event] = []
+        self.dt_starts: list[int] = []
+        self._out: list[Output] = []
+        self._emitted_starts: set[int] | None = None
+
+    @classmethod
+    def for_config(cls, config: PlantConfig, machine: str,
+                   calendar: ShiftCalendar | None = None) -> OeeAccounting:
+        info = config.machine(machine)
+        return cls(machine, info.site, info.line, info.config.ideal_cycle_time_ms,
+                   dict(info.config.ideal_cycle_time_ms_by_part),
+                   calendar or ShiftCalendar.from_config(config), config.losses,
+                   round(config.microstop_threshold_s * 1000),
+                   round(config.lateness.allowed_lateness_s * 1000),
+                   round(config.lateness.restatement_horizon_s * 1000))
+
+    # -- state for recovery ------------------------------------------------------------------
+    def dump(self) -> bytes:
+        """The whole state as bytes (an immutable, cheap-to-copy Bytewax snapshot)."""
+        return pickle.dumps((self.acc, self.buffer, self.max_ts, self.seq, self.version,
+                             self.journal, self.ckpt, self.recent, self.dt_starts),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, blob: bytes) -> None:
+        (self.acc, self.buffer, self.max_ts, self.seq, self.version, self.journal, self.ckpt,
+         self.recent, self.dt_starts) = pickle.loads(blob)
+
+    @property
+    def watermark(self) -> int:
+        return self.max_ts - self.lateness_ms
+
+    # -- input -------------------------------------------------------------------------------
+    def process(self, samples: Iterable[tuple[int, str, Any]]) -> list[Output]:
+        """Feed ``(ts, metric, value)`` samples (any order); returns the rows that became final."""
+        for ts, metric, value in samples:
+            self.on_sample(ts, metric, value)
+        return self.take()
+
+    def take(self) -> list[Output]:
+        out, self._out = self._out, []
+        return out
+
+    def on_sample(self, ts: int, metric: str, value: Any, raw: Measurement | None = None) -> None:
+        self.seq += 1
+        ev: Event = (ts, self.seq, metric, value)
+        if self.max_ts >= 0 and ts < self.watermark:
+            if ts >= self.max_ts - self.horizon_ms and self._restate(ev):
+                return
+            self._late(ev, raw)
+            return
+        bisect.insort(self.buffer, ev, key=lambda e: (e[0], e[1]))
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self._drain(self.watermark)
+
+    def finish(self) -> list[Output]:
+        """End of input: every open window and stop, as of the last sample, provisionally.
+
+        The state itself is left as it was, so more input later continues it and restates
+        these rows with a higher version.
+        """
+        out = self.take()
+        if self.max_ts < 0:
+            return out
+        keep = (copy.deepcopy(self.acc), list(self.buffer), list(self.journal), self.ckpt,
+                list(self.recent), list(self.dt_starts))
+        self._drain(self.max_ts)
+        self._resolve_pending(final=True)
+        self._close_windows(None)
+        self._downtime(self.acc.downtime.tick(self.acc.cursor))
+        out.extend(self.take())
+        (self.acc, self.buffer, self.journal, self.ckpt, self.recent, self.dt_starts) = keep
+        return out
+
+    # -- ordering, checkpoints, restatement ----------------------------------------------------
+    def _drain(self, upto: int) -> None:
+        buf = self.buffer
+        i = 0
+        while i < len(buf) and buf[i][0] <= upto:
+            self._apply_logged(buf[i])
+            i += 1
+        if i:
+            del buf[:i]
+        if upto > self.acc.cursor and (self.acc.cursor < 0 or upto // self.w != self.acc.cursor // self.w
+                                       or self.acc.pending is not None):
+            self._advance(upto)
+
+    def _apply_logged(self, ev: Event) -> None:
+        acc = self.acc
+        if self.ckpt is None or ev[0] - self.ckpt[0] >= self.CHECKPOINT_MS:
+            if self.ckpt is not None:
+                blob = zlib.compress(pickle.dumps((self.ckpt[1], self.recent), protocol=5), 1)
+                self.journal.append((self.ckpt[0], blob))
+                floor = self.max_ts - self.horizon_ms
+                while len(self.journal) >= 2 and self.journal[1][0] <= floor:
+                    self.journal.pop(0)
+                while self.dt_starts and self.dt_starts[0] < floor:
+                    self.dt_starts.pop(0)
+            self.ckpt = (max(acc.cursor, 0) if acc.cursor >= 0 else ev[0],
+                         pickle.dumps(acc, protocol=5))
+            self.recent = []
+        self.recent.append(ev)
+        self._apply(ev)
+
+    def _restate(self, ev: Event) -> bool:
+        ts = ev[0]
+        entries = list(self.journal)
+        if self.ckpt is not None:
+            entries.append((self.ckpt[0], b""))
+        idx = None
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i][0] <= ts:
+                idx = i
+                break
+        if idx is None:
+            return False
+        events: list[Event] = []
+        acc_blob = b""
+        for i in range(idx, len(self.journal)):
+            ck_blob, evs = pickle.loads(zlib.decompress(self.journal[i][1]))
+            if i == idx:
+                acc_blob = ck_blob
+            events.extend(evs)
+        if self.ckpt is not None:
+            if idx == len(self.journal):
+                acc_blob = self.ckpt[1]
+            events.extend(self.recent)
+        ck_ts = entries[idx][0]
+        events.append(ev)
+        events.sort(key=lambda e: (e[0], e[1]))
+        old_starts = {s for s in self.dt_starts if s >= ck_ts}
+        self.dt_starts = [s for s in self.dt_starts if s < ck_ts]
+        self.journal = self.journal[:idx]
+        self.ckpt, self.recent = None, []
+        self.acc = pickle.loads(acc_blob)
+        self._emitted_starts = set()
+        self.buffer = sorted(events + self.buffer, key=lambda e: (e[0], e[1]))
+        self._drain(self.watermark)
+        emitted, self._emitted_starts = self._emitted_starts, None
+        for start in sorted(old_starts - emitted):
+            self.version += 1
+            self._out.append(("downtime_events", self._base_row() | {
+                "start": start, "end": None, "duration_s": 0.0, "state": "", "fault_code": "",
+                "reason": "", "category": "unassigned", "planned": 0, "small_stop": 0,
+                "is_open": 0, "shift": "", "part_number": "", "work_order": "",
+                "version": self.version, "deleted": 1}))
+        return True
+
+    def _late(self, ev: Event, raw: Measurement | None) -> None:
+        m = raw or Measurement(ev[0], self.machine, ev[2], ev[3], self.site, self.line)
+        self._out.append(("deadletter", {
+            "ts": ev[0], "source": f"oee:{self.machine}:{ev[2]}", "reason": "late",
+            "raw": m.to_json().decode()}))
+
+    # -- accounting --------------------------------------------------------------------------
+    def _base_row(self) -> dict[str, Any]:
+        return {"machine": self.machine, "site": self.site, "line": self.line}
+
+    def _span_at(self, ts: int) -> Span:
+        return self.cal.spans(ts, ts + 1)[0]
+
+    def _key(self, sp: Span) -> FactKey:
+        return (sp.shift, sp.shift_start, sp.day.toordinal(), self.acc.part, self.acc.work_order)
+
+    def _vec(self, ws: int, key: FactKey) -> list[float]:
+        win = self.acc.windows.get(ws)
+        if win is None:
+            win = self.acc.windows[ws] = {}
+        vec = win.get(key)
+        if vec is None:
+            vec = win[key] = [0] * _VEC_LEN
+        return vec
+
+    def _ideal_ms(self) -> float | None:
+        acc = self.acc
+        if acc.ideal_override_ms is not None:
+            return acc.ideal_override_ms
+        return self.ideal_by_part.get(acc.part, self.config_ideal_ms)
+
+    def _count(self, ts: int, good: float, reject: float) -> None:
+        if not good and not reject:
+            return
+        sp = self._span_at(ts)
+        vec = self._vec(sp.window_start, self._key(sp))
+        vec[GOOD] += good
+        vec[REJECT] += reject
+        vec[TOTAL] += good + reject
+        ideal = self._ideal_ms()
+        if ideal is not None:
+            vec[IDEAL] += (good + reject) * ideal
+
+    def _apply(self, ev: Event) -> None:
+        ts, _, metric, value = ev
+        acc = self.acc
+        if acc.cursor < 0:
+            acc.cursor = ts
+        self._advance(ts)
+        if metric == MACHINE_STATE:
+            state = self.losses.state_name(value)
+            if state != acc.state:
+                self._change_state(ts, state)
+        elif metric in (GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return
+            c = acc.counters.get(metric)
+            if c is None:
+                c = acc.counters[metric] = Counter()
+            d = c.delta(float(value))
+            if metric == GOOD_COUNT:
+                self._count(ts, d, 0)
+                acc.total_minus_good -= d
+            elif metric == REJECT_COUNT:
+                acc.has_reject = True
+                self._count(ts, 0, d)
+            else:
+                acc.total_minus_good += d
+            if not acc.has_reject and acc.total_minus_good > 0 and TOTAL_COUNT in acc.counters:
+                rej, acc.total_minus_good = acc.total_minus_good, 0.0
+                self._count(ts, 0, rej)
+        elif metric in (GOOD_PARTS, REJECT_PARTS):
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                return
+            if metric == GOOD_PARTS:
+                self._count(ts, float(value), 0)
+            else:
+                acc.has_reject = True
+                self._count(ts, 0, float(value))
+        elif metric == IDEAL_CYCLE_TIME_MS:
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                acc.ideal_override_ms = float(value)
+        elif metric == PART_NUMBER:
+            part = str(value)
+            if part != acc.part:
+                acc.part = part
+                acc.ideal_override_ms = None
+        elif metric == WORK_ORDER:
+            acc.work_order = str(value)
+        elif metric == FAULT_CODE:
+            acc.fault = fault_text(value)
+            self._downtime(acc.downtime.on_fault_code(ts, acc.fault, self.losses))
+        elif metric == REASON_CODE:
+            self._downtime(acc.downtime.on_reason(ts, str(value), self.losses))
+
+    def _context(self, ts: int) -> dict[str, Any]:
+        sp = self._span_at(ts)
+        return {"shift": sp.shift, "part_number": self.acc.part, "work_order": self.acc.work_order}
+
+    def _change_state(self, ts: int, state: str) -> None:
+        acc = self.acc
+        small = False
+        if acc.pending is not None:
+            small = self._resolve_pending(final=True)
+        acc.state, acc.state_since = state, ts
+        eligible = (self.losses.bucket(state) == "unplanned_stop"
+                    and self.losses.small_stop_eligible(state) and self.microstop_ms > 0)
+        acc.pending = [] if eligible else None
+        acc.stop_resolved = not eligible
+        if self.losses.bucket(state) == "unplanned_stop" and not eligible:
+            self._count_stop(ts, STOPS)
+        self._downtime(acc.downtime.on_state(ts, state, acc.fault, self.losses,
+                                             self._context(ts), small_stop=small))
+
+    def _count_stop(self, ts: int, idx: int) -> None:
+        sp = self._span_at(ts)
+        self._vec(sp.window_start, self._key(sp))[idx] += 1
+
+    def _resolve_pending(self, final: bool) -> bool:
+        """Settle the pending stop: a small stop when it ended (or input ended) before the
+        threshold, an unplanned stop otherwise. Returns True for a small stop."""
+        acc = self.acc
+        if acc.pending is None:
+            return False
+        small = final and acc.cursor - acc.state_since < self.microstop_ms
+        for ws, key, ms in acc.pending:
+            vec = self._vec(ws, key)
+            if small:
+                vec[RUN] += ms
+                vec[SMALL] += ms
+            else:
+                vec[UNPLANNED] += ms
+        self._count_stop(acc.state_since, SMALL_STOPS if small else STOPS)
+        acc.pending = None
+        acc.stop_resolved = True
+        return small
+
+    def _advance(self, t: int) -> None:
+        acc = self.acc
+        if acc.cursor < 0 or t <= acc.cursor:
+            return
+        start = acc.cursor
+        if acc.state:
+            bucket = self.losses.bucket(acc.state)
+            if acc.pending is not None:
+                limit = acc.state_since + self.microstop_ms
+                if start < limit < t:
+                    self._integrate(start, limit, bucket)
+                    acc.cursor = limit
+                    self._resolve_pending(final=False)
+                    start = limit
+            self._integrate(start, t, bucket)
+        acc.cursor = t
+        if acc.pending is not None and t - acc.state_since >= self.microstop_ms:
+            self._resolve_pending(final=False)
+        self._close_windows(t)
+
+    def _integrate(self, a: int, z: int, bucket: str) -> None:
+        acc = self.acc
+        pending = acc.pending
+        for sp in self.cal.spans(a, z):
+            d = sp.end - sp.start
+            key = self._key(sp)
+            vec = self._vec(sp.window_start, key)
+            vec[ALL] += d
+            if bucket == "run":
+                vec[SCHED] += d
+                vec[PLANNED] += d
+                vec[RUN] += d
+                if not sp.scheduled or sp.in_break:
+                    vec[UNSCHED_RUN] += d
+            elif not sp.scheduled or bucket == "not_scheduled":
+                continue
+            elif sp.in_break or bucket == "excluded":
+                vec[SCHED] += d
+                vec[EXCLUDED] += d
+            else:
+                vec[SCHED] += d
+                vec[PLANNED] += d
+                if bucket == "setup":
+                    vec[SETUP] += d
+                elif bucket == "small_stop":
+                    vec[RUN] += d
+                    vec[SMALL] += d
+                elif pending is not None:
+                    pending.append((sp.window_start, key, d))
+                else:
+                    vec[UNPLANNED] += d
+
+    def _close_windows(self, t: int | None) -> None:
+        """Emit windows that end at or before ``t`` (all when ``None``) and hold no pending stop."""
+        acc = self.acc
+        if not acc.windows:
+            return
+        hold = None
+        if t is not None and acc.pending is not None:
+            hold = acc.state_since - acc.state_since % self.w
+        ready = sorted(ws for ws in acc.windows
+                       if t is None or (ws + self.w <= t and (hold is None or ws < hold)))
+        if not ready:
+            return
+        for ws in ready:
+            self.version += 1
+            for key, vec in sorted(acc.windows.pop(ws).items()):
+                self._out.append(("oee_facts", self._fact_row(ws, key, vec)))
+        if t is not None:
+            self._downtime(acc.downtime.tick(min(t, acc.cursor)))
+
+    def _fact_row(self, ws: int, key: FactKey, vec: list[float]) -> dict[str, Any]:
+        shift, shift_start, day, part, wo = key
+        row = self._base_row() | {
+            "window_start": ws, "window_end": ws + self.w, "shift": shift,
+            "shift_start": shift_start, "day": date.fromordinal(day), "part_number": part,
+            "work_order": wo}
+        for i, col in enumerate(TIME_COLUMNS):
+            row[col] = vec[i] / 1000
+        row["ideal_s"] = vec[IDEAL] / 1000
+        row["good"] = int(vec[GOOD])
+        row["reject"] = int(vec[REJECT])
+        row["total"] = int(vec[TOTAL])
+        row["stops"] = int(vec[STOPS])
+        row["small_stops"] = int(vec[SMALL_STOPS])
+        row["version"] = self.version
+        return row
+
+    def _downtime(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self.version += 1
+            start = r["start"]
+            i = bisect.bisect_left(self.dt_starts, start)
+            if i == len(self.dt_starts) or self.dt_starts[i] != start:
+                self.dt_starts.insert(i, start)
+            if self._emitted_starts is not None:
+                self._emitted_starts.add(start)
+            self._out.append(("downtime_events", self._base_row() | r
+                              | {"version": self.version, "deleted": 0}))
