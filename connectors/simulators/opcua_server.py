@@ -1,3 +1,5 @@
+# mypy: disable-error-code="arg-type"
+# (asyncua annotates NodeId/DataValue fields with its own NewTypes of int, str and datetime)
 """An OPC UA server serving a simulated PLC line (asyncua), at real time or faster.
 
 :class:`PlcOpcUaServer` publishes the tags of a :class:`~connectors.simulators.plc.PlcLine`
@@ -37,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +232,8 @@ class PlcOpcUaServer:
             raise ConnectorError(msg) from exc
         if self.history:
             for var in hist:
-                await server.historize_node_data_change(var, period=None, count=self.history)
+                await server.historize_node_data_change(var, period=timedelta(days=3650),
+                                                        count=self.history)
         self.server = server
         self._started = True
         log.info("PLC simulator serving %d machines on %s", len(self.line.machine_ids), self.endpoint)
@@ -263,7 +266,7 @@ class PlcOpcUaServer:
         """Write any value (of any type, with any status) to a tag — for fault injection."""
         assert self.server is not None, "start() the server first"
         nid = self.nodes.get((machine, tag)) or ua.NodeId(f"{self.channel}.{machine}.{tag}", self.ns)
-        dv = ua.DataValue(variant, StatusCode_=status or ua.StatusCode(), SourceTimestamp=_dt(ts_ms),
+        dv = ua.DataValue(variant, StatusCode=status or ua.StatusCode(), SourceTimestamp=_dt(ts_ms),
                           ServerTimestamp=datetime.now(UTC))
         await self.server.write_attribute_value(nid, dv)
 
