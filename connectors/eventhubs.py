@@ -9,7 +9,8 @@ connection string) and the topic is the event hub (``EntityPath``). The same sin
 any Kafka cluster (``eventhubs.bootstrap_servers`` + ``topic``).
 
 Raw measurements never leave the plant: only the result tables in ``eventhubs.tables`` are sent,
-OEE facts summed per machine over ``eventhubs.oee_rollup_s`` (hourly by default). Each record's
+OEE facts (``eventhubs.rollup_tables``) summed per machine over ``eventhubs.oee_rollup_s``
+(hourly by default). Each record's
 key is ``site/machine`` (so one machine's records stay in one partition, in order), its value the
 row as JSON with a ``type`` field naming the table, and a ``plantstream-table`` header.
 :class:`BandwidthMeter` counts the bytes sent against the bytes of raw measurements read.
@@ -360,18 +361,19 @@ def demo_sink(kafka_conf: Mapping[str, Any], cfg: EventHubsConfig) -> EventHubsS
 
 def attach(cfg: EventHubsConfig, raw: Stream[RawMessage], results: Stream[tuple[str, Row]],
            sink: EventHubsSink) -> None:
-    """Wire the cloud sink into a dataflow: count raw bytes, pick tables, roll up OEE facts."""
+    """Wire the cloud sink into a dataflow: count raw bytes, pick tables, roll up fact tables."""
     meter = sink.meter
     op.inspect("cloud_count_raw", raw, lambda _step, msg: meter.add_raw(len(msg.value)))
     tables = frozenset(cfg.tables)
     chosen = op.filter("cloud_tables", results, lambda tr: tr[0] in tables)
-    if cfg.oee_rollup_s and "oee_facts" in tables:
-        split = op.branch("cloud_is_oee", chosen, lambda tr: tr[0] == "oee_facts")
-        facts = op.key_on("cloud_oee_key", op.map("cloud_oee_rows", split.trues, lambda tr: tr[1]),
-                          lambda r: record_key(r).decode())
-        rolled = rollup("cloud_oee_rollup", facts, period_s=cfg.oee_rollup_s,
-                        restate_buckets=cfg.restate_buckets)
-        tagged = op.map("cloud_oee_tag", rolled, lambda kv: ("oee_facts", kv[1]))
+    summed = frozenset(cfg.rollup_tables) & tables
+    if cfg.oee_rollup_s and summed:
+        split = op.branch("cloud_is_fact", chosen, lambda tr: tr[0] in summed)
+        facts = op.key_on("cloud_fact_key", split.trues,
+                          lambda tr: f"{tr[0]}|{record_key(tr[1]).decode()}")
+        rolled = rollup("cloud_rollup", op.map_value("cloud_fact_rows", facts, lambda tr: tr[1]),
+                        period_s=cfg.oee_rollup_s, restate_buckets=cfg.restate_buckets)
+        tagged = op.map("cloud_rollup_tag", rolled, lambda kv: (kv[0].split("|", 1)[0], kv[1]))
         chosen = op.merge("cloud_merge", tagged, split.falses)
     keyed = op.key_on("cloud_key", chosen, lambda tr: record_key(tr[1]).decode())
     op.output("cloud_out", keyed, sink)

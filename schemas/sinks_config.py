@@ -41,6 +41,8 @@ class EventHubsConfig(Frozen):
     oee_rollup_s: int = Field(default=3600, ge=0, le=86400)
     """``oee_facts`` are summed per machine over this many seconds before sending (hourly
     rollups for executives); 0 sends every fact as it is computed."""
+    rollup_tables: tuple[str, ...] = ("oee_facts",)
+    """Tables of additive facts rolled up over ``oee_rollup_s`` (their numeric fields summed)."""
     restate_buckets: int = Field(default=2, ge=0, le=48)
     """Closed rollup buckets kept to re-send them (higher version) when a fact is restated."""
     extra: dict[str, str | int | bool] = Field(default_factory=dict)

@@ -1,0 +1,213 @@
+"""The cloud sink: Event Hubs settings from a connection string, rollups, delivery, bytes saved."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+import pytest
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.testing import TestingSink, TestingSource, run_main
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from connectors import clickhouse as chc
+from connectors import eventhubs as eh
+from connectors import kafka
+from flows.archive import archive
+from flows.main import build_dataflow
+from flows.registry import FlowContext, Results
+from flows.replay import produce_lines
+from flows.status import status
+from operators.rollup import rollup
+from schemas.config import PlantConfig, build_config
+from schemas.errors import ConfigError
+from schemas.measurement import Measurement
+from schemas.sinks_config import EventHubsConfig
+
+# A connection string in the exact format the Azure portal shows (the key is made up).
+CS = ("Endpoint=sb://contoso-plants.servicebus.windows.net/;SharedAccessKeyName=plantstream-send;"
+      "SharedAccessKey=q1W2e3R4t5Y6u7I8o9P0aSdFgHjKlZxCvBnM1234567=;EntityPath=plant-kpis")
+
+
+def test_connection_string_gives_exactly_the_documented_librdkafka_settings() -> None:
+    assert eh.eventhubs_client_config(CS) == {
+        "bootstrap.servers": "contoso-plants.servicebus.windows.net:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "$ConnectionString",
+        "sasl.password": CS,
+    }
+    cs = eh.parse_connection_string(CS)
+    assert (cs.namespace_host, cs.key_name, cs.entity_path) == (
+        "contoso-plants.servicebus.windows.net", "plantstream-send", "plant-kpis")
+    assert cs.key.endswith("=")  # base64 padding survives the Name=value split
+    assert "q1W2e3" not in repr(cs)
+
+
+def test_config_section_and_environment_build_the_target() -> None:
+    cfg = build_config({"eventhubs": {"connection_string": CS, "extra": {"linger.ms": 100}}}, {})
+    target = eh.target_from_config(cfg.eventhubs, {})
+    assert target is not None and target.eventhubs and target.topic == "plant-kpis"
+    for k, v in eh.eventhubs_client_config(CS).items():
+        assert target.conf[k] == v
+    assert target.conf["linger.ms"] == 100
+    assert CS not in repr(target) and "***" in repr(target)
+    # The connection string from the environment when the section does not name one.
+    env_target = eh.target_from_config(EventHubsConfig(), {"PLANTSTREAM_EVENTHUBS_CONNECTION_STRING": CS})
+    assert env_target is not None and env_target.conf["sasl.password"] == CS
+    assert eh.target_from_config(EventHubsConfig(), {}) is None
+    # Any Kafka cluster.
+    other = eh.target_from_config(EventHubsConfig(bootstrap_servers="k:9092", topic="kpis"), {})
+    assert other is not None and other.conf == {"bootstrap.servers": "k:9092"} and not other.eventhubs
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("SharedAccessKeyName=a;SharedAccessKey=b;EntityPath=c", "Endpoint"),
+    ("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=b;EntityPath=c", "SharedAccessKeyName"),
+    ("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=a;EntityPath=c", "SharedAccessKey"),
+    ("Endpoint=https://ns.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b", "Endpoint"),
+    ("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey", "SharedAccessKey"),
+])
+def test_malformed_connection_strings_name_the_part(text: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        eh.eventhubs_client_config(text)
+
+
+def test_config_errors_name_the_field_and_the_fix() -> None:
+    no_entity = CS.rsplit(";EntityPath", 1)[0]
+    with pytest.raises(ConfigError, match="EntityPath"):
+        eh.target_from_config(EventHubsConfig(connection_string=no_entity), {})
+    ok = eh.target_from_config(EventHubsConfig(connection_string=no_entity, topic="kpis"), {})
+    assert ok is not None and ok.topic == "kpis"
+    with pytest.raises(ConfigError, match=r"eventhubs.tables.*never raw measurements"):
+        build_config({"eventhubs": {"tables": ["oee_facts", "measurements"]}}, {})
+    with pytest.raises(ConfigError, match=r"eventhubs\.oee_rollup_s"):
+        build_config({"eventhubs": {"oee_rollup_s": 7}}, {})
+    with pytest.raises(ConfigError, match="topic"):
+        build_config({"eventhubs": {"bootstrap_servers": "k:9092"}}, {})
+
+
+T0 = 1_763_791_200_000  # 2025-11-22T06:00:00Z, on the hour
+MIN = 60_000
+
+
+def fact(machine: str, minute: int, run_s: float, good: int, version: int = 1) -> dict[str, Any]:
+    return {"site": "plant-a", "line": "line-1", "machine": machine, "window_start": T0 + minute * MIN,
+            "run_s": run_s, "good": good, "version": version}
+
+
+def test_rollup_sums_per_hour_and_resends_a_restated_hour() -> None:
+    facts = [fact("m1", i, 50.0, 10) for i in range(0, 125)]   # 06:00 … 08:04
+    facts.insert(70, fact("m1", 5, 60.0, 12, version=2))         # 06:05 restated after 07:00 began
+    facts.append(fact("m1", 3, 0.0, 0, version=0))               # an older version: ignored
+    flow = Dataflow("rollup_test")
+    keyed = op.key_on("k", op.input("in", flow, TestingSource(facts)), lambda r: r["machine"])
+    out: list[tuple[str, dict[str, Any]]] = []
+    op.output("out", rollup("r", keyed, period_s=3600, restate_buckets=2), TestingSink(out))
+    run_main(flow)
+    rows = [r for _, r in out]
+    got = [(r["window_start"], r["version"], r["windows"], r["run_s"], r["good"]) for r in rows]
+    # 06:00 sent when 07:00 begins (60 windows of 50 s / 10 good), again with version 2 when
+    # its 06:05 window is restated (+10 s, +2 good); 07:00 when 08:00 begins; 08:00 at the end.
+    assert got == [
+        (T0, 1, 60, 3000.0, 600),
+        (T0, 2, 60, 3010.0, 602),
+        (T0 + 60 * MIN, 1, 60, 3000.0, 600),
+        (T0 + 120 * MIN, 1, 5, 250.0, 50),
+    ]
+    assert all(r["window_end"] - r["window_start"] == 3_600_000 for r in rows)
+
+
+def _harness(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
+    """Additive facts derived from ``good_parts`` samples: a stand-in for a KPI flow's output."""
+
+    def to_fact(m: Measurement) -> dict[str, Any] | None:
+        if m.metric != "good_parts":
+            return None
+        return {"site": m.site, "line": m.line, "machine": m.machine,
+                "window_start": m.ts - m.ts % MIN, "run_s": 60.0, "good": int(m.value), "version": 1}
+
+    return {"cloud_test_facts": op.filter_map("harness_facts", measurements, to_fact)}
+
+
+def _consume(conf: dict[str, Any], topic: str) -> list[tuple[bytes, dict[str, Any], dict[str, bytes]]]:
+    consumer = Consumer({**conf, "group.id": f"t-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    try:
+        while True:
+            msg = consumer.poll(10.0)
+            assert msg is not None, "no end of partition within 10 s"
+            err = msg.error()
+            if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                break
+            assert err is None, err
+            out.append((msg.key(), orjson.loads(msg.value()), dict(msg.headers() or [])))
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.integration
+def test_flow_delivers_rollups_to_a_kafka_topic_and_counts_bytes_saved(
+        kafka_conf: dict[str, Any], ch_dsn: str, ch_db: str, ch: Any) -> None:
+    ch.command("CREATE TABLE cloud_test_facts (site String, line String, machine String, "
+               "window_start DateTime64(3, 'UTC'), run_s Float64, good UInt64, version UInt64) "
+               "ENGINE = ReplacingMergeTree(version) ORDER BY (machine, window_start)")
+    topic = "cloud.kpis"
+    kafka.create_topics(kafka_conf, {topic: 1})
+    machines = ("press-01", "cnc-01")
+    lines: list[bytes] = []
+    expected: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for minute in range(150):  # 06:00 … 08:29
+        for k, machine in enumerate(machines):
+            good = (minute * 7 + k * 3) % 50
+            ts = T0 + minute * MIN
+            lines.append(orjson.dumps({"ts": ts, "machine": machine, "metric": "good_parts", "value": good}))
+            hour = T0 + (minute // 60) * 60 * MIN
+            expected[(machine, hour)][0] += good
+            expected[(machine, hour)][1] += 1
+            for s in range(0, 60, 10):  # raw condition telemetry that must stay in the plant
+                lines.append(orjson.dumps({"ts": ts + s * 1000, "machine": machine,
+                                           "metric": "temperature_c", "value": 40.0 + s / 10,
+                                           "unit": "degC", "source": "opcua"}))
+    raw_bytes = sum(len(x) for x in lines)
+    assert produce_lines(kafka_conf, lines) == len(lines)
+
+    config = PlantConfig.model_validate({
+        "site": "plant-a",
+        "lines": [{"id": "line-1", "machines": [{"id": m} for m in machines]}],
+        "eventhubs": {"bootstrap_servers": kafka_conf["bootstrap.servers"], "topic": topic,
+                      "tables": ["cloud_test_facts"], "rollup_tables": ["cloud_test_facts"]},
+    })
+    sink = eh.EventHubsSink.from_config(config.eventhubs, {})
+    assert sink is not None
+    ch_sink = chc.ClickHouseSink(lambda: chc.connect(ch_dsn, database=ch_db))
+    flow = build_dataflow(config, kafka.KafkaInput(kafka_conf, stop="end"), ch_sink,
+                          flows={"archive": archive, "status": status, "harness": _harness},
+                          eventhubs_sink=sink)
+    run_main(flow, epoch_interval=timedelta(seconds=1))
+
+    records = _consume(kafka_conf, topic)
+    assert {v["type"] for _, v, _ in records} == {"cloud_test_facts"}
+    assert all(h == {eh.TABLE_HEADER: b"cloud_test_facts"} for _, _, h in records)
+    assert all(k == f"plant-a/{v['machine']}".encode() for k, v, _ in records)
+    got = {(v["machine"], v["window_start"]): [v["good"], v["windows"]] for _, v, _ in records}
+    assert got == dict(expected)  # 2 machines × 3 hours, sums from the input itself
+    assert len(records) == 6
+    # ClickHouse still has every minute fact and the raw measurements; the cloud got 6 records.
+    assert ch.query("SELECT count() FROM cloud_test_facts FINAL").result_rows == [(300,)]
+    assert ch.query("SELECT count() FROM measurements FINAL").result_rows == [(len(lines),)]
+    assert ch.query("SELECT count() FROM machine_status FINAL").result_rows == [(2,)]
+
+    meter = sink.meter
+    assert meter.raw_bytes == raw_bytes and meter.raw_records == len(lines)
+    assert meter.sent_records == 6
+    assert meter.sent_bytes == sum(len(k) + len(eh.record_value("cloud_test_facts", v)) for k, v, _ in records)
+    assert meter.ratio > 100
+    print(meter.summary())
