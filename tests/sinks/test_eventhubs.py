@@ -13,6 +13,7 @@ import pytest
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.testing import TestingSink, TestingSource, run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from pydantic import SecretStr
 
 from connectors import clickhouse as chc
 from connectors import eventhubs as eh
@@ -80,8 +81,8 @@ def test_malformed_connection_strings_name_the_part(text: str, names: str) -> No
 def test_config_errors_name_the_field_and_the_fix() -> None:
     no_entity = CS.rsplit(";EntityPath", 1)[0]
     with pytest.raises(ConfigError, match="EntityPath"):
-        eh.target_from_config(EventHubsConfig(connection_string=no_entity), {})
-    ok = eh.target_from_config(EventHubsConfig(connection_string=no_entity, topic="kpis"), {})
+        eh.target_from_config(EventHubsConfig(connection_string=SecretStr(no_entity)), {})
+    ok = eh.target_from_config(EventHubsConfig(connection_string=SecretStr(no_entity), topic="kpis"), {})
     assert ok is not None and ok.topic == "kpis"
     with pytest.raises(ConfigError, match=r"eventhubs.tables.*never raw measurements"):
         build_config({"eventhubs": {"tables": ["oee_facts", "measurements"]}}, {})
@@ -134,7 +135,7 @@ def _harness(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
     return {"cloud_test_facts": op.filter_map("harness_facts", measurements, to_fact)}
 
 
-def _consume(conf: dict[str, Any], topic: str) -> list[tuple[bytes, dict[str, Any], dict[str, bytes]]]:
+def _consume(conf: dict[str, Any], topic: str) -> list[tuple[bytes, dict[str, Any], dict[str, Any]]]:
     consumer = Consumer({**conf, "group.id": f"t-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
     consumer.assign([TopicPartition(topic, 0, 0)])
@@ -147,7 +148,7 @@ def _consume(conf: dict[str, Any], topic: str) -> list[tuple[bytes, dict[str, An
             if err is not None and err.code() == KafkaError._PARTITION_EOF:
                 break
             assert err is None, err
-            out.append((msg.key(), orjson.loads(msg.value()), dict(msg.headers() or [])))
+            out.append((msg.key() or b"", orjson.loads(msg.value() or b"null"), dict(msg.headers() or [])))
     finally:
         consumer.close()
     return out
