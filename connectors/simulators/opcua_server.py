@@ -194,7 +194,7 @@ class PlcOpcUaServer:
         return f"ns={self.ns};s={self.channel}.{machine}.{tag}"
 
     async def start(self) -> PlcOpcUaServer:
-        server = Server(user_manager=_Users(self.users, self.allow_anonymous))  # type: ignore[arg-type]
+        server = Server(user_manager=_Users(self.users, self.allow_anonymous))
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("plantstream PLC line simulator")
