@@ -46,6 +46,7 @@ from schemas._base import Frozen
 from schemas.anomaly_config import AnomalyConfig
 from schemas.errors import ConfigError
 from schemas.oee_config import LossConfig
+from schemas.opcua_config import OpcUaConfig
 from schemas.sinks_config import EventHubsConfig, StatusConfig
 from schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
@@ -227,6 +228,8 @@ class PlantConfig(Frozen):
     """The cloud sink (Azure Event Hubs or any Kafka cluster): KPI facts, events, alerts."""
     status: StatusConfig = StatusConfig()
     """How often the machine digital twin (``machine_status``) is written."""
+    opcua: OpcUaConfig = OpcUaConfig()
+    """The OPC UA → Kafka connector: endpoint, security, nodes/browse, subscription settings."""
 
     @field_validator("timezone")
     @classmethod
