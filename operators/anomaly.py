@@ -1,0 +1,571 @@
+"""Condition monitoring: per-machine anomaly models over condition signals, as Bytewax state.
+
+Every numeric condition signal (``is_condition_metric``) of a machine is monitored with no
+configuration: each signal gets its own model, built lazily on its first sample; the plant
+config (``anomaly:``, :class:`schemas.anomaly_config.AnomalyConfig`) may group signals into
+multivariate models, choose detectors and thresholds, or exclude signals.
+
+Per sample of a model's signal, in order:
+
+1. **Features** from the domain: temperature is compared after removing the ambient baseline
+   (``temperature_c − ambient_temperature_c`` when the machine reports both); vibration RMS
+   becomes peak (RMS × √2); every signal adds its rolling mean and rolling standard deviation
+   over ``window`` samples.
+2. **State gating**: only while the machine runs (a machine that never reported
+   ``machine_state`` counts as running); other states neither score nor learn.
+3. **Score, then learn.** Each feature has an EWMA normal band (mean, variance; memory
+   ``half_life``); the z-scores name the signals that deviate. The detector's score is in
+   [0, 1] (``zscore``: erf(|z|max/√2), the two-sided Gaussian probability of the largest
+   excursion). The first ``warmup`` samples only learn.
+4. **Adaptive threshold**: a point is anomalous when its score exceeds the running
+   ``quantile`` of the model's past scores (P² estimator), and never below the score of a
+   ``min_z`` σ excursion — no per-plant tuning.
+5. **Protect the detector**: anomalous points are not learned, so an anomaly never becomes the
+   normal band; an episode longer than ``adapt_after`` samples is accepted as the new normal.
+6. **Episodes**: consecutive anomalous points (allowing ``episode_gap`` normal samples inside)
+   form one episode; a row is emitted when it opens and when it closes (``open`` false), with
+   start, end, max score, threshold, severity, the deviating signals' z-scores and a
+   likely-cause hypothesis. The end of the input closes open episodes.
+
+Plus the rule-based ISO 10816 zones on ``vibration_rms_mms`` (mm/s RMS): zone C (7.1–18) is a
+warning episode, zone D (> 18) critical.
+
+Examples
+--------
+>>> from schemas.anomaly_config import AnomalyConfig
+>>> det = MachineMonitor.new("m1")
+>>> cfg = AnomalyConfig(warmup=50)
+>>> rows = []
+>>> for i in range(300):
+...     v = 60.0 + (i % 7) * 0.1 + (25.0 if 200 <= i < 210 else 0.0)
+...     rows += det.process(Measurement(i * 60_000, "m1", "temperature_c", v), cfg)
+>>> rows += det.close(cfg)
+>>> [(r["model"], r["start"] // 60_000, r["open"], r["hypothesis"][:20]) for r in rows]
+[('temperature_c', 200, True, 'temperature high: co'), ('temperature_c', 200, False, 'temperature high: co')]
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Final
+
+from schemas.anomaly_config import AnomalyConfig, AnomalyModelConfig
+from schemas.measurement import MACHINE_STATE, Measurement, is_condition_metric
+
+Row = dict[str, Any]
+
+AMBIENT: Final = "ambient_temperature_c"
+VIBRATION_RMS: Final = "vibration_rms_mms"
+SQRT2: Final = math.sqrt(2.0)
+ISO10816_ZONES: Final = ((2.8, "A"), (7.1, "B"), (18.0, "C"), (math.inf, "D"))
+"""ISO 10816 velocity RMS zone upper bounds (mm/s): A < 2.8, B < 7.1, C < 18 (alarm), D ≥ 18."""
+ISO_MODEL: Final = "iso10816"
+_NORMAL: Final = NormalDist()
+
+
+def score_to_z(score: float) -> float:
+    """Inverse of :func:`z_to_score` (capped at 38 σ).
+
+    >>> round(score_to_z(z_to_score(3.0)), 6)
+    3.0
+    """
+    p = (1.0 + max(score, 1e-12)) / 2.0
+    if p >= 1.0:
+        return 38.0
+    return min(38.0, _NORMAL.inv_cdf(p))
+
+
+def z_to_score(z: float) -> float:
+    """Score in [0, 1] of a |z| excursion: the two-sided Gaussian probability erf(|z|/√2).
+
+    >>> round(z_to_score(0.0), 3), round(z_to_score(3.0), 4), z_to_score(40.0)
+    (0.0, 0.9973, 1.0)
+    """
+    return math.erf(abs(z) / SQRT2)
+
+
+def iso10816_zone(rms_mms: float) -> str:
+    """The ISO 10816 zone of a vibration velocity RMS (mm/s).
+
+    >>> [iso10816_zone(v) for v in (1.0, 2.8, 7.0, 7.1, 17.9, 18.0)]
+    ['A', 'B', 'B', 'C', 'C', 'D']
+    """
+    for bound, zone in ISO10816_ZONES:
+        if rms_mms < bound:
+            return zone
+    return "D"
+
+
+def feature_value(signal: str, value: float, ambient: float | None) -> tuple[str, float]:
+    """The domain feature of a raw signal value: ambient-adjusted temperature, vibration peak.
+
+    >>> feature_value("temperature_c", 70.0, 25.0)
+    ('temperature_c-ambient', 45.0)
+    >>> feature_value("temperature_c", 70.0, None)
+    ('temperature_c', 70.0)
+    >>> feature_value("vibration_rms_mms", 2.0, None)
+    ('vibration_peak_mms', 2.828...)
+    """
+    if signal.startswith("temperature") and signal.endswith("_c") and ambient is not None:
+        return f"{signal}-ambient", value - ambient
+    if signal == VIBRATION_RMS:
+        return "vibration_peak_mms", value * SQRT2
+    return signal, value
+
+
+_CAUSES: Final = (
+    ("vibration", "bearing wear, imbalance or looseness", "sensor fault or machine slowing down"),
+    ("temperature", "cooling failure, friction or overload", "heating loss, stop or sensor fault"),
+    ("oil_temperature", "cooling failure, friction or overload", "heating loss or sensor fault"),
+    ("cycle_time", "material or tool wear", "material or tool change"),
+    ("pressure", "blockage or valve fault", "leak or pump wear"),
+    ("power", "overload or mechanical binding", "load loss or drive fault"),
+    ("spindle_speed", "control fault", "overload, slipping belt or tool wear"),
+    ("current", "overload or mechanical binding", "load loss or drive fault"),
+    ("oil_level", "overfill or sensor fault", "leak or consumption"),
+)
+
+
+def hypothesis(signals: dict[str, float]) -> str:
+    """Likely cause from the most deviating signal and its direction (KPI.md).
+
+    >>> hypothesis({"vibration_peak_mms": 7.5, "temperature_c": 1.0})
+    'vibration high: bearing wear, imbalance or looseness'
+    >>> hypothesis({"temperature_c-ambient.mean": -6.0})
+    'temperature low: heating loss, stop or sensor fault'
+    """
+    if not signals:
+        return "unusual condition"
+    name, z = max(signals.items(), key=lambda kv: abs(kv[1]))
+    base = name.split(".")[0].split("-")[0]
+    for prefix, high, low in _CAUSES:
+        if base.startswith(prefix):
+            word = prefix.replace("_", " ")
+            return f"{word} high: {high}" if z > 0 else f"{word} low: {low}"
+    return f"{base} {'high' if z > 0 else 'low'}: unusual condition"
+
+
+# -- normal bands and rolling statistics (pure, tiny, picklable) -----------------------------
+
+
+@dataclass(slots=True)
+class Band:
+    """EWMA normal band of one feature: mean and variance, Welford until 1/alpha samples."""
+
+    mean: float = 0.0
+    var: float = 0.0
+    n: int = 0
+
+    def z(self, x: float) -> float:
+        """Signed z-score of ``x`` against the band (0 before two samples)."""
+        if self.n < 2:
+            return 0.0
+        sd = max(math.sqrt(self.var), 1e-9, 1e-4 * abs(self.mean))
+        return (x - self.mean) / sd
+
+    def learn(self, x: float, alpha_min: float, clip: float = 3.0) -> None:
+        """Fold ``x`` in; after 30 samples a deviation counts at most ``clip`` σ (robust EWMA)."""
+        self.n += 1
+        alpha = max(1.0 / self.n, alpha_min)
+        d = x - self.mean
+        if self.n > 30 and clip > 0:
+            lim = clip * max(math.sqrt(self.var), 1e-9)
+            if abs(d) > lim:  # an outlier moves the mean a bounded step and not the variance
+                self.mean += alpha * math.copysign(lim, d)
+                return
+        self.mean += alpha * d
+        self.var = (1.0 - alpha) * (self.var + alpha * d * d)
+
+
+@dataclass(slots=True)
+class AdaptiveQuantile:
+    """Running ``tau`` quantile of z-equivalent scores by stochastic approximation (2 floats).
+
+    Each value above the estimate raises it by ``eta × tau``, each one below lowers it by
+    ``eta × (1 − tau)``: it settles where a share ``1 − tau`` of the values exceed it.
+    """
+
+    value: float
+    tau: float
+    eta: float = 0.05
+
+    def update(self, x: float) -> None:
+        if x > self.value:
+            self.value += self.eta * self.tau
+        else:
+            self.value -= self.eta * (1.0 - self.tau)
+
+
+@dataclass(slots=True)
+class Rolling:
+    """The last ``window`` feature values (rolling mean and standard deviation)."""
+
+    values: deque[float] = field(default_factory=deque)
+
+    def push(self, x: float, window: int) -> None:
+        self.values.append(x)
+        while len(self.values) > window:
+            self.values.popleft()
+
+    def stats(self) -> tuple[float, float]:
+        n = len(self.values)
+        mean = sum(self.values) / n
+        var = sum((v - mean) ** 2 for v in self.values) / n
+        return mean, math.sqrt(var)
+
+
+# -- River detectors (built lazily, fixed seed) -----------------------------------------------
+
+
+def build_river(detector: str, seed: int) -> Any:
+    """A River detector for non-default models (``gaussian`` is per feature, see ``Model``)."""
+    from river import anomaly, compose, preprocessing
+
+    if detector == "hst":
+        return compose.Pipeline(preprocessing.MinMaxScaler(),
+                                anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=250, seed=seed))
+    if detector == "ilof":
+        return compose.Pipeline(preprocessing.StandardScaler(), anomaly.LocalOutlierFactor(n_neighbors=10))
+    if detector == "ocsvm":
+        return compose.Pipeline(preprocessing.StandardScaler(), anomaly.OneClassSVM(nu=0.2))
+    msg = f"unknown anomaly detector {detector!r}; choose zscore, gaussian, hst, ilof or ocsvm"
+    raise ValueError(msg)
+
+
+def _squash(raw: float) -> float:
+    """Unbounded non-negative detector output → [0, 1)."""
+    return 1.0 - math.exp(-max(raw, 0.0))
+
+
+@dataclass(slots=True)
+class Episode:
+    start: int
+    end: int
+    score: float
+    threshold: float
+    signals: dict[str, float]
+    points: int = 1
+    normal_run: int = 0
+    severity: str = "warning"
+
+
+@dataclass(slots=True)
+class Model:
+    """One anomaly model of one machine: bands, optional River detector, threshold, episode."""
+
+    name: str
+    detector: str
+    signals: tuple[str, ...]
+    fixed_threshold: float | None = None
+    bands: dict[str, Band] = field(default_factory=dict)
+    rolling: dict[str, Rolling] = field(default_factory=dict)
+    latest: dict[str, float] = field(default_factory=dict)
+    river: Any = None
+    gauss: dict[str, Any] = field(default_factory=dict)
+    quantile: AdaptiveQuantile | None = None
+    seen: int = 0
+    episode: Episode | None = None
+
+    def features(self, signal: str, value: float, ambient: float | None,
+                 cfg: AnomalyConfig) -> dict[str, float]:
+        """Update the rolling window of ``signal`` and return its features."""
+        fname, fx = feature_value(signal, value, ambient)
+        roll = self.rolling.get(signal)
+        if roll is None:
+            roll = self.rolling[signal] = Rolling()
+        roll.push(fx, cfg.window)
+        mean, sd = roll.stats()
+        feats: dict[str, float] = {}
+        if "value" in cfg.features:
+            feats[fname] = fx
+        if "mean" in cfg.features:
+            feats[f"{fname}.mean"] = mean
+        if "std" in cfg.features:
+            feats[f"{fname}.std"] = sd
+        return feats
+
+    def threshold(self, cfg: AnomalyConfig) -> float:
+        if self.fixed_threshold is not None:
+            return self.fixed_threshold
+        floor = self.floor_z(cfg)
+        if self.quantile is None:
+            return z_to_score(floor)
+        return z_to_score(max(floor, self.quantile.value))
+
+    def floor_z(self, cfg: AnomalyConfig) -> float:
+        """Threshold floor (z-equivalent): ``min_z`` for the Gaussian-calibrated detectors;
+        the other detectors' scores have no absolute meaning, so only their quantile counts."""
+        return cfg.min_z if self.detector in ("zscore", "gaussian") else 0.0
+
+    def score(self, x: dict[str, float], zs: dict[str, float], cfg: AnomalyConfig) -> float:
+        if self.detector == "zscore":
+            return z_to_score(max((abs(z) for z in zs.values()), default=0.0))
+        if self.detector == "gaussian":
+            best = 0.0
+            for k, v in x.items():
+                g = self.gauss.get(k)
+                if g is not None:
+                    best = max(best, float(g.score_one(None, v)))
+            return best
+        if self.river is None:
+            self.river = build_river(self.detector, cfg.seed)
+        raw = float(self.river.score_one(x))
+        return raw if self.detector == "hst" else _squash(raw)
+
+    def learn(self, x: dict[str, float], own: Iterable[str], cfg: AnomalyConfig) -> None:
+        alpha = 1.0 - 0.5 ** (1.0 / cfg.half_life)
+        for k in own:
+            band = self.bands.get(k)
+            if band is None:
+                band = self.bands[k] = Band()
+            band.learn(x[k], alpha)
+        if self.detector == "gaussian":
+            from river import anomaly
+
+            for k in own:
+                g = self.gauss.get(k)
+                if g is None:
+                    g = self.gauss[k] = anomaly.GaussianScorer(window_size=None, grace_period=cfg.warmup)
+                g.learn_one(None, x[k])
+        elif self.detector != "zscore":
+            if self.river is None:
+                self.river = build_river(self.detector, cfg.seed)
+            self.river.learn_one(x)
+
+
+def _severity(zs: dict[str, float], score: float) -> str:
+    zmax = max((abs(z) for z in zs.values()), default=0.0)
+    return "critical" if zmax >= 10.0 or score >= 1.0 - 1e-12 else "warning"
+
+
+def _row(machine: str, site: str, line: str, model: str, detector: str, ep: Episode,
+         is_open: bool) -> Row:
+    signals = {k: round(v, 3) for k, v in ep.signals.items()}
+    if model == ISO_MODEL:
+        zone = iso10816_zone(ep.signals.get(VIBRATION_RMS, 0.0))
+        cause = f"vibration in ISO 10816 zone {zone}: bearing wear, imbalance or looseness"
+    else:
+        cause = hypothesis(ep.signals)
+    return {
+        "ts": ep.start, "site": site, "line": line, "machine": machine, "model": model,
+        "detector": detector, "start": ep.start, "end": ep.end, "score": ep.score,
+        "threshold": ep.threshold, "severity": ep.severity, "signals": signals,
+        "hypothesis": cause, "points": ep.points, "open": is_open,
+        "version": ep.end * 2 + (0 if is_open else 1),
+    }
+
+
+def _is_running(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() == "running"
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, int | float) and value == 1
+
+
+@dataclass(slots=True)
+class MachineMonitor:
+    """All anomaly state of one machine (the keyed Bytewax state)."""
+
+    machine: str
+    site: str = ""
+    line: str = ""
+    running: bool = True
+    ambient: float | None = None
+    models: dict[str, Model] = field(default_factory=dict)
+    iso: Episode | None = None
+
+    @classmethod
+    def new(cls, machine: str) -> MachineMonitor:
+        return cls(machine)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _model_for(self, signal: str, cfg: AnomalyConfig) -> Model | None:
+        for mc in cfg.models:
+            if signal in mc.signals and (not mc.machines or self.machine in mc.machines):
+                return self._ensure(mc.name, mc.detector or cfg.detector, mc.signals, mc)
+        if signal in cfg.exclude:
+            return None
+        return self._ensure(signal, cfg.detector, (signal,), None)
+
+    def _ensure(self, name: str, detector: str, signals: tuple[str, ...],
+                mc: AnomalyModelConfig | None) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            model = self.models[name] = Model(name, detector, signals,
+                                              mc.threshold if mc is not None else None)
+        return model
+
+    # -- processing ------------------------------------------------------------------------
+
+    def process(self, m: Measurement, cfg: AnomalyConfig) -> list[Row]:
+        """Fold one Measurement in; return the anomaly rows it opens or closes."""
+        if not cfg.enabled or not m.usable:
+            return []
+        self.machine, self.site, self.line = m.machine, m.site or self.site, m.line or self.line
+        if m.metric == MACHINE_STATE:
+            self.running = _is_running(m.value)
+            return []
+        if not is_condition_metric(m.metric) or isinstance(m.value, str | bool):
+            return []
+        value = float(m.value)
+        if not math.isfinite(value):
+            return []
+        if m.metric == AMBIENT:
+            self.ambient = value
+        out: list[Row] = []
+        if not self.running:
+            return out
+        if cfg.iso10816 and m.metric == VIBRATION_RMS:
+            out += self._iso(m.ts, value, cfg)
+        model = self._model_for(m.metric, cfg)
+        if model is not None:
+            out += self._score_learn(model, m.metric, m.ts, value, cfg)
+        return out
+
+    def _score_learn(self, model: Model, signal: str, ts: int, value: float,
+                     cfg: AnomalyConfig) -> list[Row]:
+        ambient = self.ambient if signal != AMBIENT else None
+        own = model.features(signal, value, ambient, cfg)
+        model.latest.update(own)
+        x = dict(model.latest)
+        zs = {k: model.bands[k].z(v) for k, v in x.items() if k in model.bands}
+        warm = model.seen >= cfg.warmup and len(x) == len(zs)
+        out: list[Row] = []
+        anomalous = False
+        if warm:
+            score = model.score(x, zs, cfg)
+            threshold = model.threshold(cfg)
+            anomalous = score > threshold
+            if model.quantile is None:
+                model.quantile = AdaptiveQuantile(max(model.floor_z(cfg), score_to_z(score)), cfg.quantile)
+            model.quantile.update(score_to_z(score))
+            out += self._episode(model, ts, anomalous, score, threshold, zs, cfg)
+        ep = model.episode
+        protect = anomalous or (ep is not None and ep.normal_run == 0)
+        if not protect or (ep is not None and ep.points >= cfg.adapt_after):
+            model.learn(x, own, cfg)
+        model.seen += 1
+        return out
+
+    def _episode(self, model: Model, ts: int, anomalous: bool, score: float, threshold: float,
+                 zs: dict[str, float], cfg: AnomalyConfig) -> list[Row]:
+        ep = model.episode
+        if anomalous:
+            deviating = {k: z for k, z in zs.items() if abs(z) >= min(cfg.min_z, 3.0)} or zs
+            if ep is None:
+                ep = model.episode = Episode(ts, ts, score, threshold, deviating,
+                                             severity=_severity(zs, score))
+                return [_row(self.machine, self.site, self.line, model.name, model.detector, ep, True)]
+            ep.end, ep.points, ep.normal_run = ts, ep.points + 1, 0
+            if score > ep.score or (score == ep.score and _zmax(zs) > _zmax(ep.signals)):
+                ep.score, ep.threshold, ep.signals = score, threshold, deviating
+                ep.severity = max(ep.severity, _severity(zs, score), key=_SEVERITY_RANK.__getitem__)
+            return []
+        if ep is None:
+            return []
+        ep.normal_run += 1
+        if ep.normal_run > cfg.episode_gap:
+            model.episode = None
+            return [_row(self.machine, self.site, self.line, model.name, model.detector, ep, False)]
+        return []
+
+    def _iso(self, ts: int, rms: float, cfg: AnomalyConfig) -> list[Row]:
+        zone = iso10816_zone(rms)
+        score = min(1.0, rms / 18.0)
+        ep = self.iso
+        if zone in ("C", "D"):
+            sev = "critical" if zone == "D" else "warning"
+            if ep is None:
+                self.iso = Episode(ts, ts, score, 7.1 / 18.0, {VIBRATION_RMS: rms}, severity=sev)
+                return [_row(self.machine, self.site, self.line, ISO_MODEL, "rule", self.iso, True)]
+            ep.end, ep.points, ep.normal_run = ts, ep.points + 1, 0
+            if score > ep.score:
+                ep.score, ep.signals = score, {VIBRATION_RMS: rms}
+                ep.severity = max(ep.severity, sev, key=_SEVERITY_RANK.__getitem__)
+            return []
+        if ep is None:
+            return []
+        ep.normal_run += 1
+        if ep.normal_run > cfg.episode_gap:
+            self.iso = None
+            return [_row(self.machine, self.site, self.line, ISO_MODEL, "rule", ep, False)]
+        return []
+
+    def close(self, cfg: AnomalyConfig) -> list[Row]:
+        """Close every open episode (end of input: replay semantics)."""
+        out: list[Row] = []
+        for model in self.models.values():
+            if model.episode is not None:
+                out.append(_row(self.machine, self.site, self.line, model.name, model.detector,
+                                model.episode, False))
+                model.episode = None
+        if self.iso is not None:
+            out.append(_row(self.machine, self.site, self.line, ISO_MODEL, "rule", self.iso, False))
+            self.iso = None
+        return out
+
+
+_SEVERITY_RANK: Final = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _zmax(zs: dict[str, float]) -> float:
+    return max((abs(z) for z in zs.values()), default=0.0)
+
+
+# -- the Bytewax operator ----------------------------------------------------------------------
+
+
+def snapshot_bytes(monitor: MachineMonitor) -> bytes:
+    """The state as immutable bytes (a cheap Bytewax snapshot; deep-copying bytes is free)."""
+    return pickle.dumps(monitor, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def state_size(monitor: MachineMonitor) -> int:
+    """Bytes of a machine's snapshot (models included)."""
+    return len(snapshot_bytes(monitor))
+
+
+def _make_logic(cfg: AnomalyConfig) -> Any:
+    from bytewax.operators import StatefulLogic
+
+    class AnomalyLogic(StatefulLogic[Measurement, Row, bytes]):
+        def __init__(self, monitor: MachineMonitor) -> None:
+            self.monitor = monitor
+
+        def on_item(self, value: Measurement) -> tuple[list[Row], bool]:
+            rows = self.monitor.process(value, cfg)
+            return rows, StatefulLogic.RETAIN
+
+        def on_eof(self) -> tuple[list[Row], bool]:
+            return self.monitor.close(cfg), StatefulLogic.RETAIN
+
+        def snapshot(self) -> bytes:
+            return snapshot_bytes(self.monitor)
+
+    return AnomalyLogic
+
+
+def anomaly_op(step_id: str, keyed: Any, cfg: AnomalyConfig) -> Any:
+    """Anomaly rows from a stream of (machine, Measurement), one stateful step keyed by machine.
+
+    The state of a key is a :class:`MachineMonitor`; its snapshot is its pickle (bytes), so a
+    resumed flow continues with the same models, thresholds and open episodes.
+    """
+    import bytewax.operators as op
+
+    logic_cls = _make_logic(cfg)
+
+    def builder(resume: bytes | None) -> Any:
+        if resume is None:
+            return logic_cls(MachineMonitor.new(""))
+        return logic_cls(pickle.loads(resume))
+
+    rows = op.stateful(step_id, keyed, builder)
+    return op.map(f"{step_id}_rows", rows, lambda kv: kv[1])

@@ -1,0 +1,85 @@
+"""The ``anomaly:`` section of the plant config: condition monitoring without tuning.
+
+With no ``anomaly:`` section every numeric condition signal of every running machine is
+monitored by its own model (the default detector, an adaptive threshold, a warm-up). The
+section can group signals into multivariate models, choose detectors and thresholds, or
+exclude signals.
+
+Examples
+--------
+>>> cfg = AnomalyConfig.model_validate({"models": [{"name": "spindle",
+...     "signals": ["vibration_rms_mms", "temperature_c"], "detector": "hst"}]})
+>>> cfg.models[0].detector, cfg.detector
+('hst', 'zscore')
+>>> try:
+...     AnomalyConfig.model_validate({"detector": "magic"})
+... except Exception as exc:
+...     print("detector" in str(exc))
+True
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas._base import Frozen
+
+Detector = Literal["zscore", "gaussian", "hst", "ilof", "ocsvm"]
+"""``zscore``: EWMA control chart (robust z-scores of value and rolling mean) — the default;
+``gaussian``: River GaussianScorer per feature; ``hst``: River HalfSpaceTrees on min-max scaled
+features; ``ilof``: River LocalOutlierFactor; ``ocsvm``: River OneClassSVM on scaled features."""
+
+
+class AnomalyModelConfig(Frozen):
+    """A named model over a group of signals (multivariate when it has several)."""
+
+    name: str = Field(min_length=1)
+    signals: tuple[str, ...] = Field(min_length=1)
+    detector: Detector | None = None
+    """Detector of this model; unset = the section's ``detector``."""
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+    """Fixed score threshold in (0, 1); unset = adaptive (quantile of past scores, floor ``min_z``)."""
+    machines: tuple[str, ...] = ()
+    """Machines this model applies to; empty = every machine that reports its signals."""
+
+
+class AnomalyConfig(Frozen):
+    """Condition monitoring defaults (sample counts are per model, in samples of its signals)."""
+
+    enabled: bool = True
+    detector: Detector = "zscore"
+    """Detector of the automatic one-signal models."""
+    warmup: int = Field(default=288, ge=1)
+    """Samples learned before a model may raise anomalies (288 = one day at 5-minute samples)."""
+    window: int = Field(default=12, ge=2, le=1024)
+    """Length (samples) of the rolling statistics (rolling mean and standard deviation)."""
+    features: tuple[Literal["value", "mean", "std"], ...] = ("value", "mean")
+    """Features of each signal: its (domain-adjusted) value, rolling mean, rolling std."""
+    half_life: int = Field(default=2016, ge=2)
+    """Memory of the normal band (samples): the EWMA weight halves after this many samples."""
+    quantile: float = Field(default=0.995, gt=0.5, lt=1)
+    """Adaptive threshold: this quantile of the model's past scores …"""
+    min_z: float = Field(default=5.0, gt=0)
+    """… but never below the score of a ``min_z`` standard-deviation excursion."""
+    episode_gap: int = Field(default=12, ge=0)
+    """Normal samples tolerated inside an episode before it closes (debounce)."""
+    adapt_after: int = Field(default=576, ge=1)
+    """An episode longer than this (samples) is taken as the new normal: learning resumes."""
+    exclude: tuple[str, ...] = ("ambient_temperature_c",)
+    """Signals never monitored on their own (ambient is a baseline, not a machine condition)."""
+    models: tuple[AnomalyModelConfig, ...] = ()
+    """Grouped models; a signal in a group is not monitored on its own as well."""
+    iso10816: bool = True
+    """Rule-based ISO 10816 vibration zones on ``vibration_rms_mms`` (C: warning, D: critical)."""
+    seed: int = 42
+    """Seed of the River detectors (deterministic replays and resumes)."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AnomalyConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            msg = f"anomaly model names must be unique, got {names}; rename the duplicates"
+            raise ValueError(msg)
+        return self
