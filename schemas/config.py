@@ -44,7 +44,6 @@ from pydantic import (
 
 from schemas._base import Frozen
 from schemas.anomaly_config import AnomalyConfig
-from schemas.anomaly_config import AnomalyConfig
 from schemas.errors import ConfigError
 from schemas.oee_config import LossConfig
 from schemas.opcua_config import OpcUaConfig
@@ -223,8 +222,6 @@ class PlantConfig(Frozen):
     """Tag dictionary: source tag (or ``{placeholder}`` pattern) → machine, metric, unit, scale."""
     producer: ProducerConfig = ProducerConfig()
     mqtt: MqttConfig = MqttConfig()
-    anomaly: AnomalyConfig = AnomalyConfig()
-    """Condition monitoring: detectors, grouped models, thresholds, excluded signals."""
     anomaly: AnomalyConfig = AnomalyConfig()
     """Condition monitoring: detectors, grouped models, thresholds, excluded signals."""
     eventhubs: EventHubsConfig = EventHubsConfig()
