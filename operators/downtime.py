@@ -89,7 +89,7 @@ class DowntimeTracker:
     def on_state(self, ts: int, state: str, active_fault: str, losses: LossConfig,
                  context: dict[str, Any] | None = None, small_stop: bool = False) -> list[dict[str, Any]]:
         """The machine enters ``state`` at ``ts``: close the open stop, maybe open a new one."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         cur = self.current
         if cur is not None:
             if cur.state == state:
@@ -105,7 +105,7 @@ class DowntimeTracker:
         stop.category = losses.state_category(state)
         if stop.category != "unassigned":
             stop.reason = state
-        if active_fault:
+        if active_fault and bucket == "unplanned_stop":
             self._apply_fault(stop, active_fault, losses)
         self.current = stop
         rows.append(stop.row(ts))

@@ -213,13 +213,19 @@ class OeeAccounting:
     # -- state for recovery ------------------------------------------------------------------
     def dump(self) -> bytes:
         """The whole state as bytes (an immutable, cheap-to-copy Bytewax snapshot)."""
-        return pickle.dumps((self.acc, self.buffer, self.max_ts, self.seq, self.version,
+        return pickle.dumps((self.machine, self.acc, self.buffer, self.max_ts, self.seq, self.version,
                              self.journal, self.ckpt, self.recent, self.dt_starts),
                             protocol=pickle.HIGHEST_PROTOCOL)
 
     def load(self, blob: bytes) -> None:
-        (self.acc, self.buffer, self.max_ts, self.seq, self.version, self.journal, self.ckpt,
+        (_, self.acc, self.buffer, self.max_ts, self.seq, self.version, self.journal, self.ckpt,
          self.recent, self.dt_starts) = pickle.loads(blob)
+
+    @staticmethod
+    def machine_of(blob: bytes) -> str:
+        """The machine id a :meth:`dump` belongs to."""
+        machine: str = pickle.loads(blob)[0]
+        return machine
 
     @property
     def watermark(self) -> int:
@@ -447,6 +453,8 @@ class OeeAccounting:
         if acc.pending is not None:
             small = self._resolve_pending(final=True)
         acc.state, acc.state_since = state, ts
+        if self.losses.bucket(state) == "run":
+            acc.fault = ""  # a fault code names the stop it belongs to, not the next one
         eligible = (self.losses.bucket(state) == "unplanned_stop"
                     and self.losses.small_stop_eligible(state) and self.microstop_ms > 0)
         acc.pending = [] if eligible else None
