@@ -63,6 +63,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -524,6 +525,10 @@ def bakery_config(machines: int = 15, *, mqtt: Mapping[str, Any] | None = None,
 # -- publishing over MQTT ------------------------------------------------------------------------
 
 
+def _at_least(get: Callable[[], int], n: int) -> bool:
+    return get() >= n
+
+
 def publish(sim: BakerySim, host: str, port: int, *, end_ms: int | None = None, speed: float = 0.0,
             stop: threading.Event | None = None, client_id: str = "contoso-bakery-sim",
             username: str | None = None, password: str | None = None, tls: Mapping[str, Any] | None = None,
@@ -577,9 +582,8 @@ def publish(sim: BakerySim, host: str, port: int, *, end_ms: int | None = None, 
             if on_message is not None:
                 on_message(ts, topic, payload)
             if sent % 5000 == 0:
-                floor = sent - 5000
                 with done:  # keep paho's queue bounded
-                    done.wait_for(lambda floor=floor: acked >= floor, timeout=timeout_s)
+                    done.wait_for(partial(_at_least, lambda: acked, sent - 5000), timeout=timeout_s)
         with done:
             done.wait_for(lambda: acked >= sent, timeout=timeout_s)
     finally:
