@@ -7,7 +7,7 @@ from sums over the chosen grouping, never averaged.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -86,7 +86,7 @@ def oee_sql(by: str, start: int | None, end: int | None) -> tuple[str, dict[str,
 def kpi_oee(
     by: Annotated[str, typer.Option(help="machine, line, site, shift or day (comma-separated to combine).")]
     = "machine",
-    start: Annotated[str | None, typer.Option("--from", help="Windows starting at or after (RFC 3339 or ms).")]
+    start: Annotated[str | None, typer.Option("--from", help="Windows starting at or after (RFC 3339, ms).")]
     = None,
     end: Annotated[str | None, typer.Option("--to", help="Windows starting before (RFC 3339 or ms).")] = None,
     clickhouse: ClickHouseOpt = None,
@@ -119,7 +119,8 @@ def kpi_downtime(
     fmt: FormatOpt = "table",
 ) -> None:
     """Downtime events (open ones included) with reason, category and whether planned."""
-    where, params = [], {}
+    where: list[str] = []
+    params: dict[str, Any] = {}
     if machine:
         where.append("machine = {machine:String}")
         params["machine"] = machine

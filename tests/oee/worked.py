@@ -8,6 +8,7 @@ evenly over the 373 minutes of run time with cumulative counters sampled every m
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -53,7 +54,7 @@ def measurements(machine: str = "press-01") -> list[dict[str, object]]:
     """The shift as Measurement dicts, in time order."""
     changes = state_changes()
     running_minutes = []
-    for (t, state), (t2, _) in zip(changes, changes[1:], strict=False):
+    for (t, state), (t2, _) in itertools.pairwise(changes):
         if state == "running":
             running_minutes += list(range(t, t2, 60_000))
     assert len(running_minutes) == 373
