@@ -27,8 +27,10 @@ _HAS_FORMAT = re.compile(r"(?is)\bFORMAT\s+\w+\s*$")
 class ChdbHttpServer:
     """Serve ClickHouse's HTTP protocol on ``127.0.0.1:port`` backed by chDB at ``dsn``."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, tls: tuple[str, str] | None = None) -> None:
         self._dsn = dsn
+        self._tls = tls
+        """(certificate PEM, key PEM): serve HTTPS."""
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -43,7 +45,7 @@ class ChdbHttpServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def _client(self, database: str | None) -> Any:
         key = database or ""
@@ -145,6 +147,12 @@ class ChdbHttpServer:
         self.down = False
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        if self._tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self._tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         threading.Thread(target=server.serve_forever, name="chdb-http", daemon=True).start()
