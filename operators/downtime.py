@@ -1,8 +1,10 @@
 """Downtime events: every stop of a machine as one event, open while it lasts.
 
-A stop is a contiguous interval in one machine state whose loss bucket is not ``run`` and not
-``not_scheduled`` (``off`` is not a stop). The event carries its start, its end (``None`` while
-open), its duration, the state, the first fault code seen while it lasted, the reason and
+A stop is a contiguous interval in one machine state whose loss bucket is an availability or
+performance loss (``unplanned_stop``, ``setup``, ``small_stop``): ``off`` and planned stops
+excluded from planned production time (``planned_stop``, breaks) are not downtime. A new fault
+code while a fault is open starts a new stop. The event carries its start, its end (``None`` while
+open), its duration, the state, its fault code, the reason and
 category from the fault-code map (or from the state, e.g. ``setup`` → changeover), and whether
 it was planned (``setup`` and ``excluded`` buckets). An operator ``reason_code`` applies to the
 open stop, or to the most recent one when none is open, and restates that event — the same
@@ -99,7 +101,7 @@ class DowntimeTracker:
             rows.append(cur.row(ts))
             self.last, self.current = cur, None
         bucket = losses.bucket(state)
-        if bucket in ("run", "not_scheduled"):
+        if bucket in ("run", "not_scheduled", "excluded"):
             return rows
         stop = Stop(ts, state, int(bucket in ("setup", "excluded")), context=dict(context or {}))
         stop.category = losses.state_category(state)
@@ -114,8 +116,12 @@ class DowntimeTracker:
     def on_fault_code(self, ts: int, code: str, losses: LossConfig) -> list[dict[str, Any]]:
         """A fault code while a stop is open and has none yet names that stop's fault."""
         cur = self.current
-        if cur is None or not code or cur.fault_code:
+        if cur is None or not code or cur.fault_code == code:
             return []
+        if cur.fault_code:  # another fault without a state change: a new stop
+            cur.end = ts
+            self.last, self.current = cur, None
+            return [cur.row(ts), *self.on_state(ts, cur.state, code, losses, cur.context)]
         self._apply_fault(cur, code, losses)
         return [cur.row(ts)]
 

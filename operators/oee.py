@@ -438,8 +438,13 @@ class OeeAccounting:
         elif metric == WORK_ORDER:
             acc.work_order = str(value)
         elif metric == FAULT_CODE:
-            acc.fault = fault_text(value)
-            self._downtime(acc.downtime.on_fault_code(ts, acc.fault, self.losses))
+            code = fault_text(value)
+            before = acc.downtime.current
+            split = before is not None and bool(before.fault_code) and bool(code) and code != before.fault_code
+            acc.fault = code
+            self._downtime(acc.downtime.on_fault_code(ts, code, self.losses))
+            if split and acc.pending is None and self.losses.bucket(acc.state) == "unplanned_stop":
+                self._count_stop(ts, STOPS)
         elif metric == REASON_CODE:
             self._downtime(acc.downtime.on_reason(ts, str(value), self.losses))
 
