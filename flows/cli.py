@@ -45,9 +45,8 @@ def config_from(path: Path | None) -> PlantConfig:
 
 
 def client_for(dsn: str | None, config: PlantConfig | None = None) -> Any:
-    cfg = (config or PlantConfig()).clickhouse
-    return ch.connect(dsn or cfg.url, database=cfg.database, username=cfg.username,
-                      password=cfg.password.get_secret_value() if cfg.password else None)
+    """A client from the ``clickhouse:`` config section (credentials, TLS); ``dsn`` overrides the URL."""
+    return ch.connect_config((config or PlantConfig()).clickhouse, dsn)
 
 
 def _json_default(v: Any) -> Any:
