@@ -40,7 +40,7 @@ Examples
 ...     v = 60.0 + (i % 7) * 0.1 + (25.0 if 200 <= i < 210 else 0.0)
 ...     rows += det.process(Measurement(i * 60_000, "m1", "temperature_c", v), cfg)
 >>> rows += det.close(cfg)
->>> [(r["model"], r["start"] // 60_000, r["open"], r["hypothesis"][:20]) for r in rows]
+>>> [(r["model"], r["start"] // 60_000, r["is_open"], r["hypothesis"][:20]) for r in rows]
 [('temperature_c', 200, True, 'temperature high: co'), ('temperature_c', 200, False, 'temperature high: co')]
 """
 
@@ -355,7 +355,7 @@ def _row(machine: str, site: str, line: str, model: str, detector: str, ep: Epis
         "ts": ep.start, "site": site, "line": line, "machine": machine, "model": model,
         "detector": detector, "start": ep.start, "end": ep.end, "score": ep.score,
         "threshold": ep.threshold, "severity": ep.severity, "signals": signals,
-        "hypothesis": cause, "points": ep.points, "open": is_open,
+        "hypothesis": cause, "points": ep.points, "is_open": is_open,
         "version": ep.end * 2 + (0 if is_open else 1),
     }
 
