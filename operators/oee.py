@@ -440,7 +440,8 @@ class OeeAccounting:
         elif metric == FAULT_CODE:
             code = fault_text(value)
             before = acc.downtime.current
-            split = before is not None and bool(before.fault_code) and bool(code) and code != before.fault_code
+            split = before is not None and bool(before.fault_code) and bool(code) \
+                and code != before.fault_code
             acc.fault = code
             self._downtime(acc.downtime.on_fault_code(ts, code, self.losses))
             if split and acc.pending is None and self.losses.bucket(acc.state) == "unplanned_stop":
