@@ -3,12 +3,16 @@
 Executives across plants want hourly OEE, not minute windows. Facts are additive (KPI.md), so
 a rollup is a sum: :func:`rollup_rows` groups the facts of one period by their text fields
 (site, line, machine, shift …) and sums every numeric field; ratios are computed from the sums
-downstream. :func:`rollup` is the thin Bytewax operator (keyed by machine): a period is sent
-when a fact of a later period arrives, and at the end of input. A restated fact (same window,
-higher ``version``) replaces the one it restates; if its period was already sent and is still
-among the last ``restate_buckets`` closed ones, the period is sent again with a higher
-``version``. Restatements of older periods are counted in ``too_late`` and not re-sent (the
-ClickHouse results are restated regardless).
+downstream. Text and date fields, and timestamps named ``*_start``/``*_end`` (``shift_start``),
+are group keys, never summed. :func:`rollup` is the thin Bytewax operator (keyed by machine): a
+period is sent when a fact of a later period arrives, and at the end of input.
+
+Restatements follow ``oee_facts``: a window restated with a higher ``version`` replaces *all*
+the rows of that window (time may move to another shift, part or work order); rows of the same
+version add up; lower versions are ignored. If the period was already sent and is among the
+last ``restate_buckets`` closed ones, it is sent again with the next rollup ``version``, so a
+consumer keeps, per (site, machine, window_start), the rows of the highest version. Older
+periods are counted in ``too_late`` and not re-sent (ClickHouse is restated regardless).
 
 Examples
 --------
@@ -24,6 +28,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import bytewax.operators as op
@@ -31,25 +36,36 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 Row = dict[str, Any]
-NOT_SUMMED = frozenset({"window_start", "window_end", "version", "ts", "stored_at", "rollup_s", "windows"})
+NOT_SUMMED = frozenset({"window_start", "window_end", "version", "ts", "stored_at", "rollup_s", "windows",
+                        "deleted"})
 
 
-def fact_key(fact: Row, time_field: str) -> tuple[Any, ...]:
-    """The natural key of a fact: its window start and its text fields.
+def is_group_field(name: str, value: Any, time_field: str = "window_start") -> bool:
+    """Whether a fact field names a group (text, date, a ``*_start``/``*_end`` timestamp).
 
-    >>> fact_key({"machine": "m", "shift": "day", "window_start": 5, "run_s": 1.0}, "window_start")
-    (5, ('machine', 'm'), ('shift', 'day'))
+    >>> [is_group_field(k, v) for k, v in {"shift": "day", "shift_start": 5, "run_s": 1.0}.items()]
+    [True, True, False]
     """
-    return (fact.get(time_field),
-            *sorted((k, v) for k, v in fact.items() if isinstance(v, str)))
+    if name in NOT_SUMMED or name == time_field:
+        return False
+    return isinstance(value, str | date) or name.endswith(("_start", "_end"))
+
+
+def group_key(fact: Row, time_field: str = "window_start") -> tuple[tuple[str, Any], ...]:
+    """The group fields of a fact, in a stable order.
+
+    >>> group_key({"machine": "m", "shift": "day", "window_start": 5, "run_s": 1.0})
+    (('machine', 'm'), ('shift', 'day'))
+    """
+    return tuple(sorted((k, v) for k, v in fact.items() if is_group_field(k, v, time_field)))
 
 
 def rollup_rows(facts: Iterable[Row], *, bucket_ms: int, period_ms: int, version: int,
                 time_field: str = "window_start") -> list[Row]:
     """Sum the facts of one period, one row per distinct set of text fields."""
-    groups: dict[tuple[tuple[str, str], ...], Row] = {}
+    groups: dict[tuple[tuple[str, Any], ...], Row] = {}
     for fact in facts:
-        texts = tuple((k, v) for k, v in fact.items() if isinstance(v, str))
+        texts = group_key(fact, time_field)
         row = groups.get(texts)
         if row is None:
             row = {**dict(texts), time_field: bucket_ms, "window_end": bucket_ms + period_ms,
@@ -57,7 +73,7 @@ def rollup_rows(facts: Iterable[Row], *, bucket_ms: int, period_ms: int, version
             groups[texts] = row
         row["windows"] += 1
         for k, v in fact.items():
-            if k in NOT_SUMMED or k == time_field or isinstance(v, bool | str) or v is None:
+            if k in NOT_SUMMED or k == time_field or isinstance(v, bool) or is_group_field(k, v, time_field):
                 continue
             if isinstance(v, int | float):
                 row[k] = row.get(k, 0) + v
@@ -72,7 +88,8 @@ def rollup_rows(facts: Iterable[Row], *, bucket_ms: int, period_ms: int, version
 class RollupState:
     """Facts of the open and the recently closed periods of one machine, by natural key."""
 
-    buckets: dict[int, dict[tuple[Any, ...], Row]] = field(default_factory=dict)
+    buckets: dict[int, dict[int, tuple[int, dict[tuple[Any, ...], Row]]]] = field(default_factory=dict)
+    """Period start → window start → (version, group key → fact) of the latest version."""
     sent: dict[int, int] = field(default_factory=dict)
     """Period start → version of its last sending (closed periods only)."""
     too_late: int = 0
@@ -89,7 +106,8 @@ class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
         st = self.state
         version = st.sent.get(bucket, 0) + 1
         st.sent[bucket] = version
-        return rollup_rows(st.buckets[bucket].values(), bucket_ms=bucket, period_ms=self._period_ms,
+        facts = [f for _, rows in st.buckets[bucket].values() for f in rows.values()]
+        return rollup_rows(facts, bucket_ms=bucket, period_ms=self._period_ms,
                            version=version, time_field=self._time_field)
 
     def _evict(self) -> None:
@@ -106,12 +124,15 @@ class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
         if st.sent and bucket not in st.buckets and bucket < max(st.sent):
             st.too_late += 1  # its period was sent and evicted: ClickHouse still restates it
             return (), False
-        facts = st.buckets.setdefault(bucket, {})
-        key = fact_key(value, self._time_field)
-        old = facts.get(key)
-        if old is not None and int(old.get("version", 0)) > int(value.get("version", 0)):
-            return (), False  # an older version of a fact we already have
-        facts[key] = value
+        windows = st.buckets.setdefault(bucket, {})
+        version = int(value.get("version") or 0)
+        held = windows.get(ts)
+        if held is None or version > held[0]:
+            held = (version, {})  # a newer version of the window replaces all its rows
+            windows[ts] = held
+        elif version < held[0]:
+            return (), False  # an older version of a window we already have
+        held[1][group_key(value, self._time_field)] = value
         out: list[Row] = []
         if bucket in st.sent:  # a restatement of a period already sent: send it again
             out.extend(self._send(bucket))

@@ -212,3 +212,22 @@ def test_flow_delivers_rollups_to_a_kafka_topic_and_counts_bytes_saved(
     assert meter.sent_bytes == sum(len(k) + len(eh.record_value("cloud_test_facts", v)) for k, v, _ in records)
     assert meter.ratio > 100
     print(meter.summary())
+
+
+def test_rollup_restated_window_replaces_all_its_rows_like_oee_facts_latest() -> None:
+    # Window 06:01 first splits 30 s / 30 s between parts A and B (version 4); restated with
+    # version 9 it is all part B. The hour must then hold 60 s of B for that window, no A.
+    def f(minute: int, part: str, run_s: float, version: int) -> dict[str, Any]:
+        return {**fact("m1", minute, run_s, 0, version), "part_number": part,
+                "shift_start": T0, "shift": "day"}
+
+    facts = [f(0, "B", 60.0, 1), f(1, "A", 30.0, 4), f(1, "B", 30.0, 4), f(1, "A", 0.0, 2),
+             f(1, "B", 60.0, 9), f(61, "B", 60.0, 10)]
+    flow = Dataflow("rollup_restate")
+    keyed = op.key_on("k", op.input("in", flow, TestingSource(facts)), lambda r: r["machine"])
+    out: list[tuple[str, dict[str, Any]]] = []
+    op.output("out", rollup("r", keyed, period_s=3600), TestingSink(out))
+    run_main(flow)
+    first_hour = [r for _, r in out if r["window_start"] == T0]
+    assert [(r["part_number"], r["run_s"], r["windows"], r["shift_start"]) for r in first_hour] == [
+        ("B", 120.0, 2, T0)]
