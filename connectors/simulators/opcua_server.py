@@ -213,18 +213,22 @@ class PlcOpcUaServer:
         self.ns = await server.register_namespace(NAMESPACE)
         if self.history:
             server.iserver.history_manager.set_storage(HistoryDict())
-        root = await server.nodes.objects.add_folder(ua.NodeId(self.channel, self.ns), self.channel)
+        root = await server.nodes.objects.add_folder(ua.NodeId(self.channel, self.ns), f"{self.ns}:{self.channel}")
         hist = []
         t0 = _dt(self.line.now)
         for mid in self.line.machine_ids:
-            folder = await root.add_folder(ua.NodeId(f"{self.channel}.{mid}", self.ns), mid)
+            folder = await root.add_folder(ua.NodeId(f"{self.channel}.{mid}", self.ns), f"{self.ns}:{mid}")
             for tag, vtype in TAG_TYPES.items():
                 nid = ua.NodeId(f"{self.channel}.{mid}.{tag}", self.ns)
-                var = await folder.add_variable(nid, tag, ua.Variant(_INITIAL[vtype], vtype))
-                await var.write_value(ua.DataValue(ua.Variant(_INITIAL[vtype], vtype),
-                                                   SourceTimestamp=t0, ServerTimestamp=t0))
+                var = await folder.add_variable(nid, f"{self.ns}:{tag}", ua.Variant(_INITIAL[vtype], vtype))
+                await var.write_value(ua.DataValue(
+                    ua.Variant(_INITIAL[vtype], vtype), SourceTimestamp=t0, ServerTimestamp=t0,
+                    StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)))
                 self.nodes[(mid, tag)] = nid
                 hist.append(var)
+        self.server = server
+        for upd in self.line.run_tags(self.line.now + 1):  # the PLC's values at start
+            await self.write(upd)
         try:
             await server.start()
         except OSError as exc:
