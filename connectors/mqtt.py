@@ -338,7 +338,8 @@ class MqttConnector:
         while not self._connected.is_set() and self._refused is None and time.monotonic() < deadline:
             self._connected.wait(0.05)
         if self._refused is not None or not self._connected.is_set():
-            reason = self._refused or f"no CONNACK within {m.connect_timeout_s:g}s"
+            reason = self._refused or f"no CONNACK within {m.connect_timeout_s:g}s" + (
+                " (an MQTT 3.1.1-only broker such as amqtt? set mqtt.protocol: \"3.1.1\")" if v5 else "")
             self.stop()
             hint = ("check mqtt.username and mqtt.password" if self._refused and
                     ("password" in reason.lower() or "authori" in reason.lower()) else
@@ -401,6 +402,11 @@ class MqttConnector:
                        properties: Any) -> None:
         self._connected.clear()
         self.stats.disconnects += 1
+        if self.stats.connects == 0 and self._refused is None:
+            self._refused = ("the broker closed the connection before its CONNACK (a broker that only "
+                             "speaks MQTT 3.1.1, such as amqtt? set mqtt.protocol: \"3.1.1\")")
+            client.disconnect()
+            return
         if reason is not None and getattr(reason, "is_failure", False):
             log.warning("MQTT connector disconnected: %s; reconnecting", reason)
 

@@ -532,18 +532,20 @@ def _at_least(get: Callable[[], int], n: int) -> bool:
 def publish(sim: BakerySim, host: str, port: int, *, end_ms: int | None = None, speed: float = 0.0,
             stop: threading.Event | None = None, client_id: str = "contoso-bakery-sim",
             username: str | None = None, password: str | None = None, tls: Mapping[str, Any] | None = None,
-            on_message: Callable[[int, str, bytes], None] | None = None, timeout_s: float = 60.0) -> int:
+            on_message: Callable[[int, str, bytes], None] | None = None, timeout_s: float = 60.0,
+            protocol: str = "3.1.1") -> int:
     """Publish the simulation's messages with QoS 1; returns how many the broker acknowledged.
 
     ``speed`` is event time per wall time (``60`` = an hour a minute); ``0`` = as fast as the
     broker takes them. Returns after ``end_ms`` or when ``stop`` is set, once the broker has
-    acknowledged every message published (or ``timeout_s`` passed).
+    acknowledged every message published (or ``timeout_s`` passed). ``protocol``: ``"3.1.1"``
+    (any broker, amqtt included) or ``"5"``. A refused connection raises ``ConnectionError``.
     """
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=MQTTProtocolVersion.MQTTv5)
+    version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
     if username is not None:
@@ -560,9 +562,23 @@ def publish(sim: BakerySim, host: str, port: int, *, end_ms: int | None = None, 
             acked += 1
             done.notify_all()
 
+    connected = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        connected.set()
+
     client.on_publish = on_publish
+    client.on_connect = on_connect
     client.connect(host, port, 30)
     client.loop_start()
+    if not connected.wait(timeout_s) or refused:
+        client.disconnect()
+        client.loop_stop()
+        msg = f"MQTT broker {host}:{port} refused the simulator: {refused[0] if refused else 'no CONNACK'}"
+        raise ConnectionError(msg)
     sent = 0
     wall0 = time.monotonic()
     try:
@@ -594,7 +610,7 @@ def publish(sim: BakerySim, host: str, port: int, *, end_ms: int | None = None, 
 
 def start_bakery_pipeline(kafka_conf: Mapping[str, Any], mqtt_host: str, mqtt_port: int, *, seed: int = 1,
                           speed: float = 60.0, machines: int = 15, workdir: str | Path = ".plantstream",
-                          start_ms: int | None = None) -> Callable[[], Path]:
+                          start_ms: int | None = None, protocol: str = "3.1.1") -> Callable[[], Path]:
     """Run the bakery simulator publishing to MQTT and the MQTT connector into Kafka, in threads.
 
     The demo's entry point: returns ``stop()``, which stops both, writes the ground truth to
@@ -603,14 +619,15 @@ def start_bakery_pipeline(kafka_conf: Mapping[str, Any], mqtt_host: str, mqtt_po
     from connectors.mqtt import MqttConnector
 
     workdir = Path(workdir)
-    cfg = bakery_config(machines, mqtt={"host": mqtt_host, "port": mqtt_port},
+    cfg = bakery_config(machines, mqtt={"host": mqtt_host, "port": mqtt_port, "protocol": protocol},
                         producer={"spool_dir": str(workdir / "spool" / "mqtt")})
     connector = MqttConnector(cfg, kafka_conf).start()
     now = int(time.time() * 1000) if start_ms is None else start_ms
     sim = BakerySim(seed=seed, start_ms=now, machines=machines)
     stop_ev = threading.Event()
     thread = threading.Thread(target=publish, args=(sim, mqtt_host, mqtt_port),
-                              kwargs={"speed": speed, "stop": stop_ev}, name="bakery-sim", daemon=True)
+                              kwargs={"speed": speed, "stop": stop_ev, "protocol": protocol},
+                              name="bakery-sim", daemon=True)
     thread.start()
 
     def stop() -> Path:
