@@ -225,6 +225,10 @@ def _parse_flat(topic: str, obj: Any, received_ms: int, timestamp_field: str | N
     if isinstance(ts, str):
         out.errors.append(ts)
         return
+    if len(obj) == (ts_name is not None):
+        out.errors.append("flat payload has no metric fields (only a timestamp); one-value payloads "
+                          "need 'value'")
+        return
     for name, value in obj.items():
         if name == ts_name:
             continue
