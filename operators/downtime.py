@@ -106,7 +106,7 @@ class DowntimeTracker:
         stop = Stop(ts, state, int(bucket in ("setup", "excluded")), context=dict(context or {}))
         stop.category = losses.state_category(state)
         if stop.category != "unassigned":
-            stop.reason = state
+            stop.reason = stop.category
         if active_fault and bucket == "unplanned_stop":
             self._apply_fault(stop, active_fault, losses)
         self.current = stop

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS downtime_events
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(start)
 ORDER BY (machine, start)
-TTL toDateTime(start) + INTERVAL 1 YEAR;
+TTL toDateTime(stored_at) + INTERVAL 1 YEAR;
 
 CREATE VIEW IF NOT EXISTS downtime_events_latest AS
 SELECT * FROM downtime_events FINAL WHERE deleted = 0;
