@@ -213,7 +213,8 @@ class PlcOpcUaServer:
         self.ns = await server.register_namespace(NAMESPACE)
         if self.history:
             server.iserver.history_manager.set_storage(HistoryDict())
-        root = await server.nodes.objects.add_folder(ua.NodeId(self.channel, self.ns), f"{self.ns}:{self.channel}")
+        root = await server.nodes.objects.add_folder(ua.NodeId(self.channel, self.ns),
+                                                     f"{self.ns}:{self.channel}")
         hist = []
         t0 = _dt(self.line.now)
         for mid in self.line.machine_ids:
