@@ -10,7 +10,8 @@ any Kafka cluster (``eventhubs.bootstrap_servers`` + ``topic``).
 
 Raw measurements never leave the plant: only the result tables in ``eventhubs.tables`` are sent,
 OEE facts (``eventhubs.rollup_tables``) summed per machine over ``eventhubs.oee_rollup_s``
-(hourly by default). Each record's
+(hourly by default), and updates of an event (an open stop grows every minute) coalesced to its
+latest version at most every ``eventhubs.event_cadence_s``; alerts leave at once. Each record's
 key is ``site/machine`` (so one machine's records stay in one partition, in order), its value the
 row as JSON with a ``type`` field naming the table, and a ``plantstream-table`` header.
 :class:`BandwidthMeter` counts the bytes sent against the bytes of raw measurements read.
@@ -43,7 +44,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, Producer
 
 from connectors import kafka
-from operators.rollup import rollup
+from operators.rollup import coalesce, rollup
 from schemas.errors import ConfigError, ConnectorError
 from schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
 
@@ -366,8 +367,8 @@ def attach(cfg: EventHubsConfig, raw: Stream[RawMessage], results: Stream[tuple[
     op.inspect("cloud_count_raw", raw, lambda _step, msg: meter.add_raw(len(msg.value)))
     tables = frozenset(cfg.tables)
     chosen = op.filter("cloud_tables", results, lambda tr: tr[0] in tables)
-    summed = frozenset(cfg.rollup_tables) & tables
-    if cfg.oee_rollup_s and summed:
+    summed = frozenset(cfg.rollup_tables) & tables if cfg.oee_rollup_s else frozenset()
+    if summed:
         split = op.branch("cloud_is_fact", chosen, lambda tr: tr[0] in summed)
         facts = op.key_on("cloud_fact_key", split.trues,
                           lambda tr: f"{tr[0]}|{record_key(tr[1]).decode()}")
@@ -375,5 +376,14 @@ def attach(cfg: EventHubsConfig, raw: Stream[RawMessage], results: Stream[tuple[
                         period_s=cfg.oee_rollup_s, restate_buckets=cfg.restate_buckets)
         tagged = op.map("cloud_rollup_tag", rolled, lambda kv: (kv[0].split("|", 1)[0], kv[1]))
         chosen = op.merge("cloud_merge", tagged, split.falses)
+    coalesced = frozenset(cfg.coalesced_tables) & tables - summed
+    if cfg.event_cadence_s and coalesced:
+        split_ev = op.branch("cloud_is_event", chosen, lambda tr: tr[0] in coalesced)
+        events = op.key_on("cloud_event_key", split_ev.trues,
+                           lambda tr: f"{tr[0]}|{record_key(tr[1]).decode()}")
+        latest = coalesce("cloud_coalesce", op.map_value("cloud_event_rows", events, lambda tr: tr[1]),
+                          every_s=cfg.event_cadence_s)
+        tagged_ev = op.map("cloud_event_tag", latest, lambda kv: (kv[0].split("|", 1)[0], kv[1]))
+        chosen = op.merge("cloud_merge_events", tagged_ev, split_ev.falses)
     keyed = op.key_on("cloud_key", chosen, lambda tr: record_key(tr[1]).decode())
     op.output("cloud_out", keyed, sink)

@@ -26,9 +26,9 @@ Examples
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -93,17 +93,33 @@ class RollupState:
     sent: dict[int, int] = field(default_factory=dict)
     """Period start → version of its last sending (closed periods only)."""
     too_late: int = 0
+    dirty: set[int] = field(default_factory=set)
+    """Sent periods with restated facts, to be sent again once the restatement moved on."""
+    due: datetime | None = None
+
+
+Now = Callable[[], datetime]
+RESEND_AFTER = timedelta(seconds=2)
+"""A restated period is sent again when facts of another period arrive, at the end of input, or
+this long (wall time) after its first restated fact: one re-send per restatement, not per fact."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
-    def __init__(self, state: RollupState, period_ms: int, keep: int, time_field: str) -> None:
+    def __init__(self, state: RollupState, period_ms: int, keep: int, time_field: str,
+                 now: Now) -> None:
         self.state = state
         self._period_ms = period_ms
         self._keep = keep
         self._time_field = time_field
+        self._now = now
 
     def _send(self, bucket: int) -> list[Row]:
         st = self.state
+        st.dirty.discard(bucket)
         version = st.sent.get(bucket, 0) + 1
         st.sent[bucket] = version
         facts = [f for _, rows in st.buckets[bucket].values() for f in rows.values()]
@@ -114,6 +130,8 @@ class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
         st = self.state
         closed = sorted(st.sent)
         for bucket in closed[:max(0, len(closed) - self._keep)]:
+            if bucket in st.dirty:
+                continue
             st.sent.pop(bucket, None)
             st.buckets.pop(bucket, None)
 
@@ -134,19 +152,36 @@ class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
             return (), False  # an older version of a window we already have
         held[1][group_key(value, self._time_field)] = value
         out: list[Row] = []
-        if bucket in st.sent:  # a restatement of a period already sent: send it again
-            out.extend(self._send(bucket))
+        for other in sorted(st.dirty - {bucket}):  # a restatement moved on: send those again
+            out.extend(self._send(other))
+        if bucket in st.sent:  # a restatement of a period already sent: send it again later
+            if not st.dirty:
+                st.due = self._now() + RESEND_AFTER
+            st.dirty.add(bucket)
         for earlier in sorted(b for b in st.buckets if b < bucket and b not in st.sent):
             out.extend(self._send(earlier))
         self._evict()
         return out, False
 
-    def on_eof(self) -> tuple[Iterable[Row], bool]:
+    def on_notify(self) -> tuple[Iterable[Row], bool]:
         out: list[Row] = []
-        for bucket in sorted(b for b in self.state.buckets if b not in self.state.sent):
+        for bucket in sorted(self.state.dirty):
             out.extend(self._send(bucket))
+        self.state.due = None
         self._evict()
         return out, False
+
+    def on_eof(self) -> tuple[Iterable[Row], bool]:
+        st = self.state
+        out: list[Row] = []
+        for bucket in sorted(b for b in st.buckets if b not in st.sent or b in st.dirty):
+            out.extend(self._send(bucket))
+        st.due = None
+        self._evict()
+        return out, False
+
+    def notify_at(self) -> datetime | None:
+        return self.state.due if self.state.dirty else None
 
     def snapshot(self) -> RollupState:
         return copy.deepcopy(self.state)
@@ -154,7 +189,7 @@ class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
 
 @operator
 def rollup(step_id: str, up: KeyedStream[Row], *, period_s: int, restate_buckets: int = 2,
-           time_field: str = "window_start") -> KeyedStream[Row]:
+           time_field: str = "window_start", now: Now = _utc_now) -> KeyedStream[Row]:
     """Sum additive facts per key (machine) over ``period_s`` periods of ``time_field``.
 
     Parameters
@@ -169,11 +204,99 @@ def rollup(step_id: str, up: KeyedStream[Row], *, period_s: int, restate_buckets
         Closed periods kept to be sent again when one of their facts is restated.
     time_field
         The fact's window start (epoch ms).
+    now
+        The wall clock of the re-send timer (injected for tests).
     """
     period_ms = period_s * 1000
 
     def builder(resume: RollupState | None) -> _RollupLogic:
         return _RollupLogic(resume if resume is not None else RollupState(), period_ms,
-                            restate_buckets, time_field)
+                            restate_buckets, time_field, now)
 
     return op.stateful("sum", up, builder)
+
+
+# -- coalescing events --------------------------------------------------------------------------
+
+EVENT_ID_FIELDS = ("id", "event_id", "start", "window_start", "ts")
+"""The first of these a row has (with ``machine``) identifies the event it updates."""
+
+
+def event_key(row: Row) -> tuple[Any, ...]:
+    """The natural key of an event row: machine and its id, start or timestamp.
+
+    >>> event_key({"machine": "m", "start": 5, "end": None, "version": 2})
+    ('m', 'start', 5)
+    """
+    for name in EVENT_ID_FIELDS:
+        if name in row:
+            return (row.get("machine"), name, row[name])
+    return (row.get("machine"), "", tuple(sorted((k, str(v)) for k, v in row.items() if k != "version")))
+
+
+@dataclass
+class CoalesceState:
+    """Rows waiting to be sent: the latest version of each event."""
+
+    pending: dict[tuple[Any, ...], Row] = field(default_factory=dict)
+    due: datetime | None = None
+
+
+class _CoalesceLogic(StatefulLogic[Row, Row, CoalesceState]):
+    def __init__(self, state: CoalesceState, every: timedelta, now: Now) -> None:
+        self.state = state
+        self._every = every
+        self._now = now
+
+    def _flush(self) -> tuple[Iterable[Row], bool]:
+        out = list(self.state.pending.values())
+        self.state.pending.clear()
+        self.state.due = None
+        return out, False
+
+    def on_item(self, value: Row) -> tuple[Iterable[Row], bool]:
+        st = self.state
+        key = event_key(value)
+        old = st.pending.get(key)
+        if old is None or int(value.get("version") or 0) >= int(old.get("version") or 0):
+            st.pending[key] = value
+        if st.due is None:
+            st.due = self._now() + self._every
+        return (), False
+
+    def on_notify(self) -> tuple[Iterable[Row], bool]:
+        return self._flush()
+
+    def on_eof(self) -> tuple[Iterable[Row], bool]:
+        return self._flush()
+
+    def notify_at(self) -> datetime | None:
+        return self.state.due
+
+    def snapshot(self) -> CoalesceState:
+        return copy.deepcopy(self.state)
+
+
+@operator
+def coalesce(step_id: str, up: KeyedStream[Row], *, every_s: float,
+             now: Now = _utc_now) -> KeyedStream[Row]:
+    """Send each event's latest version at most every ``every_s`` seconds (wall time), and at
+    the end of input: an open stop updated every minute leaves as one record per period.
+
+    Parameters
+    ----------
+    step_id
+        Unique step id.
+    up
+        Event rows keyed by machine.
+    every_s
+        Seconds between sendings of one key's pending events.
+    now
+        The wall clock (injected for tests).
+    """
+    every = timedelta(seconds=every_s)
+
+    def builder(resume: CoalesceState | None) -> _CoalesceLogic:
+        return _CoalesceLogic(resume if resume is not None else CoalesceState(), every, now)
+
+    return op.stateful("latest", up, builder)

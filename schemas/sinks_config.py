@@ -43,6 +43,11 @@ class EventHubsConfig(Frozen):
     rollups for executives); 0 sends every fact as it is computed."""
     rollup_tables: tuple[str, ...] = ("oee_facts",)
     """Tables of additive facts rolled up over ``oee_rollup_s`` (their numeric fields summed)."""
+    event_cadence_s: float = Field(default=60.0, ge=0)
+    """Events of ``coalesced_tables`` (an open stop is updated every minute) are sent as their
+    latest version at most this often; 0 sends every update."""
+    coalesced_tables: tuple[str, ...] = ("downtime_events", "scrap_events", "anomalies")
+    """Tables whose updates are coalesced; alerts are not, by default: they leave at once."""
     restate_buckets: int = Field(default=2, ge=0, le=48)
     """Closed rollup buckets kept to re-send them (higher version) when a fact is restated."""
     extra: dict[str, str | int | bool] = Field(default_factory=dict)

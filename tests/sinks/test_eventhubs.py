@@ -23,7 +23,7 @@ from flows.main import build_dataflow
 from flows.registry import FlowContext, Results
 from flows.replay import produce_lines
 from flows.status import status
-from operators.rollup import rollup
+from operators.rollup import coalesce, rollup
 from schemas.config import PlantConfig, build_config
 from schemas.errors import ConfigError
 from schemas.measurement import Measurement
@@ -231,3 +231,83 @@ def test_rollup_restated_window_replaces_all_its_rows_like_oee_facts_latest() ->
     first_hour = [r for _, r in out if r["window_start"] == T0]
     assert [(r["part_number"], r["run_s"], r["windows"], r["shift_start"]) for r in first_hour] == [
         ("B", 120.0, 2, T0)]
+
+
+@pytest.mark.integration
+def test_real_oee_flow_facts_reach_the_cloud_as_hourly_rollups(
+        kafka_conf: dict[str, Any], ch_dsn: str, ch_db: str, ch: Any) -> None:
+    from flows.oee import oee
+
+    topic = "cloud.oee"
+    kafka.create_topics(kafka_conf, {topic: 1})
+    lines: list[bytes] = []
+    for machine in ("press-01", "cnc-01"):
+        lines.append(orjson.dumps({"ts": T0, "machine": machine, "metric": "machine_state", "value": "running"}))
+        for step in range(0, 150 * 60, 2):  # a part every 2 s for 2.5 hours
+            lines.append(orjson.dumps({"ts": T0 + step * 1000, "machine": machine,
+                                       "metric": "good_count", "value": step // 2}))
+    # cnc-01 faults from 06:20 to 06:30.
+    lines.append(orjson.dumps({"ts": T0 + 20 * MIN, "machine": "cnc-01", "metric": "machine_state", "value": "fault"}))
+    lines.append(orjson.dumps({"ts": T0 + 30 * MIN, "machine": "cnc-01", "metric": "machine_state", "value": "running"}))
+    produce_lines(kafka_conf, lines)
+    config = PlantConfig.model_validate({
+        "site": "plant-a",
+        "lines": [{"id": "line-1", "machines": [{"id": "press-01", "ideal_cycle_time_ms": 2000},
+                                                {"id": "cnc-01", "ideal_cycle_time_ms": 2000}]}],
+        "eventhubs": {"bootstrap_servers": kafka_conf["bootstrap.servers"], "topic": topic},
+    })
+    sink = eh.EventHubsSink.from_config(config.eventhubs, {})
+    assert sink is not None
+    flow = build_dataflow(config, kafka.KafkaInput(kafka_conf, stop="end"),
+                          chc.ClickHouseSink(lambda: chc.connect(ch_dsn, database=ch_db)),
+                          flows={"oee": oee, "status": status}, eventhubs_sink=sink)
+    run_main(flow, epoch_interval=timedelta(seconds=1))
+
+    records = [v for _, v, _ in _consume(kafka_conf, topic)]
+    assert {r["type"] for r in records} == {"oee_facts", "downtime_events"}
+    hourly: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    latest: dict[tuple[str, int], int] = {}
+    for r in records:
+        if r["type"] == "oee_facts":
+            key = (r["machine"], r["window_start"])
+            if r["version"] > latest.get(key, 0):  # a consumer keeps the highest rollup version
+                latest[key] = r["version"]
+                hourly[key] = defaultdict(float)
+            if r["version"] == latest[key]:
+                for col in ("run_s", "unplanned_stop_s", "planned_s", "good"):
+                    hourly[key][col] += r[col]
+    assert sorted(hourly) == [(m, T0 + h * 60 * MIN) for m in ("cnc-01", "press-01") for h in range(3)]
+    # Ground truth for the full hours: press-01 ran all 3600 s; cnc-01 lost 600 s to the fault.
+    assert hourly[("press-01", T0)]["run_s"] == pytest.approx(3600.0)
+    assert hourly[("press-01", T0 + 60 * MIN)]["run_s"] == pytest.approx(3600.0)
+    assert hourly[("cnc-01", T0)]["run_s"] == pytest.approx(3000.0)
+    assert hourly[("cnc-01", T0)]["unplanned_stop_s"] == pytest.approx(600.0)
+    assert hourly[("press-01", T0 + 60 * MIN)]["good"] == 1800
+    # And the cloud's hourly sums equal what ClickHouse holds minute by minute.
+    stored = ch.query(
+        "SELECT machine, toUnixTimestamp(toStartOfHour(window_start)) * 1000, sum(run_s), "
+        "sum(unplanned_stop_s), sum(planned_s), sum(good) FROM oee_facts_latest "
+        "GROUP BY 1, 2 ORDER BY 1, 2").result_rows
+    for machine, hour, run_s, stop_s, planned_s, good in stored:
+        got = hourly[(machine, hour)]
+        assert (got["run_s"], got["unplanned_stop_s"], got["planned_s"], got["good"]) == pytest.approx(
+            (run_s, stop_s, planned_s, good))
+    # The stop, updated every minute while open, leaves once, as it ended (06:20 → 06:30).
+    downtime = [r for r in records if r["type"] == "downtime_events"]
+    assert [(r["machine"], r["start"], r["end"], r["duration_s"], r["is_open"]) for r in downtime] == [
+        ("cnc-01", T0 + 20 * MIN, T0 + 30 * MIN, 600.0, 0)]
+    print(sink.meter.summary())
+
+
+def test_coalesce_sends_the_latest_version_of_each_event_once() -> None:
+    updates: list[dict[str, Any]] = [{"machine": "m1", "start": T0, "duration_s": float(d), "version": v}
+               for v, d in enumerate((0, 60, 120, 180), start=1)]
+    updates.insert(2, {"machine": "m1", "start": T0 + 10 * MIN, "duration_s": 5.0, "version": 9})
+    updates.append({"machine": "m1", "start": T0, "duration_s": 999.0, "version": 2})  # stale
+    flow = Dataflow("coalesce_test")
+    keyed = op.key_on("k", op.input("in", flow, TestingSource(updates)), lambda r: r["machine"])
+    out: list[tuple[str, dict[str, Any]]] = []
+    op.output("out", coalesce("c", keyed, every_s=3600), TestingSink(out))
+    run_main(flow)
+    assert sorted((r["start"], r["duration_s"], r["version"]) for _, r in out) == [
+        (T0, 180.0, 4), (T0 + 10 * MIN, 5.0, 9)]
