@@ -18,14 +18,17 @@ Per sample of a model's signal, in order:
    [0, 1] (``zscore``: erf(|z|max/√2), the two-sided Gaussian probability of the largest
    excursion). The first ``warmup`` samples only learn.
 4. **Adaptive threshold**: a point is anomalous when its score exceeds the running
-   ``quantile`` of the model's past scores (P² estimator), and never below the score of a
-   ``min_z`` σ excursion — no per-plant tuning.
+   ``quantile`` of the model's past scores (a two-float stochastic-approximation estimate in
+   z units, each episode counted once), and never below the score of a ``min_z`` σ excursion
+   — no per-plant tuning.
 5. **Protect the detector**: anomalous points are not learned, so an anomaly never becomes the
-   normal band; an episode longer than ``adapt_after`` samples is accepted as the new normal.
+   normal band; an episode longer than ``adapt_after`` samples is accepted as the new normal
+   (it closes and the model relearns from scratch, warm-up included).
 6. **Episodes**: consecutive anomalous points (allowing ``episode_gap`` normal samples inside)
-   form one episode; a row is emitted when it opens and when it closes (``open`` false), with
-   start, end, max score, threshold, severity, the deviating signals' z-scores and a
-   likely-cause hypothesis. The end of the input closes open episodes.
+   form one episode, reported once ``min_points`` consecutive points were anomalous; a row is
+   emitted when it opens and when it closes (``is_open`` false), with start, end, max score,
+   threshold, severity, the deviating signals' z-scores and a likely-cause hypothesis. The
+   end of the input closes open episodes.
 
 Plus the rule-based ISO 10816 zones on ``vibration_rms_mms`` (mm/s RMS): zone C (7.1–18) is a
 warning episode, zone D (> 18) critical.
@@ -228,7 +231,7 @@ def build_river(detector: str, seed: int) -> Any:
 
     if detector == "hst":
         return compose.Pipeline(preprocessing.MinMaxScaler(),
-                                anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=250, seed=seed))
+                                anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=250, seed=seed))
     if detector == "ilof":
         return compose.Pipeline(preprocessing.StandardScaler(), anomaly.LocalOutlierFactor(n_neighbors=10))
     if detector == "ocsvm":
@@ -288,6 +291,11 @@ class Model:
         if "std" in cfg.features:
             feats[f"{fname}.std"] = sd
         return feats
+
+    def reset(self) -> None:
+        """Forget the learned normal (bands, detector, threshold); the warm-up starts again."""
+        self.bands, self.gauss, self.river, self.quantile = {}, {}, None, None
+        self.seen, self.episode = 0, None
 
     def threshold(self, cfg: AnomalyConfig) -> float:
         if self.fixed_threshold is not None:
@@ -445,11 +453,18 @@ class MachineMonitor:
             anomalous = score > threshold
             if model.quantile is None:
                 model.quantile = AdaptiveQuantile(max(model.floor_z(cfg), score_to_z(score)), cfg.quantile)
-            model.quantile.update(score_to_z(score))
+            if not (anomalous and model.episode is not None):
+                # an episode counts once: a long anomaly must not raise the threshold over itself
+                model.quantile.update(score_to_z(score))
             out += self._episode(model, ts, anomalous, score, threshold, zs, cfg)
         ep = model.episode
+        if ep is not None and ep.points >= max(cfg.adapt_after, cfg.min_points):
+            # The anomaly has lasted long enough to be the new normal: close it and relearn.
+            out.append(_row(self.machine, self.site, self.line, model.name, model.detector, ep, False))
+            model.reset()
+            ep = None
         protect = anomalous or (ep is not None and ep.normal_run == 0)
-        if not protect or (ep is not None and ep.points >= cfg.adapt_after):
+        if not protect:
             model.learn(x, own, cfg)
         model.seen += 1
         return out
@@ -462,13 +477,18 @@ class MachineMonitor:
             if ep is None:
                 ep = model.episode = Episode(ts, ts, score, threshold, deviating,
                                              severity=_severity(zs, score))
+            else:
+                ep.end, ep.points, ep.normal_run = ts, ep.points + 1, 0
+                if score > ep.score or (score == ep.score and _zmax(zs) > _zmax(ep.signals)):
+                    ep.score, ep.threshold, ep.signals = score, threshold, deviating
+                    ep.severity = max(ep.severity, _severity(zs, score), key=_SEVERITY_RANK.__getitem__)
+            if ep.points == cfg.min_points:  # persistent enough: the episode is reported
                 return [_row(self.machine, self.site, self.line, model.name, model.detector, ep, True)]
-            ep.end, ep.points, ep.normal_run = ts, ep.points + 1, 0
-            if score > ep.score or (score == ep.score and _zmax(zs) > _zmax(ep.signals)):
-                ep.score, ep.threshold, ep.signals = score, threshold, deviating
-                ep.severity = max(ep.severity, _severity(zs, score), key=_SEVERITY_RANK.__getitem__)
             return []
         if ep is None:
+            return []
+        if ep.points < cfg.min_points:  # a blip shorter than min_points: never reported
+            model.episode = None
             return []
         ep.normal_run += 1
         if ep.normal_run > cfg.episode_gap:
@@ -502,10 +522,10 @@ class MachineMonitor:
         """Close every open episode (end of input: replay semantics)."""
         out: list[Row] = []
         for model in self.models.values():
-            if model.episode is not None:
+            if model.episode is not None and model.episode.points >= cfg.min_points:
                 out.append(_row(self.machine, self.site, self.line, model.name, model.detector,
                                 model.episode, False))
-                model.episode = None
+            model.episode = None
         if self.iso is not None:
             out.append(_row(self.machine, self.site, self.line, ISO_MODEL, "rule", self.iso, False))
             self.iso = None

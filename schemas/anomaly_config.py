@@ -63,6 +63,8 @@ class AnomalyConfig(Frozen):
     """Adaptive threshold: this quantile of the model's past scores …"""
     min_z: float = Field(default=5.0, gt=0)
     """… but never below the score of a ``min_z`` standard-deviation excursion."""
+    min_points: int = Field(default=2, ge=1)
+    """Consecutive anomalous samples before an episode is reported (single blips are not)."""
     episode_gap: int = Field(default=12, ge=0)
     """Normal samples tolerated inside an episode before it closes (debounce)."""
     adapt_after: int = Field(default=576, ge=1)

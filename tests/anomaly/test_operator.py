@@ -1,0 +1,176 @@
+"""The anomaly operator's pure logic on generated signals whose anomalies are known."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from operators.anomaly import (
+    Band,
+    MachineMonitor,
+    hypothesis,
+    iso10816_zone,
+    state_size,
+    z_to_score,
+)
+from schemas.anomaly_config import AnomalyConfig
+from schemas.measurement import Measurement
+from tests.anomaly.synthetic import STEP_MS, T0, Plan, generate, truth_ms
+
+Rows = list[dict]
+
+
+def run(ms: list[Measurement], cfg: AnomalyConfig | None = None) -> Rows:
+    cfg = cfg or AnomalyConfig()
+    monitors: dict[str, MachineMonitor] = {}
+    rows: Rows = []
+    for m in ms:
+        mon = monitors.setdefault(m.machine, MachineMonitor.new(m.machine))
+        rows += mon.process(m, cfg)
+    for mon in monitors.values():
+        rows += mon.close(cfg)
+    return rows
+
+
+def closed(rows: Rows, model: str | None = None) -> Rows:
+    return [r for r in rows if not r["is_open"] and (model is None or r["model"] == model)]
+
+
+def overlaps(r: dict, a: int, b: int, slack: int = 0) -> bool:
+    return r["start"] <= b + slack and r["end"] >= a
+
+
+def test_injected_overheat_and_bearing_wear_are_found_with_their_cause() -> None:
+    plan = Plan("press-01", 1500, anomalies=[(600, 640, "overheat"), (1000, 1040, "bearing")])
+    rows = run(generate(plan))
+    (heat_a, heat_b), (vib_a, vib_b) = truth_ms(plan)
+    heat = closed(rows, "temperature_c")
+    vib = closed(rows, "vibration_rms_mms")
+    assert [overlaps(r, heat_a, heat_b) for r in heat] == [True]
+    assert [overlaps(r, vib_a, vib_b) for r in vib] == [True]
+    assert heat[0]["hypothesis"].startswith("temperature high")
+    assert vib[0]["hypothesis"].startswith("vibration high: bearing wear")
+    # found within a few samples of the onset, and the episode spans the injected interval
+    assert heat[0]["start"] - heat_a <= 5 * STEP_MS
+    assert vib[0]["start"] - vib_a <= 5 * STEP_MS
+    assert heat[0]["end"] >= heat_b - 2 * STEP_MS
+    assert any(k.startswith("temperature_c-ambient") and z > 5 for k, z in heat[0]["signals"].items())
+    for r in heat + vib:
+        assert 0.0 <= r["threshold"] < r["score"] <= 1.0
+        assert r["severity"] in ("warning", "critical")
+    # every open row is followed by its close (same natural key, higher version)
+    opened = {(r["machine"], r["model"], r["start"]) for r in rows if r["is_open"]}
+    assert opened == {(r["machine"], r["model"], r["start"]) for r in closed(rows)}
+
+
+def test_ambient_swing_is_not_an_anomaly_because_temperature_is_ambient_adjusted() -> None:
+    plan = Plan("oven-01", 1400, ambient_swings=[(700, 900, 9.0)])
+    data = generate(plan)
+    assert closed(run(data), "temperature_c") == []
+    # The same motor temperatures without the ambient baseline do look anomalous.
+    raw = [m for m in data if m.metric != "ambient_temperature_c"]
+    flagged = closed(run(raw), "temperature_c")
+    assert flagged and all(overlaps(r, *truth_ms(Plan("x", 0, [(700, 900, "")]))[0],
+                                    slack=12 * STEP_MS) for r in flagged)
+
+
+def test_nothing_is_scored_while_the_machine_is_stopped() -> None:
+    plan = Plan("lathe-01", 1400, anomalies=[(800, 830, "overheat")], stops=[(780, 900)])
+    rows = run(generate(plan))
+    assert closed(rows) == []
+
+
+def test_no_alarm_during_warm_up() -> None:
+    plan = Plan("mill-01", 600, anomalies=[(100, 130, "overheat")])
+    assert closed(run(generate(plan))) == []
+    # the same anomaly after the warm-up is found
+    later = Plan("mill-01", 600, anomalies=[(400, 430, "overheat")])
+    assert len(closed(run(generate(later)), "temperature_c")) == 1
+
+
+def test_a_long_anomaly_does_not_teach_the_model_that_it_is_normal() -> None:
+    plan = Plan("press-02", 1400, anomalies=[(500, 900, "overheat")])
+    heat = closed(run(generate(plan)), "temperature_c")
+    assert len(heat) == 1
+    a, b = truth_ms(plan)[0]
+    assert heat[0]["start"] <= a + 5 * STEP_MS and heat[0]["end"] >= b - 2 * STEP_MS
+    # with an adaptation horizon shorter than the anomaly, the new level becomes normal
+    short = closed(run(generate(plan), AnomalyConfig(adapt_after=100)), "temperature_c")
+    assert short and short[0]["end"] < b - 100 * STEP_MS
+
+
+def test_grouped_model_and_excluded_signals_follow_the_config() -> None:
+    plan = Plan("cnc-01", 1500, anomalies=[(600, 640, "overheat"), (1000, 1040, "bearing")])
+    cfg = AnomalyConfig.model_validate({"models": [
+        {"name": "spindle", "signals": ["temperature_c", "vibration_rms_mms"]}]})
+    rows = closed(run(generate(plan), cfg))
+    assert {r["model"] for r in rows} == {"spindle"}
+    assert len(rows) == 2
+    assert rows[0]["hypothesis"].startswith("temperature high")
+    assert rows[1]["hypothesis"].startswith("vibration high")
+    excl = AnomalyConfig(exclude=("ambient_temperature_c", "vibration_rms_mms"))
+    assert {r["model"] for r in closed(run(generate(plan), excl))} == {"temperature_c"}
+
+
+def test_iso10816_zones_raise_rule_episodes() -> None:
+    ms = [Measurement(T0 + i * STEP_MS, "fan-01", "vibration_rms_mms", v)
+          for i, v in enumerate([1.0] * 5 + [8.0] * 3 + [19.5] * 2 + [2.0] * 20)]
+    rows = closed(run(ms, AnomalyConfig(iso10816=True)), "iso10816")
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["start"], r["end"], r["points"]) == (T0 + 5 * STEP_MS, T0 + 9 * STEP_MS, 5)
+    assert r["severity"] == "critical" and "zone D" in r["hypothesis"]
+    assert [iso10816_zone(v) for v in (2.79, 2.8, 7.1, 18.0)] == ["A", "B", "C", "D"]
+
+
+@pytest.mark.parametrize("detector", ["zscore", "gaussian", "hst", "ilof", "ocsvm"])
+def test_every_detector_scores_in_the_unit_interval(detector: str) -> None:
+    plan = Plan("m", 420 if detector == "ilof" else 700, anomalies=[(350, 380, "overheat")])
+    rows = run([m for m in generate(plan) if m.metric == "temperature_c"],
+               AnomalyConfig(detector=detector, warmup=200))
+    assert all(0.0 <= r["score"] <= 1.0 and 0.0 <= r["threshold"] <= 1.0 for r in rows)
+    assert any(overlaps(r, *truth_ms(plan)[0]) for r in closed(rows))
+
+
+def test_snapshot_and_resume_continue_identically() -> None:
+    plan = Plan("press-03", 1200, anomalies=[(700, 760, "overheat"), (900, 950, "bearing")])
+    data = generate(plan)
+    cfg = AnomalyConfig.model_validate({"models": [
+        {"name": "hst", "signals": ["vibration_rms_mms"], "detector": "hst"}]})
+    whole = run(data, cfg)
+    mon = MachineMonitor.new("press-03")
+    first: Rows = []
+    for m in data[:2200]:
+        first += mon.process(m, cfg)
+    resumed = pickle.loads(pickle.dumps(mon))
+    for m in data[2200:]:
+        first += resumed.process(m, cfg)
+    first += resumed.close(cfg)
+    assert first == whole and closed(whole)
+
+
+def test_state_per_machine_stays_small() -> None:
+    plan = Plan("press-04", 3000, anomalies=[(2000, 2050, "bearing")])
+    mon = MachineMonitor.new("press-04")
+    cfg = AnomalyConfig()
+    for m in generate(plan):
+        mon.process(m, cfg)
+    assert state_size(mon) < 8 * 1024  # default models: a few floats per feature
+    hst = MachineMonitor.new("press-04")
+    hcfg = AnomalyConfig(detector="hst")
+    for m in generate(plan):
+        hst.process(m, hcfg)
+    assert state_size(hst) < 256 * 1024
+
+
+def test_pure_helpers_against_worked_values() -> None:
+    band = Band()
+    for x in (1.0, 2.0, 3.0, 4.0, 5.0):
+        band.learn(x, 0.0)
+    # Welford while n < 1/alpha: mean 3, population variance 2
+    assert band.mean == pytest.approx(3.0) and band.var == pytest.approx(2.0)
+    assert band.z(3.0 + 2 * 2.0 ** 0.5) == pytest.approx(2.0)
+    assert z_to_score(1.959964) == pytest.approx(0.95, abs=1e-6)
+    assert hypothesis({"cycle_time_ms": 4.0}).startswith("cycle time high: material or tool wear")
+    assert hypothesis({"pressure_bar": -6.0}) == "pressure low: leak or pump wear"
