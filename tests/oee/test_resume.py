@@ -44,7 +44,7 @@ FACTS_SQL = ("SELECT * EXCEPT (stored_at) FROM oee_facts_latest "
 def facts(dsn: str, db: str) -> list[tuple[Any, ...]]:
     client = chc.connect(dsn, database=db)
     try:
-        return list(client.query(FACTS_SQL).result_rows)
+        return [tuple(r) for r in client.query(FACTS_SQL).result_rows]
     finally:
         client.close()
 
