@@ -32,7 +32,8 @@ every pending stop provisionally, without ending them: a run resumed later resta
 Counters: ``good_count`` / ``reject_count`` / ``total_count`` are cumulative; the first value
 is a baseline, a decrease is a reset (the new value is the production since the reset).
 ``good_parts`` / ``reject_parts`` are increments. Total = good + reject; a machine that only
-reports ``total_count`` and ``good_count`` gets reject = total − good. Ideal cycle time: the
+reports ``total_count`` and ``good_count`` gets reject = total − good per window, and its ideal
+time follows ``total_count``. Ideal cycle time: the
 ``ideal_cycle_time_ms`` metric when sent (until the part number changes), else the config's
 per part number, else per machine.
 
@@ -89,8 +90,8 @@ OEE_METRICS = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, G
 
 # fact vector layout (times in ms, counts as ints, ideal in ms as float)
 ALL, SCHED, PLANNED, RUN, UNPLANNED, SETUP, SMALL, EXCLUDED, UNSCHED_RUN = range(9)
-IDEAL, GOOD, REJECT, TOTAL, STOPS, SMALL_STOPS = range(9, 15)
-_VEC_LEN = 15
+IDEAL, GOOD, REJECT, TOTAL, STOPS, SMALL_STOPS, TOTAL_CTR = range(9, 16)
+_VEC_LEN = 16
 TIME_COLUMNS = ("all_s", "scheduled_s", "planned_s", "run_s", "unplanned_stop_s", "setup_s",
                 "small_stop_s", "excluded_s", "unscheduled_run_s")
 """Fact columns in seconds, in fact-vector order."""
@@ -135,7 +136,7 @@ class Account:
     fault: str = ""
     counters: dict[str, Counter] = field(default_factory=dict)
     has_reject: bool = False
-    total_minus_good: float = 0.0
+    has_total: bool = False
     windows: dict[int, dict[FactKey, list[float]]] = field(default_factory=dict)
     pending: list[tuple[int, FactKey, int]] | None = None
     """Stop time not yet known to be a small stop or an unplanned stop: (window, key, ms)."""
@@ -379,17 +380,20 @@ class OeeAccounting:
             return acc.ideal_override_ms
         return self.ideal_by_part.get(acc.part, self.config_ideal_ms)
 
-    def _count(self, ts: int, good: float, reject: float) -> None:
-        if not good and not reject:
+    def _count(self, ts: int, good: float, reject: float, total_ctr: float = 0) -> None:
+        """Count parts at ``ts``. Ideal time follows the ``total_count`` counter when the machine
+        has one (else good + reject); rejects of a machine without a reject signal are derived
+        per window as total − good (:meth:`_fact_row`)."""
+        if not good and not reject and not total_ctr:
             return
         sp = self._span_at(ts)
         vec = self._vec(sp.window_start, self._key(sp))
         vec[GOOD] += good
         vec[REJECT] += reject
-        vec[TOTAL] += good + reject
+        vec[TOTAL_CTR] += total_ctr
         ideal = self._ideal_ms()
         if ideal is not None:
-            vec[IDEAL] += (good + reject) * ideal
+            vec[IDEAL] += (total_ctr if self.acc.has_total else good + reject) * ideal
 
     def _apply(self, ev: Event) -> None:
         ts, _, metric, value = ev
@@ -410,15 +414,12 @@ class OeeAccounting:
             d = c.delta(float(value))
             if metric == GOOD_COUNT:
                 self._count(ts, d, 0)
-                acc.total_minus_good -= d
             elif metric == REJECT_COUNT:
                 acc.has_reject = True
                 self._count(ts, 0, d)
             else:
-                acc.total_minus_good += d
-            if not acc.has_reject and acc.total_minus_good > 0 and TOTAL_COUNT in acc.counters:
-                rej, acc.total_minus_good = acc.total_minus_good, 0.0
-                self._count(ts, 0, rej)
+                acc.has_total = True
+                self._count(ts, 0, 0, d)
         elif metric in (GOOD_PARTS, REJECT_PARTS):
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 return
@@ -573,9 +574,12 @@ class OeeAccounting:
         for i, col in enumerate(TIME_COLUMNS):
             row[col] = vec[i] / 1000
         row["ideal_s"] = vec[IDEAL] / 1000
-        row["good"] = int(vec[GOOD])
-        row["reject"] = int(vec[REJECT])
-        row["total"] = int(vec[TOTAL])
+        good, reject = int(vec[GOOD]), int(vec[REJECT])
+        if self.acc.has_total and not self.acc.has_reject:
+            reject = max(0, int(vec[TOTAL_CTR]) - good)
+        row["good"] = good
+        row["reject"] = reject
+        row["total"] = good + reject
         row["stops"] = int(vec[STOPS])
         row["small_stops"] = int(vec[SMALL_STOPS])
         row["version"] = self.version
