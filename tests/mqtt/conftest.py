@@ -60,6 +60,8 @@ def start_mosquitto(workdir: Path, *, tls: dict[str, str] | None = None,
         "log_type warning",
         f"log_dest file {workdir / 'mosquitto.log'}",
     ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        lines.append("user root")  # else it drops to user mosquitto, who cannot read pytest's tmp dirs
     if tls:
         lines += [f"cafile {tls['cafile']}", f"certfile {tls['certfile']}", f"keyfile {tls['keyfile']}"]
     if passwords is not None:
