@@ -397,6 +397,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         self._pending: dict[str, list[Row]] = defaultdict(list)
         self._count = 0
         self._oldest: float | None = None
+        self._broken = False
 
     def write_batch(self, values: list[tuple[str, Row]]) -> None:
         if not values:
@@ -418,7 +419,10 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         return None
 
     def close(self) -> None:
-        self.flush()
+        # After ClickHouse rejected rows the flow is stopping with that error: retrying the
+        # same rows here would only raise again during Bytewax's teardown.
+        if not self._broken:
+            self.flush()
         self._reset_client()
 
     def flush(self) -> None:
@@ -462,6 +466,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
                 if rejected >= self._max_attempts:
                     msg = (f"ClickHouse rejected {len(data)} rows for table {table!r} "
                            f"{rejected} times: {exc}")
+                    self._broken = True
                     raise ConnectorError(msg) from exc
                 self._failed(table, exc, delay)
                 delay = min(delay * 2, self._retry_max_s)

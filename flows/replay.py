@@ -108,7 +108,15 @@ def run_flow_to_end(config: PlantConfig, kafka_conf: Mapping[str, Any], *, dsn: 
                     recovery_dir: Path | None = None,
                     epoch_interval: timedelta = timedelta(seconds=5),
                     results_to_kafka: bool = True) -> ch.SinkStats:
-    """Run the flows over ``plantstream.measurements`` until the end offsets seen at start."""
+    """Run the flows over ``plantstream.measurements`` until the end offsets seen at start.
+
+    The target ClickHouse database is migrated first (idempotent).
+    """
+    migrate_target = clickhouse_factory(config, dsn)()
+    try:
+        ch.migrate(migrate_target)
+    finally:
+        migrate_target.close()
     sink = ch.ClickHouseSink(clickhouse_factory(config, dsn), batch_rows=config.clickhouse.batch_rows,
                              retry_initial_s=config.clickhouse.retry_initial_s,
                              retry_max_s=config.clickhouse.retry_max_s)
