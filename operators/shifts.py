@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -129,39 +130,64 @@ class ShiftCalendar:
             d += timedelta(days=1)
         return out
 
-    def spans(self, start: int, end: int) -> list[Span]:
-        """Cut ``[start, end)`` at window, shift and break boundaries; spans cover it exactly."""
-        if end <= start:
-            return []
-        w = self.window_ms
-        cuts = {start, end}
-        b = (start // w + 1) * w
-        while b < end:
-            cuts.add(b)
-            b += w
-        insts = self.instances(start, end) if self.shifts else []
-        for inst in insts:
-            for t in (inst.start, inst.end, *(x for br in inst.breaks for x in br)):
-                if start < t < end:
-                    cuts.add(t)
+    # -- segments: maximal intervals with one (scheduled, shift, break, day) ------------------
+    def _build(self, start: int, end: int) -> None:
+        """Precompute calendar segments covering ``[start, end)`` plus a month of margin."""
+        first = self.local_date(start) - timedelta(days=2)
+        last = max(self.local_date(end), first + timedelta(days=32)) + timedelta(days=2)
+        cuts: set[int] = set()
+        insts: list[ShiftInstance] = []
+        d = first
+        while d <= last:
+            cuts.add(_local_ms(self.tz, d, 0))
+            if self.shifts:
+                for i in self.instances_on(d):
+                    insts.append(i)
+                    cuts.update((i.start, i.end, *(x for br in i.breaks for x in br)))
+            d += timedelta(days=1)
         points = sorted(cuts)
         starts = [i.start for i in insts]
-        out: list[Span] = []
-        for a, z in zip(points, points[1:], strict=False):
-            ws = a - a % w
+        segs: list[tuple[int, int, bool, str, int, date, bool]] = []
+        for a, z in itertools.pairwise(points):
             if not self.shifts:
-                out.append(Span(a, z, ws, True, "", 0, self.local_date(a), False))
+                segs.append((a, z, True, "", 0, self.local_date(a), False))
                 continue
             k = bisect.bisect_right(starts, a) - 1
-            inst = None
+            inst: ShiftInstance | None = None
             while k >= 0:
                 if insts[k].start <= a < insts[k].end:
                     inst = insts[k]
                     break
                 k -= 1
             if inst is None:
-                out.append(Span(a, z, ws, False, "", 0, self.local_date(a), False))
+                segs.append((a, z, False, "", 0, self.local_date(a), False))
             else:
                 in_break = any(bs <= a < be for bs, be in inst.breaks)
-                out.append(Span(a, z, ws, True, inst.name, inst.start, inst.day, in_break))
+                segs.append((a, z, True, inst.name, inst.start, inst.day, in_break))
+        self._segs = segs
+        self._seg_starts = [g[0] for g in segs]
+
+    def spans(self, start: int, end: int) -> list[Span]:
+        """Cut ``[start, end)`` at window, shift and break boundaries; spans cover it exactly."""
+        if end <= start:
+            return []
+        segs = getattr(self, "_segs", None)
+        if not segs or start < segs[0][0] or end > segs[-1][1]:
+            self._build(start, end)
+            segs = self._segs
+        w = self.window_ms
+        i = bisect.bisect_right(self._seg_starts, start) - 1
+        out: list[Span] = []
+        t = start
+        while t < end:
+            a, z, scheduled, shift, shift_start, day, in_break = segs[i]
+            seg_end = z if z < end else end
+            while t < seg_end:
+                ws = t - t % w
+                e = ws + w
+                if e > seg_end:
+                    e = seg_end
+                out.append(Span(t, e, ws, scheduled, shift, shift_start, day, in_break))
+                t = e
+            i += 1
         return out
