@@ -180,7 +180,7 @@ class ShiftCalendar:
         out: list[Span] = []
         t = start
         while t < end:
-            a, z, scheduled, shift, shift_start, day, in_break = segs[i]
+            _, z, scheduled, shift, shift_start, day, in_break = segs[i]
             seg_end = z if z < end else end
             while t < seg_end:
                 ws = t - t % w
