@@ -183,3 +183,25 @@ def test_send_is_thread_safe_and_keeps_per_thread_order(broker: TansuBroker, kaf
     got = per_key(consume_all(kafka_conf, 1500))
     for t in range(3):
         assert got[f"t{t}".encode()] == [str(i).encode() for i in range(500)]
+
+
+def test_a_torn_spool_tail_is_set_aside_and_the_rest_delivered(broker: TansuBroker, kafka_conf: dict,
+                                                              tmp_path: Path) -> None:
+    """A crash while writing leaves half a frame at the end of a segment: the whole frames before
+    it are delivered, the torn bytes are kept in a ``.corrupt`` file, nothing is silently lost."""
+    spool = tmp_path / "spool"
+    cfg = ProducerConfig(spool_dir=str(spool))
+    sets = make_sets(20, 5, machines=2)
+    p = SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, cfg).start()
+    for s in sets:
+        p.send(s)
+    p.close(timeout_s=0.2)
+    (segment,) = spool.glob("*.spool")
+    data = segment.read_bytes()
+    segment.write_bytes(data + data[:30])  # half of a frame appended: a torn write
+    p2 = SpoolingProducer(kafka_conf, cfg).start()
+    assert p2.stats.recovered_records == 100
+    assert p2.flush(30)
+    p2.close()
+    assert (segment.parent / f"{segment.name}.corrupt").read_bytes() == data[:30]
+    assert per_key(consume_all(kafka_conf, 100)) == expected_per_key(sets)
