@@ -128,7 +128,7 @@ def test_iso10816_zones_raise_rule_episodes() -> None:
 def test_every_detector_scores_in_the_unit_interval(detector: str) -> None:
     plan = Plan("m", 420 if detector == "ilof" else 700, anomalies=[(350, 380, "overheat")])
     rows = run([m for m in generate(plan) if m.metric == "temperature_c"],
-               AnomalyConfig(detector=detector, warmup=200))
+               AnomalyConfig.model_validate({"detector": detector, "warmup": 200}))
     assert all(0.0 <= r["score"] <= 1.0 and 0.0 <= r["threshold"] <= 1.0 for r in rows)
     assert any(overlaps(r, *truth_ms(plan)[0]) for r in closed(rows))
 
