@@ -53,7 +53,7 @@ def test_eval_csv_reports_pointwise_and_episode_metrics(tmp_path: Path, ch_dsn: 
     rows: dict[int, dict[str, float]] = {}
     for m in generate(plan):
         if m.metric != "machine_state":
-            rows.setdefault(m.ts, {})[m.metric] = float(m.value)  # type: ignore[arg-type]
+            rows.setdefault(m.ts, {})[m.metric] = float(m.value)
     path = tmp_path / "press.csv"
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
