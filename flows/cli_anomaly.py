@@ -19,6 +19,7 @@ A directory PATH evaluates every data file in it and adds a total row.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import statistics
 import sys
@@ -97,7 +98,21 @@ def list_anomalies(client: Any, *, machine: str | None = None, since: str | None
            f"points, is_open FROM anomalies FINAL WHERE {' AND '.join(where)} "
            f"ORDER BY start DESC, machine, model LIMIT {int(limit)}")
     result = client.query(sql, parameters=params)
-    return [[*r[:7], dict(r[7]), *r[8:]] for r in result.result_rows]
+    rows = [[*r[:7], dict(r[7]), *r[8:]] for r in result.result_rows]
+    if not epoch_ms:
+        for row in rows:
+            row[2], row[3] = _rfc3339(row[2]), _rfc3339(row[3])
+    return rows
+
+
+def _rfc3339(v: Any) -> Any:
+    """chDB returns naive UTC datetimes: RFC 3339 with ``Z``, milliseconds when there are any."""
+    if not isinstance(v, dt.datetime):
+        return v
+    if v.tzinfo is not None:
+        v = v.astimezone(dt.UTC).replace(tzinfo=None)
+    spec = "milliseconds" if v.microsecond else "seconds"
+    return v.isoformat(timespec=spec) + "Z"
 
 
 # -- evaluation -----------------------------------------------------------------------------------
