@@ -3,6 +3,7 @@ facts and events as the pure accounting, and only OEE metrics reach the stateful
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import bytewax.operators as op
@@ -45,13 +46,17 @@ def latest(rows: list[tuple[str, dict[str, Any]]]) -> tuple[list[Any], list[Any]
             sorted(strip(r) for r in events.values() if not r["deleted"]))
 
 
+def tagger(table: str) -> Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]:
+    return lambda r: (table, r)
+
+
 def flow_rows(ms: list[Measurement], workers: int) -> list[tuple[str, dict[str, Any]]]:
     flow = Dataflow("oee_test")
     stream = op.input("in", flow, TestingSource(ms, batch_size=500))
     results = oee(FlowContext(CFG), stream)
     out: list[tuple[str, dict[str, Any]]] = []
     for table, rows in results.items():
-        op.output(f"out_{table}", op.map(f"tag_{table}", rows, lambda r, t=table: (t, r)), TestingSink(out))
+        op.output(f"out_{table}", op.map(f"tag_{table}", rows, tagger(table)), TestingSink(out))
     if workers == 1:
         run_main(flow)
     else:
