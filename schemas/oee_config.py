@@ -15,8 +15,8 @@ Examples
 >>> losses = LossConfig.model_validate({"parents": {"fault_hydraulic": "fault"}})
 >>> losses.bucket("fault_hydraulic"), losses.bucket("idle"), losses.bucket("mystery")
 ('unplanned_stop', 'unplanned_stop', 'unplanned_stop')
->>> losses.state_name(3), losses.small_stop_eligible("idle")
-('fault', True)
+>>> losses.state_name(3), losses.state_name("1"), losses.state_name("Setup")
+('fault', 'running', 'setup')
 >>> losses.reason_for("E42")
 ('unassigned', 'unassigned')
 """
@@ -130,7 +130,10 @@ class LossConfig(Frozen):
             return "running" if value else "idle"
         if isinstance(value, int | float) and float(value).is_integer():
             return self.state_codes.get(int(value), f"code_{int(value)}")
-        return str(value).strip().lower()
+        text = str(value).strip().lower()
+        if text.isdigit():
+            return self.state_codes.get(int(text), f"code_{int(text)}")
+        return text
 
     def reason_for(self, fault_code: str) -> tuple[str, str]:
         """Reason and category of a fault code (``unassigned`` when not mapped)."""
