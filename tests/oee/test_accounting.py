@@ -73,3 +73,23 @@ def test_an_idle_shorter_than_the_threshold_is_a_small_stop_inside_run_time() ->
     assert (sum(f["small_stops"] for f in fs), sum(f["stops"] for f in fs)) == (1, 1)
     events = {r["start"]: r for t, r in out if t == "downtime_events"}
     assert (events[30_000]["small_stop"], events[200_000]["small_stop"]) == (1, 0)
+
+
+def test_loss_config_errors_name_the_field_and_the_fix() -> None:
+    import pytest
+
+    from schemas.config import build_config
+    from schemas.errors import ConfigError
+
+    with pytest.raises(ConfigError) as bad_category:
+        build_config({"losses": {"fault_codes": {"E1": {"reason": "jam", "category": "gremlins"}}}}, {})
+    assert "losses.fault_codes.E1.category" in str(bad_category.value)
+    assert "mechanical" in str(bad_category.value)
+    with pytest.raises(ConfigError) as bad_bucket:
+        build_config({"losses": {"buckets": {"idle": "coffee"}}}, {})
+    assert "losses.buckets.idle" in str(bad_bucket.value)
+    with pytest.raises(ConfigError) as cycle:
+        build_config({"losses": {"parents": {"a": "b", "b": "a"}}}, {})
+    assert "cycle" in str(cycle.value)
+    env = build_config({}, {"PLANTSTREAM__LOSSES__SMALL_STOP_STATES": "[idle, fault]"})
+    assert env.losses.small_stop_eligible("fault")
