@@ -367,11 +367,14 @@ class MqttConnector:
         """
         client, self._client = self._client, None
         if client is not None:
-            client.on_message = None
+            client.on_message = None  # later messages stay unacknowledged: redelivered next time
+        if self.producer is not None and client is not None:
+            self.producer.flush(timeout_s)  # acknowledge what Kafka confirms while still connected
+        if client is not None:
             client.disconnect()
             client.loop_stop()
         if self._own_producer and self.producer is not None:
-            self.producer.close(timeout_s=timeout_s)
+            self.producer.close(timeout_s=0.5)
             self.producer = None
 
     def __enter__(self) -> MqttConnector:
@@ -423,8 +426,8 @@ class MqttConnector:
             self.stats.last_error = repr(exc)
 
     def _ack(self, client: paho.Client, mid: int, qos: int) -> None:
-        client.ack(mid, qos)
-        self.stats.acked += 1
+        if client.ack(mid, qos) == paho.MQTT_ERR_SUCCESS:
+            self.stats.acked += 1
 
     # -- the work ----------------------------------------------------------------------------------
 

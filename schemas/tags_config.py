@@ -34,7 +34,6 @@ True
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -44,9 +43,6 @@ from schemas.measurement import MACHINE_STATE, STATES
 
 DEFAULT_STATE_MAP: dict[str, str] = {"0": "off", "1": "running", "2": "idle", "3": "fault", "4": "setup"}
 """PLC state integers → canonical states, used when a state tag has no ``states:`` of its own."""
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
 
 class TagMapping(Frozen):
     """One entry of the tag dictionary: where a source tag's values go and how they convert.
