@@ -82,6 +82,15 @@ def oee_sql(by: str, start: int | None, end: int | None) -> tuple[str, dict[str,
     return sql, params
 
 
+TABLE_COLUMNS = ("planned_min", "run_min", "unplanned_stop_min", "setup_min", "small_stop_min",
+                 "total", "reject", "availability", "performance", "quality", "oee", "teep")
+
+
+def _narrow(columns: list[str], rows: Any, keep: list[str]) -> tuple[list[str], list[list[Any]]]:
+    idx = [columns.index(c) for c in keep if c in columns]
+    return [columns[i] for i in idx], [[row[i] for i in idx] for row in rows]
+
+
 @kpi_app.command("oee")
 def kpi_oee(
     by: Annotated[str, typer.Option(help="machine, line, site, shift or day (comma-separated to combine).")]
@@ -101,7 +110,10 @@ def kpi_oee(
         result = client.query(sql, parameters=params)
     finally:
         client.close()
-    print_rows(list(result.column_names), result.result_rows, fmt, title=f"OEE by {by}")
+    columns, rows = list(result.column_names), result.result_rows
+    if fmt == "table":  # the terminal gets the headline columns; JSON carries them all
+        columns, rows = _narrow(columns, rows, [*group_columns(by), *TABLE_COLUMNS])
+    print_rows(columns, rows, fmt, title=f"OEE by {by}")
 
 
 DOWNTIME_COLUMNS = ("machine", "line", "site", "start", "`end`", "duration_s", "state",
@@ -140,4 +152,8 @@ def kpi_downtime(
         result = client.query(sql, parameters=params)
     finally:
         client.close()
-    print_rows([c.strip("`") for c in result.column_names], result.result_rows, fmt, title="Downtime")
+    columns, rows = [c.strip("`") for c in result.column_names], result.result_rows
+    if fmt == "table":
+        columns, rows = _narrow(columns, rows, ["machine", "start", "end", "duration_s", "state",
+                                                "fault_code", "reason", "category", "planned"])
+    print_rows(columns, rows, fmt, title="Downtime")
