@@ -1,4 +1,4 @@
-"""OEE and downtime against the PLC simulator's ground truth: an 8-hour shift via replay.
+"""OEE and downtime against the PLC simulator's ground truth: two 8-hour shifts via replay.
 
 The simulator (``connectors/simulators/plc.py``) knows the true state intervals, counts per
 shift and downtime events with their reasons. Its Measurement stream goes through
@@ -28,7 +28,9 @@ CONFIG = {
     "site": "plant-a",
     "timezone": "UTC",
     "shifts": [{"name": "day", "start": "06:00", "end": "14:00", "days": ["sat"],
-                "breaks": [{"start": "09:00", "minutes": 15}, {"start": "11:30", "minutes": 30}]}],
+                "breaks": [{"start": "09:00", "minutes": 15}, {"start": "11:30", "minutes": 30}]},
+               {"name": "late", "start": "14:00", "end": "22:00", "days": ["sat"],
+                "breaks": [{"start": "18:00", "minutes": 30}]}],
     "microstop_threshold_s": 120,
     "lateness": {"allowed_lateness_s": 60},
     "losses": {
@@ -39,13 +41,13 @@ CONFIG = {
 
 
 @pytest.mark.integration
-def test_an_8_hour_shift_matches_the_plc_ground_truth(tmp_path: Path, ch_dsn: str, ch_db: str) -> None:
+def test_two_8_hour_shifts_match_the_plc_ground_truth(tmp_path: Path, ch_dsn: str, ch_db: str) -> None:
     cfg_path = tmp_path / "plant.yaml"
     cfg_path.write_text(yaml.safe_dump(CONFIG | {"clickhouse": {"database": ch_db}}))
     config = build_config(CONFIG, {})
     line = plc.PlcLine(seed=7, machines=3, start_ms=T0 - 1_800_000, config=config, sample_ms=600_000)
     data = tmp_path / "shift.jsonl"
-    line.write_replay_file(data, T0 + SHIFT_MS + 1_800_000)
+    line.write_replay_file(data, T0 + 2 * SHIFT_MS + 1_800_000)
     truth = line.ground_truth()
 
     runner = CliRunner()
@@ -59,26 +61,29 @@ def test_an_8_hour_shift_matches_the_plc_ground_truth(tmp_path: Path, ch_dsn: st
 
     shift_counts = {(c["machine"], c["shift"]): c for c in truth.shift_counts}
     for machine in line.machine_ids:
-        ms = truth.state_ms(machine, T0, T0 + SHIFT_MS)
-        micro = sum(min(s.end_ms, T0 + SHIFT_MS) - max(s.start_ms, T0) for s in truth.states
-                    if s.machine == machine and s.microstop and s.end_ms > T0 and s.start_ms < T0 + SHIFT_MS)
-        expected_min = {
-            "planned_min": ms.get("running", 0) + ms.get("idle", 0) + ms.get("fault", 0) + ms.get("setup", 0),
-            "run_min": ms.get("running", 0) + micro,
-            "small_stop_min": micro,
-            "setup_min": ms.get("setup", 0),
-            "unplanned_stop_min": ms.get("fault", 0) + ms.get("idle", 0) - micro,
-            "excluded_min": ms.get("planned_stop", 0),
-        }
-        row = got[(machine, "day")]
-        for col, ms_value in expected_min.items():
-            assert ms_value > 0 or col == "small_stop_min"
-            assert row[col] == pytest.approx(ms_value / 60_000, rel=1e-3), (machine, col)
-        assert expected_min["planned_min"] == 7 * 3_600_000 + 15 * 60_000  # 8 h minus 45 min of breaks
-        truth_counts = shift_counts[(machine, "day")]
-        assert (row["good"], row["reject"]) == (truth_counts["good"], truth_counts["reject"])
-        assert row["total"] == truth_counts["good"] + truth_counts["reject"]
-        # outside the shift the machine is off: not scheduled, no counts
+        for shift, start, breaks_min in (("day", T0, 45), ("late", T0 + SHIFT_MS, 30)):
+            end = start + SHIFT_MS
+            ms = truth.state_ms(machine, start, end)
+            micro = sum(min(s.end_ms, end) - max(s.start_ms, start) for s in truth.states
+                        if s.machine == machine and s.microstop and s.end_ms > start and s.start_ms < end)
+            expected_min = {
+                "planned_min": ms.get("running", 0) + ms.get("idle", 0) + ms.get("fault", 0)
+                + ms.get("setup", 0),
+                "run_min": ms.get("running", 0) + micro,
+                "small_stop_min": micro,
+                "setup_min": ms.get("setup", 0),
+                "unplanned_stop_min": ms.get("fault", 0) + ms.get("idle", 0) - micro,
+                "excluded_min": ms.get("planned_stop", 0),
+            }
+            assert expected_min["planned_min"] == SHIFT_MS - breaks_min * 60_000
+            row = got[(machine, shift)]
+            for col, ms_value in expected_min.items():
+                assert ms_value > 0 or col in ("small_stop_min", "setup_min")
+                assert row[col] == pytest.approx(ms_value / 60_000, rel=1e-3), (machine, shift, col)
+            truth_counts = shift_counts[(machine, shift)]
+            assert (row["good"], row["reject"]) == (truth_counts["good"], truth_counts["reject"])
+            assert row["total"] == truth_counts["good"] + truth_counts["reject"]
+        # outside the shifts the machine is off: not scheduled, no counts
         off = got.get((machine, ""))
         assert off is None or (off["planned_min"] == 0 and off["total"] == 0)
 
