@@ -10,13 +10,14 @@ submission order once it is back:
 
 1. librdkafka's queue, at most ``producer.inflight_records`` records;
 2. memory, at most ``producer.memory_records`` records / ``producer.memory_bytes`` bytes;
-3. a disk spool of append-only, CRC-checked segment files under ``producer.spool_dir``, at
+3. a disk spool of append-only, CRC-checked segment files under ``producer.spool_dir/<name>``
+   (``name`` = ``mqtt``, ``opcua`` …; one process at a time, enforced by a lock file), at
    most ``producer.spool_max_bytes``. When that is full too, :meth:`SpoolingProducer.send`
    blocks (the MQTT connector then stops acknowledging, so the MQTT broker holds the data).
 
 A spool left behind by a crash or a shutdown during an outage is delivered first at the next
 start. Records Kafka refuses for good (e.g. too large for the broker) are written to
-``spool_dir/rejected.jsonl`` with the error and logged — never dropped silently.
+``spool_dir/<name>/rejected.jsonl`` with the error and logged — never dropped silently.
 
 Delivery guarantee: at-least-once, in order per key. Duplicates can only appear after a crash or
 a shutdown with Kafka unreachable (records both spooled and re-sent by the source); cumulative
@@ -57,6 +58,7 @@ Examples
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -419,18 +421,30 @@ class SpoolingProducer:
         self._stopping = False
         self._closed = False
         self._fatal: KafkaError | None = None
-        self._rejected_path = Path(c.spool_dir) / "rejected.jsonl"
+        self.spool_dir = Path(c.spool_dir) / name
+        self._rejected_path = self.spool_dir / "rejected.jsonl"
+        self._lock_file: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> SpoolingProducer:
-        self._spool = _Spool(Path(self.config.spool_dir), self.config.spool_segment_bytes,
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.spool_dir / ".lock", "a+b")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            self._lock_file = None
+            msg = (f"the spool {self.spool_dir} is in use by another {self.name} producer; give each "
+                   "connector process its own producer.spool_dir (or a different name)")
+            raise ConnectorError(msg) from None
+        self._spool = _Spool(self.spool_dir, self.config.spool_segment_bytes,
                              self.config.fsync)
         self.stats.recovered_records = self._spool.unread_records
         self.stats.spool_bytes = self.stats.max_spool_bytes = self._spool.bytes
         if self._spool.unread_records:
             log.warning("%s producer: %d records left in the spool %s by an earlier run go first",
-                        self.name, self._spool.unread_records, self.config.spool_dir)
+                        self.name, self._spool.unread_records, self.spool_dir)
         self._producer = Producer(self._conf)
         self._thread = threading.Thread(target=self._pump, name=f"plantstream-producer-{self.name}",
                                         daemon=True)
@@ -469,7 +483,7 @@ class SpoolingProducer:
                 while spool.bytes + nbytes > c.spool_max_bytes and spool.bytes > 0 and not self._closed:
                     if not warned:
                         log.warning("%s producer: spool %s is full (%d bytes); waiting for Kafka",
-                                    self.name, c.spool_dir, spool.bytes)
+                                    self.name, self.spool_dir, spool.bytes)
                         warned = True
                     self._cond.wait(1.0)
                 spool.write(seq, recs)
@@ -529,7 +543,7 @@ class SpoolingProducer:
                 spool.discard_read()
                 spool.write_front(leftovers)
                 log.warning("%s producer: Kafka did not confirm %d records within %.1fs; they wait in "
-                            "the spool %s for the next start", self.name, n, timeout_s, self.config.spool_dir)
+                            "the spool %s for the next start", self.name, n, timeout_s, self.spool_dir)
             self._mem.clear()
             self._inflight.clear()
             self.stats.spool_bytes = spool.bytes
@@ -538,6 +552,9 @@ class SpoolingProducer:
             self._producer.purge()
             self._producer.poll(0)
             self._producer = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
 
     # -- the producer thread ------------------------------------------------------------------
 

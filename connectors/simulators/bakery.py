@@ -620,7 +620,7 @@ def start_bakery_pipeline(kafka_conf: Mapping[str, Any], mqtt_host: str, mqtt_po
 
     workdir = Path(workdir)
     cfg = bakery_config(machines, mqtt={"host": mqtt_host, "port": mqtt_port, "protocol": protocol},
-                        producer={"spool_dir": str(workdir / "spool" / "mqtt")})
+                        producer={"spool_dir": str(workdir / "spool")})
     connector = MqttConnector(cfg, kafka_conf).start()
     now = int(time.time() * 1000) if start_ms is None else start_ms
     sim = BakerySim(seed=seed, start_ms=now, machines=machines)

@@ -94,12 +94,13 @@ def test_delivers_everything_in_order_and_confirms_sets_in_order(broker: TansuBr
 
 
 def test_outage_spills_to_disk_and_loses_nothing(broker: TansuBroker, kafka_conf: dict, tmp_path: Path) -> None:
-    spool = tmp_path / "spool"
-    cfg = ProducerConfig(spool_dir=str(spool), memory_records=200, inflight_records=100,
+    cfg = ProducerConfig(spool_dir=str(tmp_path / "spool"), memory_records=200, inflight_records=100,
                          spool_segment_bytes=8192)
     sets = make_sets(300, 10, machines=5)
     confirmed: list[int] = []
+    spool = tmp_path / "spool" / "connector"
     with SpoolingProducer(kafka_conf, cfg) as p:
+        assert p.spool_dir == spool
         for i, s in enumerate(sets[:50]):
             p.send(s, on_confirmed=partial(confirmed.append, i))
         assert p.flush(30)
@@ -123,12 +124,12 @@ def test_outage_spills_to_disk_and_loses_nothing(broker: TansuBroker, kafka_conf
 
 
 def test_spool_left_at_shutdown_goes_first_at_next_start(tmp_path: Path) -> None:
-    spool = tmp_path / "spool"
+    spool = tmp_path / "spool" / "connector"
     broker = TansuBroker(tmp_path / "logs").start()
     try:
         conf = {"bootstrap.servers": broker.bootstrap}
         kafka.create_topics(conf, {TOPIC: 4})
-        cfg = ProducerConfig(spool_dir=str(spool), memory_records=100, inflight_records=50)
+        cfg = ProducerConfig(spool_dir=str(spool.parent), memory_records=100, inflight_records=50)
         sets = make_sets(100, 5, machines=3)
         broker.pause()
         p = SpoolingProducer(conf, cfg).start()
@@ -189,8 +190,8 @@ def test_a_torn_spool_tail_is_set_aside_and_the_rest_delivered(broker: TansuBrok
                                                               tmp_path: Path) -> None:
     """A crash while writing leaves half a frame at the end of a segment: the whole frames before
     it are delivered, the torn bytes are kept in a ``.corrupt`` file, nothing is silently lost."""
-    spool = tmp_path / "spool"
-    cfg = ProducerConfig(spool_dir=str(spool))
+    cfg = ProducerConfig(spool_dir=str(tmp_path / "spool"))
+    spool = tmp_path / "spool" / "connector"
     sets = make_sets(20, 5, machines=2)
     p = SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, cfg).start()
     for s in sets:
@@ -205,3 +206,17 @@ def test_a_torn_spool_tail_is_set_aside_and_the_rest_delivered(broker: TansuBrok
     p2.close()
     assert (segment.parent / f"{segment.name}.corrupt").read_bytes() == data[:30]
     assert per_key(consume_all(kafka_conf, 100)) == expected_per_key(sets)
+
+
+def test_one_process_per_spool(tmp_path: Path) -> None:
+    cfg = ProducerConfig(spool_dir=str(tmp_path))
+    a = SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, cfg, name="mqtt").start()
+    try:
+        with pytest.raises(ConnectorError, match="in use by another mqtt producer"):
+            SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, cfg, name="mqtt").start()
+        other = SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, cfg, name="opcua").start()
+        other.close(timeout_s=0.1)
+    finally:
+        a.close(timeout_s=0.1)
+    again = SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, cfg, name="mqtt").start()
+    again.close(timeout_s=0.1)
