@@ -93,3 +93,24 @@ def test_restatement_equals_processing_the_late_samples_in_order() -> None:
 
     in_order = sorted(worked.measurements() + late_samples(), key=lambda m: int(m["ts"]))
     assert run(worked.measurements() + late_samples()) == run(in_order)
+
+
+def test_a_late_state_change_that_moves_a_stop_start_deletes_the_old_event() -> None:
+    config = build_config({"lateness": {"allowed_lateness_s": 10}, "microstop_threshold_s": 0}, {})
+    acc = OeeAccounting.for_config(config, "m1")
+    out = acc.process([(0, "machine_state", "running"), (200_000, "machine_state", "fault"),
+                       (400_000, "machine_state", "running"), (1_000_000, "good_parts", 1),
+                       (150_000, "machine_state", "fault")])  # arrives 850 s late
+    out += acc.finish()
+    latest: dict[int, dict[str, Any]] = {}
+    for t, r in out:
+        if t == "downtime_events" and (r["start"] not in latest or latest[r["start"]]["version"] < r["version"]):
+            latest[r["start"]] = r
+    live = {s: (r["end"], r["duration_s"]) for s, r in latest.items() if not r["deleted"]}
+    assert live == {150_000: (400_000, 250.0)}
+    assert latest[200_000]["deleted"] == 1
+    facts = [r for t, r in out if t == "oee_facts"]
+    best: dict[int, int] = {}
+    for f in facts:
+        best[f["window_start"]] = max(best.get(f["window_start"], 0), f["version"])
+    assert sum(f["unplanned_stop_s"] for f in facts if f["version"] == best[f["window_start"]]) == 250
