@@ -1,0 +1,51 @@
+"""The production entry point as the cluster test runs it, with ClickHouse writes captured.
+
+chDB corrupts its heap when it is used from Bytewax worker threads (``-w 2`` or ``-i/-a``:
+"double free or corruption", then a hang in its crash handler); one process with one worker
+runs on the main thread and is fine. A cluster therefore needs a ClickHouse server, which this
+machine does not have. So, with ``PLANTSTREAM_TEST_CAPTURE=DIR``, the ClickHouse sink — the
+real :class:`connectors.clickhouse.ClickHouseSink`, its batching, dedup tokens and partition
+placement unchanged — gets a client whose ``insert`` appends each block to
+``DIR/<pid>.jsonl``; the test then inserts those blocks into chDB from one thread
+(``python -m tests.deploy.chtool load``) and compares query results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bytewax.dataflow import Dataflow
+
+from connectors import clickhouse as ch
+from flows import main
+
+
+class CaptureClient:
+    """Stands in for a clickhouse-connect client: records every insert, in order."""
+
+    def __init__(self, directory: Path) -> None:
+        self._fh = (directory / f"{os.getpid()}.jsonl").open("a", encoding="utf-8")
+
+    def insert(self, table: str, data: list[list[Any]], column_names: list[str],
+               settings: dict[str, Any] | None = None) -> None:
+        block = {"table": table, "columns": column_names, "data": data, "settings": settings or {}}
+        self._fh.write(json.dumps(block) + "\n")  # NaN is written as NaN, read back as NaN
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def get_flow() -> Dataflow:
+    capture = os.environ.get("PLANTSTREAM_TEST_CAPTURE")
+    if capture:
+        directory = Path(capture)
+
+        def factory(cfg: Any, dsn: str | None = None) -> ch.ClientFactory:
+            return lambda: CaptureClient(directory)
+
+        ch.config_factory = factory  # type: ignore[assignment]
+    return main.get_flow()
