@@ -11,6 +11,7 @@ the simulator's ground truth.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def _split_args(text: str, start: int) -> tuple[list[str], int]:
     raise AssertionError(f"unbalanced macro call in {text[start:start + 80]!r}")
 
 
-def expand(sql: str, selected: dict[str, list[str] | None], from_ms: int = START, to_ms: int = END,
+def expand(sql: str, selected: Mapping[str, list[str] | None], from_ms: int = START, to_ms: int = END,
            interval_s: int = 60) -> str:
     """Expand the macros as grafana-clickhouse-datasource does (pkg/macros, conditionalAll)."""
     while (i := sql.find("$__conditionalAll(")) >= 0:
@@ -175,8 +176,10 @@ def test_every_panel_query_runs_over_simulator_data(name: str, plant: tuple[str,
     client = chc.connect(ch_dsn, database=db)
     empty = []
     try:
-        for selection in ({"site": None, "line": None, "machine": None},
-                          {"site": ["plant-a"], "line": ["line-1"], "machine": machines[:2]}):
+        selections: list[dict[str, list[str] | None]] = [
+            {"site": None, "line": None, "machine": None},
+            {"site": ["plant-a"], "line": ["line-1"], "machine": machines[:2]}]
+        for selection in selections:
             for title, sql in queries(load(name)):
                 rows = client.query(expand(sql, selection)).result_rows
                 if not rows:
@@ -193,12 +196,12 @@ def test_shop_floor_panels_match_the_ground_truth(plant: tuple[str, GroundTruth]
     db, truth = plant
     board = load("shop-floor")
     panels = {p["title"]: p["targets"][0]["rawSql"] for p in board["panels"]}
-    all_ = {"site": None, "line": None, "machine": None}
+    all_: dict[str, list[str] | None] = {"site": None, "line": None, "machine": None}
     client = chc.connect(ch_dsn, database=db)
     try:
         grid = client.query(expand(panels["Machine status"], all_))
         states = {r[0]: r[2] for r in grid.result_rows}
-        good = dict(client.query(expand(
+        good: dict[str, int] = dict(client.query(expand(  # type: ignore[arg-type]
             "SELECT machine, sum(good) FROM oee_facts_latest WHERE $__timeFilter(window_start) "
             "GROUP BY machine", all_)).result_rows)
         series = client.query(expand(panels["Good parts"], all_)).result_rows
