@@ -56,7 +56,6 @@ Examples
 from __future__ import annotations
 
 import bisect
-import copy
 import pickle
 import zlib
 from collections.abc import Iterable
@@ -265,14 +264,15 @@ class OeeAccounting:
         out = self.take()
         if self.max_ts < 0:
             return out
-        keep = (copy.deepcopy(self.acc), list(self.buffer), list(self.journal), self.ckpt,
+        keep = (pickle.dumps(self.acc, protocol=5), list(self.buffer), list(self.journal), self.ckpt,
                 list(self.recent), list(self.dt_starts))
         self._drain(self.max_ts)
         self._resolve_pending(final=True)
         self._close_windows(None)
         self._downtime(self.acc.downtime.tick(self.acc.cursor))
         out.extend(self.take())
-        (self.acc, self.buffer, self.journal, self.ckpt, self.recent, self.dt_starts) = keep
+        (acc_blob, self.buffer, self.journal, self.ckpt, self.recent, self.dt_starts) = keep
+        self.acc = pickle.loads(acc_blob)
         return out
 
     # -- ordering, checkpoints, restatement ----------------------------------------------------
