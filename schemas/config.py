@@ -47,6 +47,7 @@ from schemas.anomaly_config import AnomalyConfig
 from schemas.errors import ConfigError
 from schemas.oee_config import LossConfig
 from schemas.opcua_config import OpcUaConfig
+from schemas.scrap_config import ScrapConfig
 from schemas.sinks_config import EventHubsConfig, StatusConfig
 from schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
@@ -222,6 +223,8 @@ class PlantConfig(Frozen):
     """Tag dictionary: source tag (or ``{placeholder}`` pattern) → machine, metric, unit, scale."""
     producer: ProducerConfig = ProducerConfig()
     mqtt: MqttConfig = MqttConfig()
+    scrap: ScrapConfig = ScrapConfig()
+    """Scrap: rolling scrap-rate window and hop, reason categories, work-order reference data."""
     anomaly: AnomalyConfig = AnomalyConfig()
     """Condition monitoring: detectors, grouped models, thresholds, excluded signals."""
     eventhubs: EventHubsConfig = EventHubsConfig()

@@ -1,0 +1,198 @@
+"""The scrap flow: scrap events with reason and cost, rolling scrap rate and first-pass yield.
+
+Three keyed steps (see :mod:`operators.scrap`):
+
+1. ``scrap_tracker`` keyed by machine: reject deltas → scrap events (uncosted), hop-boundary
+   rate contributions, late samples to the dead letter. Snapshot: one ``bytes`` value.
+2. ``scrap_rate`` keyed by ``scope|key`` (machine, line, part): sums contributions into
+   ``scrap_rate`` rows.
+3. ``scrap_cost`` keyed by work order: joins the events with the work-order reference data and
+   writes ``scrap_events``.
+
+Work-order reference data enters in two ways, both optional: ``scrap.workorders_file`` is read
+when the flow is built (a static table), and — when ``scrap.workorders_topic`` is on and
+``kafka.bootstrap_servers`` is set (production) — the flow adds a second Kafka input on the
+compacted topic ``plantstream.workorders`` (read from the beginning, so every work order's
+latest record is replayed at start; ``PLANTSTREAM_STOP=end`` stops it at the end like the
+measurements input). A record from the topic overrides the file. Embedded replays (no
+bootstrap servers) use the file only. Tests and tools pass their own reference stream to
+:func:`scrap_streams`.
+
+Unit of parallelism: the machine (Kafka key), then the scope key and the work order.
+Delivery: effectively-once with recovery; every row lands in a ReplacingMergeTree keyed by its
+natural key with a version, so rows written again after a resume or a restatement replace
+themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.inputs import Source
+
+from connectors import kafka
+from connectors.kafka import RawMessage
+from flows.registry import FlowContext, Results, Row, register
+from operators.scrap import (
+    SCRAP_METRICS,
+    CostJoin,
+    Output,
+    RateAggregator,
+    ScrapTracker,
+    WorkOrderRef,
+    decode_workorder,
+    load_workorders,
+)
+from schemas.config import PlantConfig
+from schemas.measurement import Measurement
+
+Emit = tuple[list[list[Output]], bool]
+
+
+class ScrapLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
+    """Bytewax glue for one machine's :class:`ScrapTracker`; the snapshot is bytes."""
+
+    def __init__(self, make: Callable[[str, str, str], ScrapTracker], resume: bytes | None) -> None:
+        self.make = make
+        self.tracker: ScrapTracker | None = None
+        if resume:
+            self.tracker = make(*ScrapTracker.identity_of(resume))
+            self.tracker.load(resume)
+
+    def on_item(self, value: Measurement) -> Emit:
+        if self.tracker is None:
+            self.tracker = self.make(value.machine, value.site, value.line)
+        self.tracker.on_sample(value.ts, value.metric, value.value, value)
+        out = self.tracker.take()
+        return ([out] if out else []), op.StatefulLogic.RETAIN
+
+    def on_eof(self) -> Emit:
+        if self.tracker is None:
+            return [], op.StatefulLogic.RETAIN
+        out = self.tracker.finish()
+        return ([out] if out else []), op.StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return b"" if self.tracker is None else self.tracker.dump()
+
+
+Joined = tuple[str, Any]
+"""("ref", WorkOrderRef) or ("event", uncosted scrap event row)."""
+
+
+def _relevant(m: Measurement) -> bool:
+    return m.metric in SCRAP_METRICS and m.quality != "bad"
+
+
+def _kind(name: str) -> Callable[[Output], Row | None]:
+    return lambda kr: kr[1] if kr[0] == name else None
+
+
+def workorder_source(config: PlantConfig) -> Source[RawMessage] | None:
+    """The ``plantstream.workorders`` input, when configured and a Kafka cluster is set."""
+    kconf = config.kafka.client_config()
+    if not config.scrap.workorders_topic or "bootstrap.servers" not in kconf:
+        return None
+    if os.environ.get("PLANTSTREAM_STOP") == "end":
+        return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="end")
+    return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="never")
+
+
+def decode_workorders(raw: Stream[RawMessage]) -> tuple[Stream[WorkOrderRef], Stream[Row]]:
+    """Reference records → :class:`WorkOrderRef`; bad ones → dead-letter rows with a reason."""
+    decoded = op.map("workorders_decode", raw, lambda m: (m, decode_workorder(m.value)))
+    split = op.branch("workorders_valid", decoded, lambda mr: isinstance(mr[1], WorkOrderRef))
+    refs: Stream[WorkOrderRef] = op.map("workorders_refs", split.trues, lambda mr: mr[1])  # type: ignore[arg-type,return-value]
+    bad: Stream[Row] = op.map("workorders_bad", split.falses, lambda mr: {
+        "ts": mr[0].timestamp_ms, "source": mr[0].source, "reason": mr[1],
+        "raw": mr[0].value.decode("utf-8", errors="backslashreplace")})
+    return refs, bad
+
+
+class _RateLogic(op.StatefulLogic[Row, Row, bytes]):
+    """One scope key's :class:`RateAggregator`; the snapshot is bytes (cheap per-epoch copy)."""
+
+    def __init__(self, window_ms: int, keep_ms: int, resume: bytes | None) -> None:
+        self.agg: RateAggregator = pickle.loads(resume) if resume else RateAggregator(window_ms, keep_ms)
+
+    def on_item(self, value: Row) -> tuple[list[Row], bool]:
+        return [self.agg.on_contribution(value)], op.StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.agg, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _JoinLogic(op.StatefulLogic[Joined, Row, CostJoin]):
+    def __init__(self, config: PlantConfig, static: dict[str, WorkOrderRef], resume: CostJoin | None) -> None:
+        self.config = config
+        self.static = static
+        self.join = resume or CostJoin()
+
+    def _ideal(self, row: Row) -> float | None:
+        return self.config.machine(str(row["machine"])).ideal_for_part(str(row.get("part_number", "")))
+
+    def on_item(self, value: Joined) -> tuple[list[Row], bool]:
+        kind, item = value
+        if kind == "ref":
+            return self.join.on_ref(item, self._ideal), op.StatefulLogic.RETAIN
+        fallback = self.static.get(str(item.get("work_order", "")))
+        rows = self.join.on_event(item, fallback, self.config.scrap.max_pending_per_work_order,
+                                  self._ideal(item))
+        return rows, op.StatefulLogic.RETAIN
+
+    def snapshot(self) -> CostJoin:
+        return CostJoin(self.join.ref, dict(self.join.pending))
+
+
+def scrap_streams(config: PlantConfig, measurements: Stream[Measurement],
+                  refs: Stream[WorkOrderRef] | None = None) -> dict[str, Stream[Row]]:
+    """The scrap steps over a measurement stream and an optional reference-data stream."""
+    static = load_workorders(config.scrap.workorders_file) if config.scrap.workorders_file else {}
+    window_ms = config.scrap.window_s * 1000
+
+    def make(machine: str, site: str, line: str) -> ScrapTracker:
+        return ScrapTracker.for_config(config, machine, site, line)
+
+    relevant = op.filter("scrap_metrics", measurements, _relevant)
+    keyed = op.key_on("scrap_key", relevant, lambda m: m.machine)
+    outputs = op.stateful("scrap_tracker", keyed, lambda resume: ScrapLogic(make, resume))
+    flat = op.flat_map("scrap_outputs", outputs, lambda kv: kv[1])
+
+    contributions = op.filter_map("scrap_contributions", flat, _kind("rate"))
+    by_scope = op.key_on("scrap_rate_key", contributions, lambda c: f"{c['scope']}|{c['key']}")
+    keep_ms = max(round(config.lateness.restatement_horizon_s * 1000), 2 * window_ms)
+    rates = op.stateful("scrap_rate", by_scope, lambda resume: _RateLogic(window_ms, keep_ms, resume))
+    rate_rows = op.map("scrap_rate_rows", rates, lambda kv: kv[1])
+
+    events = op.filter_map("scrap_event_rows", flat, _kind("scrap_events"))
+    tagged: Stream[Joined] = op.map("scrap_events_tag", events, lambda r: ("event", r))
+    if refs is not None:
+        tagged_refs: Stream[Joined] = op.map("scrap_refs_tag", refs, lambda r: ("ref", r))
+        tagged = op.merge("scrap_join_in", tagged, tagged_refs)
+    by_wo = op.key_on("scrap_wo_key", tagged,
+                      lambda kv: kv[1].work_order if kv[0] == "ref" else str(kv[1].get("work_order", "")))
+    costed = op.stateful("scrap_cost", by_wo, lambda resume: _JoinLogic(config, static, resume))
+    event_rows = op.map("scrap_events_rows", costed, lambda kv: kv[1])
+    return {
+        "scrap_events": event_rows,
+        "scrap_rate": rate_rows,
+        "deadletter": op.filter_map("scrap_late_rows", flat, _kind("deadletter")),
+    }
+
+
+@register("scrap")
+def scrap(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
+    """Scrap events (reason, category, part, work order, cost) and rolling scrap rate / FPY."""
+    source = workorder_source(ctx.config)
+    if source is None:
+        return scrap_streams(ctx.config, measurements)
+    raw = op.input("workorders_in", measurements.flow(), source)
+    refs, bad = decode_workorders(raw)
+    results = scrap_streams(ctx.config, measurements, refs)
+    results["deadletter"] = op.merge("scrap_deadletter", results["deadletter"], bad)
+    return results
