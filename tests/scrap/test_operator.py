@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-import bytewax.operators as op
 from flows.scrap import scrap_streams
 from operators.scrap import CostJoin, RateAggregator, ScrapTracker, WorkOrderRef
 from schemas.config import PlantConfig, build_config
