@@ -27,6 +27,7 @@ from flows.anomaly import anomaly
 from flows.archive import archive
 from flows.main import build_dataflow
 from flows.oee import oee
+from flows.scrap import scrap
 from flows.status import status
 from schemas.config import EXAMPLE_CONFIG, load_config
 
@@ -162,7 +163,8 @@ def plant(tmp_path_factory: pytest.TempPathFactory, ch_dsn: str) -> tuple[str, G
            for i, m in enumerate(measurements)]
     flow = build_dataflow(config, TestingSource(raw, batch_size=2000),
                           chc.ClickHouseSink(lambda: chc.connect(ch_dsn, database=db)),
-                          flows={"archive": archive, "oee": oee, "status": status, "anomaly": anomaly})
+                          flows={"archive": archive, "oee": oee, "status": status, "anomaly": anomaly,
+                                 "scrap": scrap})
     run_main(flow)
     return db, truth
 
@@ -213,3 +215,21 @@ def test_shop_floor_panels_match_the_ground_truth(plant: tuple[str, GroundTruth]
     for _, machine, n in series:
         per_machine[machine] = per_machine.get(machine, 0) + n
     assert per_machine == {m: c["good"] for m, c in truth.counts.items()}
+
+
+@pytest.mark.integration
+def test_scrap_pareto_matches_the_ground_truth(plant: tuple[str, GroundTruth], ch_dsn: str) -> None:
+    db, truth = plant
+    panels = {p["title"]: p["targets"][0]["rawSql"] for p in load("supervisor")["panels"]}
+    client = chc.connect(ch_dsn, database=db)
+    try:
+        rows = client.query(expand(panels["Scrap Pareto (parts and cost by reason)"],
+                                   {"site": None, "line": None, "machine": None})).result_rows
+    finally:
+        client.close()
+    expected: dict[str, int] = {}
+    for c in truth.counts.values():
+        for reason, n in c["rejects_by_reason"].items():
+            expected[reason] = expected.get(reason, 0) + n
+    assert {r[0]: r[2] for r in rows} == expected
+    assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)  # a Pareto: largest first
