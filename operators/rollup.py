@@ -220,18 +220,24 @@ def rollup(step_id: str, up: KeyedStream[Row], *, period_s: int, restate_buckets
 
 EVENT_ID_FIELDS = ("id", "event_id", "start", "window_start", "ts")
 """The first of these a row has (with ``machine``) identifies the event it updates."""
+EVENT_SCOPE_FIELDS = ("model", "scope", "key", "rule")
+"""Fields that tell apart events of one machine starting at the same time (anomaly models …)."""
 
 
 def event_key(row: Row) -> tuple[Any, ...]:
-    """The natural key of an event row: machine and its id, start or timestamp.
+    """The natural key of an event row: machine, its scope fields, and its id, start or time.
 
     >>> event_key({"machine": "m", "start": 5, "end": None, "version": 2})
-    ('m', 'start', 5)
+    ('m', (), 'start', 5)
+    >>> event_key({"machine": "m", "model": "vibration", "start": 5})
+    ('m', ('vibration',), 'start', 5)
     """
+    scope = tuple(row[f] for f in EVENT_SCOPE_FIELDS if f in row)
     for name in EVENT_ID_FIELDS:
         if name in row:
-            return (row.get("machine"), name, row[name])
-    return (row.get("machine"), "", tuple(sorted((k, str(v)) for k, v in row.items() if k != "version")))
+            return (row.get("machine"), scope, name, row[name])
+    return (row.get("machine"), scope, "",
+            tuple(sorted((k, str(v)) for k, v in row.items() if k != "version")))
 
 
 @dataclass
