@@ -4,8 +4,9 @@
 ``PLANTSTREAM_TEST_CAPTURE=DIR python -m tests.deploy.chtool load DSN DB`` inserts the blocks
 a cluster run captured (see ``tests.deploy.entry``);
 ``python -m tests.deploy.chtool dump DSN DB`` prints every result table as JSON: table → sorted
-rows (final state of replacing tables; columns filled by ``now()`` at insert left out, they
-record when a row was stored, not what was computed).
+rows (final state of replacing tables; columns filled by ``now()`` at insert and the
+ReplacingMergeTree version column left out: they record when and how often a row was stored,
+not what was computed).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,21 +32,35 @@ def _cell(v: Any) -> Any:
     return str(v)
 
 
+def _version_column(engine_full: str) -> str | None:
+    """The version column of ``ReplacingMergeTree(version)``: how many times a row was rewritten
+    (it depends on how input interleaved), not what was computed; FINAL already used it.
+
+    >>> _version_column("ReplacingMergeTree(version) PARTITION BY x ORDER BY y")
+    'version'
+    >>> _version_column("ReplacingMergeTree PARTITION BY x") is None
+    True
+    """
+    m = re.match(r"Replacing\w*MergeTree\(\s*`?(\w+)`?", engine_full)
+    return m.group(1) if m else None
+
+
 def dump(client: Any, database: str) -> dict[str, list[list[Any]]]:
     tables = client.query(
-        "SELECT name, engine FROM system.tables WHERE database = {db:String} "
+        "SELECT name, engine, engine_full FROM system.tables WHERE database = {db:String} "
         "AND engine NOT IN ('View', 'MaterializedView') AND name != 'schema_migrations' ORDER BY name",
         parameters={"db": database},
     ).result_rows
     out: dict[str, list[list[Any]]] = {}
-    for name, engine in tables:
+    for name, engine, engine_full in tables:
+        version = _version_column(engine_full)
         cols = [
             c for c, default in client.query(
                 "SELECT name, default_expression FROM system.columns "
                 "WHERE database = {db:String} AND table = {t:String} ORDER BY position",
                 parameters={"db": database, "t": name},
             ).result_rows
-            if "now" not in default.lower()
+            if "now" not in default.lower() and c != version
         ]
         final = " FINAL" if any(k in engine for k in _COLLAPSING) else ""
         rows = client.query(f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{name}`{final}").result_rows

@@ -1,0 +1,300 @@
+"""The Helm chart: Helm's own lint, the values schema, the plaintext-secret guard, and what the
+chart renders for an edge install (Helm's Go library through helm-sdkpy; see helmtool.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from schemas.config import PlantConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "plantstream"
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+
+EDGE = {
+    "image": {"repository": "myregistry.azurecr.io/plantstream", "tag": "0.1.0"},
+    "plant": {"site": "plant-a", "timezone": "Europe/Berlin",
+              "lines": [{"id": "line-1", "machines": [{"id": "press-01", "ideal_cycle_time_ms": 1000}]}]},
+    "kafka": {"bootstrapServers": "kafka-0.kafka.plant.svc:9092"},
+    "clickhouse": {"url": "https://clickhouse.plant.local:8443", "existingSecret": "plantstream-clickhouse",
+                   "caSecret": "plantstream-clickhouse-ca"},
+    "eventhubs": {"existingSecret": "plantstream-eventhubs"},
+    "grafana": {"existingSecret": "plantstream-grafana"},
+    "flows": {"replicas": 2},
+    "connectors": {"opcua": {"enabled": True, "existingSecret": "opcua-user", "certificatesSecret": "opcua-certs",
+                             "endpoints": [{"cidr": "192.168.10.20/32", "port": 4840}]},
+                   "mqtt": {"enabled": True, "endpoints": [{"cidr": "192.168.10.30/32", "port": 8883}]}},
+}
+
+
+def helmtool(*args: str) -> dict[str, Any]:
+    res = subprocess.run([sys.executable, "-m", "tests.deploy.helmtool", *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def render(values: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / f"values-{len(list(tmp_path.glob('values-*')))}.json"
+    path.write_text(json.dumps(values))
+    return helmtool("render", str(CHART), str(path))
+
+
+def merged(*overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(VALUES)
+    for o in overrides:
+        stack = [(out, o)]
+        while stack:
+            dst, src = stack.pop()
+            for k, v in src.items():
+                if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                    stack.append((dst[k], v))
+                else:
+                    dst[k] = copy.deepcopy(v)
+    return out
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = render(EDGE, tmp_path_factory.mktemp("edge"))
+    assert out["rendered"], out["error"]
+    return out
+
+
+# -- lint and schema ---------------------------------------------------------------------------
+
+
+def test_chart_lints_without_warnings_or_errors() -> None:
+    result = helmtool("lint", str(CHART))
+    assert result["errors"] == 0
+    bad = [m for m in result["messages"] if m["severity"] in ("warning", "error", "unknown")]
+    assert not bad, bad
+
+
+def test_values_yaml_passes_the_strict_schema() -> None:
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    jsonschema.validate(VALUES, SCHEMA, cls=jsonschema.Draft7Validator)
+    jsonschema.validate(merged(EDGE), SCHEMA, cls=jsonschema.Draft7Validator)
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ({"flows": {"replica": 2}}, "replica"),                      # a misspelt key
+    ({"flows": {"replicas": 0}}, "replicas"),                    # a cluster needs a process
+    ({"kafka": {"securityProtocol": "TLS"}}, "securityProtocol"),
+    ({"clickhouse": {"url": "clickhouse:8123"}}, "url"),         # scheme missing
+    ({"connectors": {"opcua": {"replicas": 2}}}, "replicas"),    # one OPC UA session per endpoint
+])
+def test_schema_rejects_wrong_values(override: dict[str, Any], field: str) -> None:
+    errors = list(jsonschema.Draft7Validator(SCHEMA).iter_errors(merged(override)))
+    assert errors and any(field in (str(e.message) + str(list(e.path))) for e in errors), errors
+
+
+def test_helm_applies_the_schema_when_rendering(tmp_path: Path) -> None:
+    out = render(merged(EDGE, {"flows": {"replica": 2}}), tmp_path)
+    assert not out["rendered"]
+    assert "replica" in out["error"] and "schema" in out["error"].lower()
+
+
+# -- the plaintext-secret guard ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("override", "key", "instead"), [
+    ({"clickhouse": {"password": "hunter2"}}, "clickhouse.password", "clickhouse.existingSecret"),
+    ({"kafka": {"saslPassword": "s3cret"}}, "kafka.saslPassword", "kafka.existingSecret"),
+    ({"eventhubs": {"connectionString": "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=x"}},
+     "eventhubs.connectionString", "eventhubs.existingSecret"),
+    ({"plant": {"eventhubs": {"connection_string": "Endpoint=sb://x/"}}},
+     "plant.eventhubs.connection_string", "eventhubs.existingSecret"),
+    ({"plant": {"mqtt": {"password": "pw"}}}, "plant.mqtt.password", "connectors.mqtt.existingSecret"),
+    ({"connectors": {"opcua": {"password": "pw"}}}, "connectors.opcua.password",
+     "connectors.opcua.existingSecret"),
+    ({"plant": {"opcua": {"security": {"private_key_password": "pw"}}}},
+     "plant.opcua.security.private_key_password", "connectors.opcua.certificatesSecret"),
+    ({"grafana": {"password": "admin"}}, "grafana.password", "grafana.existingSecret"),
+])
+def test_plaintext_secret_is_rejected_naming_the_key_and_the_existing_secret(
+        override: dict[str, Any], key: str, instead: str, tmp_path: Path) -> None:
+    out = render(merged(EDGE, override), tmp_path)
+    assert not out["rendered"], "a plaintext secret was rendered"
+    assert f"values key {key} holds a plaintext secret" in out["error"]
+    assert f"set {instead} instead" in out["error"]
+
+
+def test_empty_secret_fields_are_allowed(tmp_path: Path) -> None:
+    out = render(merged(EDGE, {"clickhouse": {"password": ""}, "plant": {"mqtt": {"password": None}}}), tmp_path)
+    assert out["rendered"], out["error"]
+
+
+def test_external_kafka_and_clickhouse_must_be_given(tmp_path: Path) -> None:
+    out = render(merged({"clickhouse": {"url": "http://c:8123"}}), tmp_path)
+    assert not out["rendered"] and "kafka.bootstrapServers" in out["error"]
+    out = render(merged({"kafka": {"bootstrapServers": "k:9092"}}), tmp_path)
+    assert not out["rendered"] and "clickhouse.url" in out["error"]
+
+
+# -- what an edge install renders -------------------------------------------------------------
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_flows_are_a_bytewax_cluster_statefulset(edge: dict[str, Any]) -> None:
+    sts = by_kind(edge["manifests"], "StatefulSet")["edge-plantstream-flows"]
+    spec = sts["spec"]
+    assert spec["replicas"] == 2 and spec["podManagementPolicy"] == "Parallel"
+    pod = spec["template"]["spec"]
+    flows = pod["containers"][0]
+    assert flows["command"] == ["python", "-m", "bytewax.run", "flows.main:get_flow()"]
+    env = env_of(flows)
+    # bytewax.run derives the process id from BYTEWAX_POD_NAME minus "<statefulset>-".
+    assert env["BYTEWAX_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["BYTEWAX_STATEFULSET_NAME"] == sts["metadata"]["name"]
+    assert env["BYTEWAX_HOSTFILE_PATH"] == "/var/bytewax/hostfile.txt"
+    assert env["BYTEWAX_RECOVERY_DIRECTORY"] == "/var/lib/plantstream/recovery"
+    assert float(env["BYTEWAX_SNAPSHOT_INTERVAL"]) == VALUES["flows"]["recovery"]["snapshotIntervalSeconds"]
+    assert "BYTEWAX_RECOVERY_BACKUP_INTERVAL" in env
+    # The init container lists one address per pod, in ordinal order, on the headless service.
+    init = pod["initContainers"][0]["args"][0]
+    assert 'while [ "$i" -lt "2" ]' in init
+    assert "edge-plantstream-flows-$i.edge-plantstream-flows.plant.svc:2101" in init
+    assert "python -m bytewax.recovery /var/lib/plantstream/recovery 4" in init
+    assert '[ "$ordinal" = "0" ] && [ ! -e /var/lib/plantstream/recovery/part-0.sqlite3 ]' in init
+    assert flows["readinessProbe"]["httpGet"]["port"] == "api"
+    assert flows["livenessProbe"]["httpGet"]["path"] == "/metrics"
+    svc = by_kind(edge["manifests"], "Service")[spec["serviceName"]]
+    assert svc["spec"]["clusterIP"] == "None"
+    pvc = by_kind(edge["manifests"], "PersistentVolumeClaim")["edge-plantstream-recovery"]
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_every_pod_is_non_root_with_a_read_only_root_filesystem(edge: dict[str, Any]) -> None:
+    pods = [m["spec"]["template"]["spec"] for m in edge["manifests"]
+            if m["kind"] in ("StatefulSet", "Deployment", "Job")]
+    pods += [m["spec"] for m in edge["manifests"] if m["kind"] == "Pod"]
+    assert len(pods) == 5  # flows, opcua, mqtt, migrate, helm test
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        for c in pod["containers"] + pod.get("initContainers", []):
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+def _config_path_exists(path: list[str]) -> bool:
+    model: Any = PlantConfig
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+    return True
+
+
+def test_environment_overrides_name_real_plant_config_fields(edge: dict[str, Any]) -> None:
+    names: set[str] = set()
+    for m in edge["manifests"]:
+        spec = m["spec"]["template"]["spec"] if m["kind"] in ("StatefulSet", "Deployment", "Job") else m.get("spec")
+        if not spec or "containers" not in spec:
+            continue
+        for c in spec["containers"]:
+            names |= {n for n in env_of(c) if n.startswith("PLANTSTREAM__")}
+    assert len(names) >= 10
+    unknown = [n for n in sorted(names) if not _config_path_exists(n[len("PLANTSTREAM__"):].lower().split("__"))]
+    assert not unknown, f"env overrides that name no plant config field: {unknown}"
+
+
+def test_secrets_are_only_referenced(edge: dict[str, Any]) -> None:
+    assert not by_kind(edge["manifests"], "Secret")
+    sts = by_kind(edge["manifests"], "StatefulSet")["edge-plantstream-flows"]
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    assert env["PLANTSTREAM__CLICKHOUSE__PASSWORD"] == {
+        "secretKeyRef": {"name": "plantstream-clickhouse", "key": "password"}}
+    assert env["PLANTSTREAM__EVENTHUBS__CONNECTION_STRING"]["secretKeyRef"]["name"] == "plantstream-eventhubs"
+    opcua = by_kind(edge["manifests"], "Deployment")["edge-plantstream-opcua"]["spec"]["template"]["spec"]
+    assert env_of(opcua["containers"][0])["PLANTSTREAM__OPCUA__PASSWORD"]["secretKeyRef"]["name"] == "opcua-user"
+    assert {"name": "certificates", "secret": {"secretName": "opcua-certs", "defaultMode": 0o400}} in opcua["volumes"]
+
+
+def test_connectors_run_their_command_and_talk_out_only_to_ot_and_kafka(edge: dict[str, Any]) -> None:
+    deployments = by_kind(edge["manifests"], "Deployment")
+    policies = by_kind(edge["manifests"], "NetworkPolicy")
+    for name, cidr, port in (("opcua", "192.168.10.20/32", 4840), ("mqtt", "192.168.10.30/32", 8883)):
+        c = deployments[f"edge-plantstream-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        assert c["command"] == ["plantstream", "connect", name, "--config", "/etc/plantstream/plant.yaml"]
+        policy = policies[f"edge-plantstream-{name}"]["spec"]
+        assert policy["ingress"] == [] and set(policy["policyTypes"]) == {"Ingress", "Egress"}
+        ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+        assert ports == {port, 53, *VALUES["networkPolicy"]["kafka"]["ports"]}
+        assert {"ipBlock": {"cidr": cidr}} in policy["egress"][0]["to"]
+    deny = policies["edge-plantstream-deny-ingress"]["spec"]
+    assert deny["ingress"] == [] and deny["policyTypes"] == ["Ingress"]
+
+
+def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(edge: dict[str, Any]) -> None:
+    job = by_kind(edge["manifests"], "Job")["edge-plantstream-migrate"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:3] == ["plantstream", "db", "migrate"]
+    assert env_of(c)["PLANTSTREAM_GRAFANA_PASSWORD"]["secretKeyRef"]["name"] == "plantstream-grafana"
+    hook_cm = by_kind(edge["manifests"], "ConfigMap")["edge-plantstream-plant-migrate"]
+    assert yaml.safe_load(hook_cm["data"]["plant.yaml"])["site"] == "plant-a"
+
+
+def test_plant_config_configmap_and_its_checksum_roll_the_pods(edge: dict[str, Any], tmp_path: Path) -> None:
+    cm = by_kind(edge["manifests"], "ConfigMap")["edge-plantstream-plant"]
+    plant = PlantConfig.model_validate(yaml.safe_load(cm["data"]["plant.yaml"]))
+    assert plant.timezone == "Europe/Berlin" and plant.machine("press-01").line == "line-1"
+
+    def checksum(out: dict[str, Any]) -> str:
+        sts = by_kind(out["manifests"], "StatefulSet")["edge-plantstream-flows"]
+        value: str = sts["spec"]["template"]["metadata"]["annotations"]["checksum/plant-config"]
+        return value
+
+    changed = render(merged(EDGE, {"plant": {"timezone": "Europe/Vienna"}}), tmp_path)
+    same = render(EDGE, tmp_path)
+    assert checksum(same) == checksum(edge)
+    assert checksum(changed) != checksum(edge)
+
+
+def test_grafana_datasource_and_every_dashboard_are_sidecar_configmaps(edge: dict[str, Any]) -> None:
+    cms = by_kind(edge["manifests"], "ConfigMap")
+    ds = cms["edge-plantstream-grafana-datasource"]
+    assert ds["metadata"]["labels"]["grafana_datasource"] == "1"
+    source = yaml.safe_load(ds["data"]["plantstream-datasource.yaml"])["datasources"][0]
+    assert source["type"] == "grafana-clickhouse-datasource"
+    assert source["jsonData"]["host"] == "clickhouse.plant.local" and source["jsonData"]["port"] == 8443
+    assert source["jsonData"]["secure"] is True and source["jsonData"]["username"] == "grafana"
+    dashboards = {name: cm for name, cm in cms.items() if cm["metadata"]["labels"].get("grafana_dashboard") == "1"}
+    files = sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
+    assert sorted(f for cm in dashboards.values() for f in cm["data"]) == files
+    for cm in dashboards.values():
+        for name, text in cm["data"].items():
+            assert json.loads(text) == json.loads((CHART / "dashboards" / name).read_text())
+
+
+def test_helm_test_pod_and_notes(edge: dict[str, Any]) -> None:
+    pod = by_kind(edge["manifests"], "Pod")["edge-plantstream-test"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "helm test edge" in edge["notes"] and "flows.replicas=2" in edge["notes"]
