@@ -15,6 +15,7 @@ by its natural key with a version, so rows re-emitted after a resume replace the
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -28,16 +29,27 @@ from schemas.measurement import Measurement
 Emit = tuple[list[list[Output]], bool]
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class OeeLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
     """Bytewax glue: route one machine's samples into its accounting; snapshot as bytes.
 
     Bytewax builders do not see the key, so the accounting is built from the first sample's
-    machine id, or from the machine id stored in the resume snapshot.
+    machine id, or from the machine id stored in the resume snapshot. When a machine goes quiet
+    with samples still waiting for the watermark (a machine that stops sends nothing more), a
+    timer ``allowed_lateness_s`` of wall time later applies them
+    (:meth:`~operators.oee.OeeAccounting.flush`), so the open stop is visible while it lasts.
+    ``now`` is injected for tests.
     """
 
-    def __init__(self, make: Callable[[str], OeeAccounting], resume: bytes | None) -> None:
+    def __init__(self, make: Callable[[str], OeeAccounting], resume: bytes | None,
+                 now: Callable[[], datetime] = _utc_now) -> None:
         self.make = make
+        self.now = now
         self.acc: OeeAccounting | None = None
+        self.due: datetime | None = None
         if resume:
             self.acc = make(OeeAccounting.machine_of(resume))
             self.acc.load(resume)
@@ -47,7 +59,19 @@ class OeeLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
             self.acc = self.make(value.machine)
         self.acc.on_sample(value.ts, value.metric, value.value, value)
         out = self.acc.take()
+        self.due = (self.now() + timedelta(milliseconds=self.acc.lateness_ms)
+                    if self.acc.buffer else None)
         return ([out] if out else []), op.StatefulLogic.RETAIN
+
+    def on_notify(self) -> Emit:
+        self.due = None
+        if self.acc is None:
+            return [], op.StatefulLogic.RETAIN
+        out = self.acc.flush()
+        return ([out] if out else []), op.StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.due
 
     def on_eof(self) -> Emit:
         if self.acc is None:

@@ -245,7 +245,7 @@ class OeeAccounting:
     def on_sample(self, ts: int, metric: str, value: Any, raw: Measurement | None = None) -> None:
         self.seq += 1
         ev: Event = (ts, self.seq, metric, value)
-        if self.max_ts >= 0 and ts < self.watermark:
+        if self.max_ts >= 0 and (ts < self.watermark or ts < self.acc.cursor):
             if ts >= self.max_ts - self.horizon_ms and self._restate(ev):
                 return
             self._late(ev, raw)
@@ -254,6 +254,14 @@ class OeeAccounting:
         if ts > self.max_ts:
             self.max_ts = ts
         self._drain(self.watermark)
+
+    def flush(self) -> list[Output]:
+        """Apply every buffered sample now (the machine went quiet: its buffered samples are
+        taken as final, so an open stop becomes visible). Samples that arrive later for an
+        earlier time restate, so the final rows are the same as without the flush."""
+        if self.buffer:
+            self._drain(self.max_ts)
+        return self.take()
 
     def finish(self) -> list[Output]:
         """End of input: every open window and stop, as of the last sample, provisionally.

@@ -78,3 +78,30 @@ def test_one_and_two_workers_give_the_accounting_result() -> None:
     assert len(want[0]) > 3 * 170 and len(want[1]) > 10
     assert latest(flow_rows(ms, 1)) == want
     assert latest(flow_rows(ms, 2)) == want
+
+
+def test_a_machine_that_stops_sending_shows_its_open_stop_after_the_allowed_lateness() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from flows.oee import OeeLogic
+
+    clock = [datetime(2026, 11, 22, 6, tzinfo=UTC)]
+    logic = OeeLogic(accounting_factory(CFG), None, now=lambda: clock[0])
+    emitted: list[Any] = []
+    for ts, metric, value in ((T0, "machine_state", "running"), (T0 + 30_000, "fault_code", 101),
+                              (T0 + 30_000, "machine_state", "fault")):
+        emitted += logic.on_item(Measurement(ts, "press-01", metric, value))[0]
+    assert not [r for rows in emitted for t, r in rows if t == "downtime_events"]
+    # nothing more arrives: the timer is due one allowed lateness (60 s) of wall time later
+    assert logic.notify_at() == clock[0] + timedelta(seconds=60)
+    clock[0] += timedelta(seconds=61)
+    rows, _ = logic.on_notify()
+    [event] = [r for batch in rows for t, r in batch if t == "downtime_events"]
+    assert (event["start"], event["end"], event["is_open"], event["reason"]) == (
+        T0 + 30_000, None, 1, "hydraulic_pressure_low")
+    assert logic.notify_at() is None
+    # a sample from before the flushed point restates instead of being applied out of order
+    logic.on_item(Measurement(T0 + 20_000, "press-01", "machine_state", "idle"))
+    rows, _ = logic.on_eof()
+    events = {r["start"]: r for batch in rows for t, r in batch if t == "downtime_events"}
+    assert events[T0 + 20_000]["state"] == "idle" and events[T0 + 20_000]["end"] == T0 + 30_000
