@@ -171,6 +171,7 @@ class OpcUaConnector:
         self._seq = 0
         self._last: dict[str, tuple[int, Any]] = {}
         self._hwm: int | None = None
+        self._first_live: dict[str, int] = {}
         """Latest source time delivered: every publish is a cut, so all earlier values are in."""
         self._state_dirty = False
         self._lost = asyncio.Event()
@@ -205,11 +206,13 @@ class OpcUaConnector:
 
     # -- values -------------------------------------------------------------------------------
 
-    def _collect(self, tag: str, node: str, dv: ua.DataValue) -> None:
+    def _collect(self, tag: str, node: str, dv: ua.DataValue, live: bool = True) -> None:
         self.stats.received += 1
         src = _ms(dv.SourceTimestamp)
         srv = _ms(dv.ServerTimestamp)
         recv = self.clock()
+        if live and node not in self._first_live:
+            self._first_live[node] = src if src is not None else recv
         self._seq += 1
         value = dv.Value.Value if dv.Value is not None else None
         self._buffer.append(_Item(src if src is not None else (srv if srv is not None else recv),
@@ -231,8 +234,7 @@ class OpcUaConnector:
                 self.stats.skipped += 1
                 continue
             last = self._last.get(it.node)
-            if last is not None and (it.src_ms < last[0] or (it.src_ms == last[0]
-                                                             and _jsonable(it.value) == last[1])):
+            if last is not None and it.src_ms == last[0] and _jsonable(it.value) == last[1]:
                 self.stats.skipped += 1
                 continue
             self._last[it.node] = (it.src_ms, _jsonable(it.value))
@@ -303,6 +305,14 @@ class OpcUaConnector:
                        f"opcua.username/opcua.password ({who}) and opcua.security")
                 raise ConnectorError(msg) from exc
             raise
+        except ua.UaError as exc:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            if "endpoint" in str(exc).lower():
+                msg = (f"OPC UA server {oc.endpoint} offers no endpoint for opcua.security policy "
+                       f"{sec.policy!r} mode {sec.mode!r} ({exc}); use one the server offers")
+                raise ConnectorError(msg) from exc
+            raise
         return client
 
     async def _resolve(self, client: Client) -> list[tuple[Node, str]]:
@@ -359,10 +369,18 @@ class OpcUaConnector:
                 await self._browse(child, [*path, name], depth - 1, out)
 
     async def _backfill(self, nodes: list[tuple[Node, str]]) -> None:
-        """Read what each node had while we were away (HistoryRead), oldest first."""
+        """Read what each node had while we were away (HistoryRead).
+
+        Runs after the subscription exists: history and the first live values meet in the
+        buffer, are put in time order, and overlaps are dropped as exact duplicates.
+        """
         if self._hwm is None:
             return
         hwm = self._hwm
+        # each node's first live value bounds its history: later values come live, in order
+        deadline = time.monotonic() + 5.0
+        while len(self._first_live) < len(nodes) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         start = datetime.fromtimestamp(hwm / 1000, UTC)
         end = datetime.now(UTC) + timedelta(days=3650)
         n = 0
@@ -377,7 +395,10 @@ class OpcUaConnector:
                 src = _ms(dv.SourceTimestamp)
                 if src is not None and src < hwm:  # delivered before: publishes are cuts
                     continue
-                self._collect(tag, key, dv)
+                cap = self._first_live.get(key)
+                if cap is not None and src is not None and src > cap:
+                    continue
+                self._collect(tag, key, dv, live=False)
                 n += 1
         self.stats.backfilled += n
         self._flush()
@@ -393,8 +414,6 @@ class OpcUaConnector:
             self.stats.nodes = len(nodes)
             self._tags = {n.nodeid.to_string(): (tag, tag) for n, tag in nodes}
             handler = _Sub(self, self._tags)
-            if oc.backfill:
-                await self._backfill(nodes)
             sub = await client.create_subscription(oc.publishing_interval_ms, handler)
             dtypes: dict[str, bool] = {}
             if oc.deadband is not None:
@@ -425,7 +444,10 @@ class OpcUaConnector:
                 req.MonitoringMode = ua.MonitoringMode.Reporting
                 req.RequestedParameters = rp
                 requests.append(req)
+            self._first_live = {}
             results = await sub.create_monitored_items(requests)
+            if oc.backfill:  # after subscribing, so nothing falls between history and live values
+                await self._backfill(nodes)
             bad = [(tag, r) for (_, tag), r in zip(nodes, results, strict=True)
                    if isinstance(r, ua.StatusCode)]
             for tag, r in bad:

@@ -21,12 +21,13 @@ SHIFTS = [{"name": "day", "start": "06:00", "end": "14:00",
            "breaks": [{"start": "06:30", "minutes": 15}]}]
 
 
-def plant_config(tmp: Path, endpoint: str, **opcua: Any) -> PlantConfig:
+def plant_config(tmp: Path, endpoint: str, *, extra_tags: dict[str, Any] | None = None,
+                 **opcua: Any) -> PlantConfig:
     oc = {"endpoint": endpoint, "browse": ["0:Objects/2:Channel1"], "queue_size": 100_000,
           "publishing_interval_ms": 50, "state_file": str(tmp / "opcua-state.json"),
           "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0, "watchdog_s": 0.5, **opcua}
     return build_config({"site": "plant-a", "shifts": SHIFTS, "microstop_threshold_s": 120,
-                         "tags": plc_tag_dictionary(line="line-1"), "opcua": oc,
+                         "tags": {**plc_tag_dictionary(line="line-1"), **(extra_tags or {})}, "opcua": oc,
                          "producer": {"spool_dir": str(tmp / "spool"), "linger_ms": 1}}, {})
 
 

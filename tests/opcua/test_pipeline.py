@@ -15,6 +15,7 @@ from connectors.embedded import TansuBroker
 from connectors.opcua import OpcUaConnector
 from connectors.simulators.opcua_server import PlcOpcUaServer
 from connectors.simulators.plc import PlcLine
+from schemas.config import build_config
 from tests.opcua.helpers import (
     START,
     H,
@@ -74,28 +75,35 @@ def test_every_state_change_and_final_counters_reach_kafka(tmp_path: Path, kafka
 def test_broker_outage_and_connector_restart_lose_nothing(tmp_path: Path, broker: TansuBroker,
                                                           kafka_conf: dict[str, Any]) -> None:
     async def scenario() -> tuple[list, PlcLine, Any]:
-        line = PlcLine(seed=5, machines=2, start_ms=START, config=None)
-        srv = PlcOpcUaServer(line, speed=600)  # ten minutes of production per second
+        # slower cycles keep the write rate modest on a shared CI machine
+        line = PlcLine(seed=5, machines=2, start_ms=START, config=build_config({"lines": [{"id": "line-1",
+                       "machines": [{"id": "press-01", "ideal_cycle_time_ms": 5000},
+                                    {"id": "cnc-01", "ideal_cycle_time_ms": 6000}]}]}, {}))
+        srv = PlcOpcUaServer(line, speed=300)  # five minutes of production per second
         async with srv:
             cfg = plant_config(tmp_path, srv.endpoint)
             conn = OpcUaConnector(cfg, kafka_conf)
             stop = asyncio.Event()
             task = asyncio.create_task(conn.run(stop))
             await until(lambda: conn.stats.produced > 0, what="initial values")
-            player = asyncio.create_task(srv.play(until_ms=START + 6 * H))
-            await until(lambda: line.now > START + H // 3, what="20 min of production")
+            end = asyncio.Event()
+            player = asyncio.create_task(srv.play(stop=end))
+            await until(lambda: line.now > START + H // 6, what="10 min of production")
             broker.pause()  # Kafka unreachable for 10 s while the line keeps producing
             await asyncio.sleep(10)
             broker.resume()
             outage_end = line.now
-            await until(lambda: line.now > outage_end + H // 2, timeout=60, what="production after the outage")
+            await until(lambda: line.now > outage_end + H // 2, timeout=120, what="production after the outage")
             stop.set()  # connector restart: the line goes on while it is down
             await task
             down_from = line.now
-            await until(lambda: line.now > down_from + H // 2, timeout=60, what="30 min without connector")
+            await until(lambda: line.now > down_from + H // 2, timeout=120, what="30 min without connector")
             conn2 = OpcUaConnector(cfg, kafka_conf)
             stop2 = asyncio.Event()
             task2 = asyncio.create_task(conn2.run(stop2))
+            restart = line.now
+            await until(lambda: line.now > restart + H // 2, timeout=120, what="production after the restart")
+            end.set()
             await player
             await until(lambda: conn2.stats.connects > 0, what="reconnect")
             await quiet(lambda: conn2.stats.received)
