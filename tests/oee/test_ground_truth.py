@@ -41,7 +41,10 @@ CONFIG = {
 
 
 @pytest.mark.integration
-def test_two_8_hour_shifts_match_the_plc_ground_truth(tmp_path: Path, ch_dsn: str, ch_db: str) -> None:
+def test_two_8_hour_shifts_match_the_plc_ground_truth(
+    tmp_path: Path, ch_dsn: str, ch_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the embedded broker's work directory goes to the test's tmp
     cfg_path = tmp_path / "plant.yaml"
     cfg_path.write_text(yaml.safe_dump(CONFIG | {"clickhouse": {"database": ch_db}}))
     config = build_config(CONFIG, {})

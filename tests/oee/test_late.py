@@ -34,8 +34,9 @@ def too_late() -> dict[str, Any]:
 
 @pytest.mark.integration
 def test_late_samples_restate_facts_and_events_and_older_ones_are_dead_lettered(
-    tmp_path: Path, ch_dsn: str, ch_db: str
+    tmp_path: Path, ch_dsn: str, ch_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the embedded broker's work directory goes to the test's tmp
     cfg = tmp_path / "plant.yaml"
     cfg.write_text(yaml.safe_dump(worked.CONFIG | {"clickhouse": {"database": ch_db}}))
     data = tmp_path / "late.jsonl"

@@ -16,8 +16,9 @@ from tests.oee import worked
 
 @pytest.mark.integration
 def test_worked_example_through_replay_gives_the_published_oee(
-    tmp_path: Path, ch_dsn: str, ch_db: str
+    tmp_path: Path, ch_dsn: str, ch_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the embedded broker's work directory goes to the test's tmp
     cfg = tmp_path / "plant.yaml"
     cfg.write_text(yaml.safe_dump(worked.CONFIG | {"clickhouse": {"database": ch_db}}))
     data = tmp_path / "shift.jsonl"
