@@ -50,6 +50,7 @@ from asyncua.server.history import HistoryDict
 from connectors.embedded import free_port
 from connectors.simulators.plc import TAGS, PlcLine, TagUpdate
 from schemas.errors import ConnectorError
+from schemas.tags_config import TagMapping
 
 log = logging.getLogger(__name__)
 
@@ -318,3 +319,75 @@ async def serve(line: PlcLine, *, until_ms: int | None = None, stop: asyncio.Eve
         n = await srv.play(until_ms=until_ms, stop=stop)
         log.info("played %d tag writes in %.1f s", n, time.monotonic() - t)
     return srv
+
+
+def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any], *, seed: int = 1, speed: float = 60.0,
+                       machines: int = 3, start_ms: int | None = None, workdir: str | Path = ".plantstream",
+                       truth_path: str | Path | None = None) -> Any:
+    """Run PLC simulator → OPC UA server → OPC UA connector → Kafka in a background thread.
+
+    For ``plantstream demo`` and notebooks: the server listens on a free loopback port, the
+    connector browses ``Channel1`` with this module's tag dictionary added to the config's.
+    Returns ``stop()`` which stops both, writes the ground truth to ``truth_path`` (default
+    ``<workdir>/plc-truth.jsonl``) and returns the :class:`PlcLine`.
+
+    ``rt`` of :class:`connectors.embedded.EmbeddedRuntime` gives both arguments:
+    ``stop = start_plc_pipeline(rt.config, rt.kafka_conf, seed=7, speed=60)``.
+    """
+    import threading
+
+    from connectors.opcua import OpcUaConnector
+    from schemas.config import PlantConfig
+    from schemas.measurement import now_ms
+
+    assert isinstance(config, PlantConfig)
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    line = PlcLine(seed=seed, machines=machines, start_ms=start_ms if start_ms is not None else now_ms(),
+                   config=config)
+    srv = PlcOpcUaServer(line, speed=speed)
+    tags = {**plc_tag_dictionary(), **config.tags}
+    cfg = config.model_copy(update={
+        "tags": {k: config.tags.get(k) or TagMapping.model_validate(v) for k, v in tags.items()},
+        "opcua": config.opcua.model_copy(update={
+            "endpoint": srv.endpoint, "browse": (f"0:Objects/2:{srv.channel}",), "nodes": (),
+            "state_file": str(work / "opcua-demo-state.json")}),
+        "producer": config.producer.model_copy(update={"spool_dir": str(work / "opcua-spool")}),
+    })
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop_ev: dict[str, asyncio.Event] = {}
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_ev["e"] = stop
+        async with srv:
+            conn = OpcUaConnector(cfg, kafka_conf)
+            task = asyncio.create_task(conn.run(stop))
+            ready.set()
+            await srv.play(stop=stop)
+            await task
+
+    def runner() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # reported by stop()
+            errors.append(exc)
+            ready.set()
+
+    th = threading.Thread(target=runner, name="plantstream-plc-pipeline", daemon=True)
+    th.start()
+    ready.wait(30)
+
+    def stop() -> PlcLine:
+        ev = stop_ev.get("e")
+        if ev is not None:
+            loop.call_soon_threadsafe(ev.set)
+        th.join(60)
+        line.write_ground_truth(truth_path or work / "plc-truth.jsonl")
+        if errors:
+            raise errors[0]
+        return line
+
+    return stop

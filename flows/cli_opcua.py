@@ -1,0 +1,163 @@
+"""``plantstream connect opcua`` and ``plantstream simulate plc``.
+
+- ``connect opcua``: bridge the OPC UA server of the plant config (``opcua:``) into Kafka.
+- ``simulate plc``: serve a simulated PLC line over OPC UA (KEPServerEX-style
+  ``Channel1.<machine>.<Tag>`` nodes) at ``--speed`` × real time and write its ground truth; or,
+  with ``--replay-file``, write the Measurements as JSONL for ``plantstream replay`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli import ConfigOpt, config_from, err_console
+from flows.cli_connect import connect_app, simulate_app
+from schemas.config import PlantConfig
+from schemas.errors import PlantStreamError
+from schemas.measurement import now_ms, parse_ts
+
+DEFAULT_PORT = 4840
+
+
+def _with_plc_tags(cfg: PlantConfig) -> PlantConfig:
+    from connectors.simulators.opcua_server import plc_tag_dictionary
+
+    data = cfg.model_dump(mode="json")
+    data["tags"] = {**plc_tag_dictionary(), **data.get("tags", {})}
+    return PlantConfig.model_validate(data)
+
+
+def _stop_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+@connect_app.command("opcua")
+def connect_opcua(
+    config: ConfigOpt = None,
+    bootstrap: Annotated[str | None, typer.Option(
+        "--bootstrap",
+        help="Kafka bootstrap servers (default: the config's kafka.bootstrap_servers).")] = None,
+    endpoint: Annotated[str | None, typer.Option(
+        "--endpoint", help="OPC UA endpoint (default: the config's opcua.endpoint).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="Add a built-in tag dictionary: 'plc' (the PLC line simulator).")] = None,
+    duration: Annotated[float, typer.Option(
+        "--duration", help="Stop after N seconds (0 = until Ctrl-C).")] = 0.0,
+) -> None:
+    """Subscribe to the OPC UA server's tags and produce Measurements to Kafka (Ctrl-C stops)."""
+    from connectors.opcua import OpcUaConnector
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from(config)
+        if preset == "plc":
+            cfg = _with_plc_tags(cfg)
+            if not cfg.opcua.browse and not cfg.opcua.nodes:
+                cfg = cfg.model_copy(update={"opcua": cfg.opcua.model_copy(
+                    update={"browse": ("0:Objects/2:Channel1",)})})
+        elif preset is not None:
+            msg = f"--preset {preset!r} is unknown; the built-in preset is 'plc'"
+            raise PlantStreamError(msg)
+        if endpoint:
+            cfg = cfg.model_copy(update={"opcua": cfg.opcua.model_copy(update={"endpoint": endpoint})})
+        kafka_conf = cfg.kafka.client_config()
+        if bootstrap:
+            kafka_conf["bootstrap.servers"] = bootstrap
+        if "bootstrap.servers" not in kafka_conf:
+            msg = ("no Kafka to write to: set kafka.bootstrap_servers in the config or pass "
+                   "--bootstrap HOST:PORT")
+            raise PlantStreamError(msg)
+
+        async def main() -> None:
+            stop = _stop_event(asyncio.get_running_loop())
+            if duration > 0:
+                asyncio.get_running_loop().call_later(duration, stop.set)
+            conn = OpcUaConnector(cfg, kafka_conf)
+            err_console.print(f"OPC UA {cfg.opcua.endpoint} → Kafka {kafka_conf['bootstrap.servers']}; "
+                              "Ctrl-C to stop")
+            stats = await conn.run(stop)
+            err_console.print(f"stopped: {stats}")
+
+        asyncio.run(main())
+    except PlantStreamError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@simulate_app.command("plc")
+def simulate_plc(
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same line.")] = 1,
+    speed: Annotated[float, typer.Option(
+        "--speed",
+        help="Event time per wall time, e.g. 60 = an hour a minute (0 = as fast as possible).")] = 1.0,
+    machines: Annotated[int, typer.Option("--machines", help="Machines on the line.")] = 3,
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="OPC UA port.")] = DEFAULT_PORT,
+    start: Annotated[str | None, typer.Option(
+        "--start", help="Event time of the first sample, RFC 3339 (default: now).")] = None,
+    duration: Annotated[float, typer.Option(
+        "--duration", help="Simulated hours to run (0 = until Ctrl-C; needed with --speed 0).")] = 0.0,
+    truth: Annotated[Path, typer.Option("--truth", help="Ground-truth JSONL written at the end.")] = Path(
+        ".plantstream/plc-truth.jsonl"),
+    replay_file: Annotated[Path | None, typer.Option(
+        "--replay-file", help="Write the Measurements as JSONL instead of serving OPC UA.")] = None,
+) -> None:
+    """Simulate a PLC line (states, counts, scrap, anomalies) and serve it over OPC UA."""
+    from connectors.simulators.opcua_server import PlcOpcUaServer
+    from connectors.simulators.plc import PlcLine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from(config)
+        start_ms = parse_ts(start) if start else now_ms()
+        if start_ms is None:
+            msg = f"--start {start!r} is not an RFC 3339 time such as 2025-11-22T06:00:00Z"
+            raise PlantStreamError(msg)
+        until_ms = start_ms + round(duration * 3_600_000) if duration > 0 else None
+        try:
+            line = PlcLine(seed=seed, machines=machines, start_ms=start_ms, config=cfg)
+        except ValueError as exc:
+            raise PlantStreamError(str(exc)) from None
+        truth.parent.mkdir(parents=True, exist_ok=True)
+        if replay_file is not None:
+            if until_ms is None:
+                msg = "--replay-file needs --duration HOURS"
+                raise PlantStreamError(msg)
+            n = line.write_replay_file(replay_file, until_ms)
+            line.write_ground_truth(truth)
+            err_console.print(f"wrote {n} measurements to {replay_file} and the ground truth to {truth}")
+            return
+        if speed == 0 and until_ms is None:
+            msg = "--speed 0 (as fast as possible) needs --duration HOURS"
+            raise PlantStreamError(msg)
+
+        async def main() -> None:
+            stop = _stop_event(asyncio.get_running_loop())
+            try:
+                srv = PlcOpcUaServer(line, host=host, port=port, speed=speed)
+            except ValueError as exc:
+                raise PlantStreamError(str(exc)) from None
+            async with srv:
+                err_console.print(
+                    f"PLC line ({', '.join(line.machine_ids)}) on {srv.endpoint}, nodes "
+                    f"ns={srv.ns};s=Channel1.<machine>.<Tag>, {speed:g}× real time; Ctrl-C to stop")
+                await srv.play(until_ms=until_ms, stop=stop)
+
+        try:
+            asyncio.run(main())
+        finally:
+            n = line.write_ground_truth(truth)
+            err_console.print(f"ground truth ({n} records) in {truth}")
+    except PlantStreamError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
