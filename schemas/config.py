@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from schemas._base import Frozen
+from schemas.alerts_config import AlertsConfig
 from schemas.anomaly_config import AnomalyConfig
 from schemas.errors import ConfigError
 from schemas.oee_config import LossConfig
@@ -225,6 +226,8 @@ class PlantConfig(Frozen):
     mqtt: MqttConfig = MqttConfig()
     scrap: ScrapConfig = ScrapConfig()
     """Scrap: rolling scrap-rate window and hop, reason categories, work-order reference data."""
+    alerts: AlertsConfig = AlertsConfig()
+    """Alert rules (machine down, scrap rate, OEE, quality, vibration, silence, oil) and the webhook."""
     anomaly: AnomalyConfig = AnomalyConfig()
     """Condition monitoring: detectors, grouped models, thresholds, excluded signals."""
     eventhubs: EventHubsConfig = EventHubsConfig()

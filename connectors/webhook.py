@@ -1,0 +1,147 @@
+"""Webhook sink: POST every alert record as JSON, with retries and capped exponential backoff.
+
+Plants wire e-mail, SMS or Microsoft Teams through it (a Teams workflow, an SMS gateway, a
+small relay). Each record is one ``POST`` with ``Content-Type: application/json`` and the
+header ``Idempotency-Key: <event_id>`` (``alert_id:status:severity``): a receiver that keeps
+the keys it has seen turns the sink's at-least-once delivery into exactly-once.
+
+Retried: connection errors, timeouts, HTTP 408, 425, 429 and 5xx — after ``backoff_initial_s``,
+doubling up to ``backoff_max_s``, at most ``max_attempts`` attempts per record; then the sink
+raises :class:`~schemas.errors.ConnectorError` and the flow stops (a resumed flow re-sends
+from its last snapshot, so nothing is lost). Any other 4xx is a permanent rejection of that
+record: logged, counted in :attr:`WebhookStats.rejected`, and the batch goes on.
+
+Standard library only (``urllib``).
+
+Unit of parallelism: one partition per Bytewax worker (``DynamicSink``); records of one machine
+stay on one worker, in order. Delivery: at-least-once; duplicates after a retry or a resume
+carry the same ``Idempotency-Key``.
+
+Examples
+--------
+>>> WebhookSink("http://hooks.example/alerts").backoff(2), WebhookSink("http://x").backoff(20)
+(1.0, 30.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from schemas.alerts_config import WebhookConfig
+from schemas.errors import ConfigError, ConnectorError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 425, 429})
+
+
+@dataclass
+class WebhookStats:
+    """What the sink did (shared by its partitions)."""
+
+    sent: int = 0
+    attempts: int = 0
+    retries: int = 0
+    rejected: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None
+    return str(obj)
+
+
+class _WebhookPartition(StatelessSinkPartition[Any]):
+    def __init__(self, sink: WebhookSink) -> None:
+        self.sink = sink
+
+    def write_batch(self, items: list[Any]) -> None:
+        for item in items:
+            row = item[1] if isinstance(item, tuple) and len(item) == 2 else item
+            self.sink.post(row)
+
+
+class WebhookSink(DynamicSink[Any]):
+    """POST each record (a row dict, or ``(key, row)``) to ``url`` as JSON."""
+
+    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None, token: str | None = None,
+                 timeout_s: float = 5.0, max_attempts: int = 10, backoff_initial_s: float = 0.5,
+                 backoff_max_s: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        if not url.startswith(("http://", "https://")):
+            msg = f"alerts.webhook.url {url!r}: must start with http:// or https://"
+            raise ConfigError(msg)
+        self.url = url
+        self.headers = dict(headers or {})
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.sleep = sleep
+        self.stats = WebhookStats()
+
+    @classmethod
+    def from_config(cls, cfg: WebhookConfig) -> WebhookSink:
+        if not cfg.url:
+            msg = "alerts.webhook.url is not set; give the URL alerts are posted to"
+            raise ConfigError(msg)
+        return cls(cfg.url, headers=cfg.headers,
+                   token=cfg.token.get_secret_value() if cfg.token is not None else None,
+                   timeout_s=cfg.timeout_s, max_attempts=cfg.max_attempts,
+                   backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WebhookPartition:
+        return _WebhookPartition(self)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1)))
+
+    def post(self, row: Mapping[str, Any]) -> bool:
+        """Deliver one record; True when accepted, False when permanently rejected (4xx)."""
+        body = orjson.dumps(row, default=_json_default)
+        key = str(row.get("event_id") or row.get("alert_id") or "")
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key, **self.headers}
+        last = ""
+        for attempt in range(1, self.max_attempts + 1):
+            self.stats.add(attempts=1)
+            req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    resp.read()
+                self.stats.add(sent=1)
+                return True
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code < 500 and exc.code not in RETRY_STATUS:
+                    log.error("webhook %s rejected alert record %s: HTTP %s", self.url, key, exc.code)
+                    self.stats.add(rejected=1)
+                    return False
+                last = f"HTTP {exc.code}"
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                last = str(getattr(exc, "reason", exc))
+            if attempt < self.max_attempts:
+                self.stats.add(retries=1)
+                log.warning("webhook %s attempt %d for %s failed (%s); retrying",
+                            self.url, attempt, key, last)
+                self.sleep(self.backoff(attempt))
+        msg = (f"webhook {self.url}: alert record {key} not delivered after {self.max_attempts} attempts "
+               f"({last}); check the receiver or raise alerts.webhook.max_attempts")
+        raise ConnectorError(msg)

@@ -1,0 +1,104 @@
+"""The alerts flow: the rules of :mod:`operators.alerts`, one step per machine, with timers.
+
+Measurements (usable quality) are keyed by machine and go through ONE ``op.stateful`` step
+whose logic holds an :class:`operators.alerts.AlertEngine`. Timers: after every activation the
+step asks Bytewax to wake it (``notify_at``) when event time reaches the engine's next due
+time, mapping event time to wall time with an :class:`~operators.alerts.EventClock` (last
+event ts + wall time elapsed since it); on wake-up (``on_notify``) the engine advances to the
+current event time and fires what is due — so "machine down" is raised at minute 15 of an open
+stop without any new data. At the end of input (replay) nothing is advanced: no alert beyond
+what the data supports.
+
+With ``alerts.webhook.url`` set, the alert records also go to a
+:class:`connectors.webhook.WebhookSink` (JSON POSTs with retries and an idempotency key).
+
+Unit of parallelism: the machine (Kafka key). Delivery: effectively-once into ClickHouse
+(``alerts`` is a ReplacingMergeTree keyed by ``alert_id`` with a version); at-least-once to the
+webhook, each record carrying its ``event_id`` as ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from flows.registry import FlowContext, Results, Row, register
+from operators.alerts import AlertEngine, EventClock
+from operators.shifts import ShiftCalendar
+from schemas.config import PlantConfig
+from schemas.measurement import Measurement
+
+Emit = tuple[list[Row], bool]
+
+
+class AlertLogic(op.StatefulLogic[Measurement, Row, bytes]):
+    """Bytewax glue for one machine's :class:`AlertEngine`: samples, timers, bytes snapshot."""
+
+    def __init__(self, make: Callable[[str, str, str], AlertEngine], clock: EventClock,
+                 resume: bytes | None) -> None:
+        self.make = make
+        self.clock = clock
+        self.engine: AlertEngine | None = None
+        self.last_ts = -1
+        self.last_wall = clock.wall()
+        if resume:
+            self.engine = make(*AlertEngine.identity_of(resume))
+            self.engine.load(resume)
+            self.last_ts = self.engine.now
+
+    def on_item(self, value: Measurement) -> Emit:
+        if self.engine is None:
+            self.engine = self.make(value.machine, value.site, value.line)
+        out = self.engine.on_sample(value.ts, value.metric, value.value)
+        if value.ts >= self.last_ts:
+            self.last_ts, self.last_wall = value.ts, self.clock.wall()
+        return out, op.StatefulLogic.RETAIN
+
+    def on_notify(self) -> Emit:
+        if self.engine is None or self.last_ts < 0:
+            return [], op.StatefulLogic.RETAIN
+        now = self.clock.event_now(self.last_ts, self.last_wall)
+        return self.engine.advance(now), op.StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.engine is None or self.last_ts < 0:
+            return None
+        due = self.engine.due()
+        return None if due is None else self.clock.datetime_at(due, self.last_ts, self.last_wall)
+
+    def on_eof(self) -> Emit:
+        return ([] if self.engine is None else self.engine.finish()), op.StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return b"" if self.engine is None else self.engine.dump()
+
+
+def alert_streams(config: PlantConfig, measurements: Stream[Measurement],
+                  clock: EventClock | None = None) -> Stream[Row]:
+    """The alert records of every machine (``clock`` defaults to real time)."""
+    calendar = ShiftCalendar.from_config(config)
+    the_clock = clock or EventClock(1.0, time.time)
+
+    def make(machine: str, site: str, line: str) -> AlertEngine:
+        return AlertEngine.for_config(config, machine, site, line, calendar)
+
+    usable = op.filter("alerts_usable", measurements, lambda m: m.quality != "bad")
+    keyed = op.key_on("alerts_key", usable, lambda m: m.machine)
+    records = op.stateful("alert_rules", keyed, lambda resume: AlertLogic(make, the_clock, resume))
+    return op.map("alert_rows", records, lambda kv: kv[1])
+
+
+@register("alerts")
+def alerts(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
+    """Alert records (raised, escalated, cleared) into ``alerts``, the topic and the webhook."""
+    rows = alert_streams(ctx.config, measurements)
+    hook = ctx.config.alerts.webhook
+    if hook.url:
+        from connectors.webhook import WebhookSink
+
+        op.output("alerts_webhook", rows, WebhookSink.from_config(hook))
+    return {"alerts": rows}

@@ -1,0 +1,462 @@
+"""Alerts: rules over one machine's stream, with a lifecycle (raised → cleared) and timers.
+
+:class:`AlertEngine` (one per machine, pure; no I/O, no clock) evaluates the rules of the
+``alerts:`` config section (:mod:`schemas.alerts_config`, KPI.md defaults):
+
+- ``machine_down``: an unplanned stop (loss bucket ``unplanned_stop``, e.g. ``fault``, ``idle``)
+  longer than 15 min. Due at ``stop start + 15 min + 1 ms``: it fires while the stop is still
+  open, either when a later sample passes that time or from a **timer** (:meth:`due` /
+  :meth:`advance`) without new data; clears when the machine leaves the unplanned stop.
+- ``scrap_rate``: rejects / (good + rejects) over the last hour above 5 %, evaluated at every
+  minute boundary of event time (:class:`operators.scrap.RollingCounts`); clears at ≤ 4 %.
+- ``oee`` / ``quality``: shift-to-date from the OEE facts of an embedded
+  :class:`operators.oee.OeeAccounting` (the same accounting as the oee flow): OEE below 60 %
+  raises a warning that escalates to critical below 40 % (same alert, new record); quality
+  below 95 %. They clear with hysteresis, or at the end of the shift (the next shift starts a
+  new shift-to-date).
+- ``vibration``: RMS in ISO 10816 zone C (warning) or D (critical) for 2 consecutive samples
+  (:func:`operators.anomaly.iso10816_zone`); clears below 7.1 − 0.5 mm/s.
+- ``silence``: a condition signal silent longer than 15 min while the machine is not ``off``
+  (timer); clears when the signal comes back.
+- ``oil_temperature``: ``oil_temperature_c`` outside ``oil_temperature_target_c`` ± band for a
+  minimum duration; clears within band − hysteresis.
+
+A value equal to a threshold never fires. Each episode raises ONE alert with a stable id
+(hash of machine, rule, signal and raise time); a record is written when it is raised, when its
+severity escalates and when it clears — each record has its own ``event_id`` (the idempotency
+key of the webhook) and a higher ``version`` (the ``alerts`` table keeps the latest per id).
+
+Time: the engine's clock is the largest event time it has seen; :meth:`advance` moves it
+forward without data (the Bytewax step maps wall time to event time with an injected
+:class:`EventClock`). Samples are applied in arrival order. At the end of input nothing is
+advanced: an open stop or a silent signal raises only if the data reached its due time, and
+alerts still open stay open (the condition held at the end of the data).
+
+Examples
+--------
+>>> from schemas.config import build_config
+>>> eng = AlertEngine.for_config(build_config({}, {}), "press-01")
+>>> eng.on_sample(0, "machine_state", "fault")
+[]
+>>> eng.due()
+900001
+>>> [(a["rule"], a["status"], a["ts"], a["severity"]) for a in eng.advance(1_000_000)]
+[('machine_down', 'raised', 900001, 'critical')]
+>>> [(a["rule"], a["status"], a["ts"]) for a in eng.on_sample(960_000, "machine_state", "running")]
+[('machine_down', 'cleared', 960000)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from operators.anomaly import ISO10816_ZONES, iso10816_zone
+from operators.oee import OEE_METRICS, Counter, OeeAccounting
+from operators.scrap import RollingCounts
+from operators.shifts import ShiftCalendar
+from schemas.alerts_config import AlertsConfig
+from schemas.config import PlantConfig
+from schemas.measurement import (
+    GOOD_COUNT,
+    GOOD_PARTS,
+    MACHINE_STATE,
+    REJECT_COUNT,
+    REJECT_PARTS,
+    is_condition_metric,
+)
+from schemas.oee_config import LossConfig
+
+Row = dict[str, Any]
+ZONE_C = next(b for b, z in ISO10816_ZONES if z == "B")  # upper bound of zone B = start of C
+ZONE_D = next(b for b, z in ISO10816_ZONES if z == "C")
+_OFF_BUCKETS = ("not_scheduled", "excluded")
+_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def alert_id(machine: str, rule: str, signal: str, raised_at: int) -> str:
+    """The stable id of one alert episode.
+
+    >>> alert_id("press-01", "machine_down", "machine_state", 900001)
+    'a569c878e0f68e3f381f'
+    """
+    return hashlib.sha1(f"{machine}|{rule}|{signal}|{raised_at}".encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class EventClock:
+    """Maps wall time to event time: last event ts + (wall now − wall at that event) × speed.
+
+    Injected into the Bytewax step so tests run timers faster than real time (``speed``).
+
+    >>> c = EventClock(speed=60.0, wall=lambda: 100.0)
+    >>> c.event_now(last_ts=0, last_wall=99.0), c.wall_at(120_000, last_ts=0, last_wall=99.0)
+    (60000, 101.0)
+    """
+
+    speed: float = 1.0
+    wall: Callable[[], float] = time.time
+
+    def event_now(self, last_ts: int, last_wall: float) -> int:
+        return last_ts + int((self.wall() - last_wall) * 1000 * self.speed)
+
+    def wall_at(self, due_ts: int, last_ts: int, last_wall: float) -> float:
+        """The wall time (s) at which event time reaches ``due_ts``."""
+        return last_wall + (due_ts - last_ts) / 1000 / self.speed
+
+    def datetime_at(self, due_ts: int, last_ts: int, last_wall: float) -> datetime:
+        return datetime.fromtimestamp(self.wall_at(due_ts, last_ts, last_wall), UTC)
+
+
+@dataclass
+class Episode:
+    alert_id: str
+    rule: str
+    signal: str
+    severity: str
+    raised_at: int
+    value: float
+    threshold: float
+    message: str
+
+
+@dataclass
+class _AState:
+    now: int = -1
+    version: int = 0
+    state: str = ""
+    state_bucket: str = ""
+    active_since: int = -1
+    """Since when the machine is not off (silence is only judged while it is on)."""
+    down_since: int | None = None
+    down_state: str = ""
+    last_seen: dict[str, int] = field(default_factory=dict)
+    open: dict[tuple[str, str], Episode] = field(default_factory=dict)
+    counters: dict[str, Counter] = field(default_factory=dict)
+    rolling: RollingCounts | None = None
+    next_boundary: int = -1
+    vib_streak: int = 0
+    oil_target: float | None = None
+    oil_out_since: int | None = None
+    shift_key: tuple[Any, ...] | None = None
+    shift_facts: dict[tuple[Any, ...], tuple[float, float, float, float]] = field(default_factory=dict)
+    """Current shift: (window, part, work order) → (planned_s, ideal_s, good, total)."""
+
+
+class AlertEngine:
+    """The alert rules of one machine (see the module docstring)."""
+
+    def __init__(self, machine: str, site: str, line: str, cfg: AlertsConfig, losses: LossConfig,
+                 oee: OeeAccounting | None) -> None:
+        self.machine, self.site, self.line = machine, site, line
+        self.cfg = cfg
+        self.losses = losses
+        self.oee = oee
+        self.s = _AState()
+        self.s.rolling = RollingCounts(cfg.scrap_rate.window_s * 1000, 60_000)
+
+    @classmethod
+    def for_config(cls, config: PlantConfig, machine: str, site: str = "", line: str = "",
+                   calendar: ShiftCalendar | None = None) -> AlertEngine:
+        info = config.machine(machine)
+        cfg = config.alerts
+        oee = None
+        if cfg.oee.enabled or cfg.quality.enabled:
+            oee = OeeAccounting.for_config(config, machine, calendar)
+        return cls(machine, site or info.site, line or info.line, cfg, config.losses, oee)
+
+    # -- state ---------------------------------------------------------------------------------
+    def dump(self) -> bytes:
+        oee = self.oee.dump() if self.oee is not None else b""
+        return pickle.dumps((self.machine, self.site, self.line, self.s, oee),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, blob: bytes) -> None:
+        _, self.site, self.line, self.s, oee = pickle.loads(blob)
+        if self.oee is not None and oee:
+            self.oee.load(oee)
+
+    @staticmethod
+    def identity_of(blob: bytes) -> tuple[str, str, str]:
+        machine, site, line = pickle.loads(blob)[:3]
+        return str(machine), str(site), str(line)
+
+    @property
+    def now(self) -> int:
+        return self.s.now
+
+    # -- records -------------------------------------------------------------------------------
+    def _record(self, ep: Episode, status: str, ts: int, value: float | None = None) -> Row:
+        self.s.version += 1
+        return {
+            "alert_id": ep.alert_id, "event_id": f"{ep.alert_id}:{status}:{ep.severity}",
+            "machine": self.machine, "site": self.site, "line": self.line, "rule": ep.rule,
+            "signal": ep.signal, "severity": ep.severity, "status": status, "ts": ts,
+            "raised_at": ep.raised_at, "cleared_at": ts if status == "cleared" else None,
+            "value": ep.value if value is None else value, "threshold": ep.threshold,
+            "message": ep.message, "version": self.s.version,
+        }
+
+    def _raise(self, rule: str, signal: str, ts: int, severity: str, value: float, threshold: float,
+               message: str) -> list[Row]:
+        key = (rule, signal)
+        ep = self.s.open.get(key)
+        if ep is not None:
+            if _RANK[severity] > _RANK[ep.severity]:  # escalation: same alert, new record
+                ep.severity, ep.value, ep.threshold, ep.message = severity, value, threshold, message
+                return [self._record(ep, "raised", ts)]
+            return []
+        ep = Episode(alert_id(self.machine, rule, signal, ts), rule, signal, severity, ts, value, threshold,
+                     message)
+        self.s.open[key] = ep
+        return [self._record(ep, "raised", ts)]
+
+    def _clear(self, rule: str, signal: str, ts: int, value: float | None = None) -> list[Row]:
+        ep = self.s.open.pop((rule, signal), None)
+        return [] if ep is None else [self._record(ep, "cleared", ts, value)]
+
+    # -- time ----------------------------------------------------------------------------------
+    def _silence_watched(self, signal: str) -> bool:
+        sig = self.cfg.silence.signals
+        return signal in sig if sig else is_condition_metric(signal)
+
+    def _down_due(self) -> int | None:
+        s, cfg = self.s, self.cfg
+        if not cfg.machine_down.enabled or s.down_since is None or ("machine_down", MACHINE_STATE) in s.open:
+            return None
+        return s.down_since + round(cfg.machine_down.minutes * 60_000) + 1
+
+    def due(self) -> int | None:
+        """The next event time at which a timer rule fires without new data (or None)."""
+        s, cfg = self.s, self.cfg
+        dues: list[int] = []
+        down = self._down_due()
+        if down is not None:
+            dues.append(down)
+        if cfg.silence.enabled and s.active_since >= 0 and s.state_bucket not in _OFF_BUCKETS:
+            limit = round(cfg.silence.minutes * 60_000) + 1
+            for sig, seen in s.last_seen.items():
+                if ("silence", sig) not in s.open:
+                    dues.append(max(seen, s.active_since) + limit)
+        return min(dues) if dues else None
+
+    def advance(self, t: int) -> list[Row]:
+        """Move event time to ``t``: fire every timer due at or before it (at its due time)."""
+        out: list[Row] = []
+        s, cfg = self.s, self.cfg
+        while True:
+            d = self.due()
+            if d is None or d > t:
+                break
+            if d == self._down_due() and s.down_since is not None:
+                mins = (d - s.down_since) / 60_000
+                out += self._raise("machine_down", MACHINE_STATE, d, cfg.machine_down.severity, mins,
+                                   cfg.machine_down.minutes,
+                                   f"{self.machine} down ({s.down_state}) for more than "
+                                   f"{cfg.machine_down.minutes:g} min")
+                continue
+            limit = round(cfg.silence.minutes * 60_000) + 1
+            for sig, seen in sorted(s.last_seen.items()):
+                if ("silence", sig) not in s.open and max(seen, s.active_since) + limit == d:
+                    msg = f"{self.machine} {sig} silent for more than {cfg.silence.minutes:g} min"
+                    out += self._raise("silence", sig, d, cfg.silence.severity, (d - seen) / 60_000,
+                                       cfg.silence.minutes, msg)
+        if t > s.now:
+            s.now = t
+        return out
+
+    # -- input ---------------------------------------------------------------------------------
+    def on_sample(self, ts: int, metric: str, value: Any) -> list[Row]:
+        """One sample (arrival order): timers up to ``ts`` first, then the rules it feeds."""
+        out = self.advance(ts)
+        s, cfg = self.s, self.cfg
+        if self.oee is not None and metric in OEE_METRICS:
+            self.oee.on_sample(ts, metric, value)
+            out += self._on_facts(self.oee.take())
+        if metric == MACHINE_STATE:
+            out += self._on_state(ts, value)
+        elif metric in (GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS):
+            out += self._on_count(ts, metric, value)
+        elif cfg.vibration.enabled and metric == cfg.vibration.signal:
+            out += self._on_vibration(ts, value)
+        elif metric == cfg.oil_temperature.target_signal:
+            if _num(value) is not None:
+                s.oil_target = _num(value)
+        elif cfg.oil_temperature.enabled and metric == cfg.oil_temperature.signal:
+            out += self._on_oil(ts, value)
+        if cfg.silence.enabled and self._silence_watched(metric):
+            s.last_seen[metric] = max(ts, s.last_seen.get(metric, ts))
+            out += self._clear("silence", metric, ts)
+        return out
+
+    def finish(self) -> list[Row]:
+        """End of input: no timer is advanced (see the module docstring); OEE windows close."""
+        if self.oee is None:
+            return []
+        keep = self.oee.dump()
+        out = self._on_facts(self.oee.finish())
+        self.oee.load(keep)
+        return out
+
+    # -- rules -----------------------------------------------------------------------------------
+    def _on_state(self, ts: int, value: Any) -> list[Row]:
+        s = self.s
+        state = self.losses.state_name(value)
+        bucket = self.losses.bucket(state)
+        out: list[Row] = []
+        if bucket in _OFF_BUCKETS:
+            s.active_since = -1
+        elif s.active_since < 0:
+            s.active_since = ts
+        s.state, s.state_bucket = state, bucket
+        if bucket == "unplanned_stop":
+            if s.down_since is None:
+                s.down_since = ts
+            s.down_state = state
+        elif s.down_since is not None:
+            down_min = (ts - s.down_since) / 60_000
+            s.down_since = None
+            out += self._clear("machine_down", MACHINE_STATE, ts, down_min)
+        return out
+
+    def _on_count(self, ts: int, metric: str, value: Any) -> list[Row]:
+        s, rule = self.s, self.cfg.scrap_rate
+        v = _num(value)
+        if v is None:
+            return []
+        if metric in (GOOD_COUNT, REJECT_COUNT):
+            c = s.counters.setdefault(metric, Counter())
+            d = c.delta(v)
+        else:
+            d = v if v > 0 else 0
+        out: list[Row] = []
+        assert s.rolling is not None
+        hop = s.rolling.hop_ms
+        if s.next_boundary < 0:
+            s.next_boundary = ts - ts % hop + hop
+        while rule.enabled and s.next_boundary <= ts:  # minutes that ended before this sample
+            out += self._judge_rate(s.next_boundary)
+            s.next_boundary += hop
+            if not any(m >= s.next_boundary - s.rolling.window_ms for m in s.rolling.buckets):
+                s.next_boundary = ts - ts % hop + hop
+        if d > 0:
+            reject = metric in (REJECT_COUNT, REJECT_PARTS)
+            s.rolling.add(ts, 0 if reject else d, d if reject else 0)
+        return out
+
+    def _judge_rate(self, end: int) -> list[Row]:
+        s, rule = self.s, self.cfg.scrap_rate
+        assert s.rolling is not None
+        g, r = s.rolling.window(end)
+        s.rolling.prune(end)
+        if g + r < rule.min_parts:
+            return []
+        rate = r / (g + r)
+        if rate > rule.threshold:
+            return self._raise("scrap_rate", "scrap_rate", end, rule.severity, rate, rule.threshold,
+                               f"{self.machine} scrap rate {100 * rate:.1f} % over the last "
+                               f"{rule.window_s // 60} min (> {100 * rule.threshold:g} %)")
+        if rate <= rule.clear_below:
+            return self._clear("scrap_rate", "scrap_rate", end, rate)
+        return []
+
+    def _on_vibration(self, ts: int, value: Any) -> list[Row]:
+        s, rule = self.s, self.cfg.vibration
+        v = _num(value)
+        if v is None:
+            return []
+        zone = iso10816_zone(v)
+        if zone in ("C", "D"):
+            s.vib_streak += 1
+            if s.vib_streak >= rule.min_samples:
+                sev = "critical" if zone == "D" else "warning"
+                return self._raise("vibration", rule.signal, ts, sev, v, ZONE_D if zone == "D" else ZONE_C,
+                                   f"{self.machine} vibration {v:.2f} mm/s RMS in ISO 10816 zone {zone}")
+            return []
+        s.vib_streak = 0
+        if v < ZONE_C - rule.clear_margin:
+            return self._clear("vibration", rule.signal, ts, v)
+        return []
+
+    def _on_oil(self, ts: int, value: Any) -> list[Row]:
+        s, rule = self.s, self.cfg.oil_temperature
+        v = _num(value)
+        target = s.oil_target if s.oil_target is not None else rule.target
+        if v is None or target is None:
+            return []
+        dev = abs(v - target)
+        if dev > rule.band:
+            if s.oil_out_since is None:
+                s.oil_out_since = ts
+            if ts - s.oil_out_since >= rule.min_duration_s * 1000:
+                thr = target + rule.band if v > target else target - rule.band
+                return self._raise("oil_temperature", rule.signal, ts, rule.severity, v, thr,
+                                   f"{self.machine} oil {v:.1f} outside {target:g} ± {rule.band:g}")
+            return []
+        s.oil_out_since = None
+        if dev <= rule.band - rule.hysteresis:
+            return self._clear("oil_temperature", rule.signal, ts, v)
+        return []
+
+    def _on_facts(self, outputs: list[tuple[str, Row]]) -> list[Row]:
+        s = self.s
+        out: list[Row] = []
+        for table, row in outputs:
+            if table != "oee_facts":
+                continue
+            key = (row["shift"], row["shift_start"], row["day"] if not row["shift"] else None)
+            ts = int(row["window_end"])
+            if s.shift_key != key:
+                if s.shift_key is not None and _shift_order(key) < _shift_order(s.shift_key):
+                    continue  # a restated window of an earlier shift: that shift is over
+                if s.shift_key is not None:
+                    out += self._clear("oee", "oee", ts)
+                    out += self._clear("quality", "quality", ts)
+                s.shift_key, s.shift_facts = key, {}
+            s.shift_facts[(row["window_start"], row["part_number"], row["work_order"])] = (
+                row["planned_s"], row["ideal_s"], row["good"], row["total"])
+            out += self._judge_shift(ts)
+        return out
+
+    def _judge_shift(self, ts: int) -> list[Row]:
+        cfg = self.cfg
+        planned = sum(v[0] for v in self.s.shift_facts.values())
+        ideal = sum(v[1] for v in self.s.shift_facts.values())
+        good = sum(v[2] for v in self.s.shift_facts.values())
+        total = sum(v[3] for v in self.s.shift_facts.values())
+        out: list[Row] = []
+        rule = cfg.oee
+        if rule.enabled and total and planned >= rule.min_planned_minutes * 60 and planned > 0:
+            oee = ideal * good / total / planned
+            if oee < rule.critical or oee < rule.warning:
+                sev = "critical" if oee < rule.critical else "warning"
+                thr = rule.critical if sev == "critical" else rule.warning
+                out += self._raise("oee", "oee", ts, sev, oee, thr,
+                                   f"{self.machine} OEE shift-to-date {100 * oee:.1f} % (< {100 * thr:g} %)")
+            elif oee >= rule.warning + rule.hysteresis:
+                out += self._clear("oee", "oee", ts, oee)
+        q = cfg.quality
+        if q.enabled and total >= q.min_parts:
+            quality = good / total
+            if quality < q.threshold:
+                out += self._raise("quality", "quality", ts, q.severity, quality, q.threshold,
+                                   f"{self.machine} quality shift-to-date {100 * quality:.2f} % "
+                                   f"(< {100 * q.threshold:g} %)")
+            elif quality >= q.threshold + q.hysteresis:
+                out += self._clear("quality", "quality", ts, quality)
+        return out
+
+
+def _shift_order(key: tuple[Any, ...]) -> tuple[int, str]:
+    return int(key[1]), str(key[2] or "")
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
