@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -109,6 +110,9 @@ def simulate_plc(
         "--duration", help="Simulated hours to run (0 = until Ctrl-C; needed with --speed 0).")] = 0.0,
     truth: Annotated[Path, typer.Option("--truth", help="Ground-truth JSONL written at the end.")] = Path(
         ".plantstream/plc-truth.jsonl"),
+    linger: Annotated[float, typer.Option(
+        "--linger",
+        help="Seconds to keep serving after --duration, for clients to read the last values.")] = 3.0,
     replay_file: Annotated[Path | None, typer.Option(
         "--replay-file", help="Write the Measurements as JSONL instead of serving OPC UA.")] = None,
 ) -> None:
@@ -152,6 +156,9 @@ def simulate_plc(
                     f"PLC line ({', '.join(line.machine_ids)}) on {srv.endpoint}, nodes "
                     f"ns={srv.ns};s=Channel1.<machine>.<Tag>, {speed:g}× real time; Ctrl-C to stop")
                 await srv.play(until_ms=until_ms, stop=stop)
+                if not stop.is_set() and linger > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=linger)
 
         try:
             asyncio.run(main())

@@ -362,11 +362,20 @@ def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any], *, seed: int 
     async def main() -> None:
         stop = asyncio.Event()
         stop_ev["e"] = stop
+        conn_stop = asyncio.Event()
         async with srv:
             conn = OpcUaConnector(cfg, kafka_conf)
-            task = asyncio.create_task(conn.run(stop))
+            task = asyncio.create_task(conn.run(conn_stop))
             ready.set()
             await srv.play(stop=stop)
+            # let the connector take the last publishes before it stops
+            deadline = time.monotonic() + 5.0
+            last, since = -1, time.monotonic()
+            while time.monotonic() < deadline and time.monotonic() - since < 0.5:
+                await asyncio.sleep(0.05)
+                if conn.stats.received != last:
+                    last, since = conn.stats.received, time.monotonic()
+            conn_stop.set()
             await task
 
     def runner() -> None:
