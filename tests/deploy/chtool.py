@@ -1,8 +1,8 @@
 """Run in a child process: migrate or dump one chDB database (chDB allows one path per process).
 
 ``python -m tests.deploy.chtool migrate DSN DB`` applies the migrations;
-``PLANTSTREAM_TEST_CAPTURE=DIR python -m tests.deploy.chtool load DSN DB`` inserts the blocks
-a cluster run captured (see ``tests.deploy.entry``);
+``PLANTSTREAM_TEST_CAPTURE=DIR python -m tests.deploy.chtool load-dump DSN DB`` migrates, inserts
+the blocks a cluster run captured (see ``tests.deploy.entry``) and dumps as below;
 ``python -m tests.deploy.chtool dump DSN DB`` prints every result table as JSON: table → sorted
 rows (final state of replacing tables; columns filled by ``now()`` at insert and the
 ReplacingMergeTree version column left out: they record when and how often a row was stored,
@@ -87,8 +87,10 @@ def main(argv: list[str]) -> int:
     try:
         if cmd == "migrate":
             chc.migrate(client)
-        elif cmd == "load":
+        elif cmd == "load-dump":
+            chc.migrate(client)
             load(client, Path(os.environ["PLANTSTREAM_TEST_CAPTURE"]))
+            json.dump(dump(client, database), sys.stdout, default=str)
         elif cmd == "dump":
             json.dump(dump(client, database), sys.stdout, default=str)
         else:
