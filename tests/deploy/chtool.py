@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -71,10 +72,13 @@ def dump(client: Any, database: str) -> dict[str, list[list[Any]]]:
 def load(client: Any, directory: Path) -> int:
     """Insert the blocks captured by ``tests.deploy.entry`` (every file, in order); returns rows."""
     n = 0
-    for path in sorted(directory.glob("*.jsonl")):
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                block = json.loads(line)
+    for path in sorted(directory.glob("*.blocks")):
+        with path.open("rb") as fh:
+            while True:
+                try:
+                    block = pickle.load(fh)
+                except EOFError:
+                    break
                 client.insert(block["table"], block["data"], column_names=block["columns"],
                               settings=block["settings"] or None)
                 n += len(block["data"])

@@ -5,15 +5,15 @@ chDB corrupts its heap when it is used from Bytewax worker threads (``-w 2`` or 
 runs on the main thread and is fine. A cluster therefore needs a ClickHouse server, which this
 machine does not have. So, with ``PLANTSTREAM_TEST_CAPTURE=DIR``, the ClickHouse sink — the
 real :class:`connectors.clickhouse.ClickHouseSink`, its batching, dedup tokens and partition
-placement unchanged — gets a client whose ``insert`` appends each block to
-``DIR/<pid>.jsonl``; the test then inserts those blocks into chDB from one thread
+placement unchanged — gets a client whose ``insert`` appends each block, pickled (values keep
+their types: dates, NaN), to ``DIR/<pid>.blocks``; the test then inserts those blocks into chDB from one thread
 (``python -m tests.deploy.chtool load``) and compares query results.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,12 @@ class CaptureClient:
     """Stands in for a clickhouse-connect client: records every insert, in order."""
 
     def __init__(self, directory: Path) -> None:
-        self._fh = (directory / f"{os.getpid()}.jsonl").open("a", encoding="utf-8")
+        self._fh = (directory / f"{os.getpid()}.blocks").open("ab")
 
     def insert(self, table: str, data: list[list[Any]], column_names: list[str],
                settings: dict[str, Any] | None = None) -> None:
         block = {"table": table, "columns": column_names, "data": data, "settings": settings or {}}
-        self._fh.write(json.dumps(block) + "\n")  # NaN is written as NaN, read back as NaN
+        pickle.dump(block, self._fh)
         self._fh.flush()
 
     def close(self) -> None:

@@ -115,18 +115,7 @@ def counts(dump: dict[str, list[list[Any]]]) -> dict[str, int]:
     return {t: len(rows) for t, rows in dump.items()}
 
 
-# Known defect, kept visible: in a 2-process cluster the oee flow's process aborts with a panic
-# raised inside Bytewax's EagerNotificator (1 process is fine). strict: once fixed, this fails
-# as XPASS and the mark must go.
-KNOWN_CLUSTER_FAILURES = {"oee": "oee flow: Bytewax EagerNotificator panic in a 2-process cluster"}
-
-
-def flow_cases() -> list[Any]:
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_CLUSTER_FAILURES[name]))
-            if name in KNOWN_CLUSTER_FAILURES else name for name in sorted(available())]
-
-
-@pytest.mark.parametrize("flow", flow_cases())
+@pytest.mark.parametrize("flow", sorted(available()))
 def test_two_process_cluster_matches_one_process(flow: str, broker: TansuBroker, tmp_path: Path) -> None:
     lines, valid = shift_lines()
     conf = {"bootstrap.servers": broker.bootstrap}
@@ -158,7 +147,7 @@ def test_two_process_cluster_matches_one_process(flow: str, broker: TansuBroker,
     ], tmp_path)
 
     # The ClickHouse sink partition lives on exactly one of the two processes.
-    writers = sorted(int(p.stem) for p in capture.glob("*.jsonl"))
+    writers = sorted(int(p.stem) for p in capture.glob("*.blocks"))
     assert len(writers) == 1 and writers[0] in pids, f"ClickHouse written by pids {writers} of {pids}"
     cluster = f"chdb://{tmp_path / 'ch-cluster'}"
     two = json.loads(chtool("load-dump", cluster, capture=capture))
