@@ -33,7 +33,7 @@ import flows.main
 from flows.registry import available
 print(",".join(sorted(available())))
 from typer.testing import CliRunner
-for args in (["--help"], ["connect", "--help"], ["db", "migrate", "--help"]):
+for args in (["--help"], ["connect", "opcua", "--help"], ["connect", "mqtt", "--help"], ["db", "migrate", "--help"]):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (args, result.output)
 """
