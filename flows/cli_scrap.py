@@ -51,16 +51,20 @@ def scrap_report(client: Any, by: str, start: int | None, end: int | None, hop_m
               f"GROUP BY {keys}")
     events = client.query(ev_sql, parameters=params).result_rows
     rate_scope = scope or "machine"
-    rate_sql = (f"SELECT key, sum(good) AS good, sum(reject) AS reject FROM scrap_rate_latest "
-                f"WHERE scope = {{scope:String}}{''.join(' AND ' + w for w in rate_where)} GROUP BY key")
-    prod = {k: (int(g), int(r)) for k, g, r in
-            client.query(rate_sql, parameters=params | {"scope": rate_scope}).result_rows}
+    rate_sql = (f"SELECT key, sum(good) AS good, sum(reject) AS reject, any(site), any(line) "
+                f"FROM scrap_rate_latest WHERE scope = {{scope:String}}"
+                f"{''.join(' AND ' + w for w in rate_where)} GROUP BY key")
+    rate_rows = client.query(rate_sql, parameters=params | {"scope": rate_scope}).result_rows
+    prod = {k: (int(g), int(r)) for k, g, r, _, _ in rate_rows}
     n = len(cols)
     by_key: dict[tuple[Any, ...], list[Any]] = {tuple(r[:n]): list(r[n:]) for r in events}
     if scope is not None:  # groups with production but no scrap appear too (rate 0)
+        where_from = {k: (site, line) for k, _, _, site, line in rate_rows}
         for key in prod:
             if not any(k[-1] == key for k in by_key):
-                by_key[(*([""] * (n - 1)), key)] = [0, 0.0, 0.0, 0.0, 1]
+                site, line = where_from[key]
+                group = {"machine": (site, line, key), "line": (site, key), "part": (key,)}[by]
+                by_key[group] = [0, 0.0, 0.0, 0.0, 1]
     total_rejects = sum(int(v[0]) for v in by_key.values())
     all_good = sum(g for g, _ in prod.values())
     all_rejects = sum(r for _, r in prod.values())

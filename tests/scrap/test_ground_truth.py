@@ -102,6 +102,17 @@ def test_scrap_quantities_rates_costs_and_pareto_match_the_plc_ground_truth(
         assert (r["quantity"], r["produced"]) == (reject, good + reject)
         assert r["first_pass_yield"] == pytest.approx(good / (good + reject), rel=1e-12)
 
+    # a period: --to a time no run of rejects spans gives the rejects before it
+    cut = next(c for c in range(T0 + 2 * 3_600_000, T0 + RUN_MS, 60_000)
+               if not any(s.start_ms < c <= s.end_ms for s in truth.scrap))
+    res = runner.invoke(app, ["kpi", "scrap", "--by", "machine", "--to", str(cut), "--config", str(cfg),
+                              "--clickhouse", ch_dsn, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    before = {r["machine"]: r["quantity"] for r in orjson.loads(res.stdout)}
+    for machine in truth.counts:
+        assert before.get(machine, 0) == sum(s.quantity for s in truth.scrap
+                                             if s.machine == machine and s.end_ms < cut)
+
     # the line (the simulator puts every machine on one line)
     [line_row] = _kpi(runner, cfg, ch_dsn, "line")
     assert line_row["quantity"] == sum(c["reject"] for c in truth.counts.values())
