@@ -11,14 +11,23 @@ from flows.cli import ClickHouseOpt, ConfigOpt, FormatOpt, app, client_for, conf
 cloud_app = typer.Typer(no_args_is_help=True, help="The cloud sink (Azure Event Hubs or any Kafka).")
 app.add_typer(cloud_app, name="cloud")
 
-STATUS_SQL = """
-SELECT machine, line, state, state_since, downtime_open, downtime_since, fault_code, reason_code,
-       part_number, work_order, signals, last_seen
+_WHERE = """
 FROM machine_status FINAL
 WHERE ({line:String} = '' OR line = {line:String})
   AND ({machine:String} = '' OR machine = {machine:String})
 ORDER BY site, line, machine
 """
+STATUS_SQL = """
+SELECT machine, line, state, state_since, downtime_open, downtime_since, fault_code, reason_code,
+       part_number, work_order, signals, last_seen""" + _WHERE
+"""Every twin column (``--format json``)."""
+STATUS_TABLE_SQL = """
+SELECT machine, line, state, if(state = '', '', formatDateTime(state_since, '%F %T')) AS since,
+       if(downtime_open, formatDateTime(downtime_since, '%F %T'), '') AS stop_since,
+       fault_code AS fault, part_number AS part, work_order,
+       arrayStringConcat(arrayMap((k, v) -> concat(k, '=', toString(round(v, 2))),
+                                  mapKeys(signals), mapValues(signals)), ' ') AS signals""" + _WHERE
+"""The columns that fit a terminal (UTC times)."""
 
 
 @app.command("status")
@@ -32,7 +41,8 @@ def status(
     """What each machine is doing now: state and since when, open stop, part, work order, signals."""
     client = client_for(clickhouse, config_from(config))
     try:
-        result = client.query(STATUS_SQL, parameters={"line": line, "machine": machine})
+        sql = STATUS_SQL if fmt == "json" else STATUS_TABLE_SQL
+        result = client.query(sql, parameters={"line": line, "machine": machine})
     finally:
         client.close()
     print_rows(list(result.column_names), result.result_rows, fmt)
