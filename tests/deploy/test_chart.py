@@ -298,3 +298,16 @@ def test_helm_test_pod_and_notes(edge: dict[str, Any]) -> None:
     pod = by_kind(edge["manifests"], "Pod")["edge-plantstream-test"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert "helm test edge" in edge["notes"] and "flows.replicas=2" in edge["notes"]
+
+
+def test_kafka_and_clickhouse_can_be_in_cluster_services(tmp_path: Path) -> None:
+    out = render(merged({"kafka": {"inCluster": {"enabled": True, "service": "kafka.data", "port": 9092}},
+                         "clickhouse": {"inCluster": {"enabled": True, "service": "clickhouse.data"}},
+                         "flows": {"recovery": {"enabled": False}}}), tmp_path)
+    assert out["rendered"], out["error"]
+    sts = by_kind(out["manifests"], "StatefulSet")["edge-plantstream-flows"]
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    assert env["PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS"] == "kafka.data:9092"
+    assert env["PLANTSTREAM__CLICKHOUSE__URL"] == "http://clickhouse.data:8123"
+    assert "BYTEWAX_RECOVERY_DIRECTORY" not in env
+    assert not by_kind(out["manifests"], "PersistentVolumeClaim")
