@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -364,7 +365,9 @@ class OpcUaConnector:
             name = (await child.read_browse_name()).Name
             if cls == ua.NodeClass.Variable:
                 key = child.nodeid.to_string()
-                out.setdefault(key, (child, _tag_name(child.nodeid, [*path, name])))
+                tag = _tag_name(child.nodeid, [*path, name])
+                if not any(fnmatch.fnmatchcase(tag, pat) for pat in self.oc.ignore):
+                    out.setdefault(key, (child, tag))
             elif cls == ua.NodeClass.Object and depth > 1:
                 await self._browse(child, [*path, name], depth - 1, out)
 

@@ -61,10 +61,13 @@ def connect_opcua(
     try:
         cfg = config_from(config)
         if preset == "plc":
+            from connectors.simulators.opcua_server import PLC_IGNORE
+
             cfg = _with_plc_tags(cfg)
+            update: dict[str, object] = {"ignore": (*cfg.opcua.ignore, *PLC_IGNORE)}
             if not cfg.opcua.browse and not cfg.opcua.nodes:
-                cfg = cfg.model_copy(update={"opcua": cfg.opcua.model_copy(
-                    update={"browse": ("0:Objects/2:Channel1",)})})
+                update["browse"] = ("0:Objects/2:Channel1",)
+            cfg = cfg.model_copy(update={"opcua": cfg.opcua.model_copy(update=update)})
         elif preset is not None:
             msg = f"--preset {preset!r} is unknown; the built-in preset is 'plc'"
             raise PlantStreamError(msg)

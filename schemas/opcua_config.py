@@ -76,6 +76,8 @@ class OpcUaConfig(Frozen):
     browse: tuple[str, ...] = ()
     """Folders (NodeId or browse path) whose variables are discovered and subscribed."""
     browse_depth: int = Field(default=4, ge=1, le=16)
+    ignore: tuple[str, ...] = ()
+    """Source-tag patterns (``fnmatch``, e.g. ``*.ToolID``) of browsed variables not to subscribe."""
     nodes: tuple[OpcUaNode, ...] = ()
     sampling_interval_ms: float = Field(default=0.0, ge=0)
     """0 = the server's fastest (every change)."""

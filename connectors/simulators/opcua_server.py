@@ -106,8 +106,9 @@ def plc_tag_dictionary(channel: str = "Channel1", *, line: str = "") -> dict[str
     """The ``tags:`` entries mapping this server's tags (and KEPServerEX ones named alike).
 
     Patterns ``Channel1.{machine}.<Tag>``; ``MachineState`` carries the state-code map
-    (including ``5 planned_stop``). ``CycleCount`` maps to ``total_count`` and ``ToolID`` to
-    ``tool_id``.
+    (including ``5 planned_stop``). ``CycleCount`` maps to ``total_count``. ``ToolID`` has no
+    canonical metric (as a number it would be scored as a condition signal): leave it out with
+    ``opcua.ignore: ["*.ToolID"]`` (:data:`PLC_IGNORE`).
 
     >>> d = plc_tag_dictionary()
     >>> d["Channel1.{machine}.PartCountGood"]
@@ -119,6 +120,8 @@ def plc_tag_dictionary(channel: str = "Channel1", *, line: str = "") -> dict[str
 
     out: dict[str, dict[str, Any]] = {}
     for tag, (metric, unit) in TAGS.items():
+        if tag not in _EXTRA_METRICS and metric is None:
+            continue
         entry: dict[str, Any] = {"machine": "{machine}", "metric": metric or _EXTRA_METRICS[tag]}
         if unit:
             entry["unit"] = unit
@@ -130,7 +133,9 @@ def plc_tag_dictionary(channel: str = "Channel1", *, line: str = "") -> dict[str
     return out
 
 
-_EXTRA_METRICS = {"CycleCount": "total_count", "ToolID": "tool_id"}
+_EXTRA_METRICS = {"CycleCount": "total_count"}
+PLC_IGNORE = ("*.ToolID",)
+"""PLC tags the connector should not subscribe to (no canonical metric)."""
 
 
 class PlcOpcUaServer:
@@ -351,6 +356,7 @@ def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any], *, seed: int 
         "tags": {k: config.tags.get(k) or TagMapping.model_validate(v) for k, v in tags.items()},
         "opcua": config.opcua.model_copy(update={
             "endpoint": srv.endpoint, "browse": (f"0:Objects/2:{srv.channel}",), "nodes": (),
+            "ignore": (*config.opcua.ignore, *PLC_IGNORE),
             "state_file": str(work / "opcua-demo-state.json")}),
         "producer": config.producer.model_copy(update={"spool_dir": str(work / "opcua-spool")}),
     })

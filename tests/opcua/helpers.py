@@ -23,7 +23,7 @@ SHIFTS = [{"name": "day", "start": "06:00", "end": "14:00",
 
 def plant_config(tmp: Path, endpoint: str, *, extra_tags: dict[str, Any] | None = None,
                  **opcua: Any) -> PlantConfig:
-    oc = {"endpoint": endpoint, "browse": ["0:Objects/2:Channel1"], "queue_size": 100_000,
+    oc = {"endpoint": endpoint, "browse": ["0:Objects/2:Channel1"], "ignore": ["*.ToolID"], "queue_size": 100_000,
           "publishing_interval_ms": 50, "state_file": str(tmp / "opcua-state.json"),
           "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0, "watchdog_s": 0.5, **opcua}
     return build_config({"site": "plant-a", "shifts": SHIFTS, "microstop_threshold_s": 120,

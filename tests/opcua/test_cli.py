@@ -39,7 +39,7 @@ def test_simulate_plc_server_and_connect_opcua_cli(tmp_path: Path, kafka_conf: d
     port = free_port()
     truth_path = tmp_path / "truth.jsonl"
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "plantstream"), "simulate", "plc", "--seed", "6", "--machines", "2", "--speed", "900",
+        [str(Path(sys.executable).parent / "plantstream"), "simulate", "plc", "--seed", "6", "--machines", "2", "--speed", "1800",
          "--duration", "1", "--port", str(port), "--truth", str(truth_path)],
         cwd=Path(__file__).parents[2], stderr=subprocess.PIPE, text=True)
     try:
@@ -55,7 +55,7 @@ def test_simulate_plc_server_and_connect_opcua_cli(tmp_path: Path, kafka_conf: d
                 time.sleep(0.1)
         res = CliRunner().invoke(app, ["connect", "opcua", "--config", str(cfg), "--preset", "plc",
                                        "--endpoint", f"opc.tcp://127.0.0.1:{port}/plantstream/plc",
-                                       "--bootstrap", kafka_conf["bootstrap.servers"], "--duration", "10"])
+                                       "--bootstrap", kafka_conf["bootstrap.servers"], "--duration", "6"])
         assert res.exit_code == 0, res.output
         server.wait(timeout=60)
     finally:
@@ -72,10 +72,10 @@ def test_start_plc_pipeline_for_the_demo(tmp_path: Path, kafka_conf: dict[str, A
     cfg = build_config({"site": "plant-a"}, {})
     stop = start_plc_pipeline(cfg, kafka_conf, seed=9, speed=600, machines=2, start_ms=START,
                               workdir=tmp_path)
-    time.sleep(4)  # the pipeline runs in its own thread at 600× real time: ~40 simulated minutes
+    time.sleep(2.5)  # the pipeline runs in its own thread at 600× real time: ~25 simulated minutes
     line = stop()
     truth = load_ground_truth(tmp_path / "plc-truth.jsonl")
-    assert truth.end_ms == line.now > START + 20 * 60_000
+    assert truth.end_ms == line.now > START + 5 * 60_000
     ms = measurements(kafka_conf)
     assert per_machine_states(ms) == truth_states(truth)
     for machine, final in truth.final.items():

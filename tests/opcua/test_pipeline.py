@@ -50,7 +50,7 @@ def _check_against_truth(ms: list, line: PlcLine) -> None:
 
 def test_every_state_change_and_final_counters_reach_kafka(tmp_path: Path, kafka_conf: dict[str, Any]) -> None:
     async def scenario() -> tuple[list, PlcLine, Any]:
-        line = PlcLine(seed=3, machines=3, start_ms=START)
+        line = PlcLine(seed=3, machines=2, start_ms=START)
         srv = PlcOpcUaServer(line, speed=0)
         async with srv:
             cfg = plant_config(tmp_path, srv.endpoint)
@@ -58,14 +58,14 @@ def test_every_state_change_and_final_counters_reach_kafka(tmp_path: Path, kafka
             stop = asyncio.Event()
             task = asyncio.create_task(conn.run(stop))
             await until(lambda: conn.stats.produced > 0, what="initial values")
-            await srv.play(until_ms=START + 3 * H)
+            await srv.play(until_ms=START + 2 * H)
             await quiet(lambda: conn.stats.received)
             stop.set()
             stats = await task
         return measurements(kafka_conf), line, stats
 
     ms, line, stats = asyncio.run(scenario())
-    assert stats.nodes == 3 * 16 and stats.deadlettered == 0
+    assert stats.nodes == 2 * 15 and stats.deadlettered == 0  # all tags but the ignored ToolID
     _check_against_truth(ms, line)
     assert {m.source for m in ms} == {"opcua"} and {m.line for m in ms} == {"line-1"}
     # the condition signals come through too, with their source timestamps
@@ -93,16 +93,16 @@ def test_broker_outage_and_connector_restart_lose_nothing(tmp_path: Path, broker
             await asyncio.sleep(10)
             broker.resume()
             outage_end = line.now
-            await until(lambda: line.now > outage_end + H // 2, timeout=120, what="production after the outage")
+            await until(lambda: line.now > outage_end + H // 4, timeout=120, what="production after the outage")
             stop.set()  # connector restart: the line goes on while it is down
             await task
             down_from = line.now
-            await until(lambda: line.now > down_from + H // 2, timeout=120, what="30 min without connector")
+            await until(lambda: line.now > down_from + H // 4, timeout=120, what="15 min without connector")
             conn2 = OpcUaConnector(cfg, kafka_conf)
             stop2 = asyncio.Event()
             task2 = asyncio.create_task(conn2.run(stop2))
             restart = line.now
-            await until(lambda: line.now > restart + H // 2, timeout=120, what="production after the restart")
+            await until(lambda: line.now > restart + H // 4, timeout=120, what="production after the restart")
             end.set()
             await player
             await until(lambda: conn2.stats.connects > 0, what="reconnect")

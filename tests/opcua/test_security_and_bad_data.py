@@ -74,7 +74,7 @@ def test_sign_and_encrypt_with_user_and_wrong_credentials(tmp_path: Path, kafka_
             stop = asyncio.Event()
             task = asyncio.create_task(conn.run(stop))
             await until(lambda: conn.stats.produced > 0, what="initial values over SignAndEncrypt")
-            await srv.play(until_ms=START + H)
+            await srv.play(until_ms=START + H // 2)
             await quiet(lambda: conn.stats.received)
             stop.set()
             await task
