@@ -16,8 +16,9 @@
   new shift-to-date).
 - ``vibration``: RMS in ISO 10816 zone C (warning) or D (critical) for 2 consecutive samples
   (:func:`operators.anomaly.iso10816_zone`); clears below 7.1 − 0.5 mm/s.
-- ``silence``: a condition signal silent longer than 15 min while the machine is not ``off``
-  (timer); clears when the signal comes back.
+- ``silence``: a condition signal silent longer than 15 min while the machine runs (timer;
+  OPC UA and MQTT deliver changes only, so a stopped machine's signals may rightly be still);
+  clears when the signal comes back. A machine that never sends ``machine_state`` is always judged.
 - ``oil_temperature``: ``oil_temperature_c`` outside ``oil_temperature_target_c`` ± band for a
   minimum duration; clears within band − hysteresis.
 
@@ -238,11 +239,11 @@ class AlertEngine:
         down = self._down_due()
         if down is not None:
             dues.append(down)
-        if cfg.silence.enabled and s.active_since >= 0 and s.state_bucket not in _OFF_BUCKETS:
+        if cfg.silence.enabled and (s.active_since >= 0 or not s.state_bucket):
             limit = round(cfg.silence.minutes * 60_000) + 1
             for sig, seen in s.last_seen.items():
                 if ("silence", sig) not in s.open:
-                    dues.append(max(seen, s.active_since) + limit)
+                    dues.append(max(seen, s.active_since) + limit)  # no state known: always judged
         return min(dues) if dues else None
 
     def advance(self, t: int) -> list[Row]:
@@ -309,7 +310,8 @@ class AlertEngine:
         state = self.losses.state_name(value)
         bucket = self.losses.bucket(state)
         out: list[Row] = []
-        if bucket in _OFF_BUCKETS:
+        active = bucket == "run" if self.cfg.silence.only_while_running else bucket not in _OFF_BUCKETS
+        if not active:
             s.active_since = -1
         elif s.active_since < 0:
             s.active_since = ts

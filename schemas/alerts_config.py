@@ -103,12 +103,15 @@ class VibrationRule(Frozen):
 
 
 class SilenceRule(Frozen):
-    """A signal of a machine silent longer than ``minutes`` (timer; not while the machine is off)."""
+    """A signal of a machine silent longer than ``minutes`` while the machine runs (timer)."""
 
     enabled: bool = True
     minutes: float = Field(default=15.0, gt=0)
     signals: tuple[str, ...] = ()
     """Signals watched; empty = every condition signal the machine has sent."""
+    only_while_running: bool = True
+    """Judge silence only while the machine runs (a stopped machine's signals may not change,
+    and OPC UA / MQTT deliver changes only); false = whenever the machine is not off."""
     severity: Severity = "warning"
 
 

@@ -176,8 +176,9 @@ def test_a_silent_signal_fires_after_15_minutes_without_data_and_clears_when_it_
     assert out[0]["signal"] == sig and eng.advance(90 * MIN) == []
     out = _feed(eng, [(91 * MIN, sig, 41.0)])
     assert _brief(out) == [("silence", "cleared", "warning", 91 * MIN)]
-    # a machine that is off is not expected to send: no silence alert while off
-    assert _feed(eng, [(92 * MIN, "machine_state", "off")]) == []
+    # a machine that is stopped or off is not expected to send: no silence alert meanwhile
+    assert _feed(eng, [(92 * MIN, "machine_state", "fault"), (93 * MIN, "machine_state", "running"),
+                       (94 * MIN, "machine_state", "off")]) == []
     assert eng.due() is None and eng.advance(300 * MIN) == []
     # counters and context are not condition signals: never silent by default
     assert _feed(eng, [(301 * MIN, "machine_state", "running")]) == []
