@@ -276,20 +276,33 @@ class Model:
 
     def features(self, signal: str, value: float, ambient: float | None,
                  cfg: AnomalyConfig) -> dict[str, float]:
-        """Update the rolling window of ``signal`` and return its features."""
+        """Update the rolling window of ``signal`` and return its features.
+
+        Thermal signals (``cfg.thermal``) use the thermal profile: their value and the rolling
+        max over ``thermal_window`` samples — the thermal envelope, which short stops (the motor
+        cools) do not pull down but an overheating lifts. Other signals use ``features`` over
+        ``window`` samples.
+        """
         fname, fx = feature_value(signal, value, ambient)
+        thermal = signal.startswith(cfg.thermal)
+        names, window = (cfg.thermal_features, cfg.thermal_window) if thermal else (cfg.features, cfg.window)
         roll = self.rolling.get(signal)
         if roll is None:
             roll = self.rolling[signal] = Rolling()
-        roll.push(fx, cfg.window)
-        mean, sd = roll.stats()
+        roll.push(fx, window)
         feats: dict[str, float] = {}
-        if "value" in cfg.features:
+        if "value" in names:
             feats[fname] = fx
-        if "mean" in cfg.features:
-            feats[f"{fname}.mean"] = mean
-        if "std" in cfg.features:
-            feats[f"{fname}.std"] = sd
+        if "mean" in names or "std" in names:
+            mean, sd = roll.stats()
+            if "mean" in names:
+                feats[f"{fname}.mean"] = mean
+            if "std" in names:
+                feats[f"{fname}.std"] = sd
+        if "max" in names:
+            feats[f"{fname}.max"] = max(roll.values)
+        if "min" in names:
+            feats[f"{fname}.min"] = min(roll.values)
         return feats
 
     def reset(self) -> None:

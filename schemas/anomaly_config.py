@@ -26,6 +26,9 @@ from pydantic import Field, model_validator
 
 from schemas._base import Frozen
 
+Feature = Literal["value", "mean", "std", "max", "min"]
+"""Per-signal features: the (domain-adjusted) value and rolling mean, std, max, min."""
+
 Detector = Literal["zscore", "gaussian", "hst", "ilof", "ocsvm"]
 """``zscore``: EWMA control chart (robust z-scores of value and rolling mean) — the default;
 ``gaussian``: River GaussianScorer per feature; ``hst``: River HalfSpaceTrees on min-max scaled
@@ -55,8 +58,15 @@ class AnomalyConfig(Frozen):
     """Samples learned before a model may raise anomalies (288 = one day at 5-minute samples)."""
     window: int = Field(default=12, ge=2, le=1024)
     """Length (samples) of the rolling statistics (rolling mean and standard deviation)."""
-    features: tuple[Literal["value", "mean", "std"], ...] = ("value", "mean")
+    features: tuple[Feature, ...] = ("value", "mean")
     """Features of each signal: its (domain-adjusted) value, rolling mean, rolling std."""
+    thermal: tuple[str, ...] = ("temperature", "oil_temperature")
+    """Signals (name prefixes) with the thermal profile: slow, cooled by every stop, bounded
+    above by the running steady state."""
+    thermal_features: tuple[Feature, ...] = ("value", "max")
+    """Features of thermal signals: the value and the rolling max (thermal envelope)."""
+    thermal_window: int = Field(default=60, ge=2, le=1024)
+    """Length (samples) of the thermal signals' rolling statistics."""
     half_life: int = Field(default=2016, ge=2)
     """Memory of the normal band (samples): the EWMA weight halves after this many samples."""
     quantile: float = Field(default=0.995, gt=0.5, lt=1)

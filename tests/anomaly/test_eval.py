@@ -69,8 +69,9 @@ def test_eval_csv_reports_pointwise_and_episode_metrics(tmp_path: Path, ch_dsn: 
     assert result.exit_code == 0, result.output
     [r] = orjson.loads(result.stdout[result.stdout.index("["):])
     assert r["windows"] == 2 and r["detected"] == 2 and r["false_alarm_episodes"] == 0
-    # episodes outlast the label by up to a rolling window (12 samples): a few false-alarm points
-    assert r["f1"] > 0.8 and r["false_alarm_rate"] < 0.03 and r["missed_alarm_rate"] < 0.3
+    # an overheating episode outlasts its label by up to the thermal window (the rolling max
+    # remembers the peak for 60 samples): false-alarm points after it, none missed inside
+    assert r["f1"] > 0.6 and r["false_alarm_rate"] < 0.08 and r["missed_alarm_rate"] < 0.05
     assert r["median_delay_s"] is not None and r["median_delay_s"] <= 5 * 60
 
 
