@@ -76,8 +76,9 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]] | list[list[Any]]
     """Print query results as a rich table or as a JSON array of objects."""
     if fmt == "json":
         data = [{c: _clean(v) for c, v in zip(columns, row, strict=True)} for row in rows]
-        sys.stdout.write(orjson.dumps(data, default=_json_default,
-                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        # chDB returns naive datetimes that are UTC: print them as RFC 3339 with "Z".
+        options = orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+        sys.stdout.write(orjson.dumps(data, default=_json_default, option=options).decode() + "\n")
         return
     if fmt != "table":
         raise typer.BadParameter(f"--format must be table or json, got {fmt!r}")
@@ -161,16 +162,19 @@ def demo(
     config: ConfigOpt = None,
     clickhouse: ClickHouseOpt = None,
 ) -> None:
-    """Run the embedded runtime with a generated plant and every flow."""
+    """Run the embedded runtime, a simulated PLC line (OPC UA) and bakery (MQTT), and every flow."""
     from flows.demo import run_demo
 
     cfg = config_from(config) if config else load_config(_example_config())
     console.print("[bold]plantstream demo[/]: embedded Kafka, ClickHouse and every flow "
                   f"({'until Ctrl-C' if duration is None else f'{duration:g}s'})")
     summary = run_demo(cfg, duration=duration, dsn=clickhouse)
-    console.print(f"produced {summary.produced} measurements in {summary.seconds:.1f}s")
+    console.print(f"read {summary.produced} measurements from the OPC UA and MQTT connectors "
+                  f"in {summary.seconds:.1f}s")
     print_rows(["table", "rows written"], [[t, n] for t, n in sorted(summary.rows.items())], "table")
-    console.print(f"ClickHouse: {summary.dsn}\ntry: plantstream query \"select count() from measurements\"")
+    console.print(summary.cloud)
+    console.print(f"ClickHouse: {summary.dsn}\ntry: plantstream query \"select count() from measurements\"\n"
+                  "     plantstream kpi oee --by machine")
 
 
 def _example_config() -> Path:

@@ -1,4 +1,4 @@
-"""``plantstream demo``: the embedded runtime with a live generated stream, until stopped."""
+"""``plantstream demo``: the embedded runtime with both simulated plants, until stopped."""
 
 from __future__ import annotations
 
@@ -10,19 +10,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from bytewax.testing import run_main
-from confluent_kafka import Producer
 
 from connectors import clickhouse as ch
 from connectors import kafka
 from connectors.embedded import EmbeddedRuntime
-from connectors.simulators.synthetic import synthetic_stream
 from flows.main import build_dataflow, clickhouse_factory
 from flows.registry import select
 from schemas.config import PlantConfig
-from schemas.measurement import now_ms
 
 
 @dataclass
@@ -31,69 +27,72 @@ class DemoSummary:
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     dsn: str = ""
-
-
-def _generate(conf: dict[str, Any], stop: threading.Event, counter: list[int],
-              machines: int, speed: float) -> None:
-    """Produce the synthetic stream in (sped-up) real time until ``stop`` is set."""
-    producer = Producer(kafka.producer_config(conf))
-    step_ms = 1000
-    start = now_ms()
-    wall0 = time.monotonic()
-    for m in synthetic_stream(start, machines=machines, step_ms=step_ms):
-        if stop.is_set():
-            break
-        due = wall0 + (m.ts - start) / 1000 / speed
-        delay = due - time.monotonic()
-        if delay > 0:
-            stop.wait(delay)
-        producer.produce(kafka.MEASUREMENTS, m.to_json(), m.machine.encode())
-        counter[0] += 1
-        producer.poll(0)
-    producer.flush()
+    cloud: str = ""
 
 
 def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = None,
-             workdir: str | Path = ".plantstream", machines: int = 6, speed: float = 10.0,
-             on_start: Callable[[EmbeddedRuntime], None] | None = None) -> DemoSummary:
-    """Run the embedded runtime, a generated plant and every flow; stop after ``duration``
-    seconds or at Ctrl-C, draining what was produced before stopping."""
+             workdir: str | Path = ".plantstream", machines: int = 3, speed: float = 60.0,
+             seed: int = 7, on_start: Callable[[EmbeddedRuntime], None] | None = None) -> DemoSummary:
+    """Run the embedded runtime, both simulated plants behind their real protocols, and every flow.
+
+    The PLC line plays through an OPC UA server into the OPC UA connector; the Contoso bakery
+    publishes over MQTT into the MQTT connector; both produce to Kafka, where every registered
+    flow reads them. Stops after ``duration`` seconds or at Ctrl-C, draining what the
+    connectors produced before stopping. Simulated time runs ``speed`` times faster than the
+    clock, so a minute of demo is an hour of production.
+    """
+    from connectors import eventhubs
+    from connectors.simulators.bakery import start_bakery_pipeline
+    from connectors.simulators.opcua_server import start_plc_pipeline
+
     started = time.perf_counter()
+    work = Path(workdir)
     local = config.model_copy(update={"kafka": config.kafka.model_copy(update={"bootstrap_servers": None})})
-    stop_generating = threading.Event()
+    stop_requested = threading.Event()
     stop_reading = threading.Event()
-    produced = [0]
-    with EmbeddedRuntime(local, dsn=dsn, workdir=workdir) as rt:
+    summary = DemoSummary()
+    with EmbeddedRuntime(local, dsn=dsn, workdir=work, mqtt=True) as rt:
+        assert rt.mqtt is not None
         if on_start is not None:
             on_start(rt)
-        gen = threading.Thread(target=_generate, name="demo-generator", daemon=True,
-                               args=(rt.kafka_conf, stop_generating, produced, machines, speed))
-        gen.start()
+        stop_plc = start_plc_pipeline(local, rt.kafka_conf, seed=seed, speed=speed,
+                                      machines=machines, workdir=work)
+        stop_bakery = start_bakery_pipeline(rt.kafka_conf, rt.mqtt.host, rt.mqtt.port, seed=seed,
+                                            speed=speed, workdir=work)
 
         def stopper() -> None:
-            stop_generating.wait(duration)
-            stop_generating.set()
-            gen.join()
-            stop_reading.set()
+            stop_requested.wait(duration)
+            try:
+                stop_plc()
+                stop_bakery()
+            finally:
+                stop_reading.set()
 
         threading.Thread(target=stopper, name="demo-stopper", daemon=True).start()
 
         def on_sigint(signum: int, frame: FrameType | None) -> None:
-            stop_generating.set()
+            stop_requested.set()
 
         previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
         try:
             sink = ch.ClickHouseSink(clickhouse_factory(local, rt.dsn),
                                      batch_rows=local.clickhouse.batch_rows)
+            cloud = eventhubs.demo_sink(rt.kafka_conf, local.eventhubs)
             dataflow = build_dataflow(local, kafka.KafkaInput(rt.kafka_conf, stop=stop_reading),
                                       sink, flows=select(None),
-                                      kafka_sink=kafka.KafkaOutput(rt.kafka_conf))
+                                      kafka_sink=kafka.KafkaOutput(rt.kafka_conf),
+                                      eventhubs_sink=cloud)
             run_main(dataflow, epoch_interval=timedelta(seconds=2))
         finally:
-            stop_generating.set()
+            stop_requested.set()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-    return DemoSummary(produced[0], dict(sink.stats.rows), time.perf_counter() - started, rt.dsn)
+        summary.produced = cloud.meter.raw_records
+        summary.rows = dict(sink.stats.rows)
+        summary.cloud = cloud.meter.summary()
+    summary.seconds = time.perf_counter() - started
+    summary.dsn = rt.dsn
+    return summary
 
 
 def _main_thread() -> bool:

@@ -1,0 +1,37 @@
+"""The README's demo, as a user runs it: `plantstream demo`, then `plantstream query` with no
+other arguments reads what the demo left in the embedded ClickHouse of the working directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+
+@pytest.mark.integration
+def test_demo_leaves_rows_that_a_plain_query_reports(tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "flows.cli"]
+    env_free = {k: v for k, v in os.environ.items()
+                if not k.startswith("PLANTSTREAM")}
+    demo = subprocess.run([*exe, "demo", "--duration", "12"], cwd=tmp_path, env=env_free,
+                          capture_output=True, timeout=240)
+    assert demo.returncode == 0, demo.stderr.decode()[-2000:]
+    assert b"x less" in demo.stdout  # the cloud sink's bytes-saved ratio is printed
+
+    out = subprocess.run([*exe, "query", "select count() as n from measurements", "--format", "json"],
+                         cwd=tmp_path, env=env_free, capture_output=True, timeout=120, check=True)
+    assert orjson.loads(out.stdout)[0]["n"] > 1000
+
+    # Both simulated plants arrived through their real protocols, and the flows ran on them.
+    out = subprocess.run([*exe, "query", "select source, count() > 0 as seen from measurements "
+                          "group by source order by source", "--format", "json"],
+                         cwd=tmp_path, env=env_free, capture_output=True, timeout=120, check=True)
+    sources = {r["source"] for r in orjson.loads(out.stdout)}
+    assert {"opcua", "mqtt"} <= sources, sources
+    out = subprocess.run([*exe, "query", "select count() as n from oee_facts", "--format", "json"],
+                         cwd=tmp_path, env=env_free, capture_output=True, timeout=120, check=True)
+    assert orjson.loads(out.stdout)[0]["n"] > 0
