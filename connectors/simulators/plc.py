@@ -42,8 +42,10 @@ One JSON object per line, each with a ``kind``:
   state change, in order (``shift`` is the shift at ``start_ms``; intervals are *not* split at
   shift boundaries — use :meth:`GroundTruth.state_ms` to clip). ``reason``/``category`` are the
   final ones (operator ``reason_code`` if entered, else the fault-code map, ``unassigned`` for
-  idles, ``changeover`` for setups, ``break`` for planned stops). Downtime events are the
-  ``idle``/``fault``/``setup`` intervals (:meth:`GroundTruth.downtime`).
+  idles, ``changeover`` for setups, ``break``/``scheduled maintenance`` for planned stops —
+  the defaults of ``losses.state_categories``). Downtime events are the
+  ``idle``/``fault``/``setup`` intervals (:meth:`GroundTruth.downtime`). Use
+  :func:`losses_config` as the plant config's ``losses:`` so flows map codes the same way.
 - ``counts``: per machine ``good, reject, total, rejects_by_reason`` over the run.
 - ``shift_counts``: per machine and shift instance ``shift, shift_start_ms, good, reject``
   (a part counts in the shift in which its cycle ended).
@@ -123,6 +125,25 @@ OPERATOR_REASONS: Final[dict[str, str]] = {
     "electrical_repair": "electrical",
 }
 """Operator ``reason_code`` → category (entered minutes after some stops)."""
+
+
+
+def losses_config() -> dict[str, Any]:
+    """The ``losses:`` config section with the simulator's fault-code and reason-code maps.
+
+    Give it to the plant config (``build_config({"losses": losses_config(), …})``) so the
+    downtime reasons and categories computed by the flows are the ground truth's.
+
+    >>> losses_config()["fault_codes"]["301"]
+    {'reason': 'tool_change', 'category': 'tooling'}
+    >>> losses_config()["reason_codes"]["no_demand"]
+    {'reason': 'no_demand', 'category': 'no demand'}
+    """
+    return {
+        "fault_codes": {str(k): {"reason": r, "category": c} for k, (r, c) in FAULT_CODES.items()},
+        "reason_codes": {k: {"reason": k, "category": c} for k, c in OPERATOR_REASONS.items()},
+    }
+
 
 SCRAP_REASONS: Final = ("dimension_out_of_tolerance", "surface_defect", "burr")
 """Baseline reject reasons; plus ``startup`` (first parts after a setup) and ``tool_wear``."""
@@ -625,9 +646,9 @@ class _Machine:
             elif self.interval is not None and self.interval.start_ms == t:
                 self.interval.shift = seg.shift
         elif seg.kind == "break":
-            self.set_state(t, "planned_stop", reason="break", category="planned")
+            self.set_state(t, "planned_stop", reason="break", category="scheduled maintenance")
         else:
-            self.set_state(t, "off", reason="not_scheduled", category="not scheduled")
+            self.set_state(t, "off", reason="not_scheduled", category="")
         self.schedule(seg.end_ms, _CAL)
 
     def on_cycle(self, t: int) -> None:

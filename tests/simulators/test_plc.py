@@ -267,3 +267,15 @@ def test_example_config_runs() -> None:
     assert {m.line for m in ms} == {"line-1"} and {m.site for m in ms} == {"plant-a"}
     ideal = {m.value for m in ms if m.machine == "press-01" and m.metric == "ideal_cycle_time_ms"}
     assert ideal <= {1000, 1200}
+
+
+def test_losses_config_is_a_valid_plant_config_section() -> None:
+    from connectors.simulators.plc import losses_config
+
+    cfg = build_config({"losses": losses_config()}, {})
+    for code, (reason, category) in FAULT_CODES.items():
+        assert cfg.losses.reason_for(str(code)) == (reason, category)
+    _, truth = simulate(2, 2, START, START + 8 * H, CFG)
+    cats = {d.category for d in truth.downtime()} | {s.category for s in truth.states if s.state == "planned_stop"}
+    from schemas.oee_config import CATEGORIES
+    assert cats <= set(CATEGORIES)
