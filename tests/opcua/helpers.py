@@ -75,7 +75,7 @@ async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "co
         await asyncio.sleep(0.02)
 
 
-async def quiet(counter: Callable[[], int], quiet_s: float = 0.5, timeout: float = 60.0) -> None:
+async def quiet(counter: Callable[[], int], quiet_s: float = 1.0, timeout: float = 60.0) -> None:
     """Wait until ``counter()`` stops changing for ``quiet_s``."""
     deadline = time.monotonic() + timeout
     last, since = counter(), time.monotonic()

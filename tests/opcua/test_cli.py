@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -39,8 +40,8 @@ def test_simulate_plc_server_and_connect_opcua_cli(tmp_path: Path, kafka_conf: d
     port = free_port()
     truth_path = tmp_path / "truth.jsonl"
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "plantstream"), "simulate", "plc", "--seed", "6", "--machines", "2", "--speed", "1800",
-         "--duration", "1", "--port", str(port), "--truth", str(truth_path)],
+        [str(Path(sys.executable).parent / "plantstream"), "simulate", "plc", "--seed", "6", "--machines", "2", "--speed", "3600",
+         "--duration", "1", "--linger", "120", "--port", str(port), "--truth", str(truth_path)],
         cwd=Path(__file__).parents[2], stderr=subprocess.PIPE, text=True)
     try:
         cfg = tmp_path / "plant.yaml"
@@ -55,8 +56,9 @@ def test_simulate_plc_server_and_connect_opcua_cli(tmp_path: Path, kafka_conf: d
                 time.sleep(0.1)
         res = CliRunner().invoke(app, ["connect", "opcua", "--config", str(cfg), "--preset", "plc",
                                        "--endpoint", f"opc.tcp://127.0.0.1:{port}/plantstream/plc",
-                                       "--bootstrap", kafka_conf["bootstrap.servers"], "--duration", "6"])
+                                       "--bootstrap", kafka_conf["bootstrap.servers"], "--duration", "8"])
         assert res.exit_code == 0, res.output
+        server.send_signal(signal.SIGINT)  # stops serving and writes the ground truth
         server.wait(timeout=60)
     finally:
         server.kill()
