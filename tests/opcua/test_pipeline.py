@@ -114,3 +114,34 @@ def test_broker_outage_and_connector_restart_lose_nothing(tmp_path: Path, broker
     ms, line, (_, s2, _) = asyncio.run(scenario())
     assert s2.backfilled > 0  # what happened while the connector was down came from history
     _check_against_truth(ms, line)
+
+
+def test_server_restart_reconnects_and_resubscribes(tmp_path: Path, kafka_conf: dict[str, Any]) -> None:
+    async def scenario() -> tuple[list, PlcLine, Any]:
+        line = PlcLine(seed=14, machines=1, start_ms=START)
+        srv = PlcOpcUaServer(line, speed=0)
+        await srv.start()
+        cfg = plant_config(tmp_path, srv.endpoint)
+        conn = OpcUaConnector(cfg, kafka_conf)
+        stop = asyncio.Event()
+        task = asyncio.create_task(conn.run(stop))
+        try:
+            await until(lambda: conn.stats.produced > 0, what="initial values")
+            await srv.play(until_ms=START + H // 2)
+            await quiet(lambda: conn.stats.received)
+            await srv.stop()  # the PLC's OPC UA server goes away …
+            await until(lambda: conn.stats.reconnects > 0, what="the connector noticing")
+            srv = PlcOpcUaServer(line, port=srv.port, speed=0)  # … and comes back on the same port
+            await srv.start()
+            await until(lambda: conn.stats.connects > 1, timeout=60, what="re-subscription")
+            await srv.play(until_ms=START + H)
+            await quiet(lambda: conn.stats.received)
+        finally:
+            stop.set()
+            stats = await task
+            await srv.stop()
+        return measurements(kafka_conf), line, stats
+
+    ms, line, stats = asyncio.run(scenario())
+    assert stats.connects >= 2 and stats.reconnects >= 1
+    _check_against_truth(ms, line)
