@@ -147,6 +147,8 @@ class _AState:
     shift_key: tuple[Any, ...] | None = None
     shift_facts: dict[tuple[Any, ...], tuple[float, float, float, float]] = field(default_factory=dict)
     """Current shift: (window, part, work order) → (planned_s, ideal_s, good, total)."""
+    shift_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    """The sums of ``shift_facts`` (a restated window replaces its earlier version)."""
 
 
 class AlertEngine:
@@ -419,18 +421,18 @@ class AlertEngine:
                 if s.shift_key is not None:
                     out += self._clear("oee", "oee", ts)
                     out += self._clear("quality", "quality", ts)
-                s.shift_key, s.shift_facts = key, {}
-            s.shift_facts[(row["window_start"], row["part_number"], row["work_order"])] = (
-                row["planned_s"], row["ideal_s"], row["good"], row["total"])
+                s.shift_key, s.shift_facts, s.shift_sums = key, {}, [0.0, 0.0, 0.0, 0.0]
+            fact = (row["planned_s"], row["ideal_s"], row["good"], row["total"])
+            old = s.shift_facts.get((row["window_start"], row["part_number"], row["work_order"]))
+            s.shift_facts[(row["window_start"], row["part_number"], row["work_order"])] = fact
+            for i, v in enumerate(fact):
+                s.shift_sums[i] += v - (old[i] if old is not None else 0)
             out += self._judge_shift(ts)
         return out
 
     def _judge_shift(self, ts: int) -> list[Row]:
         cfg = self.cfg
-        planned = sum(v[0] for v in self.s.shift_facts.values())
-        ideal = sum(v[1] for v in self.s.shift_facts.values())
-        good = sum(v[2] for v in self.s.shift_facts.values())
-        total = sum(v[3] for v in self.s.shift_facts.values())
+        planned, ideal, good, total = self.s.shift_sums
         out: list[Row] = []
         rule = cfg.oee
         if rule.enabled and total and planned >= rule.min_planned_minutes * 60 and planned > 0:

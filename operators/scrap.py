@@ -457,6 +457,8 @@ class ScrapTracker:
     def _boundaries(self, upto: int) -> None:
         """Emit the rate contributions of every hop boundary ``B <= upto`` not yet emitted."""
         s = self.s
+        if not 0 <= s.next_boundary <= upto:
+            return
         while 0 <= s.next_boundary <= upto:
             b = s.next_boundary
             if not any(b - self.window_ms <= m < b for m in s.buckets):
