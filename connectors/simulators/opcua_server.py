@@ -326,7 +326,8 @@ async def serve(line: PlcLine, *, until_ms: int | None = None, stop: asyncio.Eve
     return srv
 
 
-def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any], *, seed: int = 1, speed: float = 60.0,
+def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any] | None = None, *, seed: int = 1,
+                       speed: float = 60.0,
                        machines: int = 3, start_ms: int | None = None, workdir: str | Path = ".plantstream",
                        truth_path: str | Path | None = None) -> Any:
     """Run PLC simulator → OPC UA server → OPC UA connector → Kafka in a background thread.
@@ -336,8 +337,8 @@ def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any], *, seed: int 
     Returns ``stop()`` which stops both, writes the ground truth to ``truth_path`` (default
     ``<workdir>/plc-truth.jsonl``) and returns the :class:`PlcLine`.
 
-    ``rt`` of :class:`connectors.embedded.EmbeddedRuntime` gives both arguments:
-    ``stop = start_plc_pipeline(rt.config, rt.kafka_conf, seed=7, speed=60)``.
+    ``config`` may also be a started :class:`connectors.embedded.EmbeddedRuntime` (its config
+    and Kafka are used): ``stop = start_plc_pipeline(rt, seed=7, speed=60)``.
     """
     import threading
 
@@ -345,7 +346,9 @@ def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any], *, seed: int 
     from schemas.config import PlantConfig
     from schemas.measurement import now_ms
 
-    assert isinstance(config, PlantConfig)
+    if kafka_conf is None:  # an EmbeddedRuntime
+        config, kafka_conf = config.config, config.kafka_conf
+    assert isinstance(config, PlantConfig) and kafka_conf is not None
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     line = PlcLine(seed=seed, machines=machines, start_ms=start_ms if start_ms is not None else now_ms(),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from connectors.embedded import free_port
+from connectors.embedded import EmbeddedRuntime, free_port
 from connectors.simulators.opcua_server import start_plc_pipeline
 from connectors.simulators.plc import load_ground_truth
 from flows.cli import app, load_command_modules
@@ -70,12 +70,12 @@ def test_simulate_plc_server_and_connect_opcua_cli(tmp_path: Path, kafka_conf: d
         assert good and good[-1] == final["good_count"]
 
 
-def test_start_plc_pipeline_for_the_demo(tmp_path: Path, kafka_conf: dict[str, Any]) -> None:
-    cfg = build_config({"site": "plant-a"}, {})
-    stop = start_plc_pipeline(cfg, kafka_conf, seed=9, speed=600, machines=2, start_ms=START,
-                              workdir=tmp_path)
-    time.sleep(2.5)  # the pipeline runs in its own thread at 600× real time: ~25 simulated minutes
-    line = stop()
+def test_start_plc_pipeline_for_the_demo(tmp_path: Path, kafka_conf: dict[str, Any], ch_dsn: str) -> None:
+    cfg = build_config({"site": "plant-a", "kafka": {"bootstrap_servers": kafka_conf["bootstrap.servers"]}}, {})
+    with EmbeddedRuntime(cfg, dsn=ch_dsn, workdir=tmp_path, migrate=False) as rt:
+        stop = start_plc_pipeline(rt, seed=9, speed=600, machines=2, start_ms=START, workdir=tmp_path)
+        time.sleep(2.5)  # the pipeline runs in its own thread at 600× real time: ~25 simulated minutes
+        line = stop()
     truth = load_ground_truth(tmp_path / "plc-truth.jsonl")
     assert truth.end_ms == line.now > START + 5 * 60_000
     ms = measurements(kafka_conf)
