@@ -272,12 +272,13 @@ class PlcOpcUaServer:
         await self.server.write_attribute_value(nid, dv)
         self.written += 1
 
-    async def write_raw(self, machine: str, tag: str, variant: ua.Variant, ts_ms: int,
+    async def write_raw(self, machine: str, tag: str, variant: ua.Variant, ts_ms: int | None,
                         status: ua.StatusCode | None = None) -> None:
-        """Write any value (of any type, with any status) to a tag — for fault injection."""
+        """Write any value (any status, ``ts_ms=None``: no SourceTimestamp) — for fault injection."""
         assert self.server is not None, "start() the server first"
         nid = self.nodes.get((machine, tag)) or ua.NodeId(f"{self.channel}.{machine}.{tag}", self.ns)
-        dv = ua.DataValue(variant, StatusCode=status or ua.StatusCode(), SourceTimestamp=_dt(ts_ms),
+        dv = ua.DataValue(variant, StatusCode=status or ua.StatusCode(),
+                          SourceTimestamp=_dt(ts_ms) if ts_ms is not None else None,
                           ServerTimestamp=datetime.now(UTC))
         await self.server.write_attribute_value(nid, dv)
 

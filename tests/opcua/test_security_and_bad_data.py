@@ -20,6 +20,7 @@ from connectors.opcua import OpcUaConnector
 from connectors.simulators.opcua_server import PlcOpcUaServer
 from connectors.simulators.plc import PlcLine
 from schemas.errors import ConnectorError
+from schemas.measurement import now_ms
 from tests.opcua.helpers import (
     START,
     H,
@@ -117,13 +118,16 @@ def test_malformed_values_go_to_the_dead_letter_topic(tmp_path: Path, kafka_conf
                                 ua.StatusCode(ua.StatusCodes.BadSensorFailure))
             await srv.write_raw("press-01", "Temperature_C", ua.Variant(44.0, ua.VariantType.Double), t + 2,
                                 ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue))
+            before = now_ms()
+            await srv.write_raw("press-01", "Temperature_C", ua.Variant(55.5, ua.VariantType.Double), None)
+            after = now_ms()
             await srv.play(until_ms=START + 20 * 60_000)  # and production goes on
             await quiet(lambda: conn.stats.received)
             stop.set()
             stats = await task
-        return measurements(kafka_conf), deadletters(kafka_conf), (stats, line)
+        return measurements(kafka_conf), deadletters(kafka_conf), (stats, line, before, after)
 
-    ms, dls, (stats, line) = asyncio.run(scenario())
+    ms, dls, (stats, line, before, after) = asyncio.run(scenario())
     reasons = [d["reason"] for d in dls]
     assert any("unknown tag 'Channel1.press-01.Mystery'" in r for r in reasons)
     assert any("Temperature_C" in r and "finite" in r for r in reasons)
@@ -136,5 +140,7 @@ def test_malformed_values_go_to_the_dead_letter_topic(tmp_path: Path, kafka_conf
     assert stats.deadlettered == len(dls) == 7  # "n/a" at start and "shaky"  # the unknown tag only once, as the tag dictionary says
     temps = [(m.ts, m.value, m.quality) for m in ms if m.metric == "temperature_c"]
     assert (START + 10 * 60_000 + 2, 44.0, "uncertain") in temps
+    # no SourceTimestamp: the server timestamp (wall clock here) is the time
+    assert any(v == 55.5 and before <= ts <= after for ts, v, _ in temps)
     truth = line.ground_truth()
     assert [m.value for m in ms if m.metric == "good_count"][-1] == truth.final["press-01"]["good_count"]
