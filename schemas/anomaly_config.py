@@ -79,8 +79,9 @@ class AnomalyConfig(Frozen):
     """Normal samples tolerated inside an episode before it closes (debounce)."""
     adapt_after: int = Field(default=576, ge=1)
     """An episode longer than this (samples) is taken as the new normal: learning resumes."""
-    exclude: tuple[str, ...] = ("ambient_temperature_c",)
-    """Signals never monitored on their own (ambient is a baseline, not a machine condition)."""
+    exclude: tuple[str, ...] = ("ambient_temperature_c", "oil_temperature_target_c")
+    """Signals never monitored on their own: ambient is a baseline and a target is a setpoint,
+    not a machine condition."""
     models: tuple[AnomalyModelConfig, ...] = ()
     """Grouped models; a signal in a group is not monitored on its own as well."""
     iso10816: bool = True
