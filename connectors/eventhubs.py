@@ -288,13 +288,9 @@ class _EventHubsPartition(StatefulSinkPartition[tuple[str, Row], None]):
         for table, row in values:
             key = record_key(row)
             value = record_value(table, row)
-            while True:
-                try:
-                    self._producer.produce(self._topic, value, key, headers=[(TABLE_HEADER, table.encode())],
-                                           on_delivery=self._on_delivery)
-                    break
-                except BufferError:  # local queue full: wait for deliveries, then retry
-                    self._producer.poll(0.1)
+            kafka.produce_waiting(self._producer, self._topic, value, key,
+                                  headers=[(TABLE_HEADER, table.encode())],
+                                  on_delivery=self._on_delivery)
             self._meter.add_sent(len(key) + len(value))
         self._producer.poll(0)
         self._raise_errors()

@@ -92,6 +92,18 @@ def producer_config(conf: Mapping[str, Any], **overrides: Any) -> dict[str, Any]
     return out
 
 
+def produce_waiting(producer: Producer, topic: str, value: bytes, key: bytes | None, *,
+                    wait_s: float = 0.1, **kwargs: Any) -> None:
+    """``producer.produce`` that waits for deliveries while librdkafka's local queue is full,
+    instead of dropping the record or raising ``BufferError`` to the caller."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(wait_s)
+
+
 # -- source -----------------------------------------------------------------------------------
 
 
@@ -241,12 +253,7 @@ class _KafkaOutPartition(StatefulSinkPartition[KafkaRecord, None]):
 
     def write_batch(self, values: list[KafkaRecord]) -> None:
         for topic, key, value in values:
-            while True:
-                try:
-                    self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
-                    break
-                except BufferError:  # local queue full: wait for deliveries, then retry
-                    self._producer.poll(0.1)
+            produce_waiting(self._producer, topic, value, key, on_delivery=self._on_delivery)
             self.sent_bytes += len(value)
         self._producer.poll(0)
         self._raise_errors()

@@ -74,7 +74,7 @@ from typing import Any, BinaryIO
 import orjson
 from confluent_kafka import KafkaError, Producer
 
-from connectors.kafka import DEADLETTER, producer_config
+from connectors.kafka import DEADLETTER, produce_waiting, producer_config
 from schemas.errors import ConnectorError
 from schemas.measurement import DeadLetter, Measurement
 from schemas.tags_config import ProducerConfig
@@ -616,12 +616,7 @@ class SpoolingProducer:
         b.produced = True
         for topic, key, value in b.records:
             cb = self._delivery_callback(b)
-            while True:
-                try:
-                    self._producer.produce(topic, value, key, on_delivery=cb)
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            produce_waiting(self._producer, topic, value, key, wait_s=0.05, on_delivery=cb)
 
     def _delivery_callback(self, b: _Batch) -> Callable[[KafkaError | None, Any], None]:
         gen = self.stats.producer_rebuilds

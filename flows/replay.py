@@ -72,12 +72,7 @@ def produce_lines(conf: Mapping[str, Any], lines: Iterable[bytes],
         if not line.strip():
             continue
         key, value = edge_convert(line)
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        kafka.produce_waiting(producer, topic, value, key, on_delivery=on_delivery)
         n += 1
         if n % 10_000 == 0:
             producer.poll(0)
