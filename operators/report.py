@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 if TYPE_CHECKING:
     from connectors.report import DailyReport, OeeRow
 
+TOP = 10
+"""Downtime causes listed one by one; the rest are summed in one row."""
 GREEN, YELLOW, RED, GREY = "#1b7f3b", "#f2c200", "#c62828", "#9e9e9e"
 
 
@@ -97,7 +99,7 @@ def charts(report: DailyReport) -> dict[str, str]:
         out["oee"] = _png(fig)
     if report.downtime:
         causes = report.downtime[:8][::-1]
-        fig = Figure(figsize=(9, 0.5 + 0.45 * len(causes)))
+        fig = Figure(figsize=(7, 0.9 + 0.4 * len(causes)))
         ax = fig.subplots()
         ax.barh([c.reason for c in causes], [c.minutes for c in causes],
                 color=["#90a4ae" if c.planned else "#e65100" for c in causes])
@@ -109,7 +111,7 @@ def charts(report: DailyReport) -> dict[str, str]:
         out["downtime"] = _png(fig)
     if report.scrap:
         reasons = report.scrap[:8][::-1]
-        fig = Figure(figsize=(9, 0.5 + 0.45 * len(reasons)))
+        fig = Figure(figsize=(7, 0.9 + 0.4 * len(reasons)))
         ax = fig.subplots()
         ax.barh([s.reason for s in reasons], [s.quantity for s in reasons], color="#6d4c41")
         for i, s in enumerate(reasons):
@@ -127,8 +129,9 @@ max-width:1200px}
 h1{font-size:28px;margin:0 0 4px}h2{font-size:20px;margin:28px 0 8px;border-bottom:2px solid #ddd}
 .sub{color:#444;margin-bottom:16px}
 .tiles{display:flex;flex-wrap:wrap;gap:14px}
-.tile{border:2px solid #bbb;border-radius:8px;padding:10px 18px;min-width:150px;background:#fff}
-.tile .k{font-size:16px;color:#333}.tile .v{font-size:48px;font-weight:bold;line-height:1.15}
+.tile{border:2px solid #bbb;border-radius:8px;padding:8px 16px;min-width:120px;background:#fff}
+.tile .k{font-size:16px;color:#333}.tile .v{font-size:42px;font-weight:bold;line-height:1.15}
+.row{display:flex;gap:20px;align-items:flex-start}.row img{width:700px}
 table{border-collapse:collapse;font-size:15px}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f0f0f0}td.t,th.t{text-align:left}
@@ -143,9 +146,10 @@ def _badge(v: float | None) -> str:
     return f'<span class="badge" style="background:{_HEX[c]};color:{_INK[c]}">{pct(v)}</span>'
 
 
-def _machine_row(m: OeeRow, total: bool = False) -> str:
+def _machine_row(m: OeeRow, total: bool = False, line: bool = True) -> str:
     perf = pct(m.performance) + (" ⚠" if m.performance is not None and m.performance > 1 else "")
-    cells = [f'<td class="t">{escape(m.name)}</td>', f'<td class="t">{escape(m.line)}</td>',
+    line_cell = [f'<td class="t">{escape(m.line)}</td>'] if line else []
+    cells = [f'<td class="t">{escape(m.name)}</td>', *line_cell,
              f"<td>{num(m.planned_min)}</td>", f"<td>{num(m.run_min)}</td>",
              f"<td>{num(m.unplanned_stop_min + m.setup_min)}</td>", f"<td>{pct(m.availability)}</td>",
              f"<td>{perf}</td>", f"<td>{pct(m.quality)}</td>", f"<td>{_badge(m.oee)}</td>",
@@ -196,12 +200,14 @@ def render_html(report: DailyReport, images: dict[str, str] | None = None) -> st
                      f"{num(p.total)} parts), never averaged percentages. {report.alerts} alerts raised.</p>")
     parts += ["<h2>OEE per machine</h2>"]
     if report.machines:
-        parts.append("<table><tr><th class=t>Machine</th><th class=t>Line</th><th>Planned min</th>"
+        lines = any(m.line for m in report.machines)  # machines not in the config's lines have none
+        parts.append(f"<table><tr><th class=t>Machine</th>{'<th class=t>Line</th>' if lines else ''}"
+                     "<th>Planned min</th>"
                      "<th>Run min</th><th>Stop min</th><th>Availability</th><th>Performance</th>"
                      "<th>Quality</th><th>OEE</th><th>Good</th><th>Rejects</th><th>Stops</th></tr>")
-        parts += [_machine_row(m) for m in report.machines]
+        parts += [_machine_row(m, line=lines) for m in report.machines]
         if p:
-            parts.append(_machine_row(p, total=True))
+            parts.append(_machine_row(p, total=True, line=lines))
         parts.append("</table>")
         parts.append('<p class="note">Colours: green ≥ 90 %, yellow 80–90 %, red &lt; 80 %. '
                      "⚠ performance above 100 %: the ideal cycle time is set too slow.</p>")
@@ -212,28 +218,36 @@ def render_html(report: DailyReport, images: dict[str, str] | None = None) -> st
 
     parts.append("<h2>Top downtime causes</h2>")
     if report.downtime:
-        parts.append("<table><tr><th class=t>Reason</th><th class=t>Category</th><th class=t>Planned</th>"
+        parts.append('<div class="row"><table><tr><th class=t>Reason</th><th class=t>Category</th>'
+                     "<th class=t>Planned</th>"
                      "<th>Events</th><th>Minutes</th></tr>")
-        for c in report.downtime:
+        for c in report.downtime[:TOP]:
             parts.append(f'<tr><td class="t">{escape(c.reason)}</td><td class="t">{escape(c.category)}</td>'
                          f'<td class="t">{"yes" if c.planned else "no"}</td><td>{c.events}</td>'
                          f"<td>{num(c.minutes, 1)}</td></tr>")
+        rest = report.downtime[TOP:]
+        if rest:
+            parts.append(f'<tr><td class="t">{len(rest)} other reasons</td><td></td><td></td>'
+                         f"<td>{sum(c.events for c in rest)}</td>"
+                         f"<td>{num(sum(c.minutes for c in rest), 1)}</td>"
+                         "</tr>")
         parts.append(f'<tr class=total><td class="t">All stops</td><td></td><td></td>'
                      f"<td>{sum(c.events for c in report.downtime)}</td>"
                      f"<td>{num(report.downtime_min, 1)}</td></tr>"
                      "</table>")
+        if "downtime" in images:
+            parts.append(f'<img alt="Downtime causes" src="{images["downtime"]}">')
+        parts.append("</div>")
         n_small, small_min = report.small_stops
         parts.append(f'<p class="note">Plus {n_small} small stops ({num(small_min, 1)} min) shorter than the '
                      "micro-stop threshold, counted as a performance loss. Stops that start this day.</p>")
-        if "downtime" in images:
-            parts.append(f'<img alt="Downtime causes" src="{images["downtime"]}">')
     else:
         parts.append("<p>No stops this day.</p>")
 
     parts.append("<h2>Scrap by reason</h2>")
     if report.scrap:
-        parts.append(f"<table><tr><th class=t>Reason</th><th class=t>Category</th><th>Quantity</th>"
-                     f"<th>Share</th><th>Cost {escape(cur)}</th></tr>")
+        parts.append('<div class="row"><table><tr><th class=t>Reason</th><th class=t>Category</th>'
+                     f"<th>Quantity</th><th>Share</th><th>Cost {escape(cur)}</th></tr>")
         for s in report.scrap:
             cost = num(s.cost, 2) + ("" if s.all_costed else " *")
             parts.append(f'<tr><td class="t">{escape(s.reason)}</td><td class="t">{escape(s.category)}</td>'
@@ -241,10 +255,11 @@ def render_html(report: DailyReport, images: dict[str, str] | None = None) -> st
         parts.append(f'<tr class=total><td class="t">All scrap</td><td></td>'
                      f"<td>{num(sum(s.quantity for s in report.scrap))}</td><td></td>"
                      f"<td>{num(report.scrap_cost, 2)}</td></tr></table>")
-        if not all(s.all_costed for s in report.scrap):
-            parts.append('<p class="note">* some rejects have no work-order cost data yet.</p>')
         if "scrap" in images:
             parts.append(f'<img alt="Scrap by reason" src="{images["scrap"]}">')
+        parts.append("</div>")
+        if not all(s.all_costed for s in report.scrap):
+            parts.append('<p class="note">* some rejects have no work-order cost data yet.</p>')
     else:
         parts.append("<p>No scrap this day.</p>")
 
