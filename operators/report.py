@@ -130,8 +130,9 @@ h1{font-size:28px;margin:0 0 4px}h2{font-size:20px;margin:28px 0 8px;border-bott
 .sub{color:#444;margin-bottom:16px}
 .tiles{display:flex;flex-wrap:wrap;gap:14px}
 .tile{border:2px solid #bbb;border-radius:8px;padding:8px 16px;min-width:120px;background:#fff}
-.tile .k{font-size:16px;color:#333}.tile .v{font-size:42px;font-weight:bold;line-height:1.15}
-.row{display:flex;gap:20px;align-items:flex-start}.row img{width:700px}
+.tile .k{font-size:16px;color:inherit}.tile .v{font-size:42px;font-weight:bold;line-height:1.15}
+.row{display:flex;gap:20px;align-items:flex-start}.row .chart{flex:1 1 0;min-width:0}
+.row .chart img{width:100%;max-width:700px}td{white-space:nowrap}td.w{white-space:normal}
 table{border-collapse:collapse;font-size:15px}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f0f0f0}td.t,th.t{text-align:left}
@@ -236,7 +237,7 @@ def render_html(report: DailyReport, images: dict[str, str] | None = None) -> st
                      f"<td>{num(report.downtime_min, 1)}</td></tr>"
                      "</table>")
         if "downtime" in images:
-            parts.append(f'<img alt="Downtime causes" src="{images["downtime"]}">')
+            parts.append(f'<div class="chart"><img alt="Downtime causes" src="{images["downtime"]}"></div>')
         parts.append("</div>")
         n_small, small_min = report.small_stops
         parts.append(f'<p class="note">Plus {n_small} small stops ({num(small_min, 1)} min) shorter than the '
@@ -256,7 +257,7 @@ def render_html(report: DailyReport, images: dict[str, str] | None = None) -> st
                      f"<td>{num(sum(s.quantity for s in report.scrap))}</td><td></td>"
                      f"<td>{num(report.scrap_cost, 2)}</td></tr></table>")
         if "scrap" in images:
-            parts.append(f'<img alt="Scrap by reason" src="{images["scrap"]}">')
+            parts.append(f'<div class="chart"><img alt="Scrap by reason" src="{images["scrap"]}"></div>')
         parts.append("</div>")
         if not all(s.all_costed for s in report.scrap):
             parts.append('<p class="note">* some rejects have no work-order cost data yet.</p>')
@@ -275,7 +276,8 @@ def render_html(report: DailyReport, images: dict[str, str] | None = None) -> st
             parts.append(f'<tr><td class="t">{escape(a.machine)}</td><td class="t">{escape(a.model)}</td>'
                          f'<td class="t">{_hhmm(a.start_ms, tz)}–{until}</td>'
                          f'<td class="t">{escape(a.severity)}</td><td>{a.score:.2f}</td>'
-                         f'<td class="t">{escape(sig)}</td><td class="t">{escape(a.hypothesis)}</td></tr>')
+                         f'<td class="t w">{escape(sig)}</td>'
+                         f'<td class="t w">{escape(a.hypothesis)}</td></tr>')
         parts.append("</table>")
     else:
         parts.append("<p>No anomalies this day.</p>")
