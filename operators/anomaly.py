@@ -9,8 +9,11 @@ Per sample of a model's signal, in order:
 
 1. **Features** from the domain: temperature is compared after removing the ambient baseline
    (``temperature_c − ambient_temperature_c`` when the machine reports both); vibration RMS
-   becomes peak (RMS × √2); every signal adds its rolling mean and rolling standard deviation
-   over ``window`` samples.
+   becomes peak (RMS × √2); every signal adds its rolling mean over ``window`` samples; thermal
+   signals add their rolling max and, on machines that report their state, the **excess** over
+   a learned first-order thermal model of the running machine (:class:`ThermalFit`), which
+   explains heating after a start and cooling in a stop, so an overheating stands out however
+   often the machine stops.
 2. **State gating**: only while the machine runs (a machine that never reported
    ``machine_state`` counts as running); other states neither score nor learn.
 3. **Score, then learn.** Each feature has an EWMA normal band (mean, variance; memory
@@ -52,7 +55,6 @@ from __future__ import annotations
 import math
 import pickle
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Final
@@ -222,6 +224,67 @@ class Rolling:
         return mean, math.sqrt(var)
 
 
+@dataclass(slots=True)
+class ThermalFit:
+    """First-order thermal model of a running machine, learned online (6 floats + a window).
+
+    A motor's temperature rise over ambient follows ``y' = (y_ss − y)/τ`` while it runs: from
+    one sample to the next ``y_t = a·y_{t−1} + b`` with ``a = e^{−Δt/τ}`` and ``b = (1 − a)·y_ss``.
+    ``a`` and ``b`` are the EWMA least-squares fit of consecutive running samples (a thermal
+    image, as in motor protection relays); the **excess** is the rolling mean of the one-step
+    residual ``y_t − (a·y_{t−1} + b)``: heat the operating state does not explain. Heating after
+    a start and cooling in a stop are explained, so the excess stays near 0 however often the
+    machine stops; an overheating adds ``(1 − a)·ΔT`` plus its ramp rate to every step.
+    Pairs that straddle a stop are not used (the state changed between the samples).
+
+    >>> fit, y, a = ThermalFit(), 5.0, math.exp(-10 / 600)   # 10 s samples, τ = 10 min
+    >>> for i in range(400):
+    ...     y_next = a * y + (1 - a) * 24.0 + (0.05 if i % 2 else -0.05)
+    ...     fit.pending = (y, y_next); fit.learn(1e-3); y = y_next
+    >>> tau = -10 / math.log(fit.cxy / fit.cxx)
+    >>> round(tau, -1), round(fit.predict(24.0), 1)           # time constant, steady state
+    (600.0, 24.0)
+    """
+
+    n: int = 0
+    mx: float = 0.0
+    my: float = 0.0
+    cxx: float = 0.0
+    cxy: float = 0.0
+    rvar: float = 0.0
+    prev: float | None = None
+    prev_run: int = -1
+    pending: tuple[float, float] | None = None
+    resid: Rolling = field(default_factory=Rolling)
+
+    def predict(self, x: float) -> float:
+        a = self.cxy / self.cxx if self.cxx > 1e-12 else 1.0
+        return self.my + a * (x - self.mx)
+
+    def learn(self, alpha_min: float) -> None:
+        if self.pending is None:
+            return
+        x, y = self.pending
+        self.pending = None
+        self.n += 1
+        alpha = max(1.0 / self.n, alpha_min)
+        r = y - self.predict(x)
+        if self.n > 30:  # robust: a jump (a sensor step, a heat source switched off) moves the
+            lim = 3.0 * max(math.sqrt(self.rvar), 1e-6)  # fit a bounded step, never the noise level
+            if abs(r) > lim:
+                y -= r - math.copysign(lim, r)
+                r = math.copysign(lim, r)
+            else:
+                self.rvar = (1.0 - alpha) * (self.rvar + alpha * r * r)
+        else:
+            self.rvar = (1.0 - alpha) * (self.rvar + alpha * r * r)
+        dx, dy = x - self.mx, y - self.my
+        self.mx += alpha * dx
+        self.my += alpha * dy
+        self.cxx = (1.0 - alpha) * (self.cxx + alpha * dx * dx)
+        self.cxy = (1.0 - alpha) * (self.cxy + alpha * dx * dy)
+
+
 # -- River detectors (built lazily, fixed seed) -----------------------------------------------
 
 
@@ -273,9 +336,10 @@ class Model:
     quantile: AdaptiveQuantile | None = None
     seen: int = 0
     episode: Episode | None = None
+    fits: dict[str, ThermalFit] = field(default_factory=dict)
 
     def features(self, signal: str, value: float, ambient: float | None,
-                 cfg: AnomalyConfig) -> dict[str, float]:
+                 cfg: AnomalyConfig, run: int = -1) -> dict[str, float]:
         """Update the rolling window of ``signal`` and return its features.
 
         Thermal signals (``cfg.thermal``) use the thermal profile: their value and the rolling
@@ -303,7 +367,33 @@ class Model:
             feats[f"{fname}.max"] = max(roll.values)
         if "min" in names:
             feats[f"{fname}.min"] = min(roll.values)
+        if "excess" in names:
+            excess = self._excess(signal, fx, window, run)
+            if excess is None:
+                self.latest.pop(f"{fname}.excess", None)
+            else:
+                feats[f"{fname}.excess"] = excess
         return feats
+
+    def _excess(self, signal: str, fx: float, window: int, run: int) -> float | None:
+        """Rolling mean of the thermal model's one-step residual (``run`` < 0: no machine state,
+        no operating-state model, no excess)."""
+        if run < 0:
+            return None
+        fit = self.fits.get(signal)
+        if fit is None:
+            fit = self.fits[signal] = ThermalFit()
+        prev, same_run = fit.prev, fit.prev_run == run
+        fit.prev, fit.prev_run, fit.pending = fx, run, None
+        if prev is None or not same_run:
+            return None
+        fit.pending = (prev, fx)
+        if fit.n < window:
+            return None
+        fit.resid.push(fx - fit.predict(prev), window)
+        if len(fit.resid.values) < window:
+            return None
+        return fit.resid.stats()[0]
 
     def reset(self) -> None:
         """Forget the learned normal (bands, detector, threshold); the warm-up starts again."""
@@ -338,13 +428,15 @@ class Model:
         raw = float(self.river.score_one(x))
         return raw if self.detector == "hst" else _squash(raw)
 
-    def learn(self, x: dict[str, float], own: Iterable[str], cfg: AnomalyConfig) -> None:
+    def learn(self, x: dict[str, float], own: dict[str, float], cfg: AnomalyConfig) -> None:
         alpha = 1.0 - 0.5 ** (1.0 / cfg.half_life)
+        for fit in self.fits.values():
+            fit.learn(alpha)
         for k in own:
             band = self.bands.get(k)
             if band is None:
                 band = self.bands[k] = Band()
-            band.learn(x[k], alpha)
+            band.learn(own[k], alpha)
         if self.detector == "gaussian":
             from river import anomaly
 
@@ -352,7 +444,7 @@ class Model:
                 g = self.gauss.get(k)
                 if g is None:
                     g = self.gauss[k] = anomaly.GaussianScorer(window_size=None, grace_period=cfg.warmup)
-                g.learn_one(None, x[k])
+                g.learn_one(None, own[k])
         elif self.detector != "zscore":
             if self.river is None:
                 self.river = build_river(self.detector, cfg.seed)
@@ -397,6 +489,8 @@ class MachineMonitor:
     site: str = ""
     line: str = ""
     running: bool = True
+    run: int = -1
+    """Count of starts (transitions to running); −1 while the machine never reported a state."""
     ambient: float | None = None
     models: dict[str, Model] = field(default_factory=dict)
     iso: Episode | None = None
@@ -431,7 +525,12 @@ class MachineMonitor:
             return []
         self.machine, self.site, self.line = m.machine, m.site or self.site, m.line or self.line
         if m.metric == MACHINE_STATE:
-            self.running = _is_running(m.value)
+            running = _is_running(m.value)
+            if running and (not self.running or self.run < 0):
+                self.run += 1
+                if self.run == 0:
+                    self.run = 1
+            self.running = running
             return []
         if not is_condition_metric(m.metric) or isinstance(m.value, str | bool):
             return []
@@ -453,10 +552,17 @@ class MachineMonitor:
     def _score_learn(self, model: Model, signal: str, ts: int, value: float,
                      cfg: AnomalyConfig) -> list[Row]:
         ambient = self.ambient if signal != AMBIENT else None
-        own = model.features(signal, value, ambient, cfg)
+        own = model.features(signal, value, ambient, cfg, self.run)
         model.latest.update(own)
         x = dict(model.latest)
+        for k in [k for k in x if k.endswith(".excess")]:
+            band = model.bands.get(k)
+            if band is None or band.n < cfg.warmup:  # the thermal model is still learning
+                del x[k]
         zs = {k: model.bands[k].z(v) for k, v in x.items() if k in model.bands}
+        for k in zs:
+            if k.endswith(".excess"):  # one-sided: unexplained heat, not unexplained cooling
+                zs[k] = max(zs[k], 0.0)
         warm = model.seen >= cfg.warmup and len(x) == len(zs)
         out: list[Row] = []
         anomalous = False
@@ -479,6 +585,9 @@ class MachineMonitor:
         protect = anomalous or (ep is not None and ep.normal_run == 0)
         if not protect:
             model.learn(x, own, cfg)
+        else:
+            for fit in model.fits.values():
+                fit.pending = None
         model.seen += 1
         return out
 

@@ -26,8 +26,11 @@ from pydantic import Field, model_validator
 
 from schemas._base import Frozen
 
-Feature = Literal["value", "mean", "std", "max", "min"]
-"""Per-signal features: the (domain-adjusted) value and rolling mean, std, max, min."""
+Feature = Literal["value", "mean", "std", "max", "min", "excess"]
+"""Per-signal features: the (domain-adjusted) value and rolling mean, std, max, min; ``excess``
+(thermal signals of machines that report their state): the rolling mean of the residual of a
+learned first-order thermal model of the running machine — heat its operating history does not
+explain."""
 
 Detector = Literal["zscore", "gaussian", "hst", "ilof", "ocsvm"]
 """``zscore``: EWMA control chart (robust z-scores of value and rolling mean) — the default;
@@ -63,8 +66,9 @@ class AnomalyConfig(Frozen):
     thermal: tuple[str, ...] = ("temperature", "oil_temperature")
     """Signals (name prefixes) with the thermal profile: slow, cooled by every stop, bounded
     above by the running steady state."""
-    thermal_features: tuple[Feature, ...] = ("value", "max")
-    """Features of thermal signals: the value and the rolling max (thermal envelope)."""
+    thermal_features: tuple[Feature, ...] = ("value", "max", "excess")
+    """Features of thermal signals: the value, the rolling max (thermal envelope) and the excess
+    over the learned thermal model (one-sided; only for machines that report their state)."""
     thermal_window: int = Field(default=60, ge=2, le=1024)
     """Length (samples) of the thermal signals' rolling statistics."""
     half_life: int = Field(default=2016, ge=2)

@@ -11,6 +11,7 @@ import statistics
 from typing import Any
 
 import bytewax.operators as op
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -19,12 +20,11 @@ from flows.anomaly import anomaly
 from flows.registry import FlowContext
 from schemas.config import PlantConfig
 
-HOURS = 30
 
-
-def test_plc_injected_anomalies_are_found_with_few_false_alarms() -> None:
-    line = PlcLine(seed=2, machines=3)
-    data = list(line.run(line.start_ms + HOURS * 3600_000))
+@pytest.mark.parametrize(("seed", "hours"), [(2, 30), (1, 48)])
+def test_plc_injected_anomalies_are_found_with_few_false_alarms(seed: int, hours: int) -> None:
+    line = PlcLine(seed=seed, machines=3)
+    data = list(line.run(line.start_ms + hours * 3600_000))
     truth = line.ground_truth()
     flow = Dataflow("anomaly_plc")
     rows: list[dict[str, Any]] = []
@@ -48,14 +48,15 @@ def test_plc_injected_anomalies_are_found_with_few_false_alarms() -> None:
     precision = len(true_eps) / len(episodes)
     recall = {k: sum(v) / len(v) for k, v in found.items()}
     overall = sum(sum(v) for v in found.values()) / len(truth.anomalies)
-    print(f"PLC seed 2, {HOURS} h, {len(truth.anomalies)} anomalies: recall {recall} overall {overall:.2f}, "
+    print(f"PLC seed {seed}, {hours} h, {len(truth.anomalies)} anomalies: recall {recall} overall {overall:.2f}, "
           f"episode precision {precision:.2f}, median delay {statistics.median(delays):.1f} min")
     assert len(found["bearing_wear"]) >= 4 and len(found["overheating"]) >= 4
-    assert recall["bearing_wear"] >= 0.9
+    # the bar: per-episode recall >= 0.9 and precision >= 0.8 — overall and for each
+    # kind, overheating included although the presses stop (and the motor cools) every few
+    # minutes: the thermal model's excess explains heating after starts and cooling in stops
+    assert overall >= 0.9
+    assert recall["bearing_wear"] >= 0.9 and recall["overheating"] >= 0.9
     assert precision >= 0.8
-    # Overheating on machines that stop every few minutes is the hard case: the motor cools in
-    # each stop, so the normal band is wide (see docs/anomaly.md); more than half are found.
-    assert recall["overheating"] >= 0.5
     assert statistics.median(delays) < 30
     vib = [r for r in true_eps if r["model"] == "vibration_rms_mms"]
     assert vib and all(r["hypothesis"].startswith("vibration high: bearing wear") for r in vib)
