@@ -121,6 +121,9 @@ def test_malformed_values_go_to_the_dead_letter_topic(tmp_path: Path, kafka_conf
             before = now_ms()
             await srv.write_raw("press-01", "Temperature_C", ua.Variant(55.5, ua.VariantType.Double), None)
             after = now_ms()
+            # let the subscription deliver the injected values before production floods the
+            # monitored items' queues again (on a loaded machine the next plays come first)
+            await quiet(lambda: conn.stats.received, quiet_s=0.5)
             await srv.play(until_ms=START + 20 * 60_000)  # and production goes on
             await quiet(lambda: conn.stats.received)
             stop.set()
