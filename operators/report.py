@@ -142,9 +142,15 @@ tr.total td{font-weight:bold;border-top:2px solid #666}
 """
 
 
+_TINT = {"green": "#d7f0dc", "yellow": "#fff3a0", "red": "#ffd9d9", "grey": "#eeeeee"}
+_DARK = {"green": "#0b4d1e", "yellow": "#111111", "red": "#8e0000", "grey": "#333333"}
+
+
 def _badge(v: float | None) -> str:
+    """A table cell's OEE: tinted background, dark ink, a bar in the shop-floor colour (legible in print)."""
     c = oee_colour(v)
-    return f'<span class="badge" style="background:{_HEX[c]};color:{_INK[c]}">{pct(v)}</span>'
+    return (f'<span class="badge" style="background:{_TINT[c]};color:{_DARK[c]};'
+            f'border-left:6px solid {_HEX[c]};padding-left:6px">{pct(v)}</span>')
 
 
 def _machine_row(m: OeeRow, total: bool = False, line: bool = True) -> str:

@@ -72,14 +72,21 @@ def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2400) -> 
     assert png.is_file(), res.stderr[-2000:]
 
 
-def ocr(png: Path) -> str:
-    """Tesseract's reading of the rendered pixels (upscaled 2x: cleaner glyphs)."""
+def ocr(png: Path, rows: tuple[int, int] | None = None, *, scale: int = 1, psm: int = 11) -> str:
+    """Tesseract's reading of the rendered pixels: the band ``rows`` (y from, to), upscaled.
+
+    ``psm`` 11 (sparse text) reads the big headline tiles; 6 (one block) reads table rows.
+    """
     exe = shutil.which("tesseract")
     assert exe, "tesseract is needed for the report screenshot test: apt-get install -y tesseract-ocr"
-    big = png.with_name(png.stem + "_2x.png")
-    with Image.open(png) as im:
-        im.convert("L").resize((im.width * 2, im.height * 2), Image.Resampling.LANCZOS).save(big)
-    res = subprocess.run([exe, str(big), "stdout", "--psm", "11"], capture_output=True, text=True,
+    src = png
+    if rows is not None or scale != 1:
+        src = png.with_name(f"{png.stem}_{rows}_x{scale}.png")
+        with Image.open(png) as im:
+            y0, y1 = rows or (0, im.height)
+            part = im.convert("L").crop((0, y0, im.width, y1))
+            part.resize((part.width * scale, part.height * scale), Image.Resampling.LANCZOS).save(src)
+    res = subprocess.run([exe, str(src), "stdout", "--psm", str(psm)], capture_output=True, text=True,
                          timeout=120, check=True)
     return res.stdout
 
@@ -203,9 +210,8 @@ def test_daily_report_matches_the_plc_ground_truth_and_chromium_shows_the_key_nu
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", html)
     assert "http://" not in html and "https://" not in html
     assert html.count('src="data:image/png;base64,') == 3
-    oee_text = pct(want["oee"])
-    colour = oee_colour(want["oee"])
-    assert {"green": "#1b7f3b", "yellow": "#f2c200", "red": "#c62828"}[colour] in html
+    colour = {"green": "#1b7f3b", "yellow": "#f2c200", "red": "#c62828"}[oee_colour(want["oee"])]
+    assert re.search(rf'<div class="tile" style="background:{colour};[^"]*"><div class="k">Plant OEE', html)
 
     # what Chromium rendered: size, not blank, and the headline numbers in the pixels
     png = tmp_path / "report.png"
@@ -220,19 +226,34 @@ def test_daily_report_matches_the_plc_ground_truth_and_chromium_shows_the_key_nu
         assert 0.01 < dark < 0.6, dark
         colours = len(im.convert("RGB").getcolors(1 << 24) or [])
         assert colours > 50  # text, tables and the charts' colours
-    text = ocr(png)
-    flat = text.replace(" ", "")
+    # the headline tiles (the top of the page, large type): each number a token of its own
+    tiles = ocr(png, (0, 460), scale=2)
+    tokens = set(tiles.split())
     headline = {
-        "plant OEE": oee_text.replace(" ", ""),
+        "plant OEE": pct(want["oee"]).split()[0],
         "good parts": num(want["sums"]["good"]),
         "rejects": num(want["sums"]["reject"]),
         "downtime minutes": num(sum(mn for _, mn in want["downtime"].values())),
     }
-    missing = {k: v for k, v in headline.items() if v not in flat}
+    missing = {k: v for k, v in headline.items() if v not in tokens and v + "%" not in tokens}
     # a cost ending in half a cent may round either way depending on the order of the sum
     scrap_cost = sum(c for _, c in want["scrap"].values())
-    if not {num(scrap_cost - 0.005, 2), num(scrap_cost + 0.005, 2)} & set(re.findall(r"[\d,]+\.\d\d", flat)):
+    if not {num(scrap_cost - 0.005, 2), num(scrap_cost + 0.005, 2)} & tokens:
         missing["scrap cost"] = num(scrap_cost, 2)
-    assert not missing, f"not read in the screenshot: {missing}\n--- OCR ---\n{text}"
+    if str(len(report.anomalies)) not in tokens:
+        missing["anomalies"] = str(len(report.anomalies))
+    assert not missing, f"not read in the screenshot: {missing}\n--- OCR ---\n{tiles}"
+    for label in ("Plant OEE", "Good parts", "Rejects", "Downtime min", "Scrap cost EUR", "Anomalies"):
+        assert label.replace(" ", "") in tiles.replace(" ", ""), label
+    # the machine table below: each machine's row with its OEE, good parts and rejects
+    table = {ln.split()[0]: ln.split() for ln in ocr(png, (200, 460), scale=2, psm=6).splitlines()
+             if ln.strip()}
+    for name, w in want["machines"].items():
+        oee = w["ideal"] / w["planned"] * w["good"] / (w["good"] + w["reject"])
+        row = " ".join(table.get(name, [])).replace(" %", "%")
+        for value in (pct(oee).replace(" ", ""), num(w["good"]), num(w["reject"])):
+            assert value in row.split(), (name, value, row)
+    # the whole page: every section is there
+    flat = ocr(png).replace(" ", "")
     for word in ("Daily insights", "Top downtime causes", "Scrap by reason", "Anomalies of the day"):
         assert word.replace(" ", "") in flat, word
