@@ -292,6 +292,7 @@ class MqttConnector:
         self.stats = MqttStats()
         self._client: paho.Client | None = None
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._refused: str | None = None
         self._lock = threading.Lock()
 
@@ -318,6 +319,7 @@ class MqttConnector:
                            cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(m.tls.insecure)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         props = None
@@ -339,13 +341,18 @@ class MqttConnector:
         self._client = client
         client.loop_start()
         deadline = time.monotonic() + m.connect_timeout_s
-        while not self._connected.is_set() and self._refused is None and time.monotonic() < deadline:
-            self._connected.wait(0.05)
-        if self._refused is not None or not self._connected.is_set():
-            reason = self._refused or f"no CONNACK within {m.connect_timeout_s:g}s" + (
-                " (an MQTT 3.1.1-only broker such as amqtt? set mqtt.protocol: \"3.1.1\")" if v5 else "")
+        # started = subscribed: a message published once start() returns is routed to this session
+        while not self._subscribed.is_set() and self._refused is None and time.monotonic() < deadline:
+            self._subscribed.wait(0.05)
+        if self._refused is not None or not self._subscribed.is_set():
+            reason = self._refused or (
+                f"no SUBACK within {m.connect_timeout_s:g}s" if self._connected.is_set() else
+                f"no CONNACK within {m.connect_timeout_s:g}s" + (
+                    " (an MQTT 3.1.1-only broker such as amqtt? set mqtt.protocol: \"3.1.1\")" if v5 else ""))
             self.stop()
-            hint = ("check mqtt.username and mqtt.password" if self._refused and
+            hint = ("check mqtt.subscriptions and the broker's ACL for mqtt.client_id"
+                    if reason.startswith("subscription refused") else
+                    "check mqtt.username and mqtt.password" if self._refused and
                     ("password" in reason.lower() or "authori" in reason.lower()) else
                     "check mqtt.host, mqtt.port, mqtt.protocol and mqtt.tls")
             msg = f"{where} refused the connection: {reason}; {hint}"
@@ -404,6 +411,19 @@ class MqttConnector:
         subs: list[tuple[str, int]] = [(s.topic, s.qos) for s in self.mqtt.subscriptions]
         client.subscribe(subs)
         self._connected.set()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any],
+                      properties: Any) -> None:
+        refused = [f"{s.topic} ({r})" for s, r in zip(self.mqtt.subscriptions, reasons, strict=False)
+                   if r.is_failure]
+        if refused and not self._subscribed.is_set():
+            self._refused = f"subscription refused for {', '.join(refused)}"
+            self.stats.last_error = self._refused
+            return
+        if refused:
+            log.error("MQTT connector: resubscription refused for %s", ", ".join(refused))
+            self.stats.last_error = f"subscription refused: {', '.join(refused)}"
+        self._subscribed.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

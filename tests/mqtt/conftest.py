@@ -44,7 +44,7 @@ class Mosquitto:
 
 
 def start_mosquitto(workdir: Path, *, tls: dict[str, str] | None = None,
-                    passwords: dict[str, str] | None = None) -> Mosquitto:
+                    passwords: dict[str, str] | None = None, acl: str | None = None) -> Mosquitto:
     if MOSQUITTO is None:
         pytest.fail("mosquitto is not installed: apt-get install -y mosquitto (.ci/run does it)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +74,9 @@ def start_mosquitto(workdir: Path, *, tls: dict[str, str] | None = None,
         lines += ["allow_anonymous false", f"password_file {pwfile}"]
     else:
         lines.append("allow_anonymous true")
+    if acl is not None:
+        (workdir / "acl").write_text(acl)
+        lines.append(f"acl_file {workdir / 'acl'}")
     conf = workdir / "mosquitto.conf"
     conf.write_text("\n".join(lines) + "\n")
     log = workdir / "mosquitto.out"

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from connectors import kafka
-from connectors.embedded import TansuBroker
+from connectors.embedded import AmqttBroker, TansuBroker, free_port
 from connectors.mqtt import MqttConnector
 from connectors.simulators.bakery import BakerySim, bakery_config, publish
 from schemas.errors import ConnectorError
@@ -210,3 +210,34 @@ def test_connector_killed_mid_run_loses_nothing(mosquitto_factory: Callable[...,
         b.wait(timeout=20)
     assert len(got) == expected
     check_against_truth(sim, got)
+
+
+@pytest.mark.filterwarnings("ignore:The 'acl' option is deprecated:DeprecationWarning")
+def test_a_subscription_the_broker_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    # Mosquitto grants any subscription and filters at delivery; amqtt's topic ACL refuses in the
+    # SUBACK, as Azure IoT Operations' broker does with authorization rules
+    acl = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+           "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {
+               "acl": {"anonymous": ["factory/#"]}}}  # amqtt 0.12 spells subscribe-acl "acl"
+    port = free_port()
+    mq = AmqttBroker(port, config={"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                                   "plugins": acl}).start()
+    try:
+        cfg = bakery_config(5, mqtt={"host": "127.0.0.1", "port": mq.port, "protocol": "3.1.1",
+                                     "subscriptions": [{"topic": "factory/#", "format": "flat"},
+                                                       {"topic": "finance/#", "format": "flat"}]},
+                            producer={"spool_dir": str(tmp_path / "spool")})
+        t0 = time.monotonic()
+        with pytest.raises(ConnectorError) as exc:
+            MqttConnector(cfg, {"bootstrap.servers": "127.0.0.1:1"}).start()
+        assert time.monotonic() - t0 < 5
+        text = str(exc.value)
+        assert "subscription refused for finance/#" in text and "factory/#" not in text
+        assert "mqtt.subscriptions and the broker's ACL" in text
+        # the same gateway subscribing only where it may read starts
+        ok = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
+            update={"subscriptions": cfg.mqtt.subscriptions[:1]})})
+        with MqttConnector(ok, {"bootstrap.servers": "127.0.0.1:1"}) as connector:
+            assert connector.stats.connects == 1 and connector.stats.last_error == ""
+    finally:
+        mq.stop()
