@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from bytewax.testing import run_main
 
@@ -30,6 +31,38 @@ class DemoSummary:
     cloud: str = ""
 
 
+def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int = 15) -> PlantConfig:
+    """``config`` plus every simulated machine with its line and ideal cycle times (OEE needs them).
+
+    The PLC line's first machines come from ``config.lines``; the ones it generates beyond them
+    join the first line. The bakery's lines come from its own plant config.
+
+    >>> from schemas.config import load_config, EXAMPLE_CONFIG
+    >>> cfg = demo_config(load_config(EXAMPLE_CONFIG))
+    >>> info = cfg.machine("molder-01")
+    >>> info.line, info.config.ideal_cycle_time_ms is not None
+    ('line-1', True)
+    >>> cfg.machine("miami-fryer-1").line
+    'miami-line-1'
+    """
+    from connectors.simulators.bakery import bakery_config
+    from connectors.simulators.plc import PlcLine
+
+    known = {m.id for ln in config.lines for m in ln.machines}
+    added: dict[str, list[dict[str, Any]]] = {}
+    for s in PlcLine(machines=machines, config=config).specs:
+        if s.id not in known:
+            added.setdefault(s.line, []).append({
+                "id": s.id, "type": s.type, "ideal_cycle_time_ms": s.ideal_ms["P-100"],
+                "ideal_cycle_time_ms_by_part": s.ideal_ms})
+    for ln in bakery_config(bakery_machines).lines:
+        added.setdefault(ln.id, []).extend(m.model_dump() for m in ln.machines if m.id not in known)
+    data = config.model_dump()
+    lines = [{**ln, "machines": [*ln["machines"], *added.pop(ln["id"], [])]} for ln in data["lines"]]
+    lines += [{"id": lid, "machines": ms} for lid, ms in added.items()]
+    return PlantConfig.model_validate({**data, "lines": lines})
+
+
 def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = None,
              workdir: str | Path = ".plantstream", machines: int = 3, speed: float = 60.0,
              seed: int = 7, on_start: Callable[[EmbeddedRuntime], None] | None = None) -> DemoSummary:
@@ -47,7 +80,8 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
 
     started = time.perf_counter()
     work = Path(workdir)
-    local = config.model_copy(update={"kafka": config.kafka.model_copy(update={"bootstrap_servers": None})})
+    local = demo_config(config, machines=machines)
+    local = local.model_copy(update={"kafka": local.kafka.model_copy(update={"bootstrap_servers": None})})
     stop_requested = threading.Event()
     stop_reading = threading.Event()
     summary = DemoSummary()
