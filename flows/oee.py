@@ -1,11 +1,13 @@
 """The OEE flow: time-in-state facts, downtime events and late data, one step per machine.
 
-Measurements of the OEE metrics (:data:`operators.oee.OEE_METRICS`, usable quality only) are
-keyed by machine and go through ONE ``op.stateful`` step whose per-machine logic is an
-:class:`operators.oee.OeeAccounting`. Its snapshot is a single ``bytes`` value, so the
-per-epoch copy Bytewax makes of every active key is a memcpy. The step emits ``(table, row)``
-pairs, split into ``oee_facts``, ``downtime_events`` and ``deadletter`` (samples beyond the
-restatement horizon, reason ``late``).
+Measurements of usable quality are keyed by machine and go through ONE ``op.stateful`` step
+whose per-machine logic is an :class:`operators.oee.OeeAccounting`: the OEE metrics
+(:data:`operators.oee.OEE_METRICS`) are accounted, every other metric of a machine already
+known is a tick of its event time (a PLC reports its state only when it changes, so without
+ticks a machine sitting in one state for an hour would leave that hour's windows open). Its
+snapshot is a single ``bytes`` value, so the per-epoch copy Bytewax makes of every active key
+is a memcpy. The step emits ``(table, row)`` pairs, split into ``oee_facts``,
+``downtime_events`` and ``deadletter`` (samples beyond the restatement horizon, reason ``late``).
 
 Unit of parallelism: the machine (Kafka key). Delivery: effectively-once with recovery — the
 state is snapshotted with the input offsets, and every row lands in a ReplacingMergeTree keyed
@@ -55,6 +57,12 @@ class OeeLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
             self.acc.load(resume)
 
     def on_item(self, value: Measurement) -> Emit:
+        if value.metric not in OEE_METRICS:
+            if self.acc is None:  # a sensor-only asset: no OEE, no state kept
+                return [], op.StatefulLogic.DISCARD
+            self.acc.on_tick(value.ts)
+            out = self.acc.take()
+            return ([out] if out else []), op.StatefulLogic.RETAIN
         if self.acc is None:
             self.acc = self.make(value.machine)
         self.acc.on_sample(value.ts, value.metric, value.value, value)
@@ -89,8 +97,8 @@ def accounting_factory(config: PlantConfig) -> Callable[[str], OeeAccounting]:
     return lambda machine: OeeAccounting.for_config(config, machine, calendar)
 
 
-def _relevant(m: Measurement) -> bool:
-    return m.metric in OEE_METRICS and m.quality != "bad"
+def _usable(m: Measurement) -> bool:
+    return m.quality != "bad"
 
 
 def _table(name: str) -> Callable[[Output], Row | None]:
@@ -101,7 +109,7 @@ def _table(name: str) -> Callable[[Output], Row | None]:
 def oee(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
     """OEE facts per machine and window, downtime events, late data to the dead letter."""
     make = accounting_factory(ctx.config)
-    relevant = op.filter("oee_metrics", measurements, _relevant)
+    relevant = op.filter("oee_usable", measurements, _usable)
     keyed = op.key_on("oee_key", relevant, lambda m: m.machine)
     outputs = op.stateful("oee_accounting", keyed, lambda resume: OeeLogic(make, resume))
     flat = op.flat_map("oee_rows", outputs, lambda kv: kv[1])

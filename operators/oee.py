@@ -255,6 +255,27 @@ class OeeAccounting:
             self.max_ts = ts
         self._drain(self.watermark)
 
+    def on_tick(self, ts: int) -> None:
+        """Another metric from this machine (a temperature, a vibration) was measured at ``ts``.
+
+        The machine's event time has passed ``ts``, so windows close while it sits in one state
+        (a PLC reports its state only when it changes). A tick is never late and never buffered:
+        one older than the newest sample changes nothing.
+
+        >>> from schemas.config import build_config
+        >>> acc = OeeAccounting.for_config(build_config({}, {}), "press-01")
+        >>> acc.on_sample(0, "machine_state", "running")
+        >>> acc.on_tick(30_000); acc.take()
+        []
+        >>> acc.on_tick(185_000)   # 3 min later: minutes 0 and 1 are final (lateness 60 s)
+        >>> [(r["window_start"], r["run_s"]) for t, r in acc.take() if t == "oee_facts"]
+        [(0, 60.0), (60000, 60.0)]
+        """
+        if self.max_ts < 0 or ts <= self.max_ts:
+            return
+        self.max_ts = ts
+        self._drain(self.watermark)
+
     def flush(self) -> list[Output]:
         """Apply every buffered sample now (the machine went quiet: its buffered samples are
         taken as final, so an open stop becomes visible). Samples that arrive later for an

@@ -35,3 +35,12 @@ def test_demo_leaves_rows_that_a_plain_query_reports(tmp_path: Path) -> None:
     out = subprocess.run([*exe, "query", "select count() as n from oee_facts", "--format", "json"],
                          cwd=tmp_path, env=env_free, capture_output=True, timeout=120, check=True)
     assert orjson.loads(out.stdout)[0]["n"] > 0
+    # every simulated machine is a configured one: a line and an ideal cycle time, so a machine
+    # that made parts has a performance (unknown machines would show 0 % and no line)
+    out = subprocess.run([*exe, "query", "select machine, any(line) as line, sum(total) as parts, "
+                          "sum(ideal_s) as ideal_s from oee_facts final group by machine", "--format", "json"],
+                         cwd=tmp_path, env=env_free, capture_output=True, timeout=120, check=True)
+    machines = orjson.loads(out.stdout)
+    assert len(machines) >= 10, machines  # the PLC line and the bakery's three plants
+    bad = [m for m in machines if not m["line"] or (m["parts"] > 0 and m["ideal_s"] <= 0)]
+    assert not bad, bad
