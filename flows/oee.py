@@ -97,8 +97,40 @@ def accounting_factory(config: PlantConfig) -> Callable[[str], OeeAccounting]:
     return lambda machine: OeeAccounting.for_config(config, machine, calendar)
 
 
-def _usable(m: Measurement) -> bool:
-    return m.quality != "bad"
+class Ticks:
+    """What the OEE step needs to see: every usable OEE sample, and of a machine's other
+    metrics only the first whose watermark (``ts`` minus the allowed lateness) enters a new
+    window. Sensors report every second or faster; one tick a window closes the windows just
+    as well, and the stateful step is spared the rest. Dropping a tick is always safe (the next
+    one, or the next OEE sample, does its work), so this memory of one number per machine is
+    not part of any snapshot.
+
+    >>> from schemas.measurement import Measurement
+    >>> keep = Ticks(window_ms=60_000, lateness_ms=60_000)
+    >>> def m(ts, metric="temperature_c", quality="good"):
+    ...     return Measurement(ts=ts, site="s", line="l", machine="m1", metric=metric,
+    ...                        value=1.0, quality=quality, source="t")
+    >>> [keep(m(t)) for t in (60_000, 61_000, 119_000, 120_000, 121_000)]
+    [True, False, False, True, False]
+    >>> keep(m(121_000, "machine_state")), keep(m(200_000, quality="bad"))
+    (True, False)
+    """
+
+    def __init__(self, window_ms: int, lateness_ms: int) -> None:
+        self.window_ms = window_ms
+        self.lateness_ms = lateness_ms
+        self.last: dict[str, int] = {}
+
+    def __call__(self, m: Measurement) -> bool:
+        if m.quality == "bad":
+            return False
+        if m.metric in OEE_METRICS:
+            return True
+        slot = (m.ts - self.lateness_ms) // self.window_ms
+        if slot <= self.last.get(m.machine, slot - 1):
+            return False
+        self.last[m.machine] = slot
+        return True
 
 
 def _table(name: str) -> Callable[[Output], Row | None]:
@@ -109,7 +141,9 @@ def _table(name: str) -> Callable[[Output], Row | None]:
 def oee(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
     """OEE facts per machine and window, downtime events, late data to the dead letter."""
     make = accounting_factory(ctx.config)
-    relevant = op.filter("oee_usable", measurements, _usable)
+    lateness_ms = round(ctx.config.lateness.allowed_lateness_s * 1000)
+    relevant = op.filter("oee_samples_and_ticks", measurements,
+                         Ticks(round(ctx.config.window_s * 1000), lateness_ms))
     keyed = op.key_on("oee_key", relevant, lambda m: m.machine)
     outputs = op.stateful("oee_accounting", keyed, lambda resume: OeeLogic(make, resume))
     flat = op.flat_map("oee_rows", outputs, lambda kv: kv[1])
