@@ -341,6 +341,26 @@ def test_availability_and_quality_per_machine_match_the_ground_truth(plant: Plan
 
 
 @pytest.mark.integration
+def test_current_product_and_shift_match_the_ground_truth(plant: Plant, ch_dsn: str) -> None:
+    """Each machine's last true work order and part (the bakery: its product), in the day shift."""
+    client = chc.connect(ch_dsn, database=plant.db)
+    try:
+        res = client.query(expand(panel_sql("shop-floor")["Current product and shift"], ALL))
+    finally:
+        client.close()
+    got = {r[0]: dict(zip(res.column_names, r, strict=True)) for r in res.result_rows}
+    assert sorted(got) == plant.machines
+    last = {w.machine: w for w in sorted(plant.truth.work_orders, key=lambda w: w.start_ms)}
+    for machine, row in got.items():
+        assert row["shift"] == "day", machine  # 06:00-09:00 is in the example config's day shift
+        if machine in last:
+            assert (row["part_number"], row["work_order"]) == (last[machine].part_number,
+                                                               last[machine].work_order)
+        else:  # the bakery line bakes pastries all morning (seed 2; the product changes after 10:00)
+            assert (row["part_number"], row["work_order"]) == ("pastries", "")
+
+
+@pytest.mark.integration
 def test_fryer_panel_follows_the_bakery_ground_truth(plant: Plant, ch_dsn: str) -> None:
     """Target 375 °F in °C on every point, the oil level in range, and hot oil in every true drift."""
     sql = panel_sql("shop-floor")["Fryer oil temperature vs target and oil level"]
