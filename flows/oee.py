@@ -65,6 +65,10 @@ class OeeLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
             return ([out] if out else []), op.StatefulLogic.RETAIN
         if self.acc is None:
             self.acc = self.make(value.machine)
+        if value.site and value.site != self.acc.site:  # the source's site and line win over the
+            self.acc.site = value.site                  # plant config's, as in every other table
+        if value.line and value.line != self.acc.line:
+            self.acc.line = value.line
         self.acc.on_sample(value.ts, value.metric, value.value, value)
         out = self.acc.take()
         self.due = (self.now() + timedelta(milliseconds=self.acc.lateness_ms)
@@ -99,26 +103,26 @@ def accounting_factory(config: PlantConfig) -> Callable[[str], OeeAccounting]:
 
 class Ticks:
     """What the OEE step needs to see: every usable OEE sample, and of a machine's other
-    metrics only the first whose watermark (``ts`` minus the allowed lateness) enters a new
-    window. Sensors report every second or faster; one tick a window closes the windows just
-    as well, and the stateful step is spared the rest. Dropping a tick is always safe (the next
-    one, or the next OEE sample, does its work), so this memory of one number per machine is
-    not part of any snapshot.
+    metrics at most one every ``step_ms`` of event time (5 s). Sensors report every second or
+    faster; a tick every few seconds closes windows just as well, and spares the stateful step
+    the rest. The cost: at the end of a replay a machine's time is known up to its last tick,
+    at most ``step_ms`` before its last sample. Dropping a tick is always safe (the next one,
+    or the next OEE sample, does its work), so this memory of one number per machine is not
+    part of any snapshot.
 
     >>> from schemas.measurement import Measurement
-    >>> keep = Ticks(window_ms=60_000, lateness_ms=60_000)
+    >>> keep = Ticks(step_ms=5_000)
     >>> def m(ts, metric="temperature_c", quality="good"):
     ...     return Measurement(ts=ts, site="s", line="l", machine="m1", metric=metric,
     ...                        value=1.0, quality=quality, source="t")
-    >>> [keep(m(t)) for t in (60_000, 61_000, 119_000, 120_000, 121_000)]
-    [True, False, False, True, False]
-    >>> keep(m(121_000, "machine_state")), keep(m(200_000, quality="bad"))
+    >>> [keep(m(t)) for t in (60_000, 61_000, 64_999, 65_000, 66_000, 80_000)]
+    [True, False, False, True, False, True]
+    >>> keep(m(80_001, "machine_state")), keep(m(90_000, quality="bad"))
     (True, False)
     """
 
-    def __init__(self, window_ms: int, lateness_ms: int) -> None:
-        self.window_ms = window_ms
-        self.lateness_ms = lateness_ms
+    def __init__(self, step_ms: int = 5_000) -> None:
+        self.step_ms = step_ms
         self.last: dict[str, int] = {}
 
     def __call__(self, m: Measurement) -> bool:
@@ -126,7 +130,7 @@ class Ticks:
             return False
         if m.metric in OEE_METRICS:
             return True
-        slot = (m.ts - self.lateness_ms) // self.window_ms
+        slot = m.ts // self.step_ms
         if slot <= self.last.get(m.machine, slot - 1):
             return False
         self.last[m.machine] = slot
@@ -141,9 +145,7 @@ def _table(name: str) -> Callable[[Output], Row | None]:
 def oee(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
     """OEE facts per machine and window, downtime events, late data to the dead letter."""
     make = accounting_factory(ctx.config)
-    lateness_ms = round(ctx.config.lateness.allowed_lateness_s * 1000)
-    relevant = op.filter("oee_samples_and_ticks", measurements,
-                         Ticks(round(ctx.config.window_s * 1000), lateness_ms))
+    relevant = op.filter("oee_samples_and_ticks", measurements, Ticks())
     keyed = op.key_on("oee_key", relevant, lambda m: m.machine)
     outputs = op.stateful("oee_accounting", keyed, lambda resume: OeeLogic(make, resume))
     flat = op.flat_map("oee_rows", outputs, lambda kv: kv[1])

@@ -1,5 +1,6 @@
 """The registered ``oee`` flow on Bytewax: one worker and a two-worker cluster give the same
-facts and events as the pure accounting, and only OEE metrics reach the stateful step."""
+facts and events as the pure accounting fed only the OEE metrics (the other metrics are ticks
+of event time, which close windows sooner but change no result)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ def test_one_and_two_workers_give_the_accounting_result() -> None:
     expected: list[tuple[str, dict[str, Any]]] = []
     for machine in sorted({m.machine for m in ms}):
         acc = make(machine)
+        first = next(m for m in ms if m.machine == machine)
+        acc.site, acc.line = first.site, first.line  # the source's site and line win
         expected += acc.process((m.ts, m.metric, m.value) for m in ms
                                 if m.machine == machine and m.metric not in ("cycle_time_ms", "scrap_reason")
                                 and not m.metric.endswith(("_c", "_mms", "_rpm")))
@@ -105,3 +108,18 @@ def test_a_machine_that_stops_sending_shows_its_open_stop_after_the_allowed_late
     rows, _ = logic.on_eof()
     events = {r["start"]: r for batch in rows for t, r in batch if t == "downtime_events"}
     assert events[T0 + 20_000]["state"] == "idle" and events[T0 + 20_000]["end"] == T0 + 30_000
+
+
+def test_facts_and_events_carry_the_site_and_line_the_source_sent() -> None:
+    # a bakery machine publishes its own site and line; the plant config's site is plant-a
+    base = 1_763_791_200_000
+    ms = [Measurement(base, "seattle-fryer-1", "machine_state", "running", "seattle", "seattle-line-1"),
+          Measurement(base + 150_000, "seattle-fryer-1", "machine_state", "fault", "seattle", "seattle-line-1"),
+          *[Measurement(base + t * 1000, "seattle-fryer-1", "oil_temperature_c", 180.0, "seattle",
+                        "seattle-line-1") for t in range(0, 600, 5)]]
+    rows = flow_rows(ms, 1)
+    facts = [r for t, r in rows if t == "oee_facts"]
+    events = [r for t, r in rows if t == "downtime_events"]
+    assert CFG.site != "seattle"
+    assert len(facts) == 10 and events  # minutes 0-9, the last one as of the last tick
+    assert {(r["site"], r["line"]) for r in facts + events} == {("seattle", "seattle-line-1")}
