@@ -222,6 +222,19 @@ def panel_sql(board: str) -> dict[str, str]:
 # -- OEE colours ----------------------------------------------------------------------------------
 
 
+def run(plant: Plant, ch_dsn: str, sql: str, selected: Mapping[str, list[str] | None] | None = None) -> Any:
+    """A panel's SQL, macros expanded (every variable at All unless ``selected``), over the plant."""
+    client = chc.connect(ch_dsn, database=plant.db)
+    try:
+        return client.query(expand(sql, ALL if selected is None else selected))
+    finally:
+        client.close()
+
+
+def dict_rows(res: Any) -> list[dict[str, Any]]:
+    return [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+
+
 def oee_thresholds(panel: dict[str, Any]) -> list[tuple[str, Any]]:
     """(where, thresholds) of every threshold set that colours an OEE value in ``panel``."""
     fc = panel["fieldConfig"]
@@ -343,12 +356,7 @@ def test_availability_and_quality_per_machine_match_the_ground_truth(plant: Plan
 @pytest.mark.integration
 def test_current_product_and_shift_match_the_ground_truth(plant: Plant, ch_dsn: str) -> None:
     """Each machine's last true work order and part (the bakery: its product), in the day shift."""
-    client = chc.connect(ch_dsn, database=plant.db)
-    try:
-        res = client.query(expand(panel_sql("shop-floor")["Current product and shift"], ALL))
-    finally:
-        client.close()
-    got = {r[0]: dict(zip(res.column_names, r, strict=True)) for r in res.result_rows}
+    got = {r["machine"]: r for r in dict_rows(run(plant, ch_dsn, panel_sql("shop-floor")["Current product and shift"]))}
     assert sorted(got) == plant.machines
     last = {w.machine: w for w in sorted(plant.truth.work_orders, key=lambda w: w.start_ms)}
     for machine, row in got.items():
@@ -363,13 +371,7 @@ def test_current_product_and_shift_match_the_ground_truth(plant: Plant, ch_dsn: 
 @pytest.mark.integration
 def test_fryer_panel_follows_the_bakery_ground_truth(plant: Plant, ch_dsn: str) -> None:
     """Target 375 °F in °C on every point, the oil level in range, and hot oil in every true drift."""
-    sql = panel_sql("shop-floor")["Fryer oil temperature vs target and oil level"]
-    client = chc.connect(ch_dsn, database=plant.db)
-    try:
-        res = client.query(expand(sql, ALL))
-    finally:
-        client.close()
-    rows = [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+    rows = dict_rows(run(plant, ch_dsn, panel_sql("shop-floor")["Fryer oil temperature vs target and oil level"]))
     target_c = (OIL_TARGET_F - 32) * 5 / 9
     assert len(rows) == (END - START) // 60_000  # one point a minute (interval 60 s)
     assert {r["machine"] for r in rows} == {"seattle-fryer-1"}
@@ -418,13 +420,7 @@ def test_supervisor_drill_down_selects_the_machine_and_opens_its_stop_log(plant:
 
 @pytest.mark.integration
 def test_plants_shifts_products_table_matches_the_ground_truth(plant: Plant, ch_dsn: str) -> None:
-    sql = panel_sql("executive")["Plants × shifts × products"]
-    client = chc.connect(ch_dsn, database=plant.db)
-    try:
-        res = client.query(expand(sql, ALL))
-    finally:
-        client.close()
-    rows = [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+    rows = dict_rows(run(plant, ch_dsn, panel_sql("executive")["Plants × shifts × products"]))
     counts = plant.counts()
     assert sum(r["good_parts"] for r in rows) == sum(c["good"] for c in counts.values())
     assert sum(r["scrap_parts"] for r in rows) == sum(c["reject"] for c in counts.values())
@@ -438,12 +434,7 @@ def test_plants_shifts_products_table_matches_the_ground_truth(plant: Plant, ch_
 
 @pytest.mark.integration
 def test_scrap_pareto_matches_the_ground_truth(plant: Plant, ch_dsn: str) -> None:
-    client = chc.connect(ch_dsn, database=plant.db)
-    try:
-        rows = client.query(expand(panel_sql("supervisor")["Scrap Pareto (parts and cost by reason)"],
-                                   ALL)).result_rows
-    finally:
-        client.close()
+    rows = run(plant, ch_dsn, panel_sql("supervisor")["Scrap Pareto (parts and cost by reason)"]).result_rows
     expected: dict[str, int] = {}
     for c in plant.counts().values():
         for reason, n in c["rejects_by_reason"].items():
