@@ -143,7 +143,9 @@ def test_malformed_values_go_to_the_dead_letter_topic(tmp_path: Path, kafka_conf
     assert stats.deadlettered == len(dls) == 7  # "n/a" at start and "shaky"  # the unknown tag only once, as the tag dictionary says
     temps = [(m.ts, m.value, m.quality) for m in ms if m.metric == "temperature_c"]
     assert (START + 10 * 60_000 + 2, 44.0, "uncertain") in temps
-    # no SourceTimestamp: the server timestamp (wall clock here) is the time
-    assert any(v == 55.5 and before <= ts <= after for ts, v, _ in temps)
+    # no SourceTimestamp: the server timestamp (wall clock here) is the time; ``before`` and
+    # ``after`` are truncated to the millisecond, the timestamp's conversion may round up
+    assert any(v == 55.5 and before <= ts <= after + 1 for ts, v, _ in temps), (
+        before, after, [t for t in temps if t[1] == 55.5])
     truth = line.ground_truth()
     assert [m.value for m in ms if m.metric == "good_count"][-1] == truth.final["press-01"]["good_count"]
