@@ -26,10 +26,9 @@ from bytewax.testing import TestingSource, run_main
 
 from connectors import clickhouse as chc
 from connectors.kafka import RawMessage
-from connectors.mqtt import parse_payload
+from connectors.mqtt import MqttConnector
 from connectors.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
 from connectors.simulators.plc import GroundTruth, simulate
-from connectors.tags import TagMapper
 from flows.anomaly import anomaly
 from flows.archive import archive
 from flows.demo import demo_config
@@ -181,14 +180,9 @@ class Plant:
 
 def bakery_measurements(sim: BakerySim, end_ms: int) -> list[Measurement]:
     """The bakery's MQTT payloads as the MQTT connector turns them into Measurements."""
-    mapper = TagMapper(bakery_config(BAKERY_MACHINES))
-    out = []
-    for ts, topic, payload in sim.messages(end_ms):
-        for tag, value, sts, quality in parse_payload(topic, payload, "flat", ts).samples:
-            m = mapper.map(tag, value, sts, quality)
-            if isinstance(m, Measurement):
-                out.append(m)
-    return out
+    connector = MqttConnector(bakery_config(BAKERY_MACHINES), {})
+    return [m for ts, topic, payload in sim.messages(end_ms)
+            for m in connector.convert(topic, payload, ts)[0]]
 
 
 @pytest.fixture(scope="module")
@@ -219,9 +213,6 @@ def panel_sql(board: str) -> dict[str, str]:
     return {p["title"]: p["targets"][0]["rawSql"] for p in load(board)["panels"]}
 
 
-# -- OEE colours ----------------------------------------------------------------------------------
-
-
 def run(plant: Plant, ch_dsn: str, sql: str, selected: Mapping[str, list[str] | None] | None = None) -> Any:
     """A panel's SQL, macros expanded (every variable at All unless ``selected``), over the plant."""
     client = chc.connect(ch_dsn, database=plant.db)
@@ -233,6 +224,9 @@ def run(plant: Plant, ch_dsn: str, sql: str, selected: Mapping[str, list[str] | 
 
 def dict_rows(res: Any) -> list[dict[str, Any]]:
     return [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+
+
+# -- OEE colours ----------------------------------------------------------------------------------
 
 
 def oee_thresholds(panel: dict[str, Any]) -> list[tuple[str, Any]]:
