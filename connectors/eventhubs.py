@@ -34,7 +34,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import bytewax.operators as op
@@ -47,9 +47,6 @@ from connectors import kafka
 from operators.rollup import coalesce, rollup
 from schemas.errors import ConfigError, ConnectorError
 from schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
-
-if TYPE_CHECKING:
-    from connectors.kafka import RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +209,10 @@ class BandwidthMeter:
         self.sent_records = 0
         self._lock = threading.Lock()
 
-    def add_raw(self, n: int) -> None:
+    def add_raw(self, n: int, records: int = 1) -> None:
         with self._lock:
             self.raw_bytes += n
-            self.raw_records += 1
+            self.raw_records += records
 
     def add_sent(self, n: int) -> None:
         with self._lock:
@@ -356,11 +353,15 @@ def demo_sink(kafka_conf: Mapping[str, Any], cfg: EventHubsConfig) -> EventHubsS
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def attach(cfg: EventHubsConfig, raw: Stream[RawMessage], results: Stream[tuple[str, Row]],
+def attach(cfg: EventHubsConfig, raw_sizes: Stream[tuple[int, int]], results: Stream[tuple[str, Row]],
            sink: EventHubsSink) -> None:
-    """Wire the cloud sink into a dataflow: count raw bytes, pick tables, roll up fact tables."""
+    """Wire the cloud sink into a dataflow: count raw bytes, pick tables, roll up fact tables.
+
+    ``raw_sizes`` carries (bytes, messages) of each input batch: what sending the raw telemetry
+    would have cost.
+    """
     meter = sink.meter
-    op.inspect("cloud_count_raw", raw, lambda _step, msg: meter.add_raw(len(msg.value)))
+    op.inspect("cloud_count_raw", raw_sizes, lambda _step, bn: meter.add_raw(*bn))
     tables = frozenset(cfg.tables)
     chosen = op.filter("cloud_tables", results, lambda tr: tr[0] in tables)
     summed = frozenset(cfg.rollup_tables) & tables if cfg.oee_rollup_s else frozenset()

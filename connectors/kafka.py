@@ -123,19 +123,70 @@ class RawMessage:
         return f"kafka:{self.topic}/{self.partition}@{self.offset}"
 
 
+class KafkaBatch:
+    """The messages of one consume call on one partition, kept as librdkafka returned them.
+
+    The measurement source emits one of these per poll instead of one item per message, so a
+    flow pays Bytewax's per-item cost once per batch; :meth:`values` is all decoding needs, and
+    :meth:`raw` rebuilds one message (offset, timestamp) only for the rare dead letter.
+    """
+
+    __slots__ = ("messages", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int, messages: list[Any]) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.messages = messages
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def values(self) -> list[bytes]:
+        return [m.value() or b"" for m in self.messages]
+
+    def raw(self, i: int) -> RawMessage:
+        m = self.messages[i]
+        return RawMessage(m.key(), m.value() or b"", self.topic, self.partition, m.offset() or 0,
+                          m.timestamp()[1])
+
+
+class RawBatch:
+    """Already-built :class:`RawMessage` items as one batch (test sources, per-item inputs)."""
+
+    __slots__ = ("messages", "partition", "topic")
+
+    def __init__(self, messages: list[RawMessage]) -> None:
+        self.messages = messages
+        self.topic = messages[0].topic if messages else ""
+        self.partition = messages[0].partition if messages else 0
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def values(self) -> list[bytes]:
+        return [m.value for m in self.messages]
+
+    def raw(self, i: int) -> RawMessage:
+        return self.messages[i]
+
+
+Batch = KafkaBatch | RawBatch
+
+
 StopWhen = Literal["end", "never"] | threading.Event
 """``"end"``: stop at the end offsets seen at start (replay); ``"never"``: tail; an Event: tail
 until it is set, then drain what the topic holds at that moment and stop (demo, Ctrl-C)."""
 
 
-class _KafkaPartition(StatefulSourcePartition[RawMessage, int]):
+class _KafkaPartition(StatefulSourcePartition[Any, int]):
     # The end of a partition is learnt from fetch responses (partition EOF events and the
     # cached high watermark), never from ListOffsets: some Kafka-protocol brokers answer that
     # request with batch counts rather than offsets.
     _SETTLE_S = 0.5
 
     def __init__(self, conf: dict[str, Any], topic: str, partition: int, resume: int | None,
-                 stop: StopWhen, batch_size: int) -> None:
+                 stop: StopWhen, batch_size: int, batched: bool) -> None:
+        self._batched = batched
         self._tp = TopicPartition(topic, partition)
         self._topic = topic
         self._partition = partition
@@ -162,25 +213,36 @@ class _KafkaPartition(StatefulSourcePartition[RawMessage, int]):
             return at_eof or (high >= 0 and self._next >= high)
         return False
 
-    def next_batch(self) -> list[RawMessage]:
+    def next_batch(self) -> list[Any]:
         msgs = self._consumer.consume(self._batch_size, 0.01)
+        if any(m.error() is not None for m in msgs):
+            msgs = self._without_events(msgs)
+        elif msgs:
+            self._at_eof = False
+        if msgs:
+            self._next = (msgs[-1].offset() or 0) + 1
+        elif self._should_end(self._at_eof):
+            raise StopIteration
+        # Idle: let Bytewax sleep a little instead of spinning on an empty partition.
+        self._awake = None if msgs else datetime.now(UTC) + timedelta(milliseconds=20)
+        if not msgs:
+            return []
+        if self._batched:
+            return [KafkaBatch(self._topic, self._partition, msgs)]
+        return [RawMessage(m.key(), m.value() or b"", self._topic, self._partition, m.offset() or 0,
+                           m.timestamp()[1]) for m in msgs]
+
+    def _without_events(self, msgs: list[Any]) -> list[Any]:
         out = []
         for m in msgs:
             err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    self._at_eof = True
-                    continue
+            if err is None:
+                out.append(m)
+                self._at_eof = False
+            elif err.code() == KafkaError._PARTITION_EOF:
+                self._at_eof = True
+            else:
                 raise KafkaException(err)
-            self._at_eof = False
-            offset = m.offset() or 0
-            out.append(RawMessage(m.key(), m.value() or b"", self._topic, self._partition,
-                                  offset, m.timestamp()[1]))
-            self._next = offset + 1
-        if not out and self._should_end(self._at_eof):
-            raise StopIteration
-        # Idle: let Bytewax sleep a little instead of spinning on an empty partition.
-        self._awake = None if out else datetime.now(UTC) + timedelta(milliseconds=20)
         return out
 
     def next_awake(self) -> datetime | None:
@@ -193,8 +255,11 @@ class _KafkaPartition(StatefulSourcePartition[RawMessage, int]):
         self._consumer.close()
 
 
-class KafkaInput(FixedPartitionedSource[RawMessage, int]):
+class KafkaInput(FixedPartitionedSource[Any, int]):
     """Read one topic; each Kafka partition is one source partition.
+
+    Emits one :class:`KafkaBatch` per poll (up to ``batch_size`` messages), or with
+    ``batched=False`` one :class:`RawMessage` per message (small reference topics).
 
     Partitions are the unit of parallelism. The snapshot is the next offset to read, so a
     resumed flow continues where its last completed epoch ended: at-least-once, made
@@ -202,7 +267,8 @@ class KafkaInput(FixedPartitionedSource[RawMessage, int]):
     """
 
     def __init__(self, conf: Mapping[str, Any], topic: str = MEASUREMENTS, *,
-                 stop: StopWhen = "never", batch_size: int = 1000) -> None:
+                 stop: StopWhen = "never", batch_size: int = 10_000, batched: bool = True) -> None:
+        self._batched = batched
         self._conf = dict(conf)
         self._topic = topic
         self._stop = stop
@@ -221,17 +287,26 @@ class KafkaInput(FixedPartitionedSource[RawMessage, int]):
             raise ConnectorError(msg)
         return [str(p) for p in sorted(topic.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
-        conf = {
+    def consumer_config(self, step_id: str) -> dict[str, Any]:
+        """The librdkafka settings of each partition's consumer (also used by the benchmarks).
+
+        Offsets live in Bytewax's snapshots, not in the group; fetches are large (16 MiB per
+        partition) so one poll can return ``batch_size`` messages.
+        """
+        return {
             **self._conf,
             "group.id": f"plantstream-{step_id}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 10,
+            "max.partition.fetch.bytes": 16 << 20,
+            "fetch.max.bytes": 64 << 20,
         }
-        return _KafkaPartition(conf, self._topic, int(for_part), resume_state, self._stop,
-                               self._batch_size)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+        return _KafkaPartition(self.consumer_config(step_id), self._topic, int(for_part), resume_state,
+                               self._stop, self._batch_size, self._batched)
 
 
 # -- sink -------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The alerts flow: the rules of :mod:`operators.alerts`, one step per machine, with timers.
 
-Measurements (usable quality) are keyed by machine and go through ONE ``op.stateful`` step
-whose logic holds an :class:`operators.alerts.AlertEngine`. Timers: after every activation the
+Measurements (usable quality) go, per machine, through one :class:`AlertLogic` holding an
+:class:`operators.alerts.AlertEngine` (in the machine engine, :mod:`flows.engine`, or as its
+own ``op.stateful`` step keyed by machine through :func:`alert_streams`). Timers: after every activation the
 step asks Bytewax to wake it (``notify_at``) when event time reaches the engine's next due
 time, mapping event time to wall time with an :class:`~operators.alerts.EventClock` (last
 event ts + wall time elapsed since it); on wake-up (``on_notify``) the engine advances to the
@@ -26,6 +27,7 @@ from datetime import datetime
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
+from flows.engine import MachineFlow, MachineStep, per_machine
 from flows.registry import FlowContext, Results, Row, register
 from operators.alerts import AlertEngine, EventClock
 from operators.shifts import ShiftCalendar
@@ -67,7 +69,7 @@ class AlertLogic(op.StatefulLogic[Measurement, Row, bytes]):
     def notify_at(self) -> datetime | None:
         if self.engine is None or self.last_ts < 0:
             return None
-        due = self.engine.due()
+        due = self.engine.next_due()
         return None if due is None else self.clock.datetime_at(due, self.last_ts, self.last_wall)
 
     def on_eof(self) -> Emit:
@@ -77,28 +79,42 @@ class AlertLogic(op.StatefulLogic[Measurement, Row, bytes]):
         return b"" if self.engine is None else self.engine.dump()
 
 
-def alert_streams(config: PlantConfig, measurements: Stream[Measurement],
-                  clock: EventClock | None = None) -> Stream[Row]:
-    """The alert records of every machine (``clock`` defaults to real time)."""
+def _usable(m: Measurement) -> bool:
+    return m.quality != "bad"
+
+
+def _rows(row: Row) -> list[tuple[str, Row]]:
+    return [("alerts", row)]
+
+
+def alert_step(config: PlantConfig, clock: EventClock | None = None) -> MachineStep:
+    """Usable samples of each machine into its :class:`AlertLogic` (``clock``: real time)."""
     calendar = ShiftCalendar.from_config(config)
     the_clock = clock or EventClock(1.0, time.time)
 
     def make(machine: str, site: str, line: str) -> AlertEngine:
         return AlertEngine.for_config(config, machine, site, line, calendar)
 
-    usable = op.filter("alerts_usable", measurements, lambda m: m.quality != "bad")
-    keyed = op.key_on("alerts_key", usable, lambda m: m.machine)
-    records = op.stateful("alert_rules", keyed, lambda resume: AlertLogic(make, the_clock, resume))
-    return op.map("alert_rows", records, lambda kv: kv[1])
+    return MachineStep("alerts", _usable, lambda resume: AlertLogic(make, the_clock, resume), _rows)
 
 
-@register("alerts")
-def alerts(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
-    """Alert records (raised, escalated, cleared) into ``alerts``, the topic and the webhook."""
-    rows = alert_streams(ctx.config, measurements)
+def alert_streams(config: PlantConfig, measurements: Stream[Measurement],
+                  clock: EventClock | None = None) -> Stream[Row]:
+    """The alert records of every machine, as a per-flow step (``clock`` defaults to real time)."""
+    tagged = per_machine(alert_step(config, clock), measurements)
+    return op.map("alert_rows", tagged, lambda tr: tr[1])
+
+
+def _outputs(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
+    rows = op.map("alert_rows", tagged, lambda tr: tr[1])
     hook = ctx.config.alerts.webhook
     if hook.url:
         from connectors.webhook import WebhookSink
 
         op.output("alerts_webhook", rows, WebhookSink.from_config(hook))
     return {"alerts": rows}
+
+
+alerts = register("alerts")(MachineFlow(
+    lambda ctx: alert_step(ctx.config), _outputs,
+    doc="Alert records (raised, escalated, cleared) into ``alerts``, the topic and the webhook."))

@@ -1,8 +1,8 @@
 """The anomaly flow: condition monitoring of every running machine into ``anomalies``.
 
-Per machine (key = machine id) one stateful step holds all of the machine's models (see
-:mod:`operators.anomaly`); rows are anomaly episodes, written when they open and when they
-close, to ClickHouse ``anomalies`` and the ``plantstream.anomalies`` topic.
+Per machine one monitor holds all of the machine's models (see :mod:`operators.anomaly`), run
+in the machine engine (:mod:`flows.engine`); rows are anomaly episodes, written when they open
+and when they close, to ClickHouse ``anomalies`` and the ``plantstream.anomalies`` topic.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from flows.registry import FlowContext, Results, register
-from operators.anomaly import anomaly_op
+from flows.engine import MachineFlow, MachineStep
+from flows.registry import FlowContext, Results, Row, register
+from operators.anomaly import anomaly_builder
 from schemas.measurement import MACHINE_STATE, Measurement, is_condition_metric
 
 
@@ -21,12 +22,21 @@ def _relevant(m: Measurement) -> bool:
                                          and not isinstance(m.value, bool))
 
 
-@register("anomaly")
-def anomaly(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
-    """Condition anomalies (River/robust z-score detectors, ISO 10816 zones) per running machine."""
+def _rows(row: Row) -> list[tuple[str, Row]]:
+    return [("anomalies", row)]
+
+
+def anomaly_step(ctx: FlowContext) -> MachineStep | None:
     cfg = ctx.config.anomaly
     if not cfg.enabled:
-        return {}
-    relevant = op.filter("anomaly_relevant", measurements, _relevant)
-    keyed = op.key_on("anomaly_key", relevant, lambda m: m.machine)
-    return {"anomalies": anomaly_op("anomaly_state", keyed, cfg)}
+        return None
+    return MachineStep("anomaly", _relevant, anomaly_builder(cfg), _rows)
+
+
+def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
+    return {"anomalies": op.map("anomaly_rows", tagged, lambda tr: tr[1])}
+
+
+anomaly = register("anomaly")(MachineFlow(
+    anomaly_step, _tables,
+    doc="Condition anomalies (River/robust z-score detectors, ISO 10816 zones) per running machine."))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
@@ -23,7 +24,8 @@ from bytewax.outputs import Sink
 from connectors import clickhouse as ch
 from connectors import eventhubs, kafka
 from connectors.kafka import RawMessage
-from flows.registry import FlowContext, FlowFn, Row, select
+from flows.engine import BatchFlow, MachineFlow, MachineStep, Tagged, by_shard, engine_step
+from flows.registry import FlowContext, FlowFn, Results, Row, select
 from operators.normalize import enrich
 from schemas.config import PlantConfig, load_config
 from schemas.measurement import DeadLetter, Measurement, decode
@@ -45,31 +47,61 @@ def row_json(row: Row) -> bytes:
     return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=_orjson_default)
 
 
-def decode_stream(ctx: FlowContext, raw: Stream[RawMessage]) -> tuple[Stream[Measurement], Stream[Row]]:
-    """Decode and validate; bad messages become dead-letter rows with a reason."""
-    config = ctx.config
+@dataclass(slots=True)
+class Decoded:
+    """One input batch decoded: its Measurements in order, dead-letter rows, raw size in bytes."""
 
-    def decode_one(msg: RawMessage) -> Measurement | DeadLetter:
-        result = decode(msg.value, msg.source, msg.timestamp_ms)
-        if isinstance(result, Measurement):
-            return enrich(result, config)
-        return result
+    measurements: list[Measurement]
+    deadletters: list[Row]
+    raw_bytes: int
 
-    decoded = op.map("decode", raw, decode_one)
-    split = op.branch("valid", decoded, lambda x: isinstance(x, Measurement))
-    good: Stream[Measurement] = split.trues  # type: ignore[assignment]
-    bad = op.map("deadletter_rows", split.falses, deadletter_row)  # type: ignore[arg-type]
-    return good, bad
+
+def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
+    """Decode and validate a batch; bad messages become dead-letter rows with a reason."""
+
+    def decode_batch(batch: kafka.Batch) -> Decoded:
+        good: list[Measurement] = []
+        bad: list[Row] = []
+        size = 0
+        for i, raw in enumerate(batch.values()):
+            size += len(raw)
+            result = decode(raw)
+            if type(result) is Measurement:
+                good.append(result if result.site and result.line else enrich(result, config))
+            else:
+                assert isinstance(result, DeadLetter)
+                msg = batch.raw(i)  # where it came from, only for the rare bad message
+                bad.append(deadletter_row(DeadLetter(raw, result.reason, msg.source, msg.timestamp_ms)))
+        return Decoded(good, bad, size)
+
+    return decode_batch
+
+
+def as_batches(items: list[Any]) -> list[kafka.Batch]:
+    """Source items as batches: Kafka batches pass; loose RawMessages are grouped by partition."""
+    out: list[kafka.Batch] = []
+    loose: dict[int, list[RawMessage]] = {}
+    for item in items:
+        if isinstance(item, RawMessage):
+            loose.setdefault(item.partition, []).append(item)
+        else:
+            out.append(item)
+    out.extend(kafka.RawBatch(msgs) for msgs in loose.values())
+    return out
 
 
 def _tagger(table: str) -> Callable[[Row], tuple[str, Row]]:
     return lambda row: (table, row)
 
 
+def _flow_rows(name: str) -> Callable[[Tagged], tuple[str, Row] | None]:
+    return lambda t: (t[1], t[2]) if t[0] == name else None
+
+
 def build_dataflow(
     config: PlantConfig,
-    source: Source[RawMessage],
-    clickhouse_sink: Sink[tuple[str, tuple[str, Row]]],
+    source: Source[Any],
+    clickhouse_sink: Sink[tuple[str, tuple[str, Any]]],
     *,
     flows: Mapping[str, FlowFn] | None = None,
     kafka_sink: Sink[tuple[str, kafka.KafkaRecord]] | None = None,
@@ -78,6 +110,12 @@ def build_dataflow(
 ) -> Dataflow:
     """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given).
 
+    The source may emit :class:`connectors.kafka.KafkaBatch` items (the Kafka input) or single
+    :class:`connectors.kafka.RawMessage` items (tests); either way the flow works on batches.
+    Per-machine flows (:class:`flows.engine.MachineFlow`) run together in the machine engine,
+    batch flows (:class:`flows.engine.BatchFlow`, the archive) write column blocks, and any
+    other flow function gets the plain ``Stream[Measurement]``.
+
     With ``eventhubs_sink``, the tables of ``config.eventhubs`` also go to the cloud (OEE facts
     rolled up), and the sink's ``meter`` counts bytes sent against raw measurement bytes.
     """
@@ -85,17 +123,37 @@ def build_dataflow(
     chosen = select(None) if flows is None else flows
     flow = Dataflow(flow_id)
     raw = op.input("kafka_in", flow, source)
-    measurements, deadletters = decode_stream(ctx, raw)
+    batches = op.flat_map_batch("kafka_batches", raw, as_batches)
+    decoded = op.map("decode", batches, batch_decoder(config))
 
-    tables: list[Stream[tuple[str, Row]]] = [
-        op.map("tag_deadletter", deadletters, lambda r: ("deadletter", r))
+    tables: list[Stream[tuple[str, Any]]] = [
+        op.flat_map("tag_deadletter", decoded, lambda d: [("deadletter", r) for r in d.deadletters])
     ]
+    steps: list[tuple[str, MachineFlow, MachineStep]] = []
+    plain: dict[str, FlowFn] = {}
     for name, fn in chosen.items():
-        results = fn(ctx, measurements)
-        for table, rows in results.items():
+        if isinstance(fn, MachineFlow):
+            step = fn.step(ctx)
+            if step is not None:
+                steps.append((name, fn, step))
+        elif isinstance(fn, BatchFlow):
+            tables.append(op.flat_map(f"{name}_blocks", decoded, fn.blocks_of(ctx)))
+        else:
+            plain[name] = fn
+    results: list[tuple[str, Results]] = []
+    if steps:
+        shards = op.flat_map("machine_shards", decoded, lambda d: by_shard(d.measurements))
+        tagged = engine_step("machines", shards, [s for _, _, s in steps])
+        for name, fn, _ in steps:
+            results.append((name, fn.post(ctx, op.filter_map(f"{name}_out", tagged, _flow_rows(name)))))
+    if plain:
+        measurements = op.flat_map("measurements", decoded, lambda d: d.measurements)
+        results.extend((name, fn(ctx, measurements)) for name, fn in plain.items())
+    for name, streams in results:
+        for table, rows in streams.items():
             tables.append(op.map(f"tag_{name}_{table}", rows, _tagger(table)))
     merged = op.merge("results", *tables)
-    keyed = op.key_on("key_results", merged, lambda tr: str(tr[1].get("machine", "")))
+    keyed = op.key_on("key_results", merged, lambda tr: tr[0])
     op.output("clickhouse_out", keyed, clickhouse_sink)
 
     if kafka_sink is not None:
@@ -112,7 +170,9 @@ def build_dataflow(
         op.output("kafka_out", op.key_on("key_records", records, lambda r: r[0]), kafka_sink)
 
     if eventhubs_sink is not None:
-        eventhubs.attach(config.eventhubs, raw, merged, eventhubs_sink)
+        sizes = op.map("raw_sizes", decoded,
+                       lambda d: (d.raw_bytes, len(d.measurements) + len(d.deadletters)))
+        eventhubs.attach(config.eventhubs, sizes, merged, eventhubs_sink)
     return flow
 
 

@@ -1,7 +1,8 @@
 """The OEE flow: time-in-state facts, downtime events and late data, one step per machine.
 
-Measurements of usable quality are keyed by machine and go through ONE ``op.stateful`` step
-whose per-machine logic is an :class:`operators.oee.OeeAccounting`: the OEE metrics
+Measurements of usable quality go, per machine, through one :class:`OeeLogic` (in the machine
+engine, :mod:`flows.engine`, or as its own ``op.stateful`` step keyed by machine when the flow
+is called as a function) whose accounting is an :class:`operators.oee.OeeAccounting`: the OEE metrics
 (:data:`operators.oee.OEE_METRICS`) are accounted, every other metric of a machine already
 known is a tick of its event time (a PLC reports its state only when it changes, so without
 ticks a machine sitting in one state for an hour would leave that hour's windows open). Its
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
+from flows.engine import MachineFlow, MachineStep, split_tables
 from flows.registry import FlowContext, Results, Row, register
 from operators.oee import OEE_METRICS, OeeAccounting, Output
 from operators.shifts import ShiftCalendar
@@ -137,20 +139,20 @@ class Ticks:
         return True
 
 
-def _table(name: str) -> Callable[[Output], Row | None]:
-    return lambda tr: tr[1] if tr[0] == name else None
-
-
-@register("oee")
-def oee(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
-    """OEE facts per machine and window, downtime events, late data to the dead letter."""
+def oee_step(ctx: FlowContext) -> MachineStep:
+    """OEE samples and ticks of each machine into its :class:`OeeLogic`."""
     make = accounting_factory(ctx.config)
-    relevant = op.filter("oee_samples_and_ticks", measurements, Ticks())
-    keyed = op.key_on("oee_key", relevant, lambda m: m.machine)
-    outputs = op.stateful("oee_accounting", keyed, lambda resume: OeeLogic(make, resume))
-    flat = op.flat_map("oee_rows", outputs, lambda kv: kv[1])
-    return {
-        "oee_facts": op.filter_map("oee_facts_rows", flat, _table("oee_facts")),
-        "downtime_events": op.filter_map("downtime_rows", flat, _table("downtime_events")),
-        "deadletter": op.filter_map("oee_late_rows", flat, _table("deadletter")),
-    }
+    return MachineStep("oee", Ticks(), lambda resume: OeeLogic(make, resume), _outputs)
+
+
+def _outputs(out: list[Output]) -> list[Output]:
+    return out
+
+
+def oee_tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
+    return split_tables("oee", tagged, ("oee_facts", "downtime_events", "deadletter"))
+
+
+oee = register("oee")(MachineFlow(
+    oee_step, oee_tables,
+    doc="OEE facts per machine and window, downtime events, late data to the dead letter."))

@@ -37,6 +37,7 @@ from bytewax.inputs import Source
 
 from connectors import kafka
 from connectors.kafka import RawMessage
+from flows.engine import MachineFlow, MachineStep, per_machine
 from flows.registry import FlowContext, Results, Row, register
 from operators.scrap import (
     SCRAP_METRICS,
@@ -99,8 +100,8 @@ def workorder_source(config: PlantConfig) -> Source[RawMessage] | None:
     if not config.scrap.workorders_topic or "bootstrap.servers" not in kconf:
         return None
     if os.environ.get("PLANTSTREAM_STOP") == "end":
-        return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="end")
-    return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="never")
+        return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="end", batched=False)
+    return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="never", batched=False)
 
 
 def decode_workorders(raw: Stream[RawMessage]) -> tuple[Stream[WorkOrderRef], Stream[Row]]:
@@ -149,19 +150,24 @@ class _JoinLogic(op.StatefulLogic[Joined, Row, CostJoin]):
         return CostJoin(self.join.ref, dict(self.join.pending))
 
 
-def scrap_streams(config: PlantConfig, measurements: Stream[Measurement],
-                  refs: Stream[WorkOrderRef] | None = None) -> dict[str, Stream[Row]]:
-    """The scrap steps over a measurement stream and an optional reference-data stream."""
-    static = load_workorders(config.scrap.workorders_file) if config.scrap.workorders_file else {}
-    window_ms = config.scrap.window_s * 1000
+def _outputs(out: list[Output]) -> list[Output]:
+    return out
+
+
+def scrap_step(config: PlantConfig) -> MachineStep:
+    """Reject deltas of each machine into its :class:`ScrapTracker` (step 1)."""
 
     def make(machine: str, site: str, line: str) -> ScrapTracker:
         return ScrapTracker.for_config(config, machine, site, line)
 
-    relevant = op.filter("scrap_metrics", measurements, _relevant)
-    keyed = op.key_on("scrap_key", relevant, lambda m: m.machine)
-    outputs = op.stateful("scrap_tracker", keyed, lambda resume: ScrapLogic(make, resume))
-    flat = op.flat_map("scrap_outputs", outputs, lambda kv: kv[1])
+    return MachineStep("scrap", _relevant, lambda resume: ScrapLogic(make, resume), _outputs)
+
+
+def scrap_tables(config: PlantConfig, flat: Stream[Output],
+                 refs: Stream[WorkOrderRef] | None = None) -> dict[str, Stream[Row]]:
+    """Steps 2 and 3 over the trackers' outputs and an optional reference-data stream."""
+    static = load_workorders(config.scrap.workorders_file) if config.scrap.workorders_file else {}
+    window_ms = config.scrap.window_s * 1000
 
     contributions = op.filter_map("scrap_contributions", flat, _kind("rate"))
     by_scope = op.key_on("scrap_rate_key", contributions, lambda c: f"{c['scope']}|{c['key']}")
@@ -185,14 +191,23 @@ def scrap_streams(config: PlantConfig, measurements: Stream[Measurement],
     }
 
 
-@register("scrap")
-def scrap(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
-    """Scrap events (reason, category, part, work order, cost) and rolling scrap rate / FPY."""
+def scrap_streams(config: PlantConfig, measurements: Stream[Measurement],
+                  refs: Stream[WorkOrderRef] | None = None) -> dict[str, Stream[Row]]:
+    """The scrap steps, each its own Bytewax step, over a measurement stream."""
+    return scrap_tables(config, per_machine(scrap_step(config), measurements), refs)
+
+
+def _results(ctx: FlowContext, flat: Stream[Output]) -> Results:
     source = workorder_source(ctx.config)
     if source is None:
-        return scrap_streams(ctx.config, measurements)
-    raw = op.input("workorders_in", measurements.flow(), source)
+        return scrap_tables(ctx.config, flat)
+    raw = op.input("workorders_in", flat.flow(), source)
     refs, bad = decode_workorders(raw)
-    results = scrap_streams(ctx.config, measurements, refs)
+    results = scrap_tables(ctx.config, flat, refs)
     results["deadletter"] = op.merge("scrap_deadletter", results["deadletter"], bad)
     return results
+
+
+scrap = register("scrap")(MachineFlow(
+    lambda ctx: scrap_step(ctx.config), _results,
+    doc="Scrap events (reason, category, part, work order, cost) and rolling scrap rate / FPY."))

@@ -6,23 +6,41 @@ what the status grid shows and what answers "what is line 2 doing now"::
 
     SELECT machine, state, state_since, downtime_open, part_number, signals
     FROM machine_status FINAL WHERE line = 'line-2' ORDER BY machine
+
+Per machine one twin logic (:func:`operators.status.status_builder`), run in the machine
+engine (:mod:`flows.engine`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from flows.registry import FlowContext, Results, register
-from operators.status import machine_status
+from flows.engine import MachineFlow, MachineStep
+from flows.registry import FlowContext, Results, Row, register
+from operators.status import status_builder
 from schemas.measurement import Measurement
 
 
-@register("status")
-def status(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
-    """Keep ``machine_status`` current (throttled per ``status.throttle_s`` of event time)."""
+def _every(m: Measurement) -> bool:
+    return True
+
+
+def _rows(row: dict[str, Any]) -> list[tuple[str, Row]]:
+    return [("machine_status", row)]
+
+
+def status_step(ctx: FlowContext) -> MachineStep:
     cfg = ctx.config.status
-    keyed = op.key_on("status_key", measurements, lambda m: m.machine)
-    rows = machine_status("status_twin", keyed, throttle_s=cfg.throttle_s,
-                          heartbeat_s=cfg.heartbeat_s)
-    return {"machine_status": op.map("status_rows", rows, lambda kv: kv[1])}
+    return MachineStep("status", _every, status_builder(cfg.throttle_s, cfg.heartbeat_s), _rows)
+
+
+def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
+    return {"machine_status": op.map("status_rows", tagged, lambda tr: tr[1])}
+
+
+status = register("status")(MachineFlow(
+    status_step, _tables,
+    doc="Keep ``machine_status`` current (throttled per ``status.throttle_s`` of event time)."))

@@ -78,6 +78,8 @@ ZONE_C = next(b for b, z in ISO10816_ZONES if z == "B")  # upper bound of zone B
 ZONE_D = next(b for b, z in ISO10816_ZONES if z == "C")
 _OFF_BUCKETS = ("not_scheduled", "excluded")
 _RANK = {"info": 0, "warning": 1, "critical": 2}
+_UNKNOWN = -(1 << 62)
+"""Marks :attr:`AlertEngine._next` as to be recomputed."""
 
 
 def alert_id(machine: str, rule: str, signal: str, raised_at: int) -> str:
@@ -162,6 +164,9 @@ class AlertEngine:
         self.oee = oee
         self.s = _AState()
         self.s.rolling = RollingCounts(cfg.scrap_rate.window_s * 1000, 60_000)
+        self._next: int | None = _UNKNOWN
+        """A lower bound of :meth:`due` (None: no timer), recomputed only when reached or
+        after a change that can bring a timer forward (state, episodes, a new signal)."""
 
     @classmethod
     def for_config(cls, config: PlantConfig, machine: str, site: str = "", line: str = "",
@@ -181,6 +186,7 @@ class AlertEngine:
 
     def load(self, blob: bytes) -> None:
         _, self.site, self.line, self.s, oee = pickle.loads(blob)
+        self._next = _UNKNOWN
         if self.oee is not None and oee:
             self.oee.load(oee)
 
@@ -211,17 +217,22 @@ class AlertEngine:
         ep = self.s.open.get(key)
         if ep is not None:
             if _RANK[severity] > _RANK[ep.severity]:  # escalation: same alert, new record
+                self._next = _UNKNOWN
                 ep.severity, ep.value, ep.threshold, ep.message = severity, value, threshold, message
                 return [self._record(ep, "raised", ts)]
             return []
         ep = Episode(alert_id(self.machine, rule, signal, ts), rule, signal, severity, ts, value, threshold,
                      message)
         self.s.open[key] = ep
+        self._next = _UNKNOWN
         return [self._record(ep, "raised", ts)]
 
     def _clear(self, rule: str, signal: str, ts: int, value: float | None = None) -> list[Row]:
         ep = self.s.open.pop((rule, signal), None)
-        return [] if ep is None else [self._record(ep, "cleared", ts, value)]
+        if ep is None:
+            return []
+        self._next = _UNKNOWN
+        return [self._record(ep, "cleared", ts, value)]
 
     # -- time ----------------------------------------------------------------------------------
     def _silence_watched(self, signal: str) -> bool:
@@ -248,10 +259,21 @@ class AlertEngine:
                     dues.append(max(seen, s.active_since) + limit)  # no state known: always judged
         return min(dues) if dues else None
 
+    def next_due(self) -> int | None:
+        """:meth:`due`, or an earlier time when a timer may have moved since it was computed."""
+        if self._next == _UNKNOWN:
+            self._next = self.due()
+        return self._next
+
     def advance(self, t: int) -> list[Row]:
         """Move event time to ``t``: fire every timer due at or before it (at its due time)."""
-        out: list[Row] = []
         s, cfg = self.s, self.cfg
+        nxt = self.next_due()
+        if nxt is None or nxt > t:  # the common case: nothing can be due yet
+            if t > s.now:
+                s.now = t
+            return []
+        out: list[Row] = []
         while True:
             d = self.due()
             if d is None or d > t:
@@ -271,6 +293,7 @@ class AlertEngine:
                                        cfg.silence.minutes, msg)
         if t > s.now:
             s.now = t
+        self._next = _UNKNOWN
         return out
 
     # -- input ---------------------------------------------------------------------------------
@@ -293,8 +316,14 @@ class AlertEngine:
         elif cfg.oil_temperature.enabled and metric == cfg.oil_temperature.signal:
             out += self._on_oil(ts, value)
         if cfg.silence.enabled and self._silence_watched(metric):
-            s.last_seen[metric] = max(ts, s.last_seen.get(metric, ts))
-            out += self._clear("silence", metric, ts)
+            seen = s.last_seen.get(metric)
+            if seen is None:
+                self._next = _UNKNOWN  # a new signal: a new silence timer
+                s.last_seen[metric] = ts
+            elif ts > seen:
+                s.last_seen[metric] = ts
+            if ("silence", metric) in s.open:
+                out += self._clear("silence", metric, ts)
         return out
 
     def finish(self) -> list[Row]:
@@ -309,6 +338,7 @@ class AlertEngine:
     # -- rules -----------------------------------------------------------------------------------
     def _on_state(self, ts: int, value: Any) -> list[Row]:
         s = self.s
+        self._next = _UNKNOWN
         state = self.losses.state_name(value)
         bucket = self.losses.bucket(state)
         out: list[Row] = []

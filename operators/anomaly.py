@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Final
@@ -494,6 +495,8 @@ class MachineMonitor:
     ambient: float | None = None
     models: dict[str, Model] = field(default_factory=dict)
     iso: Episode | None = None
+    pending: dict[str, list[float]] = field(default_factory=dict)
+    """Signal → [period, sum, count, last ts] of the samples not scored yet (``sample_s``)."""
 
     @classmethod
     def new(cls, machine: str) -> MachineMonitor:
@@ -525,13 +528,14 @@ class MachineMonitor:
             return []
         self.machine, self.site, self.line = m.machine, m.site or self.site, m.line or self.line
         if m.metric == MACHINE_STATE:
+            out = self.flush(cfg)  # what was sampled while running is scored as such
             running = _is_running(m.value)
             if running and (not self.running or self.run < 0):
                 self.run += 1
                 if self.run == 0:
                     self.run = 1
             self.running = running
-            return []
+            return out
         if not is_condition_metric(m.metric) or isinstance(m.value, str | bool):
             return []
         value = float(m.value)
@@ -539,14 +543,39 @@ class MachineMonitor:
             return []
         if m.metric == AMBIENT:
             self.ambient = value
-        out: list[Row] = []
         if not self.running:
-            return out
-        if cfg.iso10816 and m.metric == VIBRATION_RMS:
-            out += self._iso(m.ts, value, cfg)
-        model = self._model_for(m.metric, cfg)
+            return []
+        if cfg.sample_s <= 0:
+            return self._score(m.metric, m.ts, value, cfg)
+        period = m.ts // round(cfg.sample_s * 1000)
+        acc = self.pending.get(m.metric)
+        if acc is None:
+            self.pending[m.metric] = [period, value, 1, m.ts]
+            return []
+        if acc[0] == period:
+            acc[1] += value
+            acc[2] += 1
+            acc[3] = max(acc[3], m.ts)
+            return []
+        out = self._score(m.metric, int(acc[3]), acc[1] / acc[2], cfg)
+        acc[0], acc[1], acc[2], acc[3] = period, value, 1, m.ts
+        return out
+
+    def flush(self, cfg: AnomalyConfig) -> list[Row]:
+        """Score the periods still open (before a state change, at the end of input)."""
+        out: list[Row] = []
+        pending, self.pending = self.pending, {}
+        for signal, (_, total, n, ts) in pending.items():
+            out += self._score(signal, int(ts), total / n, cfg)
+        return out
+
+    def _score(self, signal: str, ts: int, value: float, cfg: AnomalyConfig) -> list[Row]:
+        out: list[Row] = []
+        if cfg.iso10816 and signal == VIBRATION_RMS:
+            out += self._iso(ts, value, cfg)
+        model = self._model_for(signal, cfg)
         if model is not None:
-            out += self._score_learn(model, m.metric, m.ts, value, cfg)
+            out += self._score_learn(model, signal, ts, value, cfg)
         return out
 
     def _score_learn(self, model: Model, signal: str, ts: int, value: float,
@@ -642,7 +671,7 @@ class MachineMonitor:
 
     def close(self, cfg: AnomalyConfig) -> list[Row]:
         """Close every open episode (end of input: replay semantics)."""
-        out: list[Row] = []
+        out: list[Row] = self.flush(cfg) if self.running else []
         for model in self.models.values():
             if model.episode is not None and model.episode.points >= cfg.min_points:
                 out.append(_row(self.machine, self.site, self.line, model.name, model.detector,
@@ -694,6 +723,18 @@ def _make_logic(cfg: AnomalyConfig) -> Any:
     return AnomalyLogic
 
 
+def anomaly_builder(cfg: AnomalyConfig) -> Callable[[bytes | None], Any]:
+    """The Bytewax builder of one machine's monitor logic (from its pickled snapshot, or new)."""
+    logic_cls = _make_logic(cfg)
+
+    def builder(resume: bytes | None) -> Any:
+        if not resume:
+            return logic_cls(MachineMonitor.new(""))
+        return logic_cls(pickle.loads(resume))
+
+    return builder
+
+
 def anomaly_op(step_id: str, keyed: Any, cfg: AnomalyConfig) -> Any:
     """Anomaly rows from a stream of (machine, Measurement), one stateful step keyed by machine.
 
@@ -702,12 +743,5 @@ def anomaly_op(step_id: str, keyed: Any, cfg: AnomalyConfig) -> Any:
     """
     import bytewax.operators as op
 
-    logic_cls = _make_logic(cfg)
-
-    def builder(resume: bytes | None) -> Any:
-        if resume is None:
-            return logic_cls(MachineMonitor.new(""))
-        return logic_cls(pickle.loads(resume))
-
-    rows = op.stateful(step_id, keyed, builder)
+    rows = op.stateful(step_id, keyed, anomaly_builder(cfg))
     return op.map(f"{step_id}_rows", rows, lambda kv: kv[1])

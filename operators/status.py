@@ -31,7 +31,7 @@ False
 
 from __future__ import annotations
 
-import copy
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -205,7 +205,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _StatusLogic(StatefulLogic[Measurement, dict[str, Any], StatusState]):
+class _StatusLogic(StatefulLogic[Measurement, dict[str, Any], bytes]):
     def __init__(self, state: StatusState, throttle_ms: int, heartbeat_ms: int, now: Now) -> None:
         self.state = state
         self._throttle_ms = throttle_ms
@@ -244,8 +244,26 @@ class _StatusLogic(StatefulLogic[Measurement, dict[str, Any], StatusState]):
     def notify_at(self) -> datetime | None:
         return self.state.due if self.state.dirty else None
 
-    def snapshot(self) -> StatusState:
-        return copy.deepcopy(self.state)
+    def snapshot(self) -> bytes:
+        # A pickle is a deep copy that Bytewax copies again for free (bytes are immutable).
+        return pickle.dumps(self.state, pickle.HIGHEST_PROTOCOL)
+
+
+StatusBuilder = Callable[[bytes | None], StatefulLogic[Measurement, dict[str, Any], bytes]]
+
+
+def status_builder(throttle_s: float = 5.0, heartbeat_s: float = 60.0,
+                   now: Now = _utc_now) -> StatusBuilder:
+    """The Bytewax builder of one machine's twin logic (from its snapshot, or new)."""
+    throttle_ms = int(throttle_s * 1000)
+    heartbeat_ms = int(heartbeat_s * 1000)
+
+    def builder(resume: bytes | None) -> _StatusLogic:
+        # The builder does not get the key: the twin learns its machine from its first sample.
+        state = pickle.loads(resume) if resume else StatusState(MachineTwin(""))
+        return _StatusLogic(state, throttle_ms, heartbeat_ms, now)
+
+    return builder
 
 
 @operator
@@ -268,12 +286,4 @@ def machine_status(step_id: str, up: KeyedStream[Measurement], *, throttle_s: fl
     now
         The wall clock (injected for tests).
     """
-    throttle_ms = int(throttle_s * 1000)
-    heartbeat_ms = int(heartbeat_s * 1000)
-
-    def builder(resume: StatusState | None) -> _StatusLogic:
-        # The builder does not get the key: the twin learns its machine from its first sample.
-        state = resume if resume is not None else StatusState(MachineTwin(""))
-        return _StatusLogic(state, throttle_ms, heartbeat_ms, now)
-
-    return op.stateful("twin", up, builder)
+    return op.stateful("twin", up, status_builder(throttle_s, heartbeat_s, now))

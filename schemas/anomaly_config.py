@@ -88,6 +88,11 @@ class AnomalyConfig(Frozen):
     not a machine condition."""
     models: tuple[AnomalyModelConfig, ...] = ()
     """Grouped models; a signal in a group is not monitored on its own as well."""
+    sample_s: float = Field(default=10.0, ge=0)
+    """Scoring period (seconds of event time): each signal of a machine is scored once per
+    period, on the mean of the period's samples, when the period ends. A 1 Hz sensor then costs
+    what a 0.1 Hz one does, and the sample counts below mean the same whatever the source's
+    rate (for sources slower than the period nothing changes). 0 scores every sample."""
     iso10816: bool = True
     """Rule-based ISO 10816 vibration zones on ``vibration_rms_mms`` (C: warning, D: critical)."""
     seed: int = 42

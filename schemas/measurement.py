@@ -20,9 +20,9 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -77,13 +77,13 @@ def is_condition_metric(metric: str) -> bool:
 Value = float | int | str | bool
 
 
-@dataclass(frozen=True, slots=True)
-class Measurement:
+class Measurement(NamedTuple):
     """One sample of one metric of one machine.
 
     ``ts`` is epoch milliseconds UTC. ``site`` and ``line`` are filled from the plant config
     when the source did not send them. ``quality == "bad"`` samples are stored but never used
-    for KPIs.
+    for KPIs. A named tuple: immutable, and built in a third of the time of a frozen
+    dataclass, which counts at hundreds of thousands of samples a second.
     """
 
     ts: int
@@ -98,7 +98,7 @@ class Measurement:
 
     def to_json(self) -> bytes:
         """Encode as the wire JSON object (the inverse of :func:`decode`)."""
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self._asdict())
 
     @property
     def usable(self) -> bool:
@@ -138,19 +138,30 @@ def _type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
+def _missing(obj: dict[str, Any]) -> str:
+    return next(f"missing field '{name}'" for name in _REQUIRED if name not in obj)
+
+
+def _optional_str(obj: dict[str, Any], name: str) -> str | None:
+    """An optional string field: ``""`` when absent or null, None when it is not a string."""
+    v = obj.get(name)
+    if v is None:
+        return ""
+    return v if type(v) is str else None
+
+
 def validate(obj: Any) -> Measurement | str:
     """Validate a decoded JSON value; return a Measurement or the reason it is not one."""
     if not isinstance(obj, dict):
         return f"not a JSON object (got {_type_name(obj)})"
-    for name in _REQUIRED:
-        if name not in obj:
-            return f"missing field '{name}'"
-    ts = obj["ts"]
+    try:
+        ts, machine, metric, value = obj["ts"], obj["machine"], obj["metric"], obj["value"]
+    except KeyError:
+        return _missing(obj)
     if type(ts) is not int:
         return f"field 'ts' must be epoch milliseconds as an integer, got {_type_name(ts)}"
     if not MIN_TS_MS <= ts < MAX_TS_MS:
         return f"field 'ts' out of range: {ts} is not epoch milliseconds between 2000 and 2100"
-    machine, metric, value = obj["machine"], obj["metric"], obj["value"]
     if type(machine) is not str or not machine:
         return f"field 'machine' must be a non-empty string, got {_type_name(machine)}"
     if type(metric) is not str or not metric:
@@ -162,17 +173,17 @@ def validate(obj: Any) -> Measurement | str:
     elif vt is not int and vt is not str and vt is not bool:
         return f"field 'value' must be a number, string or bool, got {_type_name(value)}"
     quality = obj.get("quality", "good")
-    if quality not in QUALITIES:
+    if type(quality) is not str or quality not in QUALITIES:
         return f"field 'quality' must be one of good|uncertain|bad, got {quality!r}"
-    extras = []
-    for name in _OPTIONAL_STR:
-        v = obj.get(name, "")
-        if v is None:
-            v = ""
-        elif type(v) is not str:
-            return f"field '{name}' must be a string, got {_type_name(v)}"
-        extras.append(v)
-    return Measurement(ts, machine, metric, value, extras[0], extras[1], extras[2], extras[3], quality)
+    get = obj.get
+    site, line, unit, source = get("site", ""), get("line", ""), get("unit", ""), get("source", "")
+    if site is None or line is None or unit is None or source is None:  # null means absent
+        site, line, unit, source = (_optional_str(obj, "site"), _optional_str(obj, "line"),
+                                    _optional_str(obj, "unit"), _optional_str(obj, "source"))
+    if type(site) is not str or type(line) is not str or type(unit) is not str or type(source) is not str:
+        name = next(n for n in _OPTIONAL_STR if _optional_str(obj, n) is None)
+        return f"field '{name}' must be a string, got {_type_name(obj[name])}"
+    return Measurement(ts, machine, metric, value, site, line, unit, source, quality)
 
 
 def decode(raw: bytes, source: str = "", received_ms: int = 0) -> Measurement | DeadLetter:

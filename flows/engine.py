@@ -1,0 +1,296 @@
+"""The machine engine: every per-machine flow of the plant in one batched Bytewax step.
+
+Most of what plantstream computes is per machine: the twin (status), OEE accounting, scrap,
+condition monitoring, alert rules. Written as one ``op.stateful`` step per flow keyed by
+machine, each measurement crosses Bytewax once per flow and every live machine is a Bytewax
+key per flow, which costs a few microseconds per item and grows with the number of machines.
+The engine runs the same per-machine logic (each flow's :class:`MachineStep`, a Bytewax
+``StatefulLogic`` per machine) inside ONE ``op.stateful_batch`` step keyed by a machine shard:
+
+- input: batches of decoded measurements (one Kafka poll each), split by shard
+  (:func:`shard_of`, a stable hash of the machine id, so the result does not depend on how a
+  producer partitioned the topic);
+- per shard: a dict machine → logic per flow; each measurement goes to the logics of the flows
+  whose ``relevant`` accepts it, in arrival order, exactly as the per-flow steps would see it;
+- timers: each logic's ``notify_at`` is kept in a heap, so the step wakes for the earliest;
+- snapshot: per flow, machine → bytes, re-encoded only for machines that changed during the
+  epoch, so Bytewax's per-epoch copy of the shard's state is a copy of references.
+
+A flow stays a function over a ``Stream[Measurement]`` (:class:`MachineFlow` is callable as
+one, building the per-flow steps); :func:`flows.main.build_dataflow` runs every MachineFlow it
+is given in the engine instead. Rows leave as ``(flow, table, row)`` triples, one list per
+activation, and each flow's ``post`` wires its own downstream steps (scrap's rate and cost
+joins, the alert webhook) exactly as in its function form.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from connectors.clickhouse import Block
+from flows.registry import FlowContext, Results, Row
+from schemas.measurement import Measurement
+
+SHARDS = 32
+"""Machine shards: the keys of the engine step. Changing it needs a fresh recovery store."""
+
+Tagged = tuple[str, str, Row]
+"""(flow name, table, row)"""
+
+
+@dataclass(frozen=True)
+class MachineStep:
+    """One flow's per-machine logic.
+
+    ``relevant`` picks the measurements the flow sees; ``builder`` makes the logic of one
+    machine from its snapshot (or None), as a Bytewax ``op.stateful`` builder does; ``rows``
+    turns one output of the logic into ``(table, row)`` pairs.
+    """
+
+    name: str
+    relevant: Callable[[Measurement], bool]
+    builder: Callable[[Any], op.StatefulLogic[Measurement, Any, Any]]
+    rows: Callable[[Any], Iterable[tuple[str, Row]]]
+
+
+def per_machine(step: MachineStep, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
+    """The per-flow Bytewax form of a step: filter, key by machine, ``op.stateful``, rows."""
+    relevant = op.filter(f"{step.name}_relevant", measurements, step.relevant)
+    keyed = op.key_on(f"{step.name}_key", relevant, lambda m: m.machine)
+    outputs = op.stateful(f"{step.name}_state", keyed, step.builder)
+    return op.flat_map(f"{step.name}_rows", outputs, lambda kv: step.rows(kv[1]))
+
+
+Post = Callable[[FlowContext, Stream[tuple[str, Row]]], Results]
+
+
+@dataclass(frozen=True)
+class MachineFlow:
+    """A flow made of a per-machine step and what follows it (``post``).
+
+    Called as a flow function it builds its own keyed step (:func:`per_machine`);
+    :func:`flows.main.build_dataflow` runs its step in the machine engine instead.
+    """
+
+    step: Callable[[FlowContext], MachineStep | None]
+    post: Post
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "__doc__", self.doc)  # what `plantstream flows` lists
+
+    def __call__(self, ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
+        step = self.step(ctx)
+        if step is None:
+            return {}
+        return self.post(ctx, per_machine(step, measurements))
+
+
+@dataclass(frozen=True)
+class BatchFlow:
+    """A stateless flow that turns each decoded batch into column blocks (the archive).
+
+    ``blocks`` gives, for the flow context, the function from a batch of Measurements to
+    table → :class:`connectors.clickhouse.Block`; ``item`` is the flow's per-measurement
+    function form (rows), for callers that compose flows themselves.
+    """
+
+    blocks: Callable[[FlowContext], Callable[[list[Measurement]], dict[str, Block]]]
+    item: Callable[[FlowContext, Stream[Measurement]], Results]
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "__doc__", self.doc)
+
+    def __call__(self, ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
+        return self.item(ctx, measurements)
+
+    def blocks_of(self, ctx: FlowContext) -> Callable[[Any], list[tuple[str, Block]]]:
+        """``Decoded`` batch → ``(table, block)`` items, for :func:`flows.main.build_dataflow`."""
+        make = self.blocks(ctx)
+        return lambda decoded: [(t, b) for t, b in make(decoded.measurements).items() if len(b)]
+
+
+def split_tables(name: str, tagged: Stream[tuple[str, Row]], tables: Sequence[str]) -> Results:
+    """One stream of rows per table from ``(table, row)`` pairs (a ``post`` for simple flows)."""
+
+    def pick(table: str) -> Callable[[tuple[str, Row]], Row | None]:
+        return lambda tr: tr[1] if tr[0] == table else None
+
+    return {t: op.filter_map(f"{name}_{t}_rows", tagged, pick(t)) for t in tables}
+
+
+_shard_cache: dict[str, str] = {}
+
+
+def shard_of(machine: str) -> str:
+    """The engine key of a machine: a stable hash (CRC-32) of its id modulo :data:`SHARDS`.
+
+    >>> shard_of("press-01") == shard_of("press-01"), shard_of("press-01")
+    (True, 's14')
+    """
+    key = _shard_cache.get(machine)
+    if key is None:
+        if len(_shard_cache) > 1_000_000:
+            _shard_cache.clear()
+        key = _shard_cache[machine] = f"s{zlib.crc32(machine.encode()) % SHARDS}"
+    return key
+
+
+def by_shard(measurements: list[Measurement]) -> list[tuple[str, list[Measurement]]]:
+    """Split a batch by machine shard, keeping arrival order within each shard."""
+    groups: dict[str, list[Measurement]] = {}
+    cache = _shard_cache
+    for m in measurements:
+        key = cache.get(m.machine) or shard_of(m.machine)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [m]
+        else:
+            group.append(m)
+    return list(groups.items())
+
+
+Snapshot = dict[str, dict[str, bytes]]
+"""flow name → machine → the machine logic's snapshot, pickled unless it is already bytes."""
+
+
+def _encode(snap: Any) -> bytes:
+    return snap if isinstance(snap, bytes) else b"\x00" + pickle.dumps(snap, pickle.HIGHEST_PROTOCOL)
+
+
+def _decode(blob: bytes) -> Any:
+    return pickle.loads(blob[1:]) if blob[:1] == b"\x00" else blob
+
+
+class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snapshot]):
+    """The logics of one shard's machines for every step; see the module docstring."""
+
+    def __init__(self, steps: Sequence[MachineStep], resume: Snapshot | None) -> None:
+        self.steps = tuple(steps)
+        self.logics: list[dict[str, op.StatefulLogic[Measurement, Any, Any]]] = [{} for _ in self.steps]
+        self.snaps: list[dict[str, bytes]] = [{} for _ in self.steps]
+        self.dirty: list[set[str]] = [set() for _ in self.steps]
+        self.due: list[dict[str, datetime]] = [{} for _ in self.steps]
+        self.heap: list[tuple[datetime, int, str]] = []
+        if resume:
+            for i, step in enumerate(self.steps):
+                for machine, blob in resume.get(step.name, {}).items():
+                    self.logics[i][machine] = step.builder(_decode(blob))
+                    self.snaps[i][machine] = blob
+                    self._schedule(i, machine)
+
+    def _emit(self, i: int, items: Iterable[Any], out: list[Tagged]) -> None:
+        name, rows = self.steps[i].name, self.steps[i].rows
+        for item in items:
+            for table, row in rows(item):
+                out.append((name, table, row))
+
+    def _schedule(self, i: int, machine: str) -> None:
+        logic = self.logics[i].get(machine)
+        at = None if logic is None else logic.notify_at()
+        due = self.due[i]
+        if at is None:
+            due.pop(machine, None)
+        elif due.get(machine) != at:
+            due[machine] = at
+            heapq.heappush(self.heap, (at, i, machine))
+
+    def on_batch(self, values: list[list[Measurement]]) -> tuple[Iterable[list[Tagged]], bool]:
+        out: list[Tagged] = []
+        plan = [(i, s.relevant, s.builder, self.logics[i], self.dirty[i])
+                for i, s in enumerate(self.steps)]
+        timed: set[tuple[int, str]] = set()
+        for batch in values:
+            for m in batch:
+                machine = m.machine
+                for i, relevant, builder, logics, dirty in plan:
+                    if not relevant(m):
+                        continue
+                    logic = logics.get(machine)
+                    if logic is None:
+                        logic = logics[machine] = builder(None)
+                    items, discard = logic.on_item(m)
+                    if items:
+                        self._emit(i, items, out)
+                    if discard:
+                        del logics[machine]
+                        self.snaps[i].pop(machine, None)
+                        dirty.discard(machine)
+                    else:
+                        dirty.add(machine)
+                    timed.add((i, machine))
+        for i, machine in timed:
+            self._schedule(i, machine)
+        return ([out] if out else []), False
+
+    def notify_at(self) -> datetime | None:
+        heap = self.heap
+        while heap:
+            at, i, machine = heap[0]
+            if self.due[i].get(machine) == at:
+                return at
+            heapq.heappop(heap)
+        return None
+
+    def on_notify(self) -> tuple[Iterable[list[Tagged]], bool]:
+        out: list[Tagged] = []
+        now = self.notify_at()
+        fired: list[tuple[int, str]] = []
+        while now is not None and self.heap and self.heap[0][0] <= now:
+            at, i, machine = heapq.heappop(self.heap)
+            if self.due[i].get(machine) != at:
+                continue
+            del self.due[i][machine]
+            fired.append((i, machine))
+        for i, machine in fired:
+            logic = self.logics[i].get(machine)
+            if logic is None:
+                continue
+            items, discard = logic.on_notify()
+            self._emit(i, items, out)
+            if discard:
+                del self.logics[i][machine]
+                self.snaps[i].pop(machine, None)
+                self.dirty[i].discard(machine)
+            else:
+                self.dirty[i].add(machine)
+                self._schedule(i, machine)
+        return ([out] if out else []), False
+
+    def on_eof(self) -> tuple[Iterable[list[Tagged]], bool]:
+        out: list[Tagged] = []
+        for i, logics in enumerate(self.logics):
+            for machine, logic in list(logics.items()):
+                items, discard = logic.on_eof()
+                self._emit(i, items, out)
+                if discard:
+                    del logics[machine]
+                    self.snaps[i].pop(machine, None)
+                    self.dirty[i].discard(machine)
+                else:
+                    self.dirty[i].add(machine)
+        return ([out] if out else []), False
+
+    def snapshot(self) -> Snapshot:
+        for i, dirty in enumerate(self.dirty):
+            logics, snaps = self.logics[i], self.snaps[i]
+            for machine in dirty:
+                snaps[machine] = _encode(logics[machine].snapshot())
+            dirty.clear()
+        return {s.name: dict(self.snaps[i]) for i, s in enumerate(self.steps)}
+
+
+def engine_step(step_id: str, shards: Any, steps: Sequence[MachineStep]) -> Stream[Tagged]:
+    """Run ``steps`` over ``(shard, measurements)`` batches; one ``(flow, table, row)`` per row."""
+    outputs = op.stateful_batch(step_id, shards, lambda resume: MachineEngine(steps, resume))
+    return op.flat_map(f"{step_id}_rows", outputs, lambda kv: kv[1])
