@@ -3,6 +3,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
+# The peer benchmark (tests/bench/peer.py) runs Quix Streams in its own venv: its pins
+# (confluent-kafka …) must not touch .venv. Keep the version in step with
+# QUIXSTREAMS_VERSION in tests/bench/peer.py (same marker file).
+PEER_VENV := .venv-peer
+PEER_QUIXSTREAMS := 3.28.1
 
 .PHONY: demo test lint bench clean system-deps
 
@@ -37,8 +42,15 @@ system-deps:
 test: $(BIN)/.installed system-deps lint
 	$(BIN)/pytest
 
-bench: $(BIN)/.installed
+$(PEER_VENV)/.quixstreams-$(PEER_QUIXSTREAMS):
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q --upgrade pip
+	$(PEER_VENV)/bin/pip install -q 'quixstreams==$(PEER_QUIXSTREAMS)'
+	touch $@
+
+# Every benchmark in tests/bench/; bench_plant writes bench-results.json (see the README).
+bench: $(BIN)/.installed $(PEER_VENV)/.quixstreams-$(PEER_QUIXSTREAMS)
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) .plantstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER_VENV) .plantstream .pytest_cache .mypy_cache .ruff_cache
