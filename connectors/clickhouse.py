@@ -554,7 +554,7 @@ class ClickHouseSink(FixedPartitionedSink[tuple[str, Row], None]):
     def __init__(self, factory: ClientFactory, *, partitions: int = 1, batch_rows: int = 50_000,
                  stats: SinkStats | None = None, retry_initial_s: float = 0.5,
                  retry_max_s: float = 30.0, max_attempts: int = 5,
-                 flush_interval_s: float = 5.0, dedup_tokens: bool = True,
+                 flush_interval_s: float = 1.0, dedup_tokens: bool = True,
                  sleep: Sleep = time.sleep, clock: Clock = time.monotonic) -> None:
         if partitions < 1:
             msg = "ClickHouseSink needs at least one partition"

@@ -51,23 +51,24 @@ Tagged = tuple[str, str, Row]
 class MachineStep:
     """One flow's per-machine logic.
 
-    ``relevant`` picks the measurements the flow sees; ``builder`` makes the logic of one
+    ``relevant`` picks the measurements the flow sees (None: all of them); ``builder`` makes the logic of one
     machine from its snapshot (or None), as a Bytewax ``op.stateful`` builder does; ``rows``
     turns one output of the logic into ``(table, row)`` pairs.
     """
 
     name: str
-    relevant: Callable[[Measurement], bool]
+    relevant: Callable[[Measurement], bool] | None
     builder: Callable[[Any], op.StatefulLogic[Measurement, Any, Any]]
     rows: Callable[[Any], Iterable[tuple[str, Row]]]
 
 
 def per_machine(step: MachineStep, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
     """The per-flow Bytewax form of a step: filter, key by machine, ``op.stateful``, rows."""
-    relevant = op.filter(f"{step.name}_relevant", measurements, step.relevant)
-    keyed = op.key_on(f"{step.name}_key", relevant, lambda m: m.machine)
-    outputs = op.stateful(f"{step.name}_state", keyed, step.builder)
-    return op.flat_map(f"{step.name}_rows", outputs, lambda kv: step.rows(kv[1]))
+    pick, name = step.relevant, step.name
+    relevant = measurements if pick is None else op.filter(f"{name}_machine_relevant", measurements, pick)
+    keyed = op.key_on(f"{step.name}_machine_key", relevant, lambda m: m.machine)
+    outputs = op.stateful(f"{step.name}_machine", keyed, step.builder)
+    return op.flat_map(f"{step.name}_machine_out", outputs, lambda kv: step.rows(kv[1]))
 
 
 Post = Callable[[FlowContext, Stream[tuple[str, Row]]], Results]
@@ -136,7 +137,7 @@ def shard_of(machine: str) -> str:
     """The engine key of a machine: a stable hash (CRC-32) of its id modulo :data:`SHARDS`.
 
     >>> shard_of("press-01") == shard_of("press-01"), shard_of("press-01")
-    (True, 's14')
+    (True, 's5')
     """
     key = _shard_cache.get(machine)
     if key is None:
@@ -214,7 +215,7 @@ class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snaps
             for m in batch:
                 machine = m.machine
                 for i, relevant, builder, logics, dirty in plan:
-                    if not relevant(m):
+                    if relevant is not None and not relevant(m):
                         continue
                     logic = logics.get(machine)
                     if logic is None:

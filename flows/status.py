@@ -21,11 +21,6 @@ from bytewax.dataflow import Stream
 from flows.engine import MachineFlow, MachineStep
 from flows.registry import FlowContext, Results, Row, register
 from operators.status import status_builder
-from schemas.measurement import Measurement
-
-
-def _every(m: Measurement) -> bool:
-    return True
 
 
 def _rows(row: dict[str, Any]) -> list[tuple[str, Row]]:
@@ -34,7 +29,7 @@ def _rows(row: dict[str, Any]) -> list[tuple[str, Row]]:
 
 def status_step(ctx: FlowContext) -> MachineStep:
     cfg = ctx.config.status
-    return MachineStep("status", _every, status_builder(cfg.throttle_s, cfg.heartbeat_s), _rows)
+    return MachineStep("status", None, status_builder(cfg.throttle_s, cfg.heartbeat_s), _rows)
 
 
 def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:

@@ -497,6 +497,8 @@ class MachineMonitor:
     iso: Episode | None = None
     pending: dict[str, list[float]] = field(default_factory=dict)
     """Signal → [period, sum, count, last ts] of the samples not scored yet (``sample_s``)."""
+    ambient_closed: tuple[float, float] | None = None
+    """(period, mean) of the last closed ambient period: the baseline of signals scored late."""
 
     @classmethod
     def new(cls, machine: str) -> MachineMonitor:
@@ -536,51 +538,71 @@ class MachineMonitor:
                     self.run = 1
             self.running = running
             return out
-        if not is_condition_metric(m.metric) or isinstance(m.value, str | bool):
-            return []
-        value = float(m.value)
+        metric, raw = m.metric, m.value
+        kind = type(raw)
+        if (kind is not float and kind is not int) or not is_condition_metric(metric):
+            return []  # strings, bools and production metrics are not condition signals
+        value = float(raw)
         if not math.isfinite(value):
             return []
-        if m.metric == AMBIENT:
+        if metric == AMBIENT:
             self.ambient = value
         if not self.running:
             return []
         if cfg.sample_s <= 0:
-            return self._score(m.metric, m.ts, value, cfg)
-        period = m.ts // round(cfg.sample_s * 1000)
-        acc = self.pending.get(m.metric)
+            return self._score(metric, m.ts, value, cfg, self.ambient)
+        ts = m.ts
+        period = ts // round(cfg.sample_s * 1000)
+        acc = self.pending.get(metric)
         if acc is None:
-            self.pending[m.metric] = [period, value, 1, m.ts]
+            self.pending[metric] = [period, value, 1, ts]
             return []
-        if acc[0] == period:
+        if acc[0] == period:  # the common case: one more sample of the open period
             acc[1] += value
             acc[2] += 1
-            acc[3] = max(acc[3], m.ts)
+            if ts > acc[3]:
+                acc[3] = ts
             return []
-        out = self._score(m.metric, int(acc[3]), acc[1] / acc[2], cfg)
-        acc[0], acc[1], acc[2], acc[3] = period, value, 1, m.ts
+        mean = acc[1] / acc[2]
+        if metric == AMBIENT:
+            self.ambient_closed = (acc[0], mean)
+        out = self._score(metric, int(acc[3]), mean, cfg, self._ambient_in(acc[0]))
+        acc[0], acc[1], acc[2], acc[3] = period, value, 1, ts
         return out
+
+    def _ambient_in(self, period: float) -> float | None:
+        """The ambient mean of ``period`` (a signal is scored against its own period's
+        baseline, not the newer one that arrived meanwhile); the latest ambient otherwise."""
+        acc = self.pending.get(AMBIENT)
+        if acc is not None and acc[0] == period:
+            return acc[1] / acc[2]
+        if self.ambient_closed is not None and self.ambient_closed[0] == period:
+            return self.ambient_closed[1]
+        return self.ambient
 
     def flush(self, cfg: AnomalyConfig) -> list[Row]:
         """Score the periods still open (before a state change, at the end of input)."""
         out: list[Row] = []
+        ambient = {p: total / n for signal, (p, total, n, _) in self.pending.items() if signal == AMBIENT}
         pending, self.pending = self.pending, {}
-        for signal, (_, total, n, ts) in pending.items():
-            out += self._score(signal, int(ts), total / n, cfg)
+        for signal, (period, total, n, ts) in pending.items():
+            out += self._score(signal, int(ts), total / n, cfg, ambient.get(period, self.ambient))
         return out
 
-    def _score(self, signal: str, ts: int, value: float, cfg: AnomalyConfig) -> list[Row]:
+    def _score(self, signal: str, ts: int, value: float, cfg: AnomalyConfig,
+               ambient: float | None) -> list[Row]:
         out: list[Row] = []
         if cfg.iso10816 and signal == VIBRATION_RMS:
             out += self._iso(ts, value, cfg)
         model = self._model_for(signal, cfg)
         if model is not None:
-            out += self._score_learn(model, signal, ts, value, cfg)
+            out += self._score_learn(model, signal, ts, value, cfg, ambient)
         return out
 
     def _score_learn(self, model: Model, signal: str, ts: int, value: float,
-                     cfg: AnomalyConfig) -> list[Row]:
-        ambient = self.ambient if signal != AMBIENT else None
+                     cfg: AnomalyConfig, ambient: float | None) -> list[Row]:
+        if signal == AMBIENT:
+            ambient = None
         own = model.features(signal, value, ambient, cfg, self.run)
         model.latest.update(own)
         x = dict(model.latest)

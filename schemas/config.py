@@ -186,8 +186,9 @@ class ClickHouseConfig(Frozen):
     """A batch is written when it holds this many rows, and at every epoch (snapshot)."""
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
-    flush_interval_s: float = Field(default=5.0, gt=0)
-    """A batch is also written once its oldest row has waited this long."""
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    """A batch is also written once its oldest row has waited this long: results are queryable
+    about a second after they are computed, at about one insert per table per second."""
     secure: bool | None = None
     """TLS to the server; unset = from the URL scheme (``https`` → on)."""
     verify: bool = True

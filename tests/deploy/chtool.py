@@ -79,9 +79,10 @@ def load(client: Any, directory: Path) -> int:
                     block = pickle.load(fh)
                 except EOFError:
                     break
+                columnar = block.get("column_oriented", False)
                 client.insert(block["table"], block["data"], column_names=block["columns"],
-                              settings=block["settings"] or None)
-                n += len(block["data"])
+                              settings=block["settings"] or None, column_oriented=columnar)
+                n += len(block["data"][0]) if columnar and block["data"] else len(block["data"])
     return n
 
 
