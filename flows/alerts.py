@@ -60,6 +60,17 @@ class AlertLogic(op.StatefulLogic[Measurement, Row, bytes]):
             self.last_ts, self.last_wall = value.ts, self.clock.wall()
         return out, op.StatefulLogic.RETAIN
 
+    def on_items(self, values: list[Measurement]) -> Emit:
+        """:meth:`on_item` for a machine's samples of one batch, in order (the engine's path)."""
+        if self.engine is None:
+            first = values[0]
+            self.engine = self.make(first.machine, first.site, first.line)
+        out = self.engine.on_samples(values)
+        top = max(m.ts for m in values)
+        if top >= self.last_ts:
+            self.last_ts, self.last_wall = top, self.clock.wall()
+        return out, op.StatefulLogic.RETAIN
+
     def on_notify(self) -> Emit:
         if self.engine is None or self.last_ts < 0:
             return [], op.StatefulLogic.RETAIN

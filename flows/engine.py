@@ -207,32 +207,61 @@ class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snaps
             heapq.heappush(self.heap, (at, i, machine))
 
     def on_batch(self, values: list[list[Measurement]]) -> tuple[Iterable[list[Tagged]], bool]:
-        out: list[Tagged] = []
-        plan = [(i, s.relevant, s.builder, self.logics[i], self.dirty[i])
-                for i, s in enumerate(self.steps)]
-        timed: set[tuple[int, str]] = set()
+        # Group by machine (arrival order kept per machine; machines are independent), then
+        # give each flow's logic its relevant samples in one call when it takes a list
+        # (``on_items``), else one by one. Per-sample cost: a list append and, per flow, a
+        # filter call; no Bytewax item, no per-sample method dispatch for the hot flows.
+        by_machine: dict[str, list[Measurement]] = {}
         for batch in values:
             for m in batch:
-                machine = m.machine
-                for i, relevant, builder, logics, dirty in plan:
-                    if relevant is not None and not relevant(m):
-                        continue
-                    logic = logics.get(machine)
-                    if logic is None:
-                        logic = logics[machine] = builder(None)
-                    items, discard = logic.on_item(m)
+                group = by_machine.get(m.machine)
+                if group is None:
+                    by_machine[m.machine] = [m]
+                else:
+                    group.append(m)
+        out: list[Tagged] = []
+        for i, step in enumerate(self.steps):
+            relevant, logics, dirty = step.relevant, self.logics[i], self.dirty[i]
+            for machine, group in by_machine.items():
+                mine = group if relevant is None else [m for m in group if relevant(m)]
+                if not mine:
+                    continue
+                logic = logics.get(machine)
+                if logic is None:
+                    logic = logics[machine] = step.builder(None)
+                on_items = getattr(logic, "on_items", None)
+                if on_items is not None:
+                    items, discard = on_items(mine)
                     if items:
                         self._emit(i, items, out)
                     if discard:
-                        del logics[machine]
-                        self.snaps[i].pop(machine, None)
-                        dirty.discard(machine)
+                        self._drop(i, machine)
                     else:
                         dirty.add(machine)
-                    timed.add((i, machine))
-        for i, machine in timed:
-            self._schedule(i, machine)
+                else:
+                    self._one_by_one(i, machine, logic, mine, out)
+                self._schedule(i, machine)
         return ([out] if out else []), False
+
+    def _one_by_one(self, i: int, machine: str, logic: op.StatefulLogic[Measurement, Any, Any] | None,
+                    mine: list[Measurement], out: list[Tagged]) -> None:
+        logics, builder = self.logics[i], self.steps[i].builder
+        for m in mine:
+            if logic is None:  # discarded by the previous sample: a fresh one, as Bytewax would
+                logic = logics[machine] = builder(None)
+            items, discard = logic.on_item(m)
+            if items:
+                self._emit(i, items, out)
+            if discard:
+                self._drop(i, machine)
+                logic = None
+        if logic is not None:
+            self.dirty[i].add(machine)
+
+    def _drop(self, i: int, machine: str) -> None:
+        self.logics[i].pop(machine, None)
+        self.snaps[i].pop(machine, None)
+        self.dirty[i].discard(machine)
 
     def notify_at(self) -> datetime | None:
         heap = self.heap
@@ -260,9 +289,7 @@ class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snaps
             items, discard = logic.on_notify()
             self._emit(i, items, out)
             if discard:
-                del self.logics[i][machine]
-                self.snaps[i].pop(machine, None)
-                self.dirty[i].discard(machine)
+                self._drop(i, machine)
             else:
                 self.dirty[i].add(machine)
                 self._schedule(i, machine)
@@ -275,9 +302,7 @@ class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snaps
                 items, discard = logic.on_eof()
                 self._emit(i, items, out)
                 if discard:
-                    del logics[machine]
-                    self.snaps[i].pop(machine, None)
-                    self.dirty[i].discard(machine)
+                    self._drop(i, machine)
                 else:
                     self.dirty[i].add(machine)
         return ([out] if out else []), False

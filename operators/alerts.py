@@ -52,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +69,7 @@ from schemas.measurement import (
     MACHINE_STATE,
     REJECT_COUNT,
     REJECT_PARTS,
+    Measurement,
     is_condition_metric,
 )
 from schemas.oee_config import LossConfig
@@ -164,6 +165,11 @@ class AlertEngine:
         self.oee = oee
         self.s = _AState()
         self.s.rolling = RollingCounts(cfg.scrap_rate.window_s * 1000, 60_000)
+        self._ruled = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS,
+                                 cfg.vibration.signal, cfg.oil_temperature.target_signal,
+                                 cfg.oil_temperature.signal} | (OEE_METRICS if oee is not None else set()))
+        """Metrics some rule other than ``silence`` reads: :meth:`on_samples` never shortcuts them."""
+        self._watched: dict[str, bool] = {}
         self._next: int | None = _UNKNOWN
         """A lower bound of :meth:`due` (None: no timer), recomputed only when reached or
         after a change that can bring a timer forward (state, episodes, a new signal)."""
@@ -324,6 +330,36 @@ class AlertEngine:
                 s.last_seen[metric] = ts
             if ("silence", metric) in s.open:
                 out += self._clear("silence", metric, ts)
+        return out
+
+    def on_samples(self, samples: Iterable[Measurement]) -> list[Row]:
+        """:meth:`on_sample` for each sample in order, with a short path for the condition
+        signals no rule but ``silence`` watches (most of the traffic): when no timer can be
+        due, such a sample only moves event time and its signal's last-seen time."""
+        out: list[Row] = []
+        s, cfg = self.s, self.cfg
+        ruled = self._ruled
+        silence = cfg.silence.enabled
+        watched = self._watched
+        for m in samples:
+            ts, metric = m.ts, m.metric
+            nxt = self._next
+            if metric in ruled or nxt == _UNKNOWN or (nxt is not None and nxt <= ts):
+                out += self.on_sample(ts, metric, m.value)
+                continue
+            if silence:
+                w = watched.get(metric)
+                if w is None:
+                    w = watched[metric] = self._silence_watched(metric)
+                if w:
+                    seen = s.last_seen.get(metric)
+                    if seen is None or ("silence", metric) in s.open:
+                        out += self.on_sample(ts, metric, m.value)  # a new signal, or one coming back
+                        continue
+                    if ts > seen:
+                        s.last_seen[metric] = ts
+            if ts > s.now:
+                s.now = ts
         return out
 
     def finish(self) -> list[Row]:

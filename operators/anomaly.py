@@ -736,6 +736,15 @@ def _make_logic(cfg: AnomalyConfig) -> Any:
             rows = self.monitor.process(value, cfg)
             return rows, StatefulLogic.RETAIN
 
+        def on_items(self, values: list[Measurement]) -> tuple[list[Row], bool]:
+            process = self.monitor.process
+            out: list[Row] = []
+            for value in values:
+                rows = process(value, cfg)
+                if rows:
+                    out += rows
+            return out, StatefulLogic.RETAIN
+
         def on_eof(self) -> tuple[list[Row], bool]:
             return self.monitor.close(cfg), StatefulLogic.RETAIN
 

@@ -230,6 +230,25 @@ class _StatusLogic(StatefulLogic[Measurement, dict[str, Any], bytes]):
             st.due = self._now() + timedelta(milliseconds=self._throttle_ms)
         return (), False
 
+    def on_items(self, values: list[Measurement]) -> tuple[list[dict[str, Any]], bool]:
+        """:meth:`on_item` for a machine's samples of one batch, in order (the engine's path)."""
+        out: list[dict[str, Any]] = []
+        st, twin = self.state, self.state.twin
+        throttle_ms, heartbeat_ms = self._throttle_ms, self._heartbeat_ms
+        for value in values:
+            if apply(twin, value):
+                st.dirty = True
+            if st.emitted_ts is None:
+                if st.dirty:
+                    out += self._emit()
+                continue
+            since = twin.last_seen - st.emitted_ts
+            if (st.dirty and since >= throttle_ms) or since >= heartbeat_ms:
+                out += self._emit()
+        if st.dirty and st.due is None:
+            st.due = self._now() + timedelta(milliseconds=throttle_ms)
+        return out, False
+
     def on_notify(self) -> tuple[Iterable[dict[str, Any]], bool]:
         if self.state.dirty:
             return self._emit(), False
