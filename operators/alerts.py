@@ -166,9 +166,10 @@ class AlertEngine:
         self.s = _AState()
         self.s.rolling = RollingCounts(cfg.scrap_rate.window_s * 1000, 60_000)
         self._ruled = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS,
-                                 cfg.vibration.signal, cfg.oil_temperature.target_signal,
+                                 cfg.oil_temperature.target_signal,
                                  cfg.oil_temperature.signal} | (OEE_METRICS if oee is not None else set()))
-        """Metrics some rule other than ``silence`` reads: :meth:`on_samples` never shortcuts them."""
+        """Metrics some rule other than ``silence`` reads (vibration aside, shortcut in its
+        normal zones): :meth:`on_samples` never shortcuts them."""
         self._watched: dict[str, bool] = {}
         self._next: int | None = _UNKNOWN
         """A lower bound of :meth:`due` (None: no timer), recomputed only when reached or
@@ -341,9 +342,17 @@ class AlertEngine:
         ruled = self._ruled
         silence = cfg.silence.enabled
         watched = self._watched
+        vib = cfg.vibration.signal if cfg.vibration.enabled else None
+        vib_key = ("vibration", vib)
         for m in samples:
             ts, metric = m.ts, m.metric
             nxt = self._next
+            if metric == vib:  # in zone A or B with no alert open: the rule only resets its streak
+                v = m.value
+                if (type(v) is not float and type(v) is not int) or v >= ZONE_C or vib_key in s.open:
+                    out += self.on_sample(ts, metric, v)
+                    continue
+                s.vib_streak = 0
             if metric in ruled or nxt == _UNKNOWN or (nxt is not None and nxt <= ts):
                 out += self.on_sample(ts, metric, m.value)
                 continue
