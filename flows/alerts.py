@@ -62,6 +62,9 @@ class AlertLogic(op.StatefulLogic[Measurement, Row, bytes]):
 
     def on_items(self, values: list[Measurement]) -> Emit:
         """:meth:`on_item` for a machine's samples of one batch, in order (the engine's path)."""
+        values = [m for m in values if m.quality != "bad"]  # the engine does not filter for us
+        if not values:
+            return [], op.StatefulLogic.RETAIN
         if self.engine is None:
             first = values[0]
             self.engine = self.make(first.machine, first.site, first.line)
@@ -106,7 +109,8 @@ def alert_step(config: PlantConfig, clock: EventClock | None = None) -> MachineS
     def make(machine: str, site: str, line: str) -> AlertEngine:
         return AlertEngine.for_config(config, machine, site, line, calendar)
 
-    return MachineStep("alerts", _usable, lambda resume: AlertLogic(make, the_clock, resume), _rows)
+    return MachineStep("alerts", _usable, lambda resume: AlertLogic(make, the_clock, resume), _rows,
+                       engine_filters=False)
 
 
 def alert_streams(config: PlantConfig, measurements: Stream[Measurement],

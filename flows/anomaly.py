@@ -30,7 +30,10 @@ def anomaly_step(ctx: FlowContext) -> MachineStep | None:
     cfg = ctx.config.anomaly
     if not cfg.enabled:
         return None
-    return MachineStep("anomaly", _relevant, anomaly_builder(cfg), _rows)
+    # The monitor ignores what is not a usable number of a condition signal or a state change
+    # itself, so the machine engine need not filter for it (the per-flow form filters).
+    return MachineStep("anomaly", _relevant, anomaly_builder(cfg), _rows,
+                       engine_filters=False, timers=False)
 
 
 def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:

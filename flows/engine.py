@@ -9,7 +9,7 @@ The engine runs the same per-machine logic (each flow's :class:`MachineStep`, a 
 
 - input: batches of decoded measurements (one Kafka poll each), split by shard
   (:func:`shard_of`, a stable hash of the machine id, so the result does not depend on how a
-  producer partitioned the topic);
+  producer partitioned the topic) and within a shard by machine;
 - per shard: a dict machine → logic per flow; each measurement goes to the logics of the flows
   whose ``relevant`` accepts it, in arrival order, exactly as the per-flow steps would see it;
 - timers: each logic's ``notify_at`` is kept in a heap, so the step wakes for the earliest;
@@ -60,6 +60,11 @@ class MachineStep:
     relevant: Callable[[Measurement], bool] | None
     builder: Callable[[Any], op.StatefulLogic[Measurement, Any, Any]]
     rows: Callable[[Any], Iterable[tuple[str, Row]]]
+    engine_filters: bool = True
+    """False when the logic's ``on_items`` skips irrelevant samples itself (cheaper than a
+    filter call per sample)."""
+    timers: bool = True
+    """False when the logic never asks for a timer (``notify_at`` is always None)."""
 
 
 def per_machine(step: MachineStep, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
@@ -147,18 +152,29 @@ def shard_of(machine: str) -> str:
     return key
 
 
-def by_shard(measurements: list[Measurement]) -> list[tuple[str, list[Measurement]]]:
-    """Split a batch by machine shard, keeping arrival order within each shard."""
-    groups: dict[str, list[Measurement]] = {}
+Grouped = dict[str, list[Measurement]]
+"""machine → its samples of one batch, in arrival order."""
+
+
+def by_shard(measurements: list[Measurement]) -> list[tuple[str, Grouped]]:
+    """Split a batch by machine shard and, within a shard, by machine (order kept per machine)."""
+    shards: dict[str, Grouped] = {}
+    machines: Grouped = {}
     cache = _shard_cache
     for m in measurements:
-        key = cache.get(m.machine) or shard_of(m.machine)
-        group = groups.get(key)
+        group = machines.get(m.machine)
         if group is None:
-            groups[key] = [m]
+            machine = m.machine
+            group = machines[machine] = [m]
+            key = cache.get(machine) or shard_of(machine)
+            grouped = shards.get(key)
+            if grouped is None:
+                shards[key] = {machine: group}
+            else:
+                grouped[machine] = group
         else:
             group.append(m)
-    return list(groups.items())
+    return list(shards.items())
 
 
 Snapshot = dict[str, dict[str, bytes]]
@@ -173,7 +189,7 @@ def _decode(blob: bytes) -> Any:
     return pickle.loads(blob[1:]) if blob[:1] == b"\x00" else blob
 
 
-class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snapshot]):
+class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
     """The logics of one shard's machines for every step; see the module docstring."""
 
     def __init__(self, steps: Sequence[MachineStep], resume: Snapshot | None) -> None:
@@ -206,22 +222,26 @@ class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snaps
             due[machine] = at
             heapq.heappush(self.heap, (at, i, machine))
 
-    def on_batch(self, values: list[list[Measurement]]) -> tuple[Iterable[list[Tagged]], bool]:
-        # Group by machine (arrival order kept per machine; machines are independent), then
-        # give each flow's logic its relevant samples in one call when it takes a list
-        # (``on_items``), else one by one. Per-sample cost: a list append and, per flow, a
-        # filter call; no Bytewax item, no per-sample method dispatch for the hot flows.
-        by_machine: dict[str, list[Measurement]] = {}
-        for batch in values:
-            for m in batch:
-                group = by_machine.get(m.machine)
-                if group is None:
-                    by_machine[m.machine] = [m]
-                else:
-                    group.append(m)
+    def on_batch(self, values: list[Grouped]) -> tuple[Iterable[list[Tagged]], bool]:
+        # Batches arrive grouped by machine (arrival order kept per machine; machines are
+        # independent): each flow's logic gets its relevant samples in one call when it takes
+        # a list (``on_items``), else one by one. Per-sample cost: a filter call per flow; no
+        # Bytewax item, no per-sample method dispatch for the hot flows.
+        by_machine = values[0]
+        if len(values) > 1:
+            by_machine = {machine: list(group) for machine, group in by_machine.items()}
+            for more in values[1:]:
+                for machine, group in more.items():
+                    mine = by_machine.get(machine)
+                    if mine is None:
+                        by_machine[machine] = group
+                    else:
+                        mine.extend(group)
         out: list[Tagged] = []
         for i, step in enumerate(self.steps):
             relevant, logics, dirty = step.relevant, self.logics[i], self.dirty[i]
+            if not step.engine_filters:
+                relevant = None
             for machine, group in by_machine.items():
                 mine = group if relevant is None else [m for m in group if relevant(m)]
                 if not mine:
@@ -240,7 +260,8 @@ class MachineEngine(op.StatefulBatchLogic[list[Measurement], list[Tagged], Snaps
                         dirty.add(machine)
                 else:
                     self._one_by_one(i, machine, logic, mine, out)
-                self._schedule(i, machine)
+                if step.timers:
+                    self._schedule(i, machine)
         return ([out] if out else []), False
 
     def _one_by_one(self, i: int, machine: str, logic: op.StatefulLogic[Measurement, Any, Any] | None,

@@ -10,6 +10,7 @@ Run in production as a Bytewax process or cluster::
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,6 +99,24 @@ def _flow_rows(name: str) -> Callable[[Tagged], tuple[str, Row] | None]:
     return lambda t: (t[1], t[2]) if t[0] == name else None
 
 
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections in a process that runs the plant flow.
+
+    A flow allocates and frees hundreds of thousands of small objects a second (decoded
+    samples, rows), nearly all without reference cycles. With CPython's default thresholds
+    (700, 10, 10) the cyclic collector runs every few hundred of them and regularly walks every
+    live object, which measured a fifth of the flow's time. Objects alive at start-up (modules,
+    config) are frozen out of collection; young objects are collected every 50,000
+    allocations. Reference counting frees everything else as before.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def build_dataflow(
     config: PlantConfig,
     source: Source[Any],
@@ -118,7 +137,9 @@ def build_dataflow(
 
     With ``eventhubs_sink``, the tables of ``config.eventhubs`` also go to the cloud (OEE facts
     rolled up), and the sink's ``meter`` counts bytes sent against raw measurement bytes.
+    Building it tunes the process's garbage collector for the flow (:func:`tune_gc`).
     """
+    tune_gc()
     ctx = FlowContext(config)
     chosen = select(None) if flows is None else flows
     flow = Dataflow(flow_id)

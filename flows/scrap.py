@@ -160,7 +160,8 @@ def scrap_step(config: PlantConfig) -> MachineStep:
     def make(machine: str, site: str, line: str) -> ScrapTracker:
         return ScrapTracker.for_config(config, machine, site, line)
 
-    return MachineStep("scrap", _relevant, lambda resume: ScrapLogic(make, resume), _outputs)
+    return MachineStep("scrap", _relevant, lambda resume: ScrapLogic(make, resume), _outputs,
+                       timers=False)
 
 
 def scrap_tables(config: PlantConfig, flat: Stream[Output],

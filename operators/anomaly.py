@@ -584,7 +584,8 @@ class MachineMonitor:
         """Score the periods still open (before a state change, at the end of input)."""
         out: list[Row] = []
         ambient = {p: total / n for signal, (p, total, n, _) in self.pending.items() if signal == AMBIENT}
-        pending, self.pending = self.pending, {}
+        pending = dict(self.pending)
+        self.pending.clear()  # in place: a caller may hold the dict (AnomalyLogic.on_items)
         for signal, (period, total, n, ts) in pending.items():
             out += self._score(signal, int(ts), total / n, cfg, ambient.get(period, self.ambient))
         return out
@@ -737,10 +738,27 @@ def _make_logic(cfg: AnomalyConfig) -> Any:
             return rows, StatefulLogic.RETAIN
 
         def on_items(self, values: list[Measurement]) -> tuple[list[Row], bool]:
-            process = self.monitor.process
+            """:meth:`on_item` for a machine's samples of one batch, in order. A sample that
+            only adds to its signal's open scoring period (most of them) is added here; the
+            rest go through :meth:`MachineMonitor.process`. Values arrive validated (finite)."""
+            monitor = self.monitor
+            process, pending = monitor.process, monitor.pending
+            period_ms = round(cfg.sample_s * 1000)
             out: list[Row] = []
-            for value in values:
-                rows = process(value, cfg)
+            for m in values:
+                metric = m.metric
+                if period_ms > 0 and monitor.running and metric != AMBIENT and m.quality != "bad":
+                    acc = pending.get(metric)
+                    if acc is not None:
+                        v, ts = m.value, m.ts
+                        kind = type(v)
+                        if (kind is float or kind is int) and acc[0] == ts // period_ms:
+                            acc[1] += v  # type: ignore[operator]  # a number: checked above
+                            acc[2] += 1
+                            if ts > acc[3]:
+                                acc[3] = ts
+                            continue
+                rows = process(m, cfg)
                 if rows:
                     out += rows
             return out, StatefulLogic.RETAIN

@@ -531,20 +531,31 @@ class RateAggregator:
     """Boundaries are kept this long behind the newest (machines may lag each other in a replay)."""
     version: int = 0
     by_end: dict[int, dict[str, tuple[int, int, int, int]]] = field(default_factory=dict)
+    totals: dict[int, list[int]] = field(default_factory=dict)
+    """Per boundary the sums of ``by_end`` (kept as contributions replace each other): a
+    contribution costs the same whether the scope has 10 machines or 10,000."""
+    newest: int = -1
 
     def on_contribution(self, c: dict[str, Any]) -> dict[str, Any]:
         end = int(c["window_end"])
         machine = str(c["machine"])
-        per = self.by_end.setdefault(end, {})
-        per[machine] = (int(c["mg"]), int(c["mr"]), int(c["wg"]), int(c["wr"]))
-        newest = max(self.by_end)
-        if newest - self.keep_ms > min(self.by_end):
-            for e in [e for e in self.by_end if e < newest - self.keep_ms]:
-                del self.by_end[e]
-        mg = sum(v[0] for v in per.values())
-        mr = sum(v[1] for v in per.values())
-        wg = sum(v[2] for v in per.values())
-        wr = sum(v[3] for v in per.values())
+        per = self.by_end.get(end)
+        if per is None:
+            per = self.by_end[end] = {}
+            self.totals[end] = [0, 0, 0, 0]
+            if end > self.newest:
+                self.newest = end
+                floor = end - self.keep_ms
+                for e in [e for e in self.by_end if e < floor]:
+                    del self.by_end[e]
+                    del self.totals[e]
+        new = (int(c["mg"]), int(c["mr"]), int(c["wg"]), int(c["wr"]))
+        old = per.get(machine)
+        per[machine] = new
+        sums = self.totals[end]
+        for i in range(4):
+            sums[i] += new[i] - (old[i] if old is not None else 0)
+        mg, mr, wg, wr = sums
         total = wg + wr
         self.version += 1
         return {

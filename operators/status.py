@@ -64,6 +64,10 @@ _TEXT_FIELDS = {
 }
 
 
+_NOT_SIGNALS = frozenset({MACHINE_STATE, SCRAP_REASON, *_TEXT_FIELDS})
+"""Metrics :func:`apply` does not keep as a signal's last value."""
+
+
 def state_name(value: Any) -> str:
     """The canonical state of a ``machine_state`` value (PLC integers mapped by default).
 
@@ -235,9 +239,22 @@ class _StatusLogic(StatefulLogic[Measurement, dict[str, Any], bytes]):
         out: list[dict[str, Any]] = []
         st, twin = self.state, self.state.twin
         throttle_ms, heartbeat_ms = self._throttle_ms, self._heartbeat_ms
+        signals, signals_ts = twin.signals, twin.signals_ts
         for value in values:
-            if apply(twin, value):
-                st.dirty = True
+            metric, v, ts = value.metric, value.value, value.ts
+            if (metric in _NOT_SIGNALS or type(v) is str or value.quality == "bad" or not twin.machine
+                    or (value.site and value.site != twin.site) or (value.line and value.line != twin.line)):
+                if apply(twin, value):
+                    st.dirty = True
+            elif ts >= signals_ts.get(metric, 0):  # a signal's new value: apply(), inlined
+                number = float(v)
+                signals_ts[metric] = ts
+                if signals.get(metric) != number:
+                    signals[metric] = number
+                    st.dirty = True
+                twin.samples += 1
+                if ts > twin.last_seen:
+                    twin.last_seen = ts
             if st.emitted_ts is None:
                 if st.dirty:
                     out += self._emit()
