@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -431,14 +432,79 @@ def columns_token(table: str, columns: tuple[str, ...], data: Sequence[Sequence[
     return f"{table}-{h.hexdigest()}"
 
 
+@dataclass(frozen=True, slots=True)
+class JsonRows:
+    """Rows as JSON objects, one a line (``JSONEachRow``), for ClickHouse to parse itself.
+
+    What the archive hands the sink for measurements that arrived complete: their Kafka bytes,
+    inserted into ``into`` (``measurements_json``, a Null table whose materialized view fills
+    ``measurements``) without a Python object per row. The sink counts them under the item's
+    table.
+    """
+
+    into: str
+    data: bytes
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
+
+
+class _Writer:
+    """One background thread that runs the sink's inserts in order, one batch at a time.
+
+    ClickHouse's part of an insert (parsing, sorting, compressing — in chDB, in this process)
+    runs without the GIL, so the flow goes on with the next batch meanwhile. :meth:`submit`
+    waits while a batch is still being written (the flow is held back, as with a synchronous
+    insert); :meth:`wait` returns when everything submitted is written, and both re-raise what
+    a write raised.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as exc:  # handed to the flow's thread by submit/wait
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        self._jobs.join()
+        self._raise()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=60)
 
 
 class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
     def __init__(self, factory: ClientFactory, batch_rows: int, stats: SinkStats,
                  retry_initial_s: float, retry_max_s: float, max_attempts: int,
-                 flush_interval_s: float, dedup: bool, sleep: Sleep, clock: Clock) -> None:
+                 flush_interval_s: float, dedup: bool, sleep: Sleep, clock: Clock,
+                 background: bool = False) -> None:
         self._factory = factory
         self._client: Client | None = None
         self._batch_rows = batch_rows
@@ -451,17 +517,18 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         self._sleep = sleep
         self._clock = clock
         self._pending: dict[str, list[Row]] = defaultdict(list)
-        self._blocks: dict[str, list[Block]] = defaultdict(list)
+        self._blocks: dict[str, list[Block | JsonRows]] = defaultdict(list)
         self._count = 0
         self._oldest: float | None = None
         self._broken = False
+        self._writer = _Writer("clickhouse-writer") if background else None
 
     def write_batch(self, values: list[tuple[str, Row]]) -> None:
         if not values:
             return
         pending, blocks = self._pending, self._blocks
         for table, row in values:
-            if type(row) is Block:
+            if type(row) is Block or type(row) is JsonRows:
                 blocks[table].append(row)
                 self._count += len(row)
             else:
@@ -475,29 +542,42 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
 
     def snapshot(self) -> None:
         # Called at the end of every epoch, before its offsets become the resume point:
-        # flushing here means nothing acknowledged upstream is still only in memory.
-        self.flush()
+        # flushing (and waiting for the writer) here means nothing acknowledged upstream is
+        # still only in memory.
+        self.flush(wait=True)
         return None
 
     def close(self) -> None:
         # After ClickHouse rejected rows the flow is stopping with that error: retrying the
         # same rows here would only raise again during Bytewax's teardown.
-        if not self._broken:
-            self.flush()
-        self._reset_client()
+        try:
+            if not self._broken:
+                self.flush(wait=True)
+        finally:
+            if self._writer is not None:
+                self._writer.stop()
+            self._reset_client()
 
-    def flush(self) -> None:
-        if not self._count:
-            return
-        for table, rows in list(self._pending.items()):
+    def flush(self, wait: bool = False) -> None:
+        """Write what is pending (in the background writer, if any); ``wait`` for all of it."""
+        if self._count:
+            pending, blocks = self._pending, self._blocks
+            self._pending, self._blocks = defaultdict(list), defaultdict(list)
+            self._count = 0
+            self._oldest = None
+            if self._writer is None:
+                self._write(pending, blocks)
+            else:
+                self._writer.submit(lambda: self._write(pending, blocks))
+        if wait and self._writer is not None:
+            self._writer.wait()
+
+    def _write(self, pending: dict[str, list[Row]], blocks: dict[str, list[Block | JsonRows]]) -> None:
+        for table, rows in pending.items():
             if rows:
                 self._insert(table, rows)
-            del self._pending[table]
-        for table, blocks in list(self._blocks.items()):
-            self._insert_blocks(table, blocks)
-            del self._blocks[table]
-        self._count = 0
-        self._oldest = None
+        for table, parts in blocks.items():
+            self._insert_blocks(table, parts)
 
     def _insert(self, table: str, rows: list[Row]) -> None:
         # Rows of one table may differ in which optional columns they carry: group by shape.
@@ -507,10 +587,17 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         for columns, data in shapes.items():
             self._insert_block(table, columns, data)
 
-    def _insert_blocks(self, table: str, blocks: list[Block]) -> None:
+    def _insert_blocks(self, table: str, blocks: list[Block | JsonRows]) -> None:
         by_columns: dict[tuple[str, ...], list[Block]] = defaultdict(list)
+        by_target: dict[str, list[JsonRows]] = defaultdict(list)
         for block in blocks:
-            by_columns[block.columns].append(block)
+            if isinstance(block, JsonRows):
+                by_target[block.into].append(block)
+            else:
+                by_columns[block.columns].append(block)
+        for into, parts in by_target.items():
+            self._insert_json(table, into, b"\n".join(p.data for p in parts if p.rows),
+                              sum(p.rows for p in parts))
         for columns, group in by_columns.items():
             data = [list(itertools.chain.from_iterable(b.data[j] for b in group))
                     for j in range(len(columns))]
@@ -520,6 +607,20 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
                       column_oriented: bool = False) -> None:
         token = columns_token if column_oriented else dedup_token
         settings = {"insert_deduplication_token": token(table, columns, data)} if self._dedup else None
+        rows = len(data[0]) if column_oriented and data else len(data)
+        self._attempt(table, rows, lambda client: client.insert(
+            table, data, column_names=list(columns), settings=settings, column_oriented=column_oriented))
+
+    def _insert_json(self, table: str, into: str, blob: bytes, rows: int) -> None:
+        settings = None
+        if self._dedup:
+            digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
+            settings = {"insert_deduplication_token": f"{into}-{digest}"}
+        self._attempt(table, rows, lambda client: client.raw_insert(
+            into, None, blob, settings=settings, fmt="JSONEachRow"))
+
+    def _attempt(self, table: str, rows: int, insert: Callable[[Client], Any]) -> None:
+        """Run one insert until it lands: unreachable → backoff forever; rejected → a few times."""
         delay = self._retry_initial_s
         rejected = 0
         while True:
@@ -527,8 +628,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
             try:
                 if self._client is None:
                     self._client = self._factory()
-                self._client.insert(table, data, column_names=list(columns), settings=settings,
-                                    column_oriented=column_oriented)
+                insert(self._client)
             except (OperationalError, ConnectorError, OSError) as exc:
                 # ClickHouse unreachable: hold the flow back and retry, never drop.
                 self._failed(table, exc, delay)
@@ -540,14 +640,13 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
                 # with the error rather than dropping the rows.
                 rejected += 1
                 if rejected >= self._max_attempts:
-                    msg = (f"ClickHouse rejected {len(data)} rows for table {table!r} "
+                    msg = (f"ClickHouse rejected {rows} rows for table {table!r} "
                            f"{rejected} times: {exc}")
                     self._broken = True
                     raise ConnectorError(msg) from exc
                 self._failed(table, exc, delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
-            rows = len(data[0]) if column_oriented and data else len(data)
             self._stats.record(table, rows, self._clock() - started)
             return
 
@@ -578,6 +677,11 @@ class ClickHouseSink(FixedPartitionedSink[tuple[str, Row], None]):
     forever and holds the flow back; an error answered by the server is retried
     ``max_attempts`` times, then stops the flow with it. Nothing is dropped.
 
+    With ``background`` (the default) each partition writes from its own thread, one batch at a
+    time and in order, so ClickHouse's work on a batch overlaps the flow's work on the next;
+    the epoch-end flush waits for it, so the guarantee above holds. ``background=False`` writes
+    in the flow's thread (tests with a controlled clock).
+
     Partitions are the unit of parallelism (``partitions`` of them, default one). At-least-once;
     duplicates after a retry or a resume are made harmless by every table's ReplacingMergeTree
     natural key, and each insert carries a deterministic ``insert_deduplication_token`` so
@@ -588,7 +692,8 @@ class ClickHouseSink(FixedPartitionedSink[tuple[str, Row], None]):
                  stats: SinkStats | None = None, retry_initial_s: float = 0.5,
                  retry_max_s: float = 30.0, max_attempts: int = 5,
                  flush_interval_s: float = 1.0, dedup_tokens: bool = True,
-                 sleep: Sleep = time.sleep, clock: Clock = time.monotonic) -> None:
+                 sleep: Sleep = time.sleep, clock: Clock = time.monotonic,
+                 background: bool = True) -> None:
         if partitions < 1:
             msg = "ClickHouseSink needs at least one partition"
             raise ConfigError(msg)
@@ -605,6 +710,7 @@ class ClickHouseSink(FixedPartitionedSink[tuple[str, Row], None]):
         self._max_attempts = max_attempts
         self._flush_interval_s = flush_interval_s
         self._dedup = dedup_tokens
+        self._background = background
         self._sleep = sleep
         self._clock = clock
 
@@ -622,7 +728,8 @@ class ClickHouseSink(FixedPartitionedSink[tuple[str, Row], None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ClickHousePartition:
         return _ClickHousePartition(self._factory, self._batch_rows, self.stats,
                                     self._retry_initial_s, self._retry_max_s, self._max_attempts,
-                                    self._flush_interval_s, self._dedup, self._sleep, self._clock)
+                                    self._flush_interval_s, self._dedup, self._sleep, self._clock,
+                                    self._background)
 
 
 def insert_rows(client: Client, table: str, rows: Iterable[Row]) -> int:

@@ -36,8 +36,8 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from connectors.clickhouse import Block
-from flows.registry import FlowContext, Results, Row
+from connectors.clickhouse import Block, JsonRows
+from flows.registry import Decoded, FlowContext, Results, Row
 from schemas.measurement import Measurement
 
 SHARDS = 32
@@ -103,14 +103,15 @@ class MachineFlow:
 
 @dataclass(frozen=True)
 class BatchFlow:
-    """A stateless flow that turns each decoded batch into column blocks (the archive).
+    """A stateless flow that turns each decoded batch into blocks for the sink (the archive).
 
-    ``blocks`` gives, for the flow context, the function from a batch of Measurements to
-    table → :class:`connectors.clickhouse.Block`; ``item`` is the flow's per-measurement
-    function form (rows), for callers that compose flows themselves.
+    ``blocks`` gives, for the flow context, the function from a decoded batch to ``(table,
+    block)`` pairs (:class:`connectors.clickhouse.Block` columns or
+    :class:`connectors.clickhouse.JsonRows`); ``item`` is the flow's per-measurement function
+    form (rows), for callers that compose flows themselves.
     """
 
-    blocks: Callable[[FlowContext], Callable[[list[Measurement]], dict[str, Block]]]
+    blocks: Callable[[FlowContext], Callable[[Decoded], list[tuple[str, Block | JsonRows]]]]
     item: Callable[[FlowContext, Stream[Measurement]], Results]
     doc: str = ""
 
@@ -120,10 +121,10 @@ class BatchFlow:
     def __call__(self, ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
         return self.item(ctx, measurements)
 
-    def blocks_of(self, ctx: FlowContext) -> Callable[[Any], list[tuple[str, Block]]]:
+    def blocks_of(self, ctx: FlowContext) -> Callable[[Decoded], list[tuple[str, Block | JsonRows]]]:
         """``Decoded`` batch → ``(table, block)`` items, for :func:`flows.main.build_dataflow`."""
         make = self.blocks(ctx)
-        return lambda decoded: [(t, b) for t, b in make(decoded.measurements).items() if len(b)]
+        return lambda decoded: [(t, b) for t, b in make(decoded) if len(b)]
 
 
 def split_tables(name: str, tagged: Stream[tuple[str, Row]], tables: Sequence[str]) -> Results:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
@@ -26,7 +25,7 @@ from connectors import clickhouse as ch
 from connectors import eventhubs, kafka
 from connectors.kafka import RawMessage
 from flows.engine import BatchFlow, MachineFlow, MachineStep, Tagged, by_shard, engine_step
-from flows.registry import FlowContext, FlowFn, Results, Row, select
+from flows.registry import Decoded, FlowContext, FlowFn, Results, Row, select
 from operators.normalize import enrich
 from schemas.config import PlantConfig, load_config
 from schemas.measurement import DeadLetter, Measurement, decode
@@ -48,32 +47,29 @@ def row_json(row: Row) -> bytes:
     return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=_orjson_default)
 
 
-@dataclass(slots=True)
-class Decoded:
-    """One input batch decoded: its Measurements in order, dead-letter rows, raw size in bytes."""
-
-    measurements: list[Measurement]
-    deadletters: list[Row]
-    raw_bytes: int
-
-
 def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
     """Decode and validate a batch; bad messages become dead-letter rows with a reason."""
 
     def decode_batch(batch: kafka.Batch) -> Decoded:
         good: list[Measurement] = []
+        raws: list[bytes | None] = []
         bad: list[Row] = []
         size = 0
         for i, raw in enumerate(batch.values()):
             size += len(raw)
             result = decode(raw)
             if type(result) is Measurement:
-                good.append(result if result.site and result.line else enrich(result, config))
+                if result.site and result.line:
+                    good.append(result)
+                    raws.append(raw)
+                else:
+                    good.append(enrich(result, config))
+                    raws.append(None)
             else:
                 assert isinstance(result, DeadLetter)
                 msg = batch.raw(i)  # where it came from, only for the rare bad message
                 bad.append(deadletter_row(DeadLetter(raw, result.reason, msg.source, msg.timestamp_ms)))
-        return Decoded(good, bad, size)
+        return Decoded(good, raws, bad, size)
 
     return decode_batch
 

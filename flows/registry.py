@@ -36,6 +36,21 @@ class FlowContext:
 
 FlowFn = Callable[[FlowContext, Stream[Measurement]], Results]
 
+
+@dataclass(slots=True)
+class Decoded:
+    """One input batch decoded: its Measurements in order, dead-letter rows, raw size in bytes.
+
+    ``raw[i]`` is the message ``measurements[i]`` was decoded from, or None when plantstream
+    filled fields the message lacked (site, line from the config): a message kept as it came
+    can be handed to ClickHouse as is.
+    """
+
+    measurements: list[Measurement]
+    raw: list[bytes | None]
+    deadletters: list[Row]
+    raw_bytes: int
+
 _REGISTRY: dict[str, FlowFn] = {}
 _NOT_FLOWS = frozenset({"cli", "main", "registry", "replay", "demo"})
 

@@ -79,6 +79,11 @@ def load(client: Any, directory: Path) -> int:
                     block = pickle.load(fh)
                 except EOFError:
                     break
+                if "raw" in block:
+                    client.raw_insert(block["table"], None, block["raw"], settings=block["settings"] or None,
+                                      fmt=block["fmt"])
+                    n += block["raw"].count(b"\n") + 1 if block["raw"] else 0
+                    continue
                 columnar = block.get("column_oriented", False)
                 client.insert(block["table"], block["data"], column_names=block["columns"],
                               settings=block["settings"] or None, column_oriented=columnar)

@@ -36,6 +36,12 @@ class CaptureClient:
         pickle.dump(block, self._fh)
         self._fh.flush()
 
+    def raw_insert(self, table: str, column_names: list[str] | None, insert_block: bytes,
+                   settings: dict[str, Any] | None = None, fmt: str | None = None) -> None:
+        block = {"table": table, "raw": insert_block, "fmt": fmt, "settings": settings or {}}
+        pickle.dump(block, self._fh)
+        self._fh.flush()
+
     def close(self) -> None:
         self._fh.close()
 

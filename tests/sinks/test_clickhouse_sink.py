@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ def count(ch: Any, table: str, final: bool = True) -> int:
 
 def test_batches_by_size_by_time_and_at_each_epoch(ch_dsn: str, ch_db: str, ch: Any) -> None:
     clock = FakeClock()
+    # Written in the flow's thread, so each count below is taken after the insert it expects.
     sink = chc.ClickHouseSink(lambda: chc.connect(ch_dsn, database=ch_db), batch_rows=5,
-                              flush_interval_s=2.0, clock=clock, sleep=clock.sleep)
+                              flush_interval_s=2.0, clock=clock, sleep=clock.sleep, background=False)
     part = sink.build_part("out", "clickhouse-0", None)
     part.write_batch([("measurements", measurement_row(i)) for i in range(3)])
     assert count(ch, "measurements") == 0  # 3 < 5 rows and no time passed
@@ -93,6 +95,38 @@ def test_backoff_doubles_up_to_the_cap_while_the_server_refuses(ch_dsn: str, ch_
     assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
     assert sink.stats.retries == 7 and sink.stats.held_back_s == pytest.approx(19.5)
     assert count(ch, "machine_status") == 1
+
+
+def test_the_writer_thread_overlaps_inserts_and_the_epoch_end_waits_for_them(ch_dsn: str, ch_db: str,
+                                                                              ch: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowClient:  # a real client whose inserts wait until the test lets them through
+        def __init__(self) -> None:
+            self.inner = chc.connect(ch_dsn, database=ch_db)
+
+        def insert(self, *args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            release.wait(10)
+            return self.inner.insert(*args, **kwargs)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    sink = chc.ClickHouseSink(SlowClient, batch_rows=2)  # type: ignore[arg-type]
+    part = sink.build_part("out", "clickhouse-0", None)
+    part.write_batch([("measurements", measurement_row(i)) for i in range(2)])  # full: to the writer
+    assert entered.wait(5)
+    assert count(ch, "measurements") == 0  # being written while the flow's thread goes on
+    done = threading.Event()
+    epoch_end = threading.Thread(target=lambda: (part.snapshot(), done.set()))
+    epoch_end.start()
+    assert not done.wait(0.5)  # the end of the epoch waits for the write to land
+    release.set()
+    assert done.wait(10)
+    epoch_end.join()
+    assert count(ch, "measurements") == 2
+    part.close()
 
 
 def test_rows_the_server_rejects_stop_the_flow_with_the_table_named(ch_dsn: str, ch_db: str) -> None:
