@@ -22,8 +22,8 @@ with ``--child``; ``ceiling`` and the producers run in this process.
 - ``e2e_by_machines`` / ``e2e_events_per_s`` (1,000 machines): ``flows.main.build_dataflow`` with
   every registered flow, the Kafka source (``stop="end"``), the ClickHouse sink and the Kafka
   result sink on one worker (``run_main``, 10 s epochs); messages / seconds around ``run_main``.
-  1,000,000 messages (``--quick``: 100,000); 10,000 machines sample their condition signals every
-  30 s and run until the data spans 3 minutes of event time.
+  1,000,000 messages (``--quick``: 100,000), 2,000,000 for 10,000 machines; the same mix at every
+  size (condition signals every second).
 - ``peak_rss_mb``: ``ru_maxrss`` of the 10,000-machine e2e process.
 - ``state_bytes_per_machine``: recovery slows the flow, so a separate 10,000-machine run with
   Bytewax recovery on over the first minute of that data; the latest snapshot per step and key
@@ -124,9 +124,7 @@ class Sizing:
     """How much data and time each part uses (``--quick`` divides most of it by ~10)."""
 
     messages: int = 1_000_000
-    """Messages of each e2e run (the 10,000-machine run takes more, see ``min_span_10k_s``)."""
-    min_span_10k_s: int = 180
-    """Event time the 10,000-machine data spans at least (OEE windows are 1 minute)."""
+    """Messages of each e2e run (twice as many for 10,000 machines)."""
     latency_s: float = 60.0
     latency_warmup_s: float = 10.0
     latency_rate: float = 10_000.0
@@ -141,7 +139,7 @@ class Sizing:
 
     @classmethod
     def quick(cls) -> Sizing:
-        return cls(messages=100_000, min_span_10k_s=20, latency_s=15.0, latency_warmup_s=5.0,
+        return cls(messages=100_000, latency_s=15.0, latency_warmup_s=5.0,
                    idle_s=20.0, idle_measure_s=10.0, recovery_live_s=15.0, recovery_backlog_s=30.0,
                    state_span_s=20.0)
 
@@ -814,13 +812,16 @@ class Bench:
     notes: list[str] = field(default_factory=list)
 
     def e2e_spec(self, machines: int) -> DataSpec:
+        # The same mix at every size (condition signals every second), so the figures compare
+        # the cost of more machines, not of another mix; 10,000 machines get twice the
+        # messages (about 200 a machine).
         if machines >= 10_000:
-            # Condition signals every 30 s so the event time spans minutes, not seconds.
-            return DataSpec(machines, 30_000, self.sizing.messages, self.sizing.min_span_10k_s)
+            return DataSpec(machines, 1000, 2 * self.sizing.messages)
         return DataSpec(machines, 1000, self.sizing.messages)
 
     def state_spec(self) -> DataSpec:
-        return DataSpec(10_000, self.e2e_spec(10_000).plc_sample_ms, 0, self.sizing.state_span_s)
+        # Condition signals every 10 s: a minute of event time in a run of reasonable length.
+        return DataSpec(10_000, 10_000, 0, self.sizing.state_span_s)
 
     def latency_spec(self) -> DataSpec:
         sz = self.sizing
