@@ -74,6 +74,15 @@ class AlertLogic(op.StatefulLogic[Measurement, Row, bytes]):
             self.last_ts, self.last_wall = top, self.clock.wall()
         return out, op.StatefulLogic.RETAIN
 
+    def on_upstream(self, items: list[list[tuple[str, Row]]]) -> Emit:
+        """The OEE flow's outputs for this machine (see :func:`alert_step`, ``fed``)."""
+        if self.engine is None:
+            return [], op.StatefulLogic.RETAIN  # nothing sampled yet: nothing to judge
+        out: list[Row] = []
+        for outputs in items:
+            out += self.engine.on_facts(outputs)
+        return out, op.StatefulLogic.RETAIN
+
     def on_notify(self) -> Emit:
         if self.engine is None or self.last_ts < 0:
             return [], op.StatefulLogic.RETAIN
@@ -101,16 +110,23 @@ def _rows(row: Row) -> list[tuple[str, Row]]:
     return [("alerts", row)]
 
 
-def alert_step(config: PlantConfig, clock: EventClock | None = None) -> MachineStep:
-    """Usable samples of each machine into its :class:`AlertLogic` (``clock``: real time)."""
+def alert_step(config: PlantConfig, clock: EventClock | None = None, *, fed: bool = False) -> MachineStep:
+    """Usable samples of each machine into its :class:`AlertLogic` (``clock``: real time).
+
+    The OEE and quality rules need OEE facts. Alone, each machine's engine keeps an OEE
+    accounting of its own; in the machine engine next to the OEE flow, the step built with
+    ``fed=True`` takes that flow's facts instead (:attr:`MachineStep.fed`), the same facts
+    without computing them twice.
+    """
     calendar = ShiftCalendar.from_config(config)
     the_clock = clock or EventClock(1.0, time.time)
 
     def make(machine: str, site: str, line: str) -> AlertEngine:
-        return AlertEngine.for_config(config, machine, site, line, calendar)
+        return AlertEngine.for_config(config, machine, site, line, calendar, own_oee=not fed)
 
     return MachineStep("alerts", _usable, lambda resume: AlertLogic(make, the_clock, resume), _rows,
-                       engine_filters=False)
+                       engine_filters=False, upstream="oee" if fed else None,
+                       fed=None if fed else ("oee", lambda: alert_step(config, clock, fed=True)))
 
 
 def alert_streams(config: PlantConfig, measurements: Stream[Measurement],

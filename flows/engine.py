@@ -65,6 +65,11 @@ class MachineStep:
     filter call per sample)."""
     timers: bool = True
     """False when the logic never asks for a timer (``notify_at`` is always None)."""
+    fed: tuple[str, Callable[[], MachineStep]] | None = None
+    """(another step's name, a variant of this step): when both run in the machine engine,
+    the variant runs instead (alerts take the OEE flow's facts rather than computing them)."""
+    upstream: str | None = None
+    """The step whose outputs for a machine this step's logic takes, through ``on_upstream``."""
 
 
 def per_machine(step: MachineStep, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
@@ -195,6 +200,13 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
 
     def __init__(self, steps: Sequence[MachineStep], resume: Snapshot | None) -> None:
         self.steps = tuple(steps)
+        index = {s.name: i for i, s in enumerate(self.steps)}
+        self.feeds: dict[int, list[int]] = {}
+        """feeding step → the steps its outputs go to (after it in ``steps``)."""
+        for i, step in enumerate(self.steps):
+            if step.upstream is not None:
+                self.feeds.setdefault(index[step.upstream], []).append(i)
+        self._fed: dict[tuple[int, str], list[Any]] = {}
         self.logics: list[dict[str, op.StatefulLogic[Measurement, Any, Any]]] = [{} for _ in self.steps]
         self.snaps: list[dict[str, bytes]] = [{} for _ in self.steps]
         self.dirty: list[set[str]] = [set() for _ in self.steps]
@@ -207,11 +219,32 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                     self.snaps[i][machine] = blob
                     self._schedule(i, machine)
 
-    def _emit(self, i: int, items: Iterable[Any], out: list[Tagged]) -> None:
+    def _emit(self, i: int, items: Iterable[Any], out: list[Tagged], machine: str) -> None:
         name, rows = self.steps[i].name, self.steps[i].rows
+        if i in self.feeds:
+            items = list(items)
+            self._fed.setdefault((i, machine), []).extend(items)
         for item in items:
             for table, row in rows(item):
                 out.append((name, table, row))
+
+    def _deliver(self, out: list[Tagged]) -> None:
+        """Hand each feeding step's outputs of this activation to the steps it feeds."""
+        fed, self._fed = self._fed, {}
+        for (f, machine), items in fed.items():
+            for i in self.feeds[f]:
+                logics = self.logics[i]
+                logic = logics.get(machine)
+                if logic is None:
+                    logic = logics[machine] = self.steps[i].builder(None)
+                results, discard = logic.on_upstream(items)  # type: ignore[attr-defined]
+                self._emit(i, results, out, machine)
+                if discard:
+                    self._drop(i, machine)
+                else:
+                    self.dirty[i].add(machine)
+                    if self.steps[i].timers:
+                        self._schedule(i, machine)
 
     def _schedule(self, i: int, machine: str) -> None:
         logic = self.logics[i].get(machine)
@@ -254,7 +287,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                 if on_items is not None:
                     items, discard = on_items(mine)
                     if items:
-                        self._emit(i, items, out)
+                        self._emit(i, items, out, machine)
                     if discard:
                         self._drop(i, machine)
                     else:
@@ -263,6 +296,8 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                     self._one_by_one(i, machine, logic, mine, out)
                 if step.timers:
                     self._schedule(i, machine)
+        if self._fed:
+            self._deliver(out)
         return ([out] if out else []), False
 
     def _one_by_one(self, i: int, machine: str, logic: op.StatefulLogic[Measurement, Any, Any] | None,
@@ -273,7 +308,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                 logic = logics[machine] = builder(None)
             items, discard = logic.on_item(m)
             if items:
-                self._emit(i, items, out)
+                self._emit(i, items, out, machine)
             if discard:
                 self._drop(i, machine)
                 logic = None
@@ -309,12 +344,14 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
             if logic is None:
                 continue
             items, discard = logic.on_notify()
-            self._emit(i, items, out)
+            self._emit(i, items, out, machine)
             if discard:
                 self._drop(i, machine)
             else:
                 self.dirty[i].add(machine)
                 self._schedule(i, machine)
+        if self._fed:
+            self._deliver(out)
         return ([out] if out else []), False
 
     def on_eof(self) -> tuple[Iterable[list[Tagged]], bool]:
@@ -322,11 +359,13 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
         for i, logics in enumerate(self.logics):
             for machine, logic in list(logics.items()):
                 items, discard = logic.on_eof()
-                self._emit(i, items, out)
+                self._emit(i, items, out, machine)
                 if discard:
                     self._drop(i, machine)
                 else:
                     self.dirty[i].add(machine)
+        if self._fed:
+            self._deliver(out)
         return ([out] if out else []), False
 
     def snapshot(self) -> Snapshot:
@@ -336,6 +375,12 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                 snaps[machine] = _encode(logics[machine].snapshot())
             dirty.clear()
         return {s.name: dict(self.snaps[i]) for i, s in enumerate(self.steps)}
+
+
+def with_feeds(steps: Sequence[MachineStep]) -> list[MachineStep]:
+    """``steps``, each replaced by its ``fed`` variant when the step that feeds it is there too."""
+    names = {s.name for s in steps}
+    return [s.fed[1]() if s.fed is not None and s.fed[0] in names else s for s in steps]
 
 
 def engine_step(step_id: str, shards: Any, steps: Sequence[MachineStep]) -> Stream[Tagged]:

@@ -24,7 +24,7 @@ from bytewax.outputs import Sink
 from connectors import clickhouse as ch
 from connectors import eventhubs, kafka
 from connectors.kafka import RawMessage
-from flows.engine import BatchFlow, MachineFlow, MachineStep, Tagged, by_shard, engine_step
+from flows.engine import BatchFlow, MachineFlow, MachineStep, Tagged, by_shard, engine_step, with_feeds
 from flows.registry import Decoded, FlowContext, FlowFn, Results, Row, select
 from operators.normalize import enrich
 from schemas.config import PlantConfig, load_config
@@ -160,7 +160,7 @@ def build_dataflow(
     results: list[tuple[str, Results]] = []
     if steps:
         shards = op.flat_map("machine_shards", decoded, lambda d: by_shard(d.measurements))
-        tagged = engine_step("machines", shards, [s for _, _, s in steps])
+        tagged = engine_step("machines", shards, with_feeds([s for _, _, s in steps]))
         for name, fn, _ in steps:
             results.append((name, fn.post(ctx, op.filter_map(f"{name}_out", tagged, _flow_rows(name)))))
     if plain:

@@ -177,11 +177,13 @@ class AlertEngine:
 
     @classmethod
     def for_config(cls, config: PlantConfig, machine: str, site: str = "", line: str = "",
-                   calendar: ShiftCalendar | None = None) -> AlertEngine:
+                   calendar: ShiftCalendar | None = None, *, own_oee: bool = True) -> AlertEngine:
+        """The machine's rules. The OEE and quality rules read OEE facts: from an accounting of
+        the engine's own, or (``own_oee=False``) from :meth:`on_facts` — the OEE flow's."""
         info = config.machine(machine)
         cfg = config.alerts
         oee = None
-        if cfg.oee.enabled or cfg.quality.enabled:
+        if own_oee and (cfg.oee.enabled or cfg.quality.enabled):
             oee = OeeAccounting.for_config(config, machine, calendar)
         return cls(machine, site or info.site, line or info.line, cfg, config.losses, oee)
 
@@ -481,6 +483,13 @@ class AlertEngine:
         if dev <= rule.band - rule.hysteresis:
             return self._clear("oil_temperature", rule.signal, ts, v)
         return []
+
+    def on_facts(self, outputs: list[tuple[str, Row]]) -> list[Row]:
+        """OEE facts of this machine computed elsewhere (the OEE flow), for the OEE and quality
+        rules; other tables are ignored."""
+        if not (self.cfg.oee.enabled or self.cfg.quality.enabled):
+            return []
+        return self._on_facts(outputs)
 
     def _on_facts(self, outputs: list[tuple[str, Row]]) -> list[Row]:
         s = self.s
