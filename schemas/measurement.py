@@ -150,8 +150,32 @@ def _optional_str(obj: dict[str, Any], name: str) -> str | None:
     return v if type(v) is str else None
 
 
+_INF: Final = math.inf
+
+
 def validate(obj: Any) -> Measurement | str:
-    """Validate a decoded JSON value; return a Measurement or the reason it is not one."""
+    """Validate a decoded JSON value; return a Measurement or the reason it is not one.
+
+    A well-formed sample passes one combined check; anything else goes through
+    :func:`_validate_fields`, which names the first problem (or accepts a null optional field).
+    """
+    if type(obj) is dict:
+        get = obj.get
+        value: Any
+        ts, machine, metric, value = get("ts"), get("machine"), get("metric"), get("value")
+        quality = get("quality", "good")
+        site, line, unit, source = get("site", ""), get("line", ""), get("unit", ""), get("source", "")
+        vt = type(value)
+        if (type(ts) is int and MIN_TS_MS <= ts < MAX_TS_MS and type(machine) is str and machine
+                and type(metric) is str and metric
+                and (vt is int or vt is str or vt is bool or (vt is float and -_INF < value < _INF))
+                and type(quality) is str and quality in QUALITIES
+                and type(site) is str and type(line) is str and type(unit) is str and type(source) is str):
+            return _new_tuple(Measurement, (ts, machine, metric, value, site, line, unit, source, quality))
+    return _validate_fields(obj)
+
+
+def _validate_fields(obj: Any) -> Measurement | str:
     if not isinstance(obj, dict):
         return f"not a JSON object (got {_type_name(obj)})"
     try:
