@@ -13,9 +13,7 @@ in :class:`SinkStats` (rows, batches, retries, batch latency, seconds held back)
 
 from __future__ import annotations
 
-import array
 import hashlib
-import itertools
 import logging
 import os
 import queue
@@ -23,7 +21,7 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -359,24 +357,6 @@ class SinkStats:
 ClientFactory = Callable[[], Client]
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
-    """Rows of one table column by column: one sequence per column, all of one length.
-
-    What high-volume flows (the archive) hand the sink instead of a dict per row; the sink
-    concatenates the blocks of a table and inserts them column-oriented.
-
-    >>> len(Block(("ts", "value"), [[1, 2], [0.5, 0.7]]))
-    2
-    """
-
-    columns: tuple[str, ...]
-    data: list[Sequence[Any]]
-
-    def __len__(self) -> int:
-        return len(self.data[0]) if self.data else 0
-
-
 def dedup_token(table: str, columns: tuple[str, ...], data: list[list[Any]]) -> str:
     """A token that is the same for the same rows: ClickHouse drops a block it has seen.
 
@@ -401,50 +381,22 @@ def dedup_token(table: str, columns: tuple[str, ...], data: list[list[Any]]) -> 
     return f"{table}-{h.hexdigest()}"
 
 
-def _column_bytes(column: Sequence[Any]) -> bytes:
-    """A column's values as bytes for hashing: machine ints or floats, joined strings, else JSON."""
-    for typecode in ("q", "d"):
-        try:
-            return array.array(typecode, column).tobytes()
-        except (TypeError, OverflowError):
-            pass
-    try:
-        return "\x1f".join(column).encode()
-    except TypeError:
-        return orjson.dumps(list(column), option=orjson.OPT_SERIALIZE_NUMPY, default=repr)
-
-
-def columns_token(table: str, columns: tuple[str, ...], data: Sequence[Sequence[Any]]) -> str:
-    """:func:`dedup_token` of a column-oriented block, hashed column by column (no per-row work).
-
-    >>> cols = ("a", "b")
-    >>> columns_token("t", cols, [[1, 2], ["x", "y"]]) == columns_token("t", cols, [(1, 2), ("x", "y")])
-    True
-    >>> columns_token("t", ("a",), [[1.0, 2.5]]) == columns_token("t", ("a",), [[1.0, 2.6]])
-    False
-    """
-    h = hashlib.blake2b(digest_size=16)
-    h.update(table.encode())
-    h.update("\x00".join(columns).encode())
-    for column in data:
-        h.update(_column_bytes(column))
-        h.update(b"\x00")
-    return f"{table}-{h.hexdigest()}"
-
-
 @dataclass(frozen=True, slots=True)
 class JsonRows:
     """Rows as JSON objects, one a line (``JSONEachRow``), for ClickHouse to parse itself.
 
-    What the archive hands the sink for measurements that arrived complete: their Kafka bytes,
-    inserted into ``into`` (``measurements_json``, a Null table whose materialized view fills
+    What the archive hands the sink: mostly the Kafka messages as they came, inserted into
+    ``into`` (``measurements_json``, a Null table whose materialized view fills
     ``measurements``) without a Python object per row. The sink counts them under the item's
-    table.
+    table. Should ClickHouse refuse ``data`` (a message plantstream accepted but ClickHouse
+    does not, e.g. a key given twice), the sink writes ``clean()`` instead.
     """
 
     into: str
     data: bytes
     rows: int
+    clean: Callable[[], bytes] | None = None
+    """The same rows re-encoded by plantstream, for when ClickHouse refuses ``data``."""
 
     def __len__(self) -> int:
         return self.rows
@@ -517,7 +469,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         self._sleep = sleep
         self._clock = clock
         self._pending: dict[str, list[Row]] = defaultdict(list)
-        self._blocks: dict[str, list[Block | JsonRows]] = defaultdict(list)
+        self._blocks: dict[str, list[JsonRows]] = defaultdict(list)
         self._count = 0
         self._oldest: float | None = None
         self._broken = False
@@ -528,7 +480,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
             return
         pending, blocks = self._pending, self._blocks
         for table, row in values:
-            if type(row) is Block or type(row) is JsonRows:
+            if type(row) is JsonRows:
                 blocks[table].append(row)
                 self._count += len(row)
             else:
@@ -572,7 +524,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         if wait and self._writer is not None:
             self._writer.wait()
 
-    def _write(self, pending: dict[str, list[Row]], blocks: dict[str, list[Block | JsonRows]]) -> None:
+    def _write(self, pending: dict[str, list[Row]], blocks: dict[str, list[JsonRows]]) -> None:
         for table, rows in pending.items():
             if rows:
                 self._insert(table, rows)
@@ -587,40 +539,40 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         for columns, data in shapes.items():
             self._insert_block(table, columns, data)
 
-    def _insert_blocks(self, table: str, blocks: list[Block | JsonRows]) -> None:
-        by_columns: dict[tuple[str, ...], list[Block]] = defaultdict(list)
+    def _insert_blocks(self, table: str, blocks: list[JsonRows]) -> None:
         by_target: dict[str, list[JsonRows]] = defaultdict(list)
         for block in blocks:
-            if isinstance(block, JsonRows):
-                by_target[block.into].append(block)
-            else:
-                by_columns[block.columns].append(block)
+            by_target[block.into].append(block)
         for into, parts in by_target.items():
-            self._insert_json(table, into, b"\n".join(p.data for p in parts if p.rows),
-                              sum(p.rows for p in parts))
-        for columns, group in by_columns.items():
-            data = [list(itertools.chain.from_iterable(b.data[j] for b in group))
-                    for j in range(len(columns))]
-            self._insert_block(table, columns, data, column_oriented=True)
+            self._insert_json(table, into, parts)
 
-    def _insert_block(self, table: str, columns: tuple[str, ...], data: list[list[Any]], *,
-                      column_oriented: bool = False) -> None:
-        token = columns_token if column_oriented else dedup_token
-        settings = {"insert_deduplication_token": token(table, columns, data)} if self._dedup else None
-        rows = len(data[0]) if column_oriented and data else len(data)
-        self._attempt(table, rows, lambda client: client.insert(
-            table, data, column_names=list(columns), settings=settings, column_oriented=column_oriented))
+    def _insert_block(self, table: str, columns: tuple[str, ...], data: list[list[Any]]) -> None:
+        settings = {"insert_deduplication_token": dedup_token(table, columns, data)} if self._dedup else None
+        self._attempt(table, len(data), lambda client: client.insert(
+            table, data, column_names=list(columns), settings=settings))
 
-    def _insert_json(self, table: str, into: str, blob: bytes, rows: int) -> None:
-        settings = None
-        if self._dedup:
-            digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
-            settings = {"insert_deduplication_token": f"{into}-{digest}"}
+    def _insert_json(self, table: str, into: str, parts: list[JsonRows]) -> None:
+        blob = b"\n".join(p.data for p in parts if p.rows)
+        rows = sum(p.rows for p in parts)
+
+        def settings_for(data: bytes) -> dict[str, str] | None:
+            if not self._dedup:
+                return None
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            return {"insert_deduplication_token": f"{into}-{digest}"}
+
+        def clean() -> bytes:
+            return b"\n".join(p.clean() if p.clean is not None else p.data for p in parts if p.rows)
+
         self._attempt(table, rows, lambda client: client.raw_insert(
-            into, None, blob, settings=settings, fmt="JSONEachRow"))
+            into, None, blob, settings=settings_for(blob), fmt="JSONEachRow"),
+            fallback=lambda client: client.raw_insert(
+                into, None, (data := clean()), settings=settings_for(data), fmt="JSONEachRow"))
 
-    def _attempt(self, table: str, rows: int, insert: Callable[[Client], Any]) -> None:
-        """Run one insert until it lands: unreachable → backoff forever; rejected → a few times."""
+    def _attempt(self, table: str, rows: int, insert: Callable[[Client], Any],
+                 fallback: Callable[[Client], Any] | None = None) -> None:
+        """Run one insert until it lands: unreachable → backoff forever; rejected → a few times,
+        switching to ``fallback`` (the same rows, encoded by plantstream) after the first."""
         delay = self._retry_initial_s
         rejected = 0
         while True:
@@ -639,6 +591,11 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
                 # restart), maybe the rows are wrong. Retry a few times, then stop the flow
                 # with the error rather than dropping the rows.
                 rejected += 1
+                if fallback is not None:
+                    log.warning("ClickHouse refused the %s rows as sent (%s); writing them re-encoded",
+                                table, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                    insert, fallback = fallback, None
+                    continue
                 if rejected >= self._max_attempts:
                     msg = (f"ClickHouse rejected {rows} rows for table {table!r} "
                            f"{rejected} times: {exc}")

@@ -1,19 +1,21 @@
 """The archive flow: every Measurement into ClickHouse ``measurements``.
 
-Its function form (``archive(ctx, measurements)``, a row per Measurement) is the worked example
-of a flow in the README ("Adding a flow"); in the plant's dataflow it runs as a
-:class:`~flows.engine.BatchFlow`: per input batch, the messages as they came (JSON that
-ClickHouse parses) and a column block of the rest.
+Called as a function (``archive(ctx, measurements)``) it maps each Measurement to a row, for
+callers that compose flows themselves; in the plant's dataflow it runs as a
+:class:`~flows.engine.BatchFlow`: per input batch, one block of JSON objects (mostly the
+messages as they came) that ClickHouse parses into ``measurements``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Stream
 
-from connectors.clickhouse import Block, JsonRows
+from connectors.clickhouse import JsonRows
 from flows.engine import BatchFlow
 from flows.registry import Decoded, FlowContext, Results, Row, register
 from schemas.measurement import Measurement
@@ -36,51 +38,45 @@ def measurement_row(m: Measurement) -> Row:
     }
 
 
-COLUMNS = ("ts", "site", "line", "machine", "metric", "value", "value_str", "unit", "source", "quality")
+JSON_TABLE = "measurements_json"
+"""The Null table whose materialized view parses JSON measurements into ``measurements``."""
 
 
-def measurement_block(measurements: list[Measurement]) -> Block:
-    """The ``measurements`` rows of a batch, column by column (one transpose, no dict per row).
+def measurement_json(m: Measurement) -> bytes:
+    """A sample as the JSON object ``measurements_json`` takes (text values in their own field).
 
-    >>> b = measurement_block([Measurement(1763791200000, "press-01", "part_number", "P-100"),
-    ...                        Measurement(1763791200001, "press-01", "temperature_c", 61)])
-    >>> b.data[b.columns.index("value_str")], b.data[b.columns.index("value")][1]
-    (['P-100', ''], 61.0)
+    >>> obj = orjson.loads(measurement_json(Measurement(1763791200000, "m", "part_number", "P-1")))
+    >>> obj["_plantstream_text"], "value" in obj
+    ('P-1', False)
     """
-    if not measurements:
-        return Block(COLUMNS, [[] for _ in COLUMNS])
-    ts, machine, metric, value, site, line, unit, source, quality = zip(*measurements, strict=True)
-    nan = math.nan
-    numbers = [nan if type(v) is str else float(v) for v in value]
-    texts = [v if type(v) is str else "" for v in value]
-    return Block(COLUMNS, [ts, site, line, machine, metric, numbers, texts, unit, source, quality])
+    obj: dict[str, Any] = {"ts": m.ts, "machine": m.machine, "metric": m.metric, "site": m.site,
+                           "line": m.line, "unit": m.unit, "source": m.source, "quality": m.quality}
+    if type(m.value) is str:
+        obj["_plantstream_text"] = m.value
+    else:
+        obj["value"] = m.value
+    return orjson.dumps(obj)
 
 
-def archive_blocks(decoded: Decoded) -> list[tuple[str, Block | JsonRows]]:
-    """A batch for the sink: numbers sent as they came go to ClickHouse as their JSON (it parses
-    them into ``measurements`` through ``measurements_json``); the rest (strings, samples whose
-    site or line came from the config) as a column block.
+def archive_blocks(decoded: Decoded) -> list[tuple[str, JsonRows]]:
+    """A batch for the sink as JSON objects that ClickHouse parses into ``measurements``
+    (through ``measurements_json``): numbers as their Kafka message, unchanged; text values and
+    samples whose site or line came from the config re-encoded (:func:`measurement_json`). Should
+    ClickHouse refuse a message that plantstream accepted (a key given twice), the sink
+    re-encodes the batch from its Measurements and writes it again.
 
     >>> from flows.registry import Decoded
     >>> raw = b'{"ts":1763791200000,"machine":"m1","metric":"x","value":61.5,"site":"s","line":"l"}'
     >>> ms = [Measurement(1763791200000, "m1", "x", 61.5, "s", "l"),
     ...       Measurement(1763791200000, "m1", "part_number", "P-100", "s", "l")]
-    >>> [(t, len(b)) for t, b in archive_blocks(Decoded(ms, [raw, b"..."], [], 0))]
-    [('measurements', 1), ('measurements', 1)]
+    >>> [(t, len(b), b.data.count(b"\\n")) for t, b in archive_blocks(Decoded(ms, [raw, b"..."], [], 0))]
+    [('measurements', 2, 1)]
     """
-    plain: list[bytes] = []
-    other: list[Measurement] = []
-    for m, raw in zip(decoded.measurements, decoded.raw, strict=True):
-        if raw is not None and type(m.value) is not str:
-            plain.append(raw)
-        else:
-            other.append(m)
-    return [("measurements", JsonRows(JSON_TABLE, b"\n".join(plain), len(plain))),
-            ("measurements", measurement_block(other))]
-
-
-JSON_TABLE = "measurements_json"
-"""The Null table whose materialized view parses JSON measurements into ``measurements``."""
+    ms = decoded.measurements
+    lines = [raw if raw is not None and type(m.value) is not str else measurement_json(m)
+             for m, raw in zip(ms, decoded.raw, strict=True)]
+    return [("measurements", JsonRows(JSON_TABLE, b"\n".join(lines), len(lines),
+                                      lambda: b"\n".join(map(measurement_json, ms))))]
 
 
 def _item(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:

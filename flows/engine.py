@@ -30,18 +30,23 @@ import pickle
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from connectors.clickhouse import Block, JsonRows
+from connectors.clickhouse import JsonRows
 from flows.registry import Decoded, FlowContext, Results, Row
 from schemas.measurement import Measurement
 
 SHARDS = 32
 """Machine shards: the keys of the engine step. Changing it needs a fresh recovery store."""
+
+TIMER_GRAIN = timedelta(milliseconds=500)
+"""Machine timers fire on this grid of wall time (a wake-up serves every timer due by then)."""
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 Tagged = tuple[str, str, Row]
 """(flow name, table, row)"""
@@ -111,12 +116,12 @@ class BatchFlow:
     """A stateless flow that turns each decoded batch into blocks for the sink (the archive).
 
     ``blocks`` gives, for the flow context, the function from a decoded batch to ``(table,
-    block)`` pairs (:class:`connectors.clickhouse.Block` columns or
-    :class:`connectors.clickhouse.JsonRows`); ``item`` is the flow's per-measurement function
-    form (rows), for callers that compose flows themselves.
+    block)`` pairs (:class:`connectors.clickhouse.JsonRows`, rows ClickHouse parses); ``item``
+    is the flow's per-measurement function form (rows), for callers that compose flows
+    themselves.
     """
 
-    blocks: Callable[[FlowContext], Callable[[Decoded], list[tuple[str, Block | JsonRows]]]]
+    blocks: Callable[[FlowContext], Callable[[Decoded], list[tuple[str, JsonRows]]]]
     item: Callable[[FlowContext, Stream[Measurement]], Results]
     doc: str = ""
 
@@ -126,7 +131,7 @@ class BatchFlow:
     def __call__(self, ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
         return self.item(ctx, measurements)
 
-    def blocks_of(self, ctx: FlowContext) -> Callable[[Decoded], list[tuple[str, Block | JsonRows]]]:
+    def blocks_of(self, ctx: FlowContext) -> Callable[[Decoded], list[tuple[str, JsonRows]]]:
         """``Decoded`` batch → ``(table, block)`` items, for :func:`flows.main.build_dataflow`."""
         make = self.blocks(ctx)
         return lambda decoded: [(t, b) for t, b in make(decoded) if len(b)]
@@ -321,6 +326,14 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
         self.dirty[i].discard(machine)
 
     def notify_at(self) -> datetime | None:
+        # The earliest timer, rounded up to TIMER_GRAIN: machines' timers that fall close together
+        # fire in one wake-up instead of one each (hundreds a second at plant load).
+        at = self._earliest()
+        if at is None:
+            return None
+        return at + (-(at - _EPOCH) % TIMER_GRAIN)
+
+    def _earliest(self) -> datetime | None:
         heap = self.heap
         while heap:
             at, i, machine = heap[0]
@@ -331,7 +344,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
 
     def on_notify(self) -> tuple[Iterable[list[Tagged]], bool]:
         out: list[Tagged] = []
-        now = self.notify_at()
+        now = self.notify_at()  # every timer up to the wake-up this call is for
         fired: list[tuple[int, str]] = []
         while now is not None and self.heap and self.heap[0][0] <= now:
             at, i, machine = heapq.heappop(self.heap)

@@ -533,7 +533,14 @@ def child_live(args: argparse.Namespace) -> None:
     recovery = recovery_config(args.recovery)
     print("READY", flush=True)
     started = time.perf_counter()
-    run_main(flow, epoch_interval=EPOCH, recovery_config=recovery)
+    profile_to = os.environ.get("PLANTSTREAM_BENCH_PROFILE")  # a developer's look at a live run
+    if profile_to:
+        import cProfile
+
+        cProfile.runctx("run_main(flow, epoch_interval=EPOCH, recovery_config=recovery)", globals(),
+                        {"flow": flow, "recovery": recovery}, profile_to)
+    else:
+        run_main(flow, epoch_interval=EPOCH, recovery_config=recovery)
     seconds = time.perf_counter() - started
     probes: dict[int, float] = {}
     polls = 0

@@ -84,10 +84,9 @@ def load(client: Any, directory: Path) -> int:
                                       fmt=block["fmt"])
                     n += block["raw"].count(b"\n") + 1 if block["raw"] else 0
                     continue
-                columnar = block.get("column_oriented", False)
                 client.insert(block["table"], block["data"], column_names=block["columns"],
-                              settings=block["settings"] or None, column_oriented=columnar)
-                n += len(block["data"][0]) if columnar and block["data"] else len(block["data"])
+                              settings=block["settings"] or None)
+                n += len(block["data"])
     return n
 
 

@@ -30,9 +30,8 @@ class CaptureClient:
         self._fh = (directory / f"{os.getpid()}.blocks").open("ab")
 
     def insert(self, table: str, data: list[list[Any]], column_names: list[str],
-               settings: dict[str, Any] | None = None, column_oriented: bool = False) -> None:
-        block = {"table": table, "columns": column_names, "data": data, "settings": settings or {},
-                 "column_oriented": column_oriented}
+               settings: dict[str, Any] | None = None) -> None:
+        block = {"table": table, "columns": column_names, "data": data, "settings": settings or {}}
         pickle.dump(block, self._fh)
         self._fh.flush()
 
