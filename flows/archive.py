@@ -8,6 +8,7 @@ messages as they came) that ClickHouse parses into ``measurements``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -75,8 +76,15 @@ def archive_blocks(decoded: Decoded) -> list[tuple[str, JsonRows]]:
     ms = decoded.measurements
     lines = [raw if raw is not None and type(m.value) is not str else measurement_json(m)
              for m, raw in zip(ms, decoded.raw, strict=True)]
+    # A partial of a module function, not a closure: the block may be pickled to the sink
+    # partition of another process in a Bytewax cluster.
     return [("measurements", JsonRows(JSON_TABLE, b"\n".join(lines), len(lines),
-                                      lambda: b"\n".join(map(measurement_json, ms))))]
+                                      functools.partial(reencode, ms)))]
+
+
+def reencode(measurements: list[Measurement]) -> bytes:
+    """A batch as :func:`measurement_json` lines (what the sink writes if ClickHouse refuses)."""
+    return b"\n".join(map(measurement_json, measurements))
 
 
 def _item(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:

@@ -243,13 +243,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                 if logic is None:
                     logic = logics[machine] = self.steps[i].builder(None)
                 results, discard = logic.on_upstream(items)  # type: ignore[attr-defined]
-                self._emit(i, results, out, machine)
-                if discard:
-                    self._drop(i, machine)
-                else:
-                    self.dirty[i].add(machine)
-                    if self.steps[i].timers:
-                        self._schedule(i, machine)
+                self._settle(i, machine, results, discard, out)
 
     def _schedule(self, i: int, machine: str) -> None:
         logic = self.logics[i].get(machine)
@@ -278,7 +272,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                         mine.extend(group)
         out: list[Tagged] = []
         for i, step in enumerate(self.steps):
-            relevant, logics, dirty = step.relevant, self.logics[i], self.dirty[i]
+            relevant, logics = step.relevant, self.logics[i]
             if not step.engine_filters:
                 relevant = None
             for machine, group in by_machine.items():
@@ -291,16 +285,11 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                 on_items = getattr(logic, "on_items", None)
                 if on_items is not None:
                     items, discard = on_items(mine)
-                    if items:
-                        self._emit(i, items, out, machine)
-                    if discard:
-                        self._drop(i, machine)
-                    else:
-                        dirty.add(machine)
+                    self._settle(i, machine, items, discard, out)
                 else:
                     self._one_by_one(i, machine, logic, mine, out)
-                if step.timers:
-                    self._schedule(i, machine)
+                    if step.timers:
+                        self._schedule(i, machine)
         if self._fed:
             self._deliver(out)
         return ([out] if out else []), False
@@ -320,10 +309,23 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
         if logic is not None:
             self.dirty[i].add(machine)
 
+    def _settle(self, i: int, machine: str, items: Iterable[Any], discard: bool, out: list[Tagged], *,
+                schedule: bool = True) -> None:
+        """After a logic call: its outputs out, the logic dropped or marked changed, its timer."""
+        if items:
+            self._emit(i, items, out, machine)
+        if discard:
+            self._drop(i, machine)
+            return
+        self.dirty[i].add(machine)
+        if schedule and self.steps[i].timers:
+            self._schedule(i, machine)
+
     def _drop(self, i: int, machine: str) -> None:
         self.logics[i].pop(machine, None)
         self.snaps[i].pop(machine, None)
         self.dirty[i].discard(machine)
+        self.due[i].pop(machine, None)
 
     def notify_at(self) -> datetime | None:
         # The earliest timer, rounded up to TIMER_GRAIN: machines' timers that fall close together
@@ -357,12 +359,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
             if logic is None:
                 continue
             items, discard = logic.on_notify()
-            self._emit(i, items, out, machine)
-            if discard:
-                self._drop(i, machine)
-            else:
-                self.dirty[i].add(machine)
-                self._schedule(i, machine)
+            self._settle(i, machine, items, discard, out)
         if self._fed:
             self._deliver(out)
         return ([out] if out else []), False
@@ -372,11 +369,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
         for i, logics in enumerate(self.logics):
             for machine, logic in list(logics.items()):
                 items, discard = logic.on_eof()
-                self._emit(i, items, out, machine)
-                if discard:
-                    self._drop(i, machine)
-                else:
-                    self.dirty[i].add(machine)
+                self._settle(i, machine, items, discard, out, schedule=False)
         if self._fed:
             self._deliver(out)
         return ([out] if out else []), False

@@ -439,13 +439,16 @@ def emit(result: dict[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def child_e2e(args: argparse.Namespace) -> None:
-    """Run the flow to the end of the topic; report seconds around ``run_main`` and row counts."""
-    config = plant_config(args.machines)
-    conf = {"bootstrap.servers": args.bootstrap}
+def replay_flow(args: argparse.Namespace) -> tuple[Dataflow, str]:
+    """The plant flow of a child reading the topic to its end, and its (migrated) chDB DSN."""
     dsn = chdb_dsn(Path(args.workdir))
     migrate(dsn)
-    flow = plant_flow(config, conf, dsn, "end")
+    return plant_flow(plant_config(args.machines), {"bootstrap.servers": args.bootstrap}, dsn, "end"), dsn
+
+
+def child_e2e(args: argparse.Namespace) -> None:
+    """Run the flow to the end of the topic; report seconds around ``run_main`` and row counts."""
+    flow, dsn = replay_flow(args)
     recovery = recovery_config(args.recovery)
     started = time.perf_counter()
     run_main(flow, epoch_interval=EPOCH, recovery_config=recovery)
@@ -456,11 +459,7 @@ def child_e2e(args: argparse.Namespace) -> None:
 
 def child_cluster(args: argparse.Namespace) -> None:
     """One process of a Bytewax cluster, with its own chDB path."""
-    config = plant_config(args.machines)
-    conf = {"bootstrap.servers": args.bootstrap}
-    dsn = chdb_dsn(Path(args.workdir))
-    migrate(dsn)
-    flow = plant_flow(config, conf, dsn, "end")
+    flow, dsn = replay_flow(args)
     addresses = args.addresses.split(",")
     started = time.time()
     cluster_main(flow, addresses, args.proc_id, epoch_interval=EPOCH)

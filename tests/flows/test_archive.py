@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors import clickhouse as chc
 from connectors.kafka import RawMessage
-from flows.archive import archive
+from flows.archive import archive, archive_blocks
 from flows.main import build_dataflow
-from flows.registry import FlowContext, available
+from flows.registry import Decoded, FlowContext, available
 from schemas.config import PlantConfig
 from schemas.measurement import Measurement
 
@@ -78,3 +80,13 @@ def test_the_plant_dataflow_archives_every_kind_of_sample_through_clickhouse_jso
     assert [r[5] for r in got if not math.isnan(r[5])] == [61.5, 4501.0, 1.0, 70.25, 2.5]
     assert math.isnan(got[3][5]) and got[3][6] == "P-100" and [r[6] for r in got].count("") == 5
     assert (got[0][7], got[0][8], got[4][9]) == ("C", "opcua", "uncertain")
+
+
+def test_archive_blocks_survive_pickling_to_another_process() -> None:
+    """In a Bytewax cluster a block may go to the sink partition of another process."""
+    raw = b'{"ts":1763791200000,"machine":"m1","metric":"x","value":1,"value":2,"site":"s","line":"l"}'
+    decoded = Decoded([Measurement(1763791200000, "m1", "x", 2, "s", "l")], [raw], [], len(raw))
+    [(table, block)] = archive_blocks(decoded)
+    copy = pickle.loads(pickle.dumps(block))
+    assert (table, copy.into, copy.data, copy.rows) == ("measurements", "measurements_json", raw, 1)
+    assert copy.clean is not None and orjson.loads(copy.clean())["value"] == 2
