@@ -389,14 +389,14 @@ class JsonRows:
     ``into`` (``measurements_json``, a Null table whose materialized view fills
     ``measurements``) without a Python object per row. The sink counts them under the item's
     table. Should ClickHouse refuse ``data`` (a message plantstream accepted but ClickHouse
-    does not, e.g. a key given twice), the sink writes ``clean()`` instead.
+    does not, e.g. a key given twice), the sink writes ``clean(data)`` instead.
     """
 
     into: str
     data: bytes
     rows: int
-    clean: Callable[[], bytes] | None = None
-    """The same rows re-encoded by plantstream, for when ClickHouse refuses ``data``."""
+    clean: Callable[[bytes], bytes] | None = None
+    """``data`` re-encoded by plantstream, for when ClickHouse refuses it as sent."""
 
     def __len__(self) -> int:
         return self.rows
@@ -419,6 +419,7 @@ class _Writer:
     def __init__(self, name: str) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
+        self._reported = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -435,8 +436,14 @@ class _Writer:
             finally:
                 self._jobs.task_done()
 
+    @property
+    def failed(self) -> bool:
+        """A write raised and the flow has been told (by :meth:`submit` or :meth:`wait`)."""
+        return self._reported
+
     def _raise(self) -> None:
         if self._error is not None:
+            self._reported = True
             raise self._error
 
     def submit(self, job: Callable[[], None]) -> None:
@@ -500,10 +507,10 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         return None
 
     def close(self) -> None:
-        # After ClickHouse rejected rows the flow is stopping with that error: retrying the
-        # same rows here would only raise again during Bytewax's teardown.
+        # After ClickHouse rejected rows (or a write failed and the flow was told) the flow is
+        # stopping with that error: raising it again during Bytewax's teardown aborts the process.
         try:
-            if not self._broken:
+            if not self._broken and not (self._writer is not None and self._writer.failed):
                 self.flush(wait=True)
         finally:
             if self._writer is not None:
@@ -562,7 +569,7 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
             return {"insert_deduplication_token": f"{into}-{digest}"}
 
         def clean() -> bytes:
-            return b"\n".join(p.clean() if p.clean is not None else p.data for p in parts if p.rows)
+            return b"\n".join(p.clean(p.data) if p.clean is not None else p.data for p in parts if p.rows)
 
         self._attempt(table, rows, lambda client: client.raw_insert(
             into, None, blob, settings=settings_for(blob), fmt="JSONEachRow"),

@@ -8,7 +8,6 @@ messages as they came) that ClickHouse parses into ``measurements``.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -19,7 +18,7 @@ from bytewax.dataflow import Stream
 from connectors.clickhouse import JsonRows
 from flows.engine import BatchFlow
 from flows.registry import Decoded, FlowContext, Results, Row, register
-from schemas.measurement import Measurement
+from schemas.measurement import Measurement, validate
 
 
 def measurement_row(m: Measurement) -> Row:
@@ -41,6 +40,8 @@ def measurement_row(m: Measurement) -> Row:
 
 JSON_TABLE = "measurements_json"
 """The Null table whose materialized view parses JSON measurements into ``measurements``."""
+TEXT_FIELD = "_plantstream_text"
+"""Its column for text values (a name no producer's extra field will take)."""
 
 
 def measurement_json(m: Measurement) -> bytes:
@@ -53,7 +54,7 @@ def measurement_json(m: Measurement) -> bytes:
     obj: dict[str, Any] = {"ts": m.ts, "machine": m.machine, "metric": m.metric, "site": m.site,
                            "line": m.line, "unit": m.unit, "source": m.source, "quality": m.quality}
     if type(m.value) is str:
-        obj["_plantstream_text"] = m.value
+        obj[TEXT_FIELD] = m.value
     else:
         obj["value"] = m.value
     return orjson.dumps(obj)
@@ -76,15 +77,32 @@ def archive_blocks(decoded: Decoded) -> list[tuple[str, JsonRows]]:
     ms = decoded.measurements
     lines = [raw if raw is not None and type(m.value) is not str else measurement_json(m)
              for m, raw in zip(ms, decoded.raw, strict=True)]
-    # A partial of a module function, not a closure: the block may be pickled to the sink
-    # partition of another process in a Bytewax cluster.
-    return [("measurements", JsonRows(JSON_TABLE, b"\n".join(lines), len(lines),
-                                      functools.partial(reencode, ms)))]
+    # A module function, not a closure: the block may be pickled to the sink partition of
+    # another process in a Bytewax cluster.
+    return [("measurements", JsonRows(JSON_TABLE, b"\n".join(lines), len(lines), reencode))]
 
 
-def reencode(measurements: list[Measurement]) -> bytes:
-    """A batch as :func:`measurement_json` lines (what the sink writes if ClickHouse refuses)."""
-    return b"\n".join(map(measurement_json, measurements))
+def reencode(data: bytes) -> bytes:
+    """Lines of a block re-encoded by plantstream (what the sink writes if ClickHouse refuses
+    them as sent): each line was a valid Measurement, decoded again the same way (a key given
+    twice: the last one wins, as when it was first decoded).
+
+    >>> reencode(b'{"ts":1763791200000,"machine":"m","metric":"x","value":1,"value":2}')[-10:]
+    b'"value":2}'
+    >>> reencode(measurement_json(Measurement(1763791200000, "m", "part_number", "P-1")))[-12:]
+    b'text":"P-1"}'
+    """
+    out = []
+    for line in data.split(b"\n"):
+        obj = orjson.loads(line)
+        if TEXT_FIELD in obj:  # a line this module wrote: its text value back in place
+            obj["value"] = obj.pop(TEXT_FIELD)
+        m = validate(obj)
+        if not isinstance(m, Measurement):  # it was one when the block was made
+            msg = f"a measurement of the block no longer validates: {m}"
+            raise ValueError(msg)
+        out.append(measurement_json(m))
+    return b"\n".join(out)
 
 
 def _item(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:

@@ -89,4 +89,4 @@ def test_archive_blocks_survive_pickling_to_another_process() -> None:
     [(table, block)] = archive_blocks(decoded)
     copy = pickle.loads(pickle.dumps(block))
     assert (table, copy.into, copy.data, copy.rows) == ("measurements", "measurements_json", raw, 1)
-    assert copy.clean is not None and orjson.loads(copy.clean())["value"] == 2
+    assert copy.clean is not None and orjson.loads(copy.clean(copy.data))["value"] == 2

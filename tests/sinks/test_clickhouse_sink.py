@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bytewax.testing import TestingSource, run_main
 
 from connectors import clickhouse as chc
-from schemas.config import ClickHouseConfig
+from connectors.kafka import RawMessage
+from flows.archive import archive
+from flows.main import build_dataflow
+from schemas.config import ClickHouseConfig, PlantConfig
 from schemas.errors import ConfigError, ConnectorError
 from tests.sinks.chdb_http import ChdbHttpServer
 
@@ -239,3 +243,25 @@ def test_grafana_user_is_server_only_and_skipped_on_chdb_with_a_log_line(
     assert any("BY 'pa\\'ss'" in s and "SETTINGS PROFILE 'plantstream_grafana'" in s for s in filled)
     with pytest.raises(ConfigError, match="PLANTSTREAM_GRAFANA_PASSWORD"):
         chc._server_statement(stmts[3], Srv(), {})  # type: ignore[arg-type]
+
+
+def test_a_write_failing_in_the_writer_thread_stops_the_flow_with_its_error(ch_dsn: str, ch_db: str) -> None:
+    """The error reaches the flow at the end of the epoch and Bytewax stops with it; the sink's
+    close during teardown does not raise it again (which would abort the process)."""
+
+    class Refusing:  # a client whose every write fails as a bug in a write would
+        def raw_insert(self, *args: Any, **kwargs: Any) -> None:
+            raise ValueError("refused by the test")
+
+        insert = raw_insert
+
+        def close(self) -> None:
+            pass
+
+    raw = [RawMessage(b"m1", b'{"ts":1763791200000,"machine":"m1","metric":"x","value":1,"site":"s","line":"l"}',
+                      "plantstream.measurements", 0, 0, 0)]
+    flow = build_dataflow(PlantConfig(), TestingSource(raw), chc.ClickHouseSink(Refusing),  # type: ignore[arg-type]
+                          flows={"archive": archive})
+    with pytest.raises(Exception, match="snapshotting") as info:
+        run_main(flow)
+    assert "refused by the test" in repr(info.value.__cause__) or "refused by the test" in str(info.value)
