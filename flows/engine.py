@@ -10,9 +10,13 @@ The engine runs the same per-machine logic (each flow's :class:`MachineStep`, a 
 - input: batches of decoded measurements (one Kafka poll each), split by shard
   (:func:`shard_of`, a stable hash of the machine id, so the result does not depend on how a
   producer partitioned the topic) and within a shard by machine;
-- per shard: a dict machine → logic per flow; each measurement goes to the logics of the flows
-  whose ``relevant`` accepts it, in arrival order, exactly as the per-flow steps would see it;
-- timers: each logic's ``notify_at`` is kept in a heap, so the step wakes for the earliest;
+- per shard: a dict machine → logic per flow; a machine's samples go to the logics of the
+  flows whose ``relevant`` accepts them, in arrival order, as the per-flow steps would see them
+  (in one ``on_items`` call where the logic has it);
+- feeds: a step may take another step's outputs for the same machine (``MachineStep.fed``:
+  alerts take the OEE step's facts);
+- timers: each logic's ``notify_at`` is kept in a heap; the step wakes for the earliest, on a
+  :data:`TIMER_GRAIN` grid;
 - snapshot: per flow, machine → bytes, re-encoded only for machines that changed during the
   epoch, so Bytewax's per-epoch copy of the shard's state is a copy of references.
 
