@@ -234,10 +234,8 @@ class _KafkaPartition(StatefulSourcePartition[Any, int]):
                        else datetime.now(UTC) + timedelta(milliseconds=self.GATHER_MS))
         if not msgs:
             return []
-        if self._batched:
-            return [KafkaBatch(self._topic, self._partition, msgs)]
-        return [RawMessage(m.key(), m.value() or b"", self._topic, self._partition, m.offset() or 0,
-                           m.timestamp()[1]) for m in msgs]
+        batch = KafkaBatch(self._topic, self._partition, msgs)
+        return [batch] if self._batched else [batch.raw(i) for i in range(len(msgs))]
 
     def _without_events(self, msgs: list[Any]) -> list[Any]:
         out = []

@@ -62,9 +62,6 @@ class AlertLogic(op.StatefulLogic[Measurement, Row, bytes]):
 
     def on_items(self, values: list[Measurement]) -> Emit:
         """:meth:`on_item` for a machine's samples of one batch, in order (the engine's path)."""
-        values = [m for m in values if m.quality != "bad"]  # the engine does not filter for us
-        if not values:
-            return [], op.StatefulLogic.RETAIN
         if self.engine is None:
             first = values[0]
             self.engine = self.make(first.machine, first.site, first.line)
@@ -125,7 +122,7 @@ def alert_step(config: PlantConfig, clock: EventClock | None = None, *, fed: boo
         return AlertEngine.for_config(config, machine, site, line, calendar, own_oee=not fed)
 
     return MachineStep("alerts", _usable, lambda resume: AlertLogic(make, the_clock, resume), _rows,
-                       engine_filters=False, upstream="oee" if fed else None,
+                       upstream="oee" if fed else None,
                        fed=None if fed else ("oee", lambda: alert_step(config, clock, fed=True)))
 
 

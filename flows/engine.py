@@ -175,13 +175,12 @@ def by_shard(measurements: list[Measurement]) -> list[tuple[str, Grouped]]:
     """Split a batch by machine shard and, within a shard, by machine (order kept per machine)."""
     shards: dict[str, Grouped] = {}
     machines: Grouped = {}
-    cache = _shard_cache
     for m in measurements:
         group = machines.get(m.machine)
         if group is None:
             machine = m.machine
             group = machines[machine] = [m]
-            key = cache.get(machine) or shard_of(machine)
+            key = shard_of(machine)  # once per machine and batch
             grouped = shards.get(key)
             if grouped is None:
                 shards[key] = {machine: group}
@@ -211,7 +210,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
         self.steps = tuple(steps)
         index = {s.name: i for i, s in enumerate(self.steps)}
         self.feeds: dict[int, list[int]] = {}
-        """feeding step → the steps its outputs go to (after it in ``steps``)."""
+        """feeding step → the steps its outputs go to (handed over after each activation)."""
         for i, step in enumerate(self.steps):
             if step.upstream is not None:
                 self.feeds.setdefault(index[step.upstream], []).append(i)
