@@ -21,6 +21,7 @@ COPY schemas ./schemas
 COPY connectors ./connectors
 COPY operators ./operators
 COPY flows ./flows
+COPY plantstream ./plantstream
 RUN pip wheel --wheel-dir /wheels ".${EXTRAS:+[$EXTRAS]}"
 
 # -- runtime ---------------------------------------------------------------------------------
@@ -42,7 +43,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links /wheels "plantstream${EXTRAS:+[$EXTRAS]}" \
  && rm -rf /wheels \
  && if [ "$SIMULATORS" != "true" ]; then \
-      rm -rf "$(python -c 'import connectors, os; print(os.path.dirname(connectors.__file__))')/simulators"; \
+      rm -rf "$(python -c 'import plantstream.connectors as c, os; print(os.path.dirname(c.__file__))')/simulators"; \
     fi \
  && plantstream --help > /dev/null
 USER 10001:10001

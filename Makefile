@@ -25,6 +25,7 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The MQTT connector tests also run against Mosquitto; the daily report test renders the HTML in
 # headless Chromium and reads the screenshot with Tesseract. Installed with apt when missing.

@@ -23,6 +23,8 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -33,16 +35,17 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from schemas.errors import ConfigError, ConnectorError
+from plantstream.schemas.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
-    from schemas.config import ClickHouseConfig
+    from plantstream.schemas.config import ClickHouseConfig
 
 log = logging.getLogger(__name__)
 
 ENV_URL = "PLANTSTREAM_CLICKHOUSE_URL"
 DEFAULT_EMBEDDED_PATH = Path(".plantstream") / "clickhouse"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "clickhouse"
+MIGRATIONS_DIR: Traversable = resources.files("plantstream.schemas").joinpath("clickhouse")
+"""The numbered migrations shipped in the package (``plantstream/schemas/clickhouse``)."""
 
 Row = dict[str, Any]
 """One result row: column name → value; timestamps as epoch milliseconds (int)."""
@@ -188,10 +191,10 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def load_migrations(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
     """Numbered SQL files ``NNN_name.sql``; statements separated by ``;`` at line end."""
     out = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
         m = re.match(r"^(\d+)_(.+)\.sql$", path.name)
         if not m:
             continue
@@ -250,7 +253,7 @@ def _server_statement(statement: str, client: Client, environ: Mapping[str, str]
     return statement
 
 
-def migrate(client: Client, directory: Path = MIGRATIONS_DIR,
+def migrate(client: Client, directory: Traversable = MIGRATIONS_DIR,
             environ: Mapping[str, str] | None = None) -> list[str]:
     """Apply the migrations not applied yet; return their names. Safe to run again.
 

@@ -26,10 +26,10 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from connectors import clickhouse as ch
-from connectors import kafka
-from schemas.config import PlantConfig
-from schemas.errors import ConnectorError
+from plantstream.connectors import clickhouse as ch
+from plantstream.connectors import kafka
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 

@@ -43,10 +43,10 @@ from bytewax.dataflow import Stream
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, Producer
 
-from connectors import kafka
-from operators.rollup import coalesce, rollup
-from schemas.errors import ConfigError, ConnectorError
-from schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
+from plantstream.connectors import kafka
+from plantstream.operators.rollup import coalesce, rollup
+from plantstream.schemas.errors import ConfigError, ConnectorError
+from plantstream.schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def parse_connection_string(text: str) -> ConnectionString:
     >>> parse_connection_string("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=x")
     Traceback (most recent call last):
     ...
-    schemas.errors.ConfigError: Event Hubs connection string has no SharedAccessKeyName=…; ...
+    plantstream.schemas.errors.ConfigError: Event Hubs connection string has no SharedAccessKeyName=…; ...
     """
     parts: dict[str, str] = {}
     canonical = {k.lower(): k for k in _KNOWN}

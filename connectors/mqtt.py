@@ -53,12 +53,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from connectors.producer import SpoolingProducer
-from connectors.tags import TagMapper
-from schemas.config import PlantConfig
-from schemas.errors import ConnectorError
-from schemas.measurement import MAX_TS_MS, MIN_TS_MS, DeadLetter, Measurement, now_ms, parse_ts
-from schemas.tags_config import MqttSubscription
+from plantstream.connectors.producer import SpoolingProducer
+from plantstream.connectors.tags import TagMapper
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import MAX_TS_MS, MIN_TS_MS, DeadLetter, Measurement, now_ms, parse_ts
+from plantstream.schemas.tags_config import MqttSubscription
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ Unit of parallelism: one connector per OPC UA server (one asyncio task, one prod
 
 Examples
 --------
->>> from schemas.config import PlantConfig
+>>> from plantstream.schemas.config import PlantConfig
 >>> OpcUaConnector(PlantConfig(), {"bootstrap.servers": "127.0.0.1:1"}).stats.received
 0
 >>> quality_of(ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue))
@@ -60,12 +60,12 @@ import orjson
 from asyncua import Client, Node, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
-from connectors.producer import SpoolingProducer
-from connectors.tags import TagMapper
-from schemas.config import PlantConfig
-from schemas.errors import ConnectorError
-from schemas.measurement import DeadLetter, Measurement, now_ms
-from schemas.opcua_config import OpcUaConfig
+from plantstream.connectors.producer import SpoolingProducer
+from plantstream.connectors.tags import TagMapper
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import DeadLetter, Measurement, now_ms
+from plantstream.schemas.opcua_config import OpcUaConfig
 
 log = logging.getLogger(__name__)
 

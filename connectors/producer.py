@@ -44,7 +44,7 @@ by then is written to the spool, to go first at the next start.
 Examples
 --------
 >>> import tempfile
->>> from schemas.tags_config import ProducerConfig
+>>> from plantstream.schemas.tags_config import ProducerConfig
 >>> d = tempfile.mkdtemp()
 >>> p = SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, ProducerConfig(spool_dir=d)).start()
 >>> p.send([("t", b"m1", b"1"), ("t", b"m1", b"2")])
@@ -74,10 +74,10 @@ from typing import Any, BinaryIO
 import orjson
 from confluent_kafka import KafkaError, Producer
 
-from connectors.kafka import DEADLETTER, produce_waiting, producer_config
-from schemas.errors import ConnectorError
-from schemas.measurement import DeadLetter, Measurement
-from schemas.tags_config import ProducerConfig
+from plantstream.connectors.kafka import DEADLETTER, produce_waiting, producer_config
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import DeadLetter, Measurement
+from plantstream.schemas.tags_config import ProducerConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.config import PlantConfig
+from plantstream.schemas.config import PlantConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class DailyReport:
 def day_bounds(day: dt.date, config: PlantConfig) -> tuple[int, int]:
     """Epoch ms of local midnight of ``day`` and of the next day in the plant's time zone.
 
-    >>> from schemas.config import build_config
+    >>> from plantstream.schemas.config import build_config
     >>> day_bounds(dt.date(2026, 3, 29), build_config({"timezone": "Europe/Berlin"}, {}))
     (1774738800000, 1774821600000)
 
@@ -130,7 +130,7 @@ def day_bounds(day: dt.date, config: PlantConfig) -> tuple[int, int]:
 def default_day(config: PlantConfig, now: dt.datetime | None = None) -> dt.date:
     """Yesterday in the plant's time zone (the report is read the morning after).
 
-    >>> from schemas.config import build_config
+    >>> from plantstream.schemas.config import build_config
     >>> tokyo = build_config({"timezone": "Asia/Tokyo"}, {})
     >>> default_day(tokyo, dt.datetime(2026, 11, 22, 16, tzinfo=dt.UTC))
     datetime.date(2026, 11, 22)
@@ -144,7 +144,7 @@ def _f(v: Any) -> float | None:
 
 
 def _oee_rows(client: Any, by: str, start: int, end: int) -> list[dict[str, Any]]:
-    from flows.cli_oee import oee_sql
+    from plantstream.cli.oee import oee_sql
 
     sql, params = oee_sql(by, start, end)
     res = client.query(sql, parameters=params)
@@ -164,8 +164,8 @@ def load_daily(client: Any, config: PlantConfig, day: dt.date) -> DailyReport:
     The plant row sums every machine's seconds and counts of the day, then takes the ratios
     (``oee_sql(by="site")``); with several sites in one database their sums are added too.
     """
-    from flows.cli_anomaly import list_anomalies
-    from flows.cli_scrap import scrap_report
+    from plantstream.cli.anomaly import list_anomalies
+    from plantstream.cli.scrap import scrap_report
 
     start, end = day_bounds(day, config)
     machines = [_oee(r["machine"], r["line"], r) for r in _oee_rows(client, "machine", start, end)

@@ -44,7 +44,7 @@ API (used by ``connectors.opcua`` and ``connectors.mqtt``)
 
 Examples
 --------
->>> from schemas.tags_config import TagMapping
+>>> from plantstream.schemas.tags_config import TagMapping
 >>> mapper = TagMapper({
 ...     "Line1.Press01.State": TagMapping(machine="press-01", metric="machine_state"),
 ...     "bakery/{site}/{machine}#oil_temp_f": TagMapping(
@@ -74,7 +74,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from schemas.measurement import (
+from plantstream.schemas.measurement import (
     CONTEXT_METRICS,
     FAULT_CODE,
     MACHINE_STATE,
@@ -85,10 +85,10 @@ from schemas.measurement import (
     Measurement,
     Value,
 )
-from schemas.tags_config import TagMapping
+from plantstream.schemas.tags_config import TagMapping
 
 if TYPE_CHECKING:
-    from schemas.config import PlantConfig
+    from plantstream.schemas.config import PlantConfig
 
 log = logging.getLogger(__name__)
 

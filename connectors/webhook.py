@@ -37,8 +37,8 @@ from typing import Any
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from schemas.alerts_config import WebhookConfig
-from schemas.errors import ConfigError, ConnectorError
+from plantstream.schemas.alerts_config import WebhookConfig
+from plantstream.schemas.errors import ConfigError, ConnectorError
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from datetime import datetime
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from flows.engine import MachineFlow, MachineStep, per_machine
-from flows.registry import FlowContext, Results, Row, register
-from operators.alerts import AlertEngine, EventClock
-from operators.shifts import ShiftCalendar
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.flows.engine import MachineFlow, MachineStep, per_machine
+from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.operators.alerts import AlertEngine, EventClock
+from plantstream.operators.shifts import ShiftCalendar
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 Emit = tuple[list[Row], bool]
 
@@ -137,7 +137,7 @@ def _outputs(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
     rows = op.map("alert_rows", tagged, lambda tr: tr[1])
     hook = ctx.config.alerts.webhook
     if hook.url:
-        from connectors.webhook import WebhookSink
+        from plantstream.connectors.webhook import WebhookSink
 
         op.output("alerts_webhook", rows, WebhookSink.from_config(hook))
     return {"alerts": rows}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from flows.engine import MachineFlow, MachineStep
-from flows.registry import FlowContext, Results, Row, register
-from operators.anomaly import anomaly_builder
-from schemas.measurement import MACHINE_STATE, Measurement, is_condition_metric
+from plantstream.flows.engine import MachineFlow, MachineStep
+from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.operators.anomaly import anomaly_builder
+from plantstream.schemas.measurement import MACHINE_STATE, Measurement, is_condition_metric
 
 
 def _relevant(m: Measurement) -> bool:

@@ -15,10 +15,10 @@ import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Stream
 
-from connectors.clickhouse import JsonRows
-from flows.engine import BatchFlow
-from flows.registry import Decoded, FlowContext, Results, Row, register
-from schemas.measurement import Measurement, validate
+from plantstream.connectors.clickhouse import JsonRows
+from plantstream.flows.engine import BatchFlow
+from plantstream.flows.registry import Decoded, FlowContext, Results, Row, register
+from plantstream.schemas.measurement import Measurement, validate
 
 
 def measurement_row(m: Measurement) -> Row:
@@ -67,7 +67,7 @@ def archive_blocks(decoded: Decoded) -> list[tuple[str, JsonRows]]:
     ClickHouse refuse a message that plantstream accepted (a key given twice), the sink
     re-encodes the batch from its Measurements and writes it again.
 
-    >>> from flows.registry import Decoded
+    >>> from plantstream.flows.registry import Decoded
     >>> raw = b'{"ts":1763791200000,"machine":"m1","metric":"x","value":61.5,"site":"s","line":"l"}'
     >>> ms = [Measurement(1763791200000, "m1", "x", 61.5, "s", "l"),
     ...       Measurement(1763791200000, "m1", "part_number", "P-100", "s", "l")]

@@ -14,12 +14,12 @@ from typing import Any
 
 from bytewax.testing import run_main
 
-from connectors import clickhouse as ch
-from connectors import kafka
-from connectors.embedded import EmbeddedRuntime
-from flows.main import build_dataflow, clickhouse_factory
-from flows.registry import select
-from schemas.config import PlantConfig
+from plantstream.connectors import clickhouse as ch
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import EmbeddedRuntime
+from plantstream.flows.main import build_dataflow, clickhouse_factory
+from plantstream.flows.registry import select
+from plantstream.schemas.config import PlantConfig
 
 
 @dataclass
@@ -37,7 +37,7 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     The PLC line's first machines come from ``config.lines``; the ones it generates beyond them
     join the first line. The bakery's lines come from its own plant config.
 
-    >>> from schemas.config import load_config, EXAMPLE_CONFIG
+    >>> from plantstream.schemas.config import load_config, EXAMPLE_CONFIG
     >>> cfg = demo_config(load_config(EXAMPLE_CONFIG))
     >>> info = cfg.machine("molder-01")
     >>> info.line, info.config.ideal_cycle_time_ms is not None
@@ -45,8 +45,8 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     >>> cfg.machine("miami-fryer-1").line
     'miami-line-1'
     """
-    from connectors.simulators.bakery import bakery_config
-    from connectors.simulators.plc import PlcLine
+    from plantstream.connectors.simulators.bakery import bakery_config
+    from plantstream.connectors.simulators.plc import PlcLine
 
     known = {m.id for ln in config.lines for m in ln.machines}
     added: dict[str, list[dict[str, Any]]] = {}
@@ -74,9 +74,9 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
     connectors produced before stopping. Simulated time runs ``speed`` times faster than the
     clock, so a minute of demo is an hour of production.
     """
-    from connectors import eventhubs
-    from connectors.simulators.bakery import start_bakery_pipeline
-    from connectors.simulators.opcua_server import start_plc_pipeline
+    from plantstream.connectors import eventhubs
+    from plantstream.connectors.simulators.bakery import start_bakery_pipeline
+    from plantstream.connectors.simulators.opcua_server import start_plc_pipeline
 
     started = time.perf_counter()
     work = Path(workdir)

@@ -40,9 +40,9 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from connectors.clickhouse import JsonRows
-from flows.registry import Decoded, FlowContext, Results, Row
-from schemas.measurement import Measurement
+from plantstream.connectors.clickhouse import JsonRows
+from plantstream.flows.registry import Decoded, FlowContext, Results, Row
+from plantstream.schemas.measurement import Measurement
 
 SHARDS = 32
 """Machine shards: the keys of the engine step. Changing it needs a fresh recovery store."""

@@ -3,7 +3,7 @@
 Run in production as a Bytewax process or cluster::
 
     PLANTSTREAM_CONFIG=/etc/plantstream/plant.yaml PLANTSTREAM_FLOWS=all \\
-        python -m bytewax.run "flows.main:get_flow()" -r /var/lib/plantstream/recovery
+        python -m bytewax.run "plantstream.flows.main:get_flow()" -r /var/lib/plantstream/recovery
 
 ``build_dataflow`` is what ``replay``, ``demo`` and the tests call with their own source.
 """
@@ -21,14 +21,22 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from connectors import clickhouse as ch
-from connectors import eventhubs, kafka
-from connectors.kafka import RawMessage
-from flows.engine import BatchFlow, MachineFlow, MachineStep, Tagged, by_shard, engine_step, with_feeds
-from flows.registry import Decoded, FlowContext, FlowFn, Results, Row, select
-from operators.normalize import enrich
-from schemas.config import PlantConfig, load_config
-from schemas.measurement import DeadLetter, Measurement, decode
+from plantstream.connectors import clickhouse as ch
+from plantstream.connectors import eventhubs, kafka
+from plantstream.connectors.kafka import RawMessage
+from plantstream.flows.engine import (
+    BatchFlow,
+    MachineFlow,
+    MachineStep,
+    Tagged,
+    by_shard,
+    engine_step,
+    with_feeds,
+)
+from plantstream.flows.registry import Decoded, FlowContext, FlowFn, Results, Row, select
+from plantstream.operators.normalize import enrich
+from plantstream.schemas.config import PlantConfig, load_config
+from plantstream.schemas.measurement import DeadLetter, Measurement, decode
 
 
 def deadletter_row(d: DeadLetter) -> Row:
@@ -199,7 +207,7 @@ def clickhouse_factory(config: PlantConfig, dsn: str | None = None) -> ch.Client
 
 
 def get_flow() -> Dataflow:
-    """Production entry point for ``python -m bytewax.run "flows.main:get_flow()"``.
+    """Production entry point for ``python -m bytewax.run "plantstream.flows.main:get_flow()"``.
 
     Reads the plant config from ``PLANTSTREAM_CONFIG`` (plus ``PLANTSTREAM__…`` overrides)
     and the flows from ``PLANTSTREAM_FLOWS`` (comma-separated, default all).
@@ -209,14 +217,14 @@ def get_flow() -> Dataflow:
     config = load_config(os.environ.get("PLANTSTREAM_CONFIG"))
     kconf = config.kafka.client_config()
     if "bootstrap.servers" not in kconf:
-        from schemas.errors import ConfigError
+        from plantstream.schemas.errors import ConfigError
 
         msg = ("the Bytewax entry point needs a Kafka cluster: set kafka.bootstrap_servers in the "
                "plant config or PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS")
         raise ConfigError(msg)
     stop = os.environ.get("PLANTSTREAM_STOP", "never")
     if stop not in ("end", "never"):
-        from schemas.errors import ConfigError
+        from plantstream.schemas.errors import ConfigError
 
         msg = f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic) or 'never' (tail)"
         raise ConfigError(msg)

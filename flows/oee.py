@@ -23,12 +23,12 @@ from datetime import UTC, datetime, timedelta
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from flows.engine import MachineFlow, MachineStep, split_tables
-from flows.registry import FlowContext, Results, Row, register
-from operators.oee import OEE_METRICS, OeeAccounting, Output
-from operators.shifts import ShiftCalendar
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.flows.engine import MachineFlow, MachineStep, split_tables
+from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.operators.oee import OEE_METRICS, OeeAccounting, Output
+from plantstream.operators.shifts import ShiftCalendar
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 Emit = tuple[list[list[Output]], bool]
 
@@ -112,7 +112,7 @@ class Ticks:
     or the next OEE sample, does its work), so this memory of one number per machine is not
     part of any snapshot.
 
-    >>> from schemas.measurement import Measurement
+    >>> from plantstream.schemas.measurement import Measurement
     >>> keep = Ticks(step_ms=5_000)
     >>> def m(ts, metric="temperature_c", quality="good"):
     ...     return Measurement(ts=ts, site="s", line="l", machine="m1", metric=metric,

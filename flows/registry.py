@@ -19,9 +19,9 @@ from typing import Any
 
 from bytewax.dataflow import Stream
 
-from schemas.config import PlantConfig
-from schemas.errors import ConfigError
-from schemas.measurement import Measurement
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.measurement import Measurement
 
 Row = dict[str, Any]
 Results = Mapping[str, Stream[Row]]
@@ -70,12 +70,12 @@ def register(name: str) -> Callable[[FlowFn], FlowFn]:
 
 
 def _discover() -> None:
-    import flows
+    from plantstream import flows
 
     for info in pkgutil.iter_modules(flows.__path__):
         if info.name.startswith(("_", "cli")) or info.name in _NOT_FLOWS:
             continue
-        importlib.import_module(f"flows.{info.name}")
+        importlib.import_module(f"plantstream.flows.{info.name}")
 
 
 def available() -> dict[str, FlowFn]:

@@ -21,14 +21,14 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 from confluent_kafka import Producer
 
-from connectors import clickhouse as ch
-from connectors import kafka
-from connectors.embedded import EmbeddedRuntime
-from flows.main import build_dataflow, clickhouse_factory
-from flows.registry import FlowFn
-from schemas.config import PlantConfig
-from schemas.errors import ConnectorError
-from schemas.measurement import parse_ts
+from plantstream.connectors import clickhouse as ch
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import EmbeddedRuntime
+from plantstream.flows.main import build_dataflow, clickhouse_factory
+from plantstream.flows.registry import FlowFn
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import parse_ts
 
 
 def edge_convert(line: bytes) -> tuple[bytes | None, bytes]:

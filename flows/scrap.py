@@ -35,11 +35,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.inputs import Source
 
-from connectors import kafka
-from connectors.kafka import RawMessage
-from flows.engine import MachineFlow, MachineStep, per_machine
-from flows.registry import FlowContext, Results, Row, register
-from operators.scrap import (
+from plantstream.connectors import kafka
+from plantstream.connectors.kafka import RawMessage
+from plantstream.flows.engine import MachineFlow, MachineStep, per_machine
+from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.operators.scrap import (
     SCRAP_METRICS,
     CostJoin,
     Output,
@@ -49,8 +49,8 @@ from operators.scrap import (
     decode_workorder,
     load_workorders,
 )
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 Emit = tuple[list[list[Output]], bool]
 

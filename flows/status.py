@@ -18,9 +18,9 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from flows.engine import MachineFlow, MachineStep
-from flows.registry import FlowContext, Results, Row, register
-from operators.status import status_builder
+from plantstream.flows.engine import MachineFlow, MachineStep
+from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.operators.status import status_builder
 
 
 def _rows(row: dict[str, Any]) -> list[tuple[str, Row]]:

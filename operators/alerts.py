@@ -35,7 +35,7 @@ alerts still open stay open (the condition held at the end of the data).
 
 Examples
 --------
->>> from schemas.config import build_config
+>>> from plantstream.schemas.config import build_config
 >>> eng = AlertEngine.for_config(build_config({}, {}), "press-01")
 >>> eng.on_sample(0, "machine_state", "fault")
 []
@@ -57,13 +57,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from operators.anomaly import ISO10816_ZONES, iso10816_zone
-from operators.oee import OEE_METRICS, Counter, OeeAccounting
-from operators.scrap import RollingCounts
-from operators.shifts import ShiftCalendar
-from schemas.alerts_config import AlertsConfig
-from schemas.config import PlantConfig
-from schemas.measurement import (
+from plantstream.operators.anomaly import ISO10816_ZONES, iso10816_zone
+from plantstream.operators.oee import OEE_METRICS, Counter, OeeAccounting
+from plantstream.operators.scrap import RollingCounts
+from plantstream.operators.shifts import ShiftCalendar
+from plantstream.schemas.alerts_config import AlertsConfig
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import (
     GOOD_COUNT,
     GOOD_PARTS,
     MACHINE_STATE,
@@ -72,7 +72,7 @@ from schemas.measurement import (
     Measurement,
     is_condition_metric,
 )
-from schemas.oee_config import LossConfig
+from plantstream.schemas.oee_config import LossConfig
 
 Row = dict[str, Any]
 ZONE_C = next(b for b, z in ISO10816_ZONES if z == "B")  # upper bound of zone B = start of C

@@ -38,7 +38,7 @@ warning episode, zone D (> 18) critical.
 
 Examples
 --------
->>> from schemas.anomaly_config import AnomalyConfig
+>>> from plantstream.schemas.anomaly_config import AnomalyConfig
 >>> det = MachineMonitor.new("m1")
 >>> cfg = AnomalyConfig(warmup=50)
 >>> rows = []
@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Final
 
-from schemas.anomaly_config import AnomalyConfig, AnomalyModelConfig
-from schemas.measurement import MACHINE_STATE, Measurement, is_condition_metric
+from plantstream.schemas.anomaly_config import AnomalyConfig, AnomalyModelConfig
+from plantstream.schemas.measurement import MACHINE_STATE, Measurement, is_condition_metric
 
 Row = dict[str, Any]
 

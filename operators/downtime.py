@@ -15,7 +15,7 @@ natural key ``(machine, start)`` with a higher ``version``, never a second event
 
 Examples
 --------
->>> from schemas.oee_config import LossConfig
+>>> from plantstream.schemas.oee_config import LossConfig
 >>> losses = LossConfig.model_validate({"fault_codes": {"E7": {"reason": "jam", "category": "material"}}})
 >>> t = DowntimeTracker()
 >>> _ = t.on_state(0, "fault", "", losses)
@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.oee_config import LossConfig
+from plantstream.schemas.oee_config import LossConfig
 
 NO_FAULT = frozenset({"", "0", "none", "None", "0.0", "false", "False"})
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 
 def enrich(m: Measurement, config: PlantConfig) -> Measurement:
     """Fill ``site`` and ``line`` from the plant config when the source did not send them.
 
-    >>> from schemas.config import PlantConfig
+    >>> from plantstream.schemas.config import PlantConfig
     >>> cfg = PlantConfig.model_validate({"site": "s", "lines": [{"id": "l1", "machines": [{"id": "m"}]}]})
     >>> enrich(Measurement(1763791200000, "m", "good_count", 1), cfg).line
     'l1'

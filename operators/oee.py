@@ -39,7 +39,7 @@ per part number, else per machine.
 
 Examples
 --------
->>> from schemas.config import PlantConfig
+>>> from plantstream.schemas.config import PlantConfig
 >>> cfg = PlantConfig.model_validate({"lines": [{"id": "l1", "machines": [
 ...     {"id": "m1", "ideal_cycle_time_ms": 1000}]}], "lateness": {"allowed_lateness_s": 0}})
 >>> acc = OeeAccounting.for_config(cfg, "m1")
@@ -63,10 +63,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from operators.downtime import DowntimeTracker, fault_text
-from operators.shifts import ShiftCalendar, Span
-from schemas.config import PlantConfig
-from schemas.measurement import (
+from plantstream.operators.downtime import DowntimeTracker, fault_text
+from plantstream.operators.shifts import ShiftCalendar, Span
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import (
     FAULT_CODE,
     GOOD_COUNT,
     GOOD_PARTS,
@@ -80,7 +80,7 @@ from schemas.measurement import (
     WORK_ORDER,
     Measurement,
 )
-from schemas.oee_config import LossConfig
+from plantstream.schemas.oee_config import LossConfig
 
 OEE_METRICS = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, GOOD_PARTS,
                          REJECT_PARTS, IDEAL_CYCLE_TIME_MS, PART_NUMBER, WORK_ORDER, FAULT_CODE,
@@ -262,7 +262,7 @@ class OeeAccounting:
         (a PLC reports its state only when it changes). A tick is never late and never buffered:
         one older than the newest sample changes nothing.
 
-        >>> from schemas.config import build_config
+        >>> from plantstream.schemas.config import build_config
         >>> acc = OeeAccounting.for_config(build_config({}, {}), "press-01")
         >>> acc.on_sample(0, "machine_state", "running")
         >>> acc.on_tick(30_000); acc.take()

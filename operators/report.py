@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from connectors.report import DailyReport, OeeRow
+    from plantstream.connectors.report import DailyReport, OeeRow
 
 TOP = 10
 """Downtime causes listed one by one; the rest are summed in one row."""

@@ -33,7 +33,7 @@ Three pure pieces, each driven by one thin Bytewax step in :mod:`flows.scrap`:
 
 Examples
 --------
->>> from schemas.config import PlantConfig
+>>> from plantstream.schemas.config import PlantConfig
 >>> cfg = PlantConfig.model_validate({"lines": [{"id": "l1", "machines": [{"id": "m1"}]}],
 ...                                   "lateness": {"allowed_lateness_s": 0}})
 >>> t = ScrapTracker.for_config(cfg, "m1")
@@ -62,10 +62,10 @@ from typing import Any
 import orjson
 import yaml
 
-from operators.oee import Counter
-from schemas.config import PlantConfig
-from schemas.errors import ConfigError
-from schemas.measurement import (
+from plantstream.operators.oee import Counter
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.measurement import (
     GOOD_COUNT,
     GOOD_PARTS,
     PART_NUMBER,
@@ -75,7 +75,7 @@ from schemas.measurement import (
     WORK_ORDER,
     Measurement,
 )
-from schemas.scrap_config import UNASSIGNED, ScrapConfig
+from plantstream.schemas.scrap_config import UNASSIGNED, ScrapConfig
 
 SCRAP_METRICS = frozenset({GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS, PART_NUMBER,
                            WORK_ORDER, SCRAP_REASON})

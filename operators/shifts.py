@@ -10,7 +10,7 @@ configured, all time is scheduled (a 24/7 plant).
 Examples
 --------
 >>> from datetime import date
->>> from schemas.config import Shift
+>>> from plantstream.schemas.config import Shift
 >>> cal = ShiftCalendar("UTC", (Shift(name="day", start="06:00", end="14:00",
 ...     breaks=({"start": "09:00", "minutes": 15},)),), (), window_ms=3_600_000)
 >>> t0 = 1_763_791_200_000                     # 2025-11-22T06:00Z
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from schemas.config import PlantConfig, Shift
+    from plantstream.schemas.config import PlantConfig, Shift
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_MS = 86_400_000

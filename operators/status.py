@@ -41,7 +41,7 @@ import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
-from schemas.measurement import (
+from plantstream.schemas.measurement import (
     FAULT_CODE,
     MACHINE_STATE,
     OPERATOR_ID,

@@ -10,8 +10,8 @@ Examples
 >>> cfg = AlertsConfig()
 >>> cfg.machine_down.minutes, cfg.scrap_rate.threshold, cfg.oee.warning, cfg.oee.critical
 (15.0, 0.05, 0.6, 0.4)
->>> from schemas.config import build_config
->>> from schemas.errors import ConfigError
+>>> from plantstream.schemas.config import build_config
+>>> from plantstream.schemas.errors import ConfigError
 >>> try:
 ...     build_config({"alerts": {"oee": {"warning": 0.3, "critical": 0.4}}}, {})
 ... except ConfigError as exc:
@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from schemas._base import Frozen
+from plantstream.schemas._base import Frozen
 
 Severity = Literal["info", "warning", "critical"]
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas._base import Frozen
+from plantstream.schemas._base import Frozen
 
 Feature = Literal["value", "mean", "std", "max", "min", "excess"]
 """Per-signal features: the (domain-adjusted) value and rolling mean, std, max, min; ``excess``

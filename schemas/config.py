@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping
 from datetime import date
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,15 +43,15 @@ from pydantic import (
     model_validator,
 )
 
-from schemas._base import Frozen
-from schemas.alerts_config import AlertsConfig
-from schemas.anomaly_config import AnomalyConfig
-from schemas.errors import ConfigError
-from schemas.oee_config import LossConfig
-from schemas.opcua_config import OpcUaConfig
-from schemas.scrap_config import ScrapConfig
-from schemas.sinks_config import EventHubsConfig, StatusConfig
-from schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
+from plantstream.schemas._base import Frozen
+from plantstream.schemas.alerts_config import AlertsConfig
+from plantstream.schemas.anomaly_config import AnomalyConfig
+from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.oee_config import LossConfig
+from plantstream.schemas.opcua_config import OpcUaConfig
+from plantstream.schemas.scrap_config import ScrapConfig
+from plantstream.schemas.sinks_config import EventHubsConfig, StatusConfig
+from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
 ENV_PREFIX = "PLANTSTREAM__"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -397,4 +398,5 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     return load_config_text(p.read_text(encoding="utf-8"), env)
 
 
-EXAMPLE_CONFIG = Path(__file__).with_name("plant.example.yaml")
+EXAMPLE_CONFIG = Path(str(resources.files("plantstream.schemas").joinpath("plant.example.yaml")))
+"""The example plant config shipped in the package (the demo's and the tests' default)."""

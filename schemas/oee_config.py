@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas._base import Frozen
+from plantstream.schemas._base import Frozen
 
 Bucket = Literal["run", "unplanned_stop", "setup", "small_stop", "excluded", "not_scheduled"]
 """Where time in a state goes: run time; an availability loss (``unplanned_stop``, ``setup``);

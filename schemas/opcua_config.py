@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from schemas._base import Frozen
+from plantstream.schemas._base import Frozen
 
 
 class OpcUaNode(Frozen):

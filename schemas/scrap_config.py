@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from schemas._base import Frozen
+from plantstream.schemas._base import Frozen
 
 UNASSIGNED = "unassigned"
 

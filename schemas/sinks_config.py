@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from schemas._base import Frozen
+from plantstream.schemas._base import Frozen
 
 CONNECTION_STRING_ENV = "PLANTSTREAM_EVENTHUBS_CONNECTION_STRING"
 DEFAULT_TABLES = ("oee_facts", "downtime_events", "scrap_events", "anomalies", "alerts")

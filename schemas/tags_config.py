@@ -38,8 +38,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from schemas._base import Frozen
-from schemas.measurement import MACHINE_STATE, STATES
+from plantstream.schemas._base import Frozen
+from plantstream.schemas.measurement import MACHINE_STATE, STATES
 
 DEFAULT_STATE_MAP: dict[str, str] = {"0": "off", "1": "running", "2": "idle", "3": "fault", "4": "setup"}
 """PLC state integers → canonical states, used when a state tag has no ``states:`` of its own."""

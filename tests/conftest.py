@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from connectors import clickhouse as chc
-from connectors import kafka
-from connectors.embedded import AmqttBroker, TansuBroker
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import AmqttBroker, TansuBroker
 
 
 @pytest.fixture(scope="session")

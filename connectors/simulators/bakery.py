@@ -69,8 +69,8 @@ from typing import Any, Final
 
 import orjson
 
-from schemas.config import PlantConfig, build_config
-from schemas.tags_config import TagMapping
+from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.schemas.tags_config import TagMapping
 
 log = logging.getLogger(__name__)
 
@@ -616,7 +616,7 @@ def start_bakery_pipeline(kafka_conf: Mapping[str, Any], mqtt_host: str, mqtt_po
     The demo's entry point: returns ``stop()``, which stops both, writes the ground truth to
     ``workdir/bakery-ground-truth.jsonl`` and returns that path.
     """
-    from connectors.mqtt import MqttConnector
+    from plantstream.connectors.mqtt import MqttConnector
 
     workdir = Path(workdir)
     cfg = bakery_config(machines, mqtt={"host": mqtt_host, "port": mqtt_port, "protocol": protocol},

@@ -47,10 +47,10 @@ from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.history import HistoryDict
 
-from connectors.embedded import free_port
-from connectors.simulators.plc import TAGS, PlcLine, TagUpdate
-from schemas.errors import ConnectorError
-from schemas.tags_config import TagMapping
+from plantstream.connectors.embedded import free_port
+from plantstream.connectors.simulators.plc import TAGS, PlcLine, TagUpdate
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.tags_config import TagMapping
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def plc_tag_dictionary(channel: str = "Channel1", *, line: str = "") -> dict[str
     >>> d["Channel1.{machine}.MachineState"]["states"]["5"]
     'planned_stop'
     """
-    from connectors.simulators.plc import STATE_CODES
+    from plantstream.connectors.simulators.plc import STATE_CODES
 
     out: dict[str, dict[str, Any]] = {}
     for tag, (metric, unit) in TAGS.items():
@@ -343,9 +343,9 @@ def start_plc_pipeline(config: Any, kafka_conf: Mapping[str, Any] | None = None,
     """
     import threading
 
-    from connectors.opcua import OpcUaConnector
-    from schemas.config import PlantConfig
-    from schemas.measurement import now_ms
+    from plantstream.connectors.opcua import OpcUaConnector
+    from plantstream.schemas.config import PlantConfig
+    from plantstream.schemas.measurement import now_ms
 
     if kafka_conf is None:  # an EmbeddedRuntime
         config, kafka_conf = config.config, config.kafka_conf

@@ -62,7 +62,7 @@ Intervals still open at the end of the run are closed at the run's end (``meta.e
 
 Examples
 --------
->>> from schemas.config import build_config
+>>> from plantstream.schemas.config import build_config
 >>> cfg = build_config({"microstop_threshold_s": 120, "shifts": [{"name": "day",
 ...     "start": "06:00", "end": "14:00", "breaks": [{"start": "09:00", "minutes": 15}]}]}, {})
 >>> line = PlcLine(seed=1, machines=2, start_ms=1763791200000, config=cfg)  # 2025-11-22 06:00Z
@@ -93,8 +93,8 @@ from typing import Any, Final
 
 import orjson
 
-from schemas.config import MachineConfig, PlantConfig
-from schemas.measurement import Measurement
+from plantstream.schemas.config import MachineConfig, PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 # -- vocabulary -----------------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class ShiftCalendar:
 
     Without shifts every instant is ``work`` in shift ``all``.
 
-    >>> from schemas.config import build_config
+    >>> from plantstream.schemas.config import build_config
     >>> cal = ShiftCalendar(build_config({"timezone": "Europe/Berlin", "shifts": [{"name": "n",
     ...     "start": "22:00", "end": "06:00", "breaks": [{"start": "02:00", "minutes": 30}]}]}, {}))
     >>> seg = cal.segment_at(1763776800000)  # 2025-11-22 03:00 Berlin

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from schemas.measurement import Measurement
+from plantstream.schemas.measurement import Measurement
 
 
 @dataclass

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from connectors.mqtt import parse_payload
-from connectors.simulators.bakery import BakerySim, bakery_config
-from connectors.tags import TagMapper
-from operators.alerts import AlertEngine
-from operators.scrap import ScrapTracker
-from schemas.measurement import Measurement
+from plantstream.connectors.mqtt import parse_payload
+from plantstream.connectors.simulators.bakery import BakerySim, bakery_config
+from plantstream.connectors.tags import TagMapper
+from plantstream.operators.alerts import AlertEngine
+from plantstream.operators.scrap import ScrapTracker
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import flows.cli_scrap  # noqa: F401 - registers kpi scrap / kpi alerts
-from connectors.simulators import plc
-from flows.cli import app
-from schemas.config import build_config
+import plantstream.cli.scrap  # noqa: F401 - registers kpi scrap / kpi alerts
+from plantstream.cli.main import app
+from plantstream.connectors.simulators import plc
+from plantstream.schemas.config import build_config
 
 T0 = 1_763_791_200_000
 RUN_MS = 8 * 3_600_000

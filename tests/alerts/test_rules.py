@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from operators.alerts import AlertEngine
-from schemas.config import PlantConfig, build_config
+from plantstream.operators.alerts import AlertEngine
+from plantstream.schemas.config import PlantConfig, build_config
 
 MIN = 60_000
 

@@ -16,10 +16,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.alerts import alert_streams
-from operators.alerts import EventClock
-from schemas.config import build_config
-from schemas.measurement import Measurement
+from plantstream.flows.alerts import alert_streams
+from plantstream.operators.alerts import EventClock
+from plantstream.schemas.config import build_config
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 MIN = 60_000

@@ -18,12 +18,12 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors.webhook import WebhookSink
-from flows.alerts import alerts
-from flows.registry import FlowContext
-from schemas.config import build_config
-from schemas.errors import ConnectorError
-from schemas.measurement import Measurement
+from plantstream.connectors.webhook import WebhookSink
+from plantstream.flows.alerts import alerts
+from plantstream.flows.registry import FlowContext
+from plantstream.schemas.config import build_config
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 MIN = 60_000

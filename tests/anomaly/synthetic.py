@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from schemas.measurement import Measurement
+from plantstream.schemas.measurement import Measurement
 
 STEP_MS = 60_000
 T0 = 1_763_791_200_000  # 2025-11-22T06:00:00Z

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app, load_command_modules
-from flows.cli_anomaly import evaluate, read_nab
-from schemas.config import PlantConfig
+from plantstream.cli.anomaly import evaluate, read_nab
+from plantstream.cli.main import app, load_command_modules
+from plantstream.schemas.config import PlantConfig
 from tests.anomaly.synthetic import STEP_MS, T0, Plan, generate
 
 pytestmark = pytest.mark.integration

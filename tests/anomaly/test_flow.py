@@ -14,13 +14,13 @@ from bytewax.errors import BytewaxRuntimeError
 from bytewax.testing import TestingSink, TestingSource, run_main
 from typer.testing import CliRunner
 
-from connectors import clickhouse as chc
-from flows.anomaly import anomaly
-from flows.cli import app, load_command_modules
-from flows.registry import FlowContext, Results
-from flows.replay import produce_lines, run_flow_to_end
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.cli.main import app, load_command_modules
+from plantstream.connectors import clickhouse as chc
+from plantstream.flows.anomaly import anomaly
+from plantstream.flows.registry import FlowContext, Results
+from plantstream.flows.replay import produce_lines, run_flow_to_end
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 from tests.anomaly.synthetic import Plan, generate, truth_ms
 
 PLANS = [

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from operators.anomaly import (
+from plantstream.operators.anomaly import (
     Band,
     MachineMonitor,
     hypothesis,
@@ -14,8 +14,8 @@ from operators.anomaly import (
     state_size,
     z_to_score,
 )
-from schemas.anomaly_config import AnomalyConfig
-from schemas.measurement import Measurement
+from plantstream.schemas.anomaly_config import AnomalyConfig
+from plantstream.schemas.measurement import Measurement
 from tests.anomaly.synthetic import STEP_MS, T0, Plan, generate, truth_ms
 
 Rows = list[dict]

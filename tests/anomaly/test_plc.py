@@ -15,10 +15,10 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors.simulators.plc import PlcLine
-from flows.anomaly import anomaly
-from flows.registry import FlowContext
-from schemas.config import PlantConfig
+from plantstream.connectors.simulators.plc import PlcLine
+from plantstream.flows.anomaly import anomaly
+from plantstream.flows.registry import FlowContext
+from plantstream.schemas.config import PlantConfig
 
 
 @pytest.mark.parametrize(("seed", "hours"), [(2, 30), (1, 48)])

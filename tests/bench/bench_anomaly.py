@@ -28,11 +28,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.anomaly import anomaly
-from flows.registry import FlowContext
-from operators.anomaly import MachineMonitor, snapshot_bytes
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.flows.anomaly import anomaly
+from plantstream.flows.registry import FlowContext
+from plantstream.operators.anomaly import MachineMonitor, snapshot_bytes
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 STEP_MS = 10_000

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from connectors import kafka
-from connectors.embedded import AmqttBroker, TansuBroker
-from connectors.mqtt import MqttConnector
-from connectors.producer import SpoolingProducer
-from connectors.simulators.bakery import BakerySim, bakery_config, publish
-from schemas.tags_config import ProducerConfig
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import AmqttBroker, TansuBroker
+from plantstream.connectors.mqtt import MqttConnector
+from plantstream.connectors.producer import SpoolingProducer
+from plantstream.connectors.simulators.bakery import BakerySim, bakery_config, publish
+from plantstream.schemas.tags_config import ProducerConfig
 
 START = 1763791200000
 

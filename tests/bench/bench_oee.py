@@ -24,11 +24,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.oee import accounting_factory, oee
-from flows.registry import FlowContext
-from operators.oee import OeeAccounting
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.flows.oee import accounting_factory, oee
+from plantstream.flows.registry import FlowContext
+from plantstream.operators.oee import OeeAccounting
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 STATES = ("running", "running", "running", "idle", "fault", "setup")

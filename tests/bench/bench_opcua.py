@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from connectors import kafka
-from connectors.embedded import TansuBroker
-from connectors.opcua import OpcUaConnector
-from connectors.simulators.opcua_server import PlcOpcUaServer, plc_tag_dictionary
-from connectors.simulators.plc import PlcLine
-from schemas.config import build_config
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import TansuBroker
+from plantstream.connectors.opcua import OpcUaConnector
+from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer, plc_tag_dictionary
+from plantstream.connectors.simulators.plc import PlcLine
+from plantstream.schemas.config import build_config
 
 START = 1763791200000
 H = 3_600_000

@@ -86,13 +86,13 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from connectors import clickhouse as ch
-from connectors import kafka
-from connectors.embedded import free_port, kafka_only
-from flows.demo import demo_config
-from flows.main import build_dataflow
-from flows.registry import select as select_flows
-from schemas.config import EXAMPLE_CONFIG, PlantConfig, load_config
+from plantstream.connectors import clickhouse as ch
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import free_port, kafka_only
+from plantstream.flows.demo import demo_config
+from plantstream.flows.main import build_dataflow
+from plantstream.flows.registry import select as select_flows
+from plantstream.schemas.config import EXAMPLE_CONFIG, PlantConfig, load_config
 
 SCRIPT = Path(__file__).resolve()
 RESULTS = ROOT / "bench-results.json"
@@ -179,9 +179,9 @@ class DataSpec:
 
 def generate(spec: DataSpec) -> Iterator[tuple[int, bytes, bytes]]:
     """(ts, key, value) of the simulated plant, one minute of event time at a time."""
-    from connectors.mqtt import MqttConnector
-    from connectors.simulators.bakery import BakerySim, bakery_config
-    from connectors.simulators.plc import PlcLine
+    from plantstream.connectors.mqtt import MqttConnector
+    from plantstream.connectors.simulators.bakery import BakerySim, bakery_config
+    from plantstream.connectors.simulators.plc import PlcLine
 
     n_plc, n_bak = split_machines(spec.machines)
     plc = PlcLine(SEED, machines=n_plc, start_ms=T0, config=load_config(EXAMPLE_CONFIG, {}),

@@ -23,14 +23,14 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors.simulators import plc
-from flows.alerts import alerts
-from flows.registry import FlowContext, FlowFn
-from flows.scrap import scrap
-from operators.alerts import AlertEngine
-from operators.scrap import ScrapTracker
-from schemas.config import PlantConfig, build_config
-from schemas.measurement import Measurement
+from plantstream.connectors.simulators import plc
+from plantstream.flows.alerts import alerts
+from plantstream.flows.registry import FlowContext, FlowFn
+from plantstream.flows.scrap import scrap
+from plantstream.operators.alerts import AlertEngine
+from plantstream.operators.scrap import ScrapTracker
+from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 

@@ -27,11 +27,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors import clickhouse as chc
-from flows.registry import FlowContext
-from flows.status import status
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.connectors import clickhouse as chc
+from plantstream.flows.registry import FlowContext
+from plantstream.flows.status import status
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 

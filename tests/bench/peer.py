@@ -96,7 +96,7 @@ def produce_measurements(conf: dict[str, Any], topic: str, messages: int, machin
     """Produce ``messages`` simulated PLC measurements (1 s samples), keyed by machine."""
     from confluent_kafka import Producer
 
-    from connectors.simulators.plc import PlcLine
+    from plantstream.connectors.simulators.plc import PlcLine
 
     producer = Producer({**conf, "linger.ms": 50, "compression.type": "lz4"})
     line = PlcLine(seed=1, machines=machines, start_ms=T0, sample_ms=1000)
@@ -117,8 +117,8 @@ def produce_measurements(conf: dict[str, Any], topic: str, messages: int, machin
 
 
 def main() -> None:
-    from connectors import kafka
-    from connectors.embedded import kafka_only
+    from plantstream.connectors import kafka
+    from plantstream.connectors.embedded import kafka_only
 
     parser = argparse.ArgumentParser(description="Quix Streams peer benchmark on the embedded broker")
     parser.add_argument("--messages", type=int, default=300_000)

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from connectors import kafka
-from connectors.embedded import TansuBroker
-from connectors.producer import SpoolingProducer
-from schemas.errors import ConnectorError
-from schemas.tags_config import ProducerConfig
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import TansuBroker
+from plantstream.connectors.producer import SpoolingProducer
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.tags_config import ProducerConfig
 
 pytestmark = pytest.mark.integration
 

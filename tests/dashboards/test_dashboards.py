@@ -24,20 +24,20 @@ import orjson
 import pytest
 from bytewax.testing import TestingSource, run_main
 
-from connectors import clickhouse as chc
-from connectors.kafka import RawMessage
-from connectors.mqtt import MqttConnector
-from connectors.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
-from connectors.simulators.plc import GroundTruth, simulate
-from flows.anomaly import anomaly
-from flows.archive import archive
-from flows.demo import demo_config
-from flows.main import build_dataflow
-from flows.oee import oee
-from flows.scrap import scrap
-from flows.status import status
-from schemas.config import EXAMPLE_CONFIG, load_config
-from schemas.measurement import Measurement
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors.kafka import RawMessage
+from plantstream.connectors.mqtt import MqttConnector
+from plantstream.connectors.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
+from plantstream.connectors.simulators.plc import GroundTruth, simulate
+from plantstream.flows.anomaly import anomaly
+from plantstream.flows.archive import archive
+from plantstream.flows.demo import demo_config
+from plantstream.flows.main import build_dataflow
+from plantstream.flows.oee import oee
+from plantstream.flows.scrap import scrap
+from plantstream.flows.status import status
+from plantstream.schemas.config import EXAMPLE_CONFIG, load_config
+from plantstream.schemas.measurement import Measurement
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "helm" / "plantstream" / "dashboards"
 UIDS = {"shop-floor": "plantstream-shop-floor", "supervisor": "plantstream-supervisor",

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from connectors import clickhouse as chc
+from plantstream.connectors import clickhouse as chc
 
 _COLLAPSING = ("Replacing", "Collapsing", "Aggregating", "Summing", "VersionedCollapsing")
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from bytewax.dataflow import Dataflow
 
-from connectors import clickhouse as ch
-from flows import main
+from plantstream.connectors import clickhouse as ch
+from plantstream.flows import main
 
 
 class CaptureClient:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from schemas.config import PlantConfig
+from plantstream.schemas.config import PlantConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "plantstream"
@@ -161,7 +161,7 @@ def test_flows_are_a_bytewax_cluster_statefulset(edge: dict[str, Any]) -> None:
     assert spec["replicas"] == 2 and spec["podManagementPolicy"] == "Parallel"
     pod = spec["template"]["spec"]
     flows = pod["containers"][0]
-    assert flows["command"] == ["python", "-m", "bytewax.run", "flows.main:get_flow()"]
+    assert flows["command"] == ["python", "-m", "bytewax.run", "plantstream.flows.main:get_flow()"]
     env = env_of(flows)
     # bytewax.run derives the process id from BYTEWAX_POD_NAME minus "<statefulset>-".
     assert env["BYTEWAX_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}

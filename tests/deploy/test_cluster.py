@@ -1,7 +1,7 @@
 """A Bytewax cluster computes what one process computes.
 
 The flows run over one replayed shift in a 4-partition topic two ways — the production entry
-point ``python -m bytewax.run "flows.main:get_flow()"`` as one process, then as a two-process
+point ``python -m bytewax.run "plantstream.flows.main:get_flow()"`` as one process, then as a two-process
 cluster on loopback (``-i0/-i1 -a host:p0;host:p1``, with a shared recovery directory as the
 Helm chart mounts it) — and every ClickHouse table (final state) must be identical. Every
 registered flow runs (``PLANTSTREAM_FLOWS`` unset: all) and every table of the migrated
@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.embedded import TansuBroker, free_port
-from connectors.simulators.synthetic import synthetic_stream
-from flows.registry import available
-from flows.replay import produce_lines
+from plantstream.connectors.embedded import TansuBroker, free_port
+from plantstream.connectors.simulators.synthetic import synthetic_stream
+from plantstream.flows.registry import available
+from plantstream.flows.replay import produce_lines
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,7 @@ def test_two_process_cluster_matches_one_process(broker: TansuBroker, tmp_path: 
     # One process.
     single = f"chdb://{tmp_path / 'ch-single'}"
     chtool("migrate", single)
-    run_processes([(["-w", "1", "flows.main:get_flow()"], flow_env(config_path, single))], tmp_path)
+    run_processes([(["-w", "1", "plantstream.flows.main:get_flow()"], flow_env(config_path, single))], tmp_path)
     one = json.loads(chtool("dump", single))
 
     # Two processes on loopback, one worker each, sharing a recovery directory of 2 partitions

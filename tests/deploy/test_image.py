@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Import every production entry point while the packages the image leaves out cannot be found.
 PROBE = r"""
 import importlib.abc, sys
-BLOCKED = ("chdb", "amqtt", "calfkit", "connectors.simulators")
+BLOCKED = ("chdb", "amqtt", "calfkit", "plantstream.connectors.simulators")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if any(name == b or name.startswith(b + ".") for b in BLOCKED):
@@ -27,10 +27,10 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 for mod in [m for m in list(sys.modules) if m.startswith(BLOCKED)]:
     del sys.modules[mod]
-from flows.cli import app, load_command_modules
+from plantstream.cli.main import app, load_command_modules
 load_command_modules()
-import flows.main
-from flows.registry import available
+import plantstream.flows.main
+from plantstream.flows.registry import available
 print(",".join(sorted(available())))
 from typer.testing import CliRunner
 for args in (["--help"], ["connect", "opcua", "--help"], ["connect", "mqtt", "--help"], ["db", "migrate", "--help"]):

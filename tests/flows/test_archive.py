@@ -11,13 +11,13 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors import clickhouse as chc
-from connectors.kafka import RawMessage
-from flows.archive import archive, archive_blocks
-from flows.main import build_dataflow
-from flows.registry import Decoded, FlowContext, available
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors.kafka import RawMessage
+from plantstream.flows.archive import archive, archive_blocks
+from plantstream.flows.main import build_dataflow
+from plantstream.flows.registry import Decoded, FlowContext, available
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 
 
 def run_flow(measurements: list[Measurement]) -> dict[str, list[dict]]:

@@ -14,7 +14,7 @@ import pytest
 
 @pytest.mark.integration
 def test_demo_leaves_rows_that_a_plain_query_reports(tmp_path: Path) -> None:
-    exe = [sys.executable, "-m", "flows.cli"]
+    exe = [sys.executable, "-m", "plantstream"]
     env_free = {k: v for k, v in os.environ.items()
                 if not k.startswith("PLANTSTREAM")}
     demo = subprocess.run([*exe, "demo", "--duration", "12"], cwd=tmp_path, env=env_free,

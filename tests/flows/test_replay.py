@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from flows.archive import archive
-from flows.replay import replay
-from schemas.config import PlantConfig, build_config
+from plantstream.flows.archive import archive
+from plantstream.flows.replay import replay
+from plantstream.schemas.config import PlantConfig, build_config
 
 START = 1763791200000  # 2025-11-22T06:00:00Z
 MACHINES = ("press-01", "press-02", "cnc-01", "cnc-02")
@@ -104,7 +104,7 @@ def test_cli_replay_then_query_in_a_fresh_process(tmp_path: Path) -> None:
     src.write_bytes(b"\n".join(valid_lines(200)) + b"\nnot json\n")
     dsn = f"chdb://{tmp_path / 'ch'}"
     env = {**os.environ, "PLANTSTREAM_CLICKHOUSE_URL": dsn}
-    exe = [sys.executable, "-m", "flows.cli"]
+    exe = [sys.executable, "-m", "plantstream"]
     out = subprocess.run([*exe, "replay", str(src), "--flows", "archive", "--format", "json"],
                          env=env, cwd=tmp_path, capture_output=True, timeout=180, check=True)
     summary = orjson.loads(out.stdout)
@@ -119,15 +119,15 @@ def test_cli_replay_then_query_in_a_fresh_process(tmp_path: Path) -> None:
 def test_a_bad_config_stops_the_cli_with_the_field_named(tmp_path: Path) -> None:
     bad = tmp_path / "plant.yaml"
     bad.write_text("site: a\ntimezone: Nowhere/City\n")
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "replay", str(tmp_path / "x.jsonl"),
+    out = subprocess.run([sys.executable, "-m", "plantstream", "replay", str(tmp_path / "x.jsonl"),
                           "--config", str(bad)], cwd=tmp_path, capture_output=True, timeout=60)
     assert out.returncode == 2
     assert b"timezone" in out.stderr and b"IANA" in out.stderr
 
 
 def test_build_config_rejects_an_unknown_flow() -> None:
-    from flows.registry import select
-    from schemas.errors import ConfigError
+    from plantstream.flows.registry import select
+    from plantstream.schemas.errors import ConfigError
 
     build_config({}, environ={})
     with pytest.raises(ConfigError, match="unknown flow"):

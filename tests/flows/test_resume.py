@@ -12,12 +12,12 @@ import pytest
 from bytewax.dataflow import Stream
 from bytewax.errors import BytewaxRuntimeError
 
-from connectors import clickhouse as chc
-from flows.archive import archive
-from flows.registry import FlowContext, Results
-from flows.replay import produce_lines, run_flow_to_end
-from schemas.config import PlantConfig
-from schemas.measurement import Measurement
+from plantstream.connectors import clickhouse as chc
+from plantstream.flows.archive import archive
+from plantstream.flows.registry import FlowContext, Results
+from plantstream.flows.replay import produce_lines, run_flow_to_end
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.measurement import Measurement
 from tests.flows.test_replay import valid_lines
 
 

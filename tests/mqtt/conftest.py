@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from connectors.embedded import AmqttBroker, _wait_port, free_port
+from plantstream.connectors.embedded import AmqttBroker, _wait_port, free_port
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 

@@ -8,9 +8,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from connectors.embedded import free_port
-from connectors.simulators.bakery import BakerySim
-from flows.cli import app, load_command_modules
+from plantstream.cli.main import app, load_command_modules
+from plantstream.connectors.embedded import free_port
+from plantstream.connectors.simulators.bakery import BakerySim
 
 pytestmark = pytest.mark.integration
 

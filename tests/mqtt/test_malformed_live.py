@@ -10,11 +10,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from connectors import kafka
-from connectors.embedded import TansuBroker
-from connectors.mqtt import MqttConnector
-from schemas.config import build_config
-from schemas.measurement import Measurement, decode
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import TansuBroker
+from plantstream.connectors.mqtt import MqttConnector
+from plantstream.schemas.config import build_config
+from plantstream.schemas.measurement import Measurement, decode
 from tests.connectors.test_producer import consume_all
 from tests.mqtt.conftest import wait_until
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from connectors.mqtt import MqttConnector
-from schemas.config import build_config
-from schemas.measurement import DeadLetter, Measurement
+from plantstream.connectors.mqtt import MqttConnector
+from plantstream.schemas.config import build_config
+from plantstream.schemas.measurement import DeadLetter, Measurement
 
 TS = 1763791200000
 
@@ -134,7 +134,7 @@ def test_unknown_tags_are_reported_once_then_dropped(connector: MqttConnector) -
 
 
 def test_decoded_records_round_trip_through_the_measurement_codec(connector: MqttConnector) -> None:
-    from schemas.measurement import decode
+    from plantstream.schemas.measurement import decode
 
     ms, _ = connector.convert("bakery/fryer-01", b'{"timestamp": 1763791200000, "oil_temp_f": 380.5}')
     back = decode(ms[0].to_json())

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from connectors import kafka
-from connectors.embedded import TansuBroker
-from connectors.mqtt import MqttConnector
-from connectors.simulators.bakery import BakerySim, bakery_config, publish
-from schemas.measurement import Measurement, decode
+from plantstream.connectors import kafka
+from plantstream.connectors.embedded import TansuBroker
+from plantstream.connectors.mqtt import MqttConnector
+from plantstream.connectors.simulators.bakery import BakerySim, bakery_config, publish
+from plantstream.schemas.measurement import Measurement, decode
 from tests.connectors.test_producer import consume_all
 from tests.mqtt.conftest import Mosquitto, wait_until
 

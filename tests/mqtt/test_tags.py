@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.tags import TagMapper
-from schemas.config import build_config
-from schemas.errors import ConfigError
-from schemas.measurement import DeadLetter, Measurement
+from plantstream.connectors.tags import TagMapper
+from plantstream.schemas.config import build_config
+from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.measurement import DeadLetter, Measurement
 
 TS = 1763791200000
 

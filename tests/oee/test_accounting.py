@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from operators.oee import OeeAccounting
-from schemas.config import PlantConfig
+from plantstream.operators.oee import OeeAccounting
+from plantstream.schemas.config import PlantConfig
 
 CFG = PlantConfig.model_validate({
     "lines": [{"id": "l1", "machines": [{"id": "m1", "ideal_cycle_time_ms": 1000,
@@ -78,8 +78,8 @@ def test_an_idle_shorter_than_the_threshold_is_a_small_stop_inside_run_time() ->
 def test_loss_config_errors_name_the_field_and_the_fix() -> None:
     import pytest
 
-    from schemas.config import build_config
-    from schemas.errors import ConfigError
+    from plantstream.schemas.config import build_config
+    from plantstream.schemas.errors import ConfigError
 
     with pytest.raises(ConfigError) as bad_category:
         build_config({"losses": {"fault_codes": {"E1": {"reason": "jam", "category": "gremlins"}}}}, {})

@@ -11,11 +11,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from connectors.simulators import plc
-from flows.oee import accounting_factory, oee
-from flows.registry import FlowContext
-from schemas.config import build_config
-from schemas.measurement import Measurement
+from plantstream.connectors.simulators import plc
+from plantstream.flows.oee import accounting_factory, oee
+from plantstream.flows.registry import FlowContext
+from plantstream.schemas.config import build_config
+from plantstream.schemas.measurement import Measurement
 from tests.oee.test_ground_truth import CONFIG, T0
 
 CFG = build_config(CONFIG, {})
@@ -86,7 +86,7 @@ def test_one_and_two_workers_give_the_accounting_result() -> None:
 def test_a_machine_that_stops_sending_shows_its_open_stop_after_the_allowed_lateness() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from flows.oee import OeeLogic
+    from plantstream.flows.oee import OeeLogic
 
     clock = [datetime(2026, 11, 22, 6, tzinfo=UTC)]
     logic = OeeLogic(accounting_factory(CFG), None, now=lambda: clock[0])

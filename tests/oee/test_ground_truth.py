@@ -17,10 +17,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import flows.cli_oee  # noqa: F401 - registers kpi oee / kpi downtime
-from connectors.simulators import plc
-from flows.cli import app
-from schemas.config import build_config
+import plantstream.cli.oee  # noqa: F401 - registers kpi oee / kpi downtime
+from plantstream.cli.main import app
+from plantstream.connectors.simulators import plc
+from plantstream.schemas.config import build_config
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z, a Saturday
 SHIFT_MS = 8 * 3_600_000

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import flows.cli_oee  # noqa: F401 - registers kpi oee / kpi downtime
-from connectors import clickhouse as chc
-from flows.cli import app
-from operators.oee import OeeAccounting
-from schemas.config import build_config
+import plantstream.cli.oee  # noqa: F401 - registers kpi oee / kpi downtime
+from plantstream.cli.main import app
+from plantstream.connectors import clickhouse as chc
+from plantstream.operators.oee import OeeAccounting
+from plantstream.schemas.config import build_config
 from tests.oee import worked
 
 

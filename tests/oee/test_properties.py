@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from operators.oee import TIME_COLUMNS, OeeAccounting, ratios
-from schemas.config import PlantConfig
+from plantstream.operators.oee import TIME_COLUMNS, OeeAccounting, ratios
+from plantstream.schemas.config import PlantConfig
 
 H = 3_600_000
 DAY0 = 1_795_500_000_000 - 1_795_500_000_000 % (24 * H)  # a UTC midnight

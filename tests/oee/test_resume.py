@@ -13,13 +13,13 @@ import pytest
 from bytewax.errors import BytewaxRuntimeError
 from typer.testing import CliRunner
 
-import flows.cli_oee  # noqa: F401 - registers kpi oee / kpi downtime
-from connectors import clickhouse as chc
-from connectors.simulators import plc
-from flows.cli import app
-from flows.oee import oee
-from flows.replay import produce_lines, run_flow_to_end
-from schemas.config import PlantConfig, build_config
+import plantstream.cli.oee  # noqa: F401 - registers kpi oee / kpi downtime
+from plantstream.cli.main import app
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors.simulators import plc
+from plantstream.flows.oee import oee
+from plantstream.flows.replay import produce_lines, run_flow_to_end
+from plantstream.schemas.config import PlantConfig, build_config
 from tests.flows.test_resume import Crash, crashing_after
 from tests.oee.test_ground_truth import CONFIG, T0
 

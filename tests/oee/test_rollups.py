@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from connectors import clickhouse as chc
+from plantstream.connectors import clickhouse as chc
 
 T0 = 1_763_791_200_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, date, datetime
 
-from operators.shifts import ShiftCalendar
-from schemas.config import Break, Shift
+from plantstream.operators.shifts import ShiftCalendar
+from plantstream.schemas.config import Break, Shift
 
 NIGHT = Shift(name="night", start="22:00", end="06:00", breaks=(Break(start="02:00", minutes=30),))
 DAY = Shift(name="day", start="06:00", end="14:00")

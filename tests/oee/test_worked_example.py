@@ -9,8 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import flows.cli_oee  # noqa: F401 - registers kpi oee / kpi downtime
-from flows.cli import app
+import plantstream.cli.oee  # noqa: F401 - registers kpi oee / kpi downtime
+from plantstream.cli.main import app
 from tests.oee import worked
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from connectors.embedded import EmbeddedRuntime, free_port
-from connectors.simulators.opcua_server import start_plc_pipeline
-from connectors.simulators.plc import load_ground_truth
-from flows.cli import app, load_command_modules
-from schemas.config import build_config
-from schemas.measurement import decode
+from plantstream.cli.main import app, load_command_modules
+from plantstream.connectors.embedded import EmbeddedRuntime, free_port
+from plantstream.connectors.simulators.opcua_server import start_plc_pipeline
+from plantstream.connectors.simulators.plc import load_ground_truth
+from plantstream.schemas.config import build_config
+from plantstream.schemas.measurement import decode
 from tests.opcua.helpers import START, measurements, per_machine_states, truth_states
 
 pytestmark = pytest.mark.integration

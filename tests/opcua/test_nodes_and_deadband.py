@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from connectors.opcua import OpcUaConnector
-from connectors.simulators.opcua_server import PlcOpcUaServer
-from connectors.simulators.plc import PlcLine
+from plantstream.connectors.opcua import OpcUaConnector
+from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
+from plantstream.connectors.simulators.plc import PlcLine
 from tests.opcua.helpers import START, H, measurements, plant_config, quiet, until
 
 pytestmark = pytest.mark.integration

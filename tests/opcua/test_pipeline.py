@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from connectors.embedded import TansuBroker
-from connectors.opcua import OpcUaConnector
-from connectors.simulators.opcua_server import PlcOpcUaServer
-from connectors.simulators.plc import PlcLine
-from schemas.config import build_config
+from plantstream.connectors.embedded import TansuBroker
+from plantstream.connectors.opcua import OpcUaConnector
+from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
+from plantstream.connectors.simulators.plc import PlcLine
+from plantstream.schemas.config import build_config
 from tests.opcua.helpers import (
     START,
     H,

@@ -16,11 +16,11 @@ from asyncua import ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from connectors.opcua import OpcUaConnector
-from connectors.simulators.opcua_server import PlcOpcUaServer
-from connectors.simulators.plc import PlcLine
-from schemas.errors import ConnectorError
-from schemas.measurement import now_ms
+from plantstream.connectors.opcua import OpcUaConnector
+from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
+from plantstream.connectors.simulators.plc import PlcLine
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import now_ms
 from tests.opcua.helpers import (
     START,
     H,

@@ -27,13 +27,13 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import flows.cli_report  # registers report daily
-from connectors.report import DailyReport
-from connectors.simulators import plc
-from flows.cli import app
-from flows.replay import replay
-from operators.report import num, oee_colour, pct
-from schemas.config import build_config
+import plantstream.cli.report  # registers report daily
+from plantstream.cli.main import app
+from plantstream.connectors.report import DailyReport
+from plantstream.connectors.simulators import plc
+from plantstream.flows.replay import replay
+from plantstream.operators.report import num, oee_colour, pct
+from plantstream.schemas.config import build_config
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z, a Saturday
 DAY = dt.date(2025, 11, 22)
@@ -155,7 +155,7 @@ def test_daily_report_matches_the_plc_ground_truth_and_chromium_shows_the_key_nu
     res = CliRunner().invoke(app, ["report", "daily", "--date", DAY.isoformat(), "--out", str(out),
                                    "--config", str(cfg_path), "--clickhouse", ch_dsn])
     assert res.exit_code == 0, res.output
-    report: DailyReport = flows.cli_report.write_daily_report(
+    report: DailyReport = plantstream.cli.report.write_daily_report(
         tmp_path / "again.html", day=DAY, clickhouse=ch_dsn, config=cfg_path)
     want = expected(truth)
 

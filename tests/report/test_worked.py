@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from connectors import clickhouse as chc
-from connectors.report import load_daily
-from operators.report import render_html
-from schemas.config import build_config
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors.report import load_daily
+from plantstream.operators.report import render_html
+from plantstream.schemas.config import build_config
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z
 DAY = dt.date(2025, 11, 22)

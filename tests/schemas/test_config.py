@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from schemas.config import EXAMPLE_CONFIG, build_config, load_config, load_config_text
-from schemas.errors import ConfigError
+from plantstream.schemas.config import EXAMPLE_CONFIG, build_config, load_config, load_config_text
+from plantstream.schemas.errors import ConfigError
 
 ISSUE_EXAMPLE = """
 site: plant-a

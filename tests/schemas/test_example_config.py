@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from connectors.tags import TagMapper
-from schemas.config import EXAMPLE_CONFIG, PlantConfig, load_config
-from schemas.measurement import Measurement
+from plantstream.connectors.tags import TagMapper
+from plantstream.schemas.config import EXAMPLE_CONFIG, PlantConfig, load_config
+from plantstream.schemas.measurement import Measurement
 
 TS = 1763791200000
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas.measurement import MAX_MESSAGE_BYTES, DeadLetter, Measurement, decode, parse_ts
+from plantstream.schemas.measurement import MAX_MESSAGE_BYTES, DeadLetter, Measurement, decode, parse_ts
 
 GOOD = {"ts": 1763791200000, "machine": "press-01", "metric": "good_count", "value": 4501,
         "site": "seattle", "line": "line-1", "unit": "count", "source": "opcua", "quality": "good"}

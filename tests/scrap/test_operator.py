@@ -10,10 +10,10 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.scrap import scrap_streams
-from operators.scrap import CostJoin, RateAggregator, ScrapTracker, WorkOrderRef
-from schemas.config import PlantConfig, build_config
-from schemas.measurement import Measurement
+from plantstream.flows.scrap import scrap_streams
+from plantstream.operators.scrap import CostJoin, RateAggregator, ScrapTracker, WorkOrderRef
+from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.schemas.measurement import Measurement
 
 HOUR = 3_600_000
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import flows.cli_scrap  # noqa: F401 - registers kpi scrap
-from flows.cli import app
+import plantstream.cli.scrap  # noqa: F401 - registers kpi scrap
+from plantstream.cli.main import app
 
 T0 = 1_763_791_200_000
 MIN = 60_000

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from bytewax.errors import BytewaxRuntimeError
 
-from connectors import clickhouse as chc
-from connectors.simulators import plc
-from flows.alerts import alerts
-from flows.replay import produce_lines, run_flow_to_end
-from flows.scrap import scrap
-from schemas.config import PlantConfig, build_config
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors.simulators import plc
+from plantstream.flows.alerts import alerts
+from plantstream.flows.replay import produce_lines, run_flow_to_end
+from plantstream.flows.scrap import scrap
+from plantstream.schemas.config import PlantConfig, build_config
 from tests.flows.test_resume import Crash, crashing_after
 
 T0 = 1_763_791_200_000

@@ -14,11 +14,11 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from connectors import kafka
-from connectors.simulators import plc
-from flows.registry import select
-from flows.replay import produce_lines, run_flow_to_end
-from schemas.config import build_config
+from plantstream.connectors import kafka
+from plantstream.connectors.simulators import plc
+from plantstream.flows.registry import select
+from plantstream.flows.replay import produce_lines, run_flow_to_end
+from plantstream.schemas.config import build_config
 
 T0 = 1_763_791_200_000
 

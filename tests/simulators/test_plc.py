@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.simulators.plc import (
+from plantstream.connectors.simulators.plc import (
     FAULT_CODES,
     OPERATOR_REASONS,
     AnomalySpec,
@@ -23,8 +23,8 @@ from connectors.simulators.plc import (
     simulate,
     state_changes,
 )
-from schemas.config import build_config, load_config
-from schemas.measurement import STATES, decode
+from plantstream.schemas.config import build_config, load_config
+from plantstream.schemas.measurement import STATES, decode
 
 START = 1763791200000  # 2025-11-22 06:00:00 UTC (a Saturday)
 H = 3_600_000
@@ -270,12 +270,12 @@ def test_example_config_runs() -> None:
 
 
 def test_losses_config_is_a_valid_plant_config_section() -> None:
-    from connectors.simulators.plc import losses_config
+    from plantstream.connectors.simulators.plc import losses_config
 
     cfg = build_config({"losses": losses_config()}, {})
     for code, (reason, category) in FAULT_CODES.items():
         assert cfg.losses.reason_for(str(code)) == (reason, category)
     _, truth = simulate(2, 2, START, START + 8 * H, CFG)
     cats = {d.category for d in truth.downtime()} | {s.category for s in truth.states if s.state == "planned_stop"}
-    from schemas.oee_config import CATEGORIES
+    from plantstream.schemas.oee_config import CATEGORIES
     assert cats <= set(CATEGORIES)

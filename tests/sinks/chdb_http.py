@@ -17,7 +17,7 @@ import threading
 import urllib.parse
 from typing import Any
 
-from connectors import clickhouse as chc
+from plantstream.connectors import clickhouse as chc
 
 _PASS_SETTINGS = frozenset({"insert_deduplication_token"})
 _INSERT = re.compile(r"(?is)^\s*INSERT\s+INTO\s+(\S+)\s*(\([^)]*\))?\s*FORMAT\s+(\w+)\s*$")

@@ -8,10 +8,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from connectors import clickhouse as chc
-from flows.cli import app, load_command_modules
-from operators.status import MachineTwin, apply, twin_row
-from schemas.measurement import Measurement
+from plantstream.cli.main import app, load_command_modules
+from plantstream.connectors import clickhouse as chc
+from plantstream.operators.status import MachineTwin, apply, twin_row
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000
 

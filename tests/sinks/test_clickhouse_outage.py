@@ -19,13 +19,13 @@ import orjson
 import pytest
 from bytewax.testing import run_main
 
-from connectors import clickhouse as chc
-from connectors import kafka
-from flows.archive import archive
-from flows.main import build_dataflow
-from flows.replay import produce_lines
-from flows.status import status
-from schemas.config import ClickHouseConfig, PlantConfig
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors import kafka
+from plantstream.flows.archive import archive
+from plantstream.flows.main import build_dataflow
+from plantstream.flows.replay import produce_lines
+from plantstream.flows.status import status
+from plantstream.schemas.config import ClickHouseConfig, PlantConfig
 from tests.sinks.chdb_http import ChdbHttpServer
 
 T0 = 1_763_791_200_000

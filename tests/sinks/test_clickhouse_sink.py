@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from bytewax.testing import TestingSource, run_main
 
-from connectors import clickhouse as chc
-from connectors.kafka import RawMessage
-from flows.archive import archive
-from flows.main import build_dataflow
-from schemas.config import ClickHouseConfig, PlantConfig
-from schemas.errors import ConfigError, ConnectorError
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors.kafka import RawMessage
+from plantstream.flows.archive import archive
+from plantstream.flows.main import build_dataflow
+from plantstream.schemas.config import ClickHouseConfig, PlantConfig
+from plantstream.schemas.errors import ConfigError, ConnectorError
 from tests.sinks.chdb_http import ChdbHttpServer
 
 T0 = 1_763_791_200_000
@@ -220,7 +220,7 @@ def test_grafana_user_is_server_only_and_skipped_on_chdb_with_a_log_line(
         ch_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     client = chc.connect(ch_dsn, database="t_grafana_mig")
     try:
-        with caplog.at_level(logging.WARNING, logger="connectors.clickhouse"):
+        with caplog.at_level(logging.WARNING, logger="plantstream.connectors.clickhouse"):
             applied = chc.migrate(client, environ={})
         assert "041_grafana_readonly" in applied
         assert any("041_grafana_readonly: skipped 5 access-control statements" in r.getMessage()

@@ -15,19 +15,19 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pydantic import SecretStr
 
-from connectors import clickhouse as chc
-from connectors import eventhubs as eh
-from connectors import kafka
-from flows.archive import archive
-from flows.main import build_dataflow
-from flows.registry import FlowContext, Results
-from flows.replay import produce_lines
-from flows.status import status
-from operators.rollup import coalesce, rollup
-from schemas.config import PlantConfig, build_config
-from schemas.errors import ConfigError
-from schemas.measurement import Measurement
-from schemas.sinks_config import EventHubsConfig
+from plantstream.connectors import clickhouse as chc
+from plantstream.connectors import eventhubs as eh
+from plantstream.connectors import kafka
+from plantstream.flows.archive import archive
+from plantstream.flows.main import build_dataflow
+from plantstream.flows.registry import FlowContext, Results
+from plantstream.flows.replay import produce_lines
+from plantstream.flows.status import status
+from plantstream.operators.rollup import coalesce, rollup
+from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.measurement import Measurement
+from plantstream.schemas.sinks_config import EventHubsConfig
 
 # A connection string in the exact format the Azure portal shows (the key is made up).
 CS = ("Endpoint=sb://contoso-plants.servicebus.windows.net/;SharedAccessKeyName=plantstream-send;"
@@ -236,7 +236,7 @@ def test_rollup_restated_window_replaces_all_its_rows_like_oee_facts_latest() ->
 @pytest.mark.integration
 def test_real_oee_flow_facts_reach_the_cloud_as_hourly_rollups(
         kafka_conf: dict[str, Any], ch_dsn: str, ch_db: str, ch: Any) -> None:
-    from flows.oee import oee
+    from plantstream.flows.oee import oee
 
     topic = "cloud.oee"
     kafka.create_topics(kafka_conf, {topic: 1})

@@ -9,9 +9,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors import clickhouse as chc
-from operators.status import MachineTwin, apply, machine_status, twin_row
-from schemas.measurement import Measurement
+from plantstream.connectors import clickhouse as chc
+from plantstream.operators.status import MachineTwin, apply, machine_status, twin_row
+from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00:00Z
 

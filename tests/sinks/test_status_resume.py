@@ -11,10 +11,10 @@ import orjson
 import pytest
 from bytewax.errors import BytewaxRuntimeError
 
-from connectors import clickhouse as chc
-from flows.replay import produce_lines, run_flow_to_end
-from flows.status import status
-from schemas.config import PlantConfig
+from plantstream.connectors import clickhouse as chc
+from plantstream.flows.replay import produce_lines, run_flow_to_end
+from plantstream.flows.status import status
+from plantstream.schemas.config import PlantConfig
 from tests.flows.test_resume import Crash, crashing_after
 
 T0 = 1_763_791_200_000

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli import ConfigOpt, config_from, err_console
-from flows.cli_connect import connect_app, simulate_app
-from schemas.config import PlantConfig
-from schemas.errors import PlantStreamError
+from plantstream.cli.connect import connect_app, simulate_app
+from plantstream.cli.main import ConfigOpt, config_from, err_console
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import PlantStreamError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _with_bakery_tags(cfg: PlantConfig) -> PlantConfig:
-    from connectors.simulators.bakery import bakery_config
+    from plantstream.connectors.simulators.bakery import bakery_config
 
     bakery = bakery_config(15)
     data = cfg.model_dump()
@@ -54,7 +54,7 @@ def connect_mqtt(
         "--duration", help="Stop after N seconds (0 = until Ctrl-C).")] = 0.0,
 ) -> None:
     """Bridge the MQTT broker of the plant config into Kafka (QoS 1, acked after Kafka confirms)."""
-    from connectors.mqtt import MqttConnector
+    from plantstream.connectors.mqtt import MqttConnector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -105,9 +105,9 @@ def simulate_bakery(
         "--embedded-broker", help="Start an in-process MQTT broker (amqtt) on --port.")] = False,
 ) -> None:
     """Publish the Contoso bakery (mixer, divider, proofer, fryer, glazer; 3 plants) over MQTT."""
-    from connectors.embedded import AmqttBroker
-    from connectors.simulators.bakery import BakerySim, publish
-    from schemas.measurement import parse_ts
+    from plantstream.connectors.embedded import AmqttBroker
+    from plantstream.connectors.simulators.bakery import BakerySim, publish
+    from plantstream.schemas.measurement import parse_ts
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start_ms = int(time.time() * 1000) if start is None else parse_ts(start)

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import ClickHouseOpt, ConfigOpt, FormatOpt, app, client_for, config_from, console, print_rows
+from plantstream.cli.main import (
+    ClickHouseOpt,
+    ConfigOpt,
+    FormatOpt,
+    app,
+    client_for,
+    config_from,
+    console,
+    print_rows,
+)
 
 cloud_app = typer.Typer(no_args_is_help=True, help="The cloud sink (Azure Event Hubs or any Kafka).")
 app.add_typer(cloud_app, name="cloud")
@@ -51,7 +60,7 @@ def status(
 @cloud_app.command("settings")
 def cloud_settings(config: ConfigOpt = None) -> None:
     """Show where the cloud sink sends (librdkafka settings, secrets masked) and what."""
-    from connectors.eventhubs import target_from_config
+    from plantstream.connectors.eventhubs import target_from_config
 
     cfg = config_from(config)
     target = target_from_config(cfg.eventhubs)

@@ -33,9 +33,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from flows.cli import ClickHouseOpt, ConfigOpt, FormatOpt, app, client_for, config_from, print_rows
-from flows.cli_kpi import kpi_app
-from operators.anomaly_eval import (
+from plantstream.cli.kpi import kpi_app
+from plantstream.cli.main import ClickHouseOpt, ConfigOpt, FormatOpt, app, client_for, config_from, print_rows
+from plantstream.operators.anomaly_eval import (
     episode_metrics,
     label_intervals,
     nab_score,
@@ -43,9 +43,9 @@ from operators.anomaly_eval import (
     predicted_points,
     probation_rows,
 )
-from schemas.config import PlantConfig
-from schemas.errors import ConfigError
-from schemas.measurement import parse_ts
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.measurement import parse_ts
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detectors on labelled data sets.")
 app.add_typer(eval_app, name="eval")
@@ -271,9 +271,9 @@ def evaluate(series: Sequence[LabelledSeries], config: PlantConfig, *, nab: bool
              dsn: str | None = None, database: str | None = None,
              workdir: Path | None = None) -> list[EvalResult]:
     """Replay labelled series through the ``anomaly`` flow and score the episodes it writes."""
-    from connectors import clickhouse as ch
-    from flows.anomaly import anomaly
-    from flows.replay import replay
+    from plantstream.connectors import clickhouse as ch
+    from plantstream.flows.anomaly import anomaly
+    from plantstream.flows.replay import replay
 
     db = database or f"eval_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="plantstream-eval-") as tmp:

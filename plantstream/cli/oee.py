@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli import ClickHouseOpt, ConfigOpt, FormatOpt, client_for, config_from, print_rows
-from flows.cli_kpi import kpi_app
-from schemas.measurement import parse_ts
+from plantstream.cli.kpi import kpi_app
+from plantstream.cli.main import ClickHouseOpt, ConfigOpt, FormatOpt, client_for, config_from, print_rows
+from plantstream.schemas.measurement import parse_ts
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "machine": ("site", "line", "machine"),

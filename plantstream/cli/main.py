@@ -23,9 +23,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from connectors import clickhouse as ch
-from schemas.config import PlantConfig, load_config
-from schemas.errors import PlantStreamError
+from plantstream.connectors import clickhouse as ch
+from plantstream.schemas.config import PlantConfig, load_config
+from plantstream.schemas.errors import PlantStreamError
 
 app = typer.Typer(name="plantstream", no_args_is_help=True, add_completion=False,
                   help="Streaming OEE, downtime, scrap and condition monitoring at the plant edge.")
@@ -107,8 +107,8 @@ def replay(
     fmt: FormatOpt = "table",
 ) -> None:
     """Feed a file through the flows in event time, via the embedded broker, to completion."""
-    from flows.registry import select
-    from flows.replay import replay as run_replay
+    from plantstream.flows.registry import select
+    from plantstream.flows.replay import replay as run_replay
 
     cfg = config_from(config)
     summary = run_replay(file, cfg, dsn=clickhouse, flows=select(flows))
@@ -163,7 +163,7 @@ def demo(
     clickhouse: ClickHouseOpt = None,
 ) -> None:
     """Run the embedded runtime, a simulated PLC line (OPC UA) and bakery (MQTT), and every flow."""
-    from flows.demo import run_demo
+    from plantstream.flows.demo import run_demo
 
     cfg = config_from(config) if config else load_config(_example_config())
     console.print("[bold]plantstream demo[/]: embedded Kafka, ClickHouse and every flow "
@@ -178,7 +178,7 @@ def demo(
 
 
 def _example_config() -> Path:
-    from schemas.config import EXAMPLE_CONFIG
+    from plantstream.schemas.config import EXAMPLE_CONFIG
 
     return EXAMPLE_CONFIG
 
@@ -186,7 +186,7 @@ def _example_config() -> Path:
 @app.command("flows")
 def list_flows() -> None:
     """List the registered flows."""
-    from flows.registry import available
+    from plantstream.flows.registry import available
 
     for name, fn in available().items():
         doc = (fn.__doc__ or "").strip().splitlines()
@@ -194,14 +194,14 @@ def list_flows() -> None:
 
 
 def load_command_modules() -> None:
-    """Import every ``flows/cli_*.py``; each adds its commands or sub-apps to :data:`app`."""
+    """Import every module of ``plantstream.cli``; each adds its commands or sub-apps to :data:`app`."""
     import pkgutil
 
-    import flows
+    from plantstream import cli
 
-    for info in pkgutil.iter_modules(flows.__path__):
-        if info.name.startswith("cli_"):
-            importlib.import_module(f"flows.{info.name}")
+    for info in pkgutil.iter_modules(cli.__path__):
+        if info.name != "main":
+            importlib.import_module(f"plantstream.cli.{info.name}")
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ The protocol modules add their commands to :data:`connect_app` and :data:`simula
 
 import typer
 
-from flows.cli import app
+from plantstream.cli.main import app
 
 connect_app = typer.Typer(no_args_is_help=True, help="Bridge OT protocols (OPC UA, MQTT) into Kafka.")
 simulate_app = typer.Typer(no_args_is_help=True, help="Run a simulated plant (PLC line, bakery line).")

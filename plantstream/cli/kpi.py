@@ -6,7 +6,7 @@ Each feature adds its command to :data:`kpi_app` from its own ``flows/cli_*.py``
 
 import typer
 
-from flows.cli import app
+from plantstream.cli.main import app
 
 kpi_app = typer.Typer(no_args_is_help=True,
                       help="KPIs from ClickHouse: OEE, downtime, scrap, alerts, anomalies.")

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli import ClickHouseOpt, ConfigOpt, FormatOpt, client_for, config_from, print_rows
-from flows.cli_kpi import kpi_app
-from flows.cli_oee import _ts_param
+from plantstream.cli.kpi import kpi_app
+from plantstream.cli.main import ClickHouseOpt, ConfigOpt, FormatOpt, client_for, config_from, print_rows
+from plantstream.cli.oee import _ts_param
 
 SCRAP_GROUPS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "machine": (("site", "line", "machine"), "machine"),

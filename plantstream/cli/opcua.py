@@ -17,17 +17,17 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import ConfigOpt, config_from, err_console
-from flows.cli_connect import connect_app, simulate_app
-from schemas.config import PlantConfig
-from schemas.errors import PlantStreamError
-from schemas.measurement import now_ms, parse_ts
+from plantstream.cli.connect import connect_app, simulate_app
+from plantstream.cli.main import ConfigOpt, config_from, err_console
+from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import PlantStreamError
+from plantstream.schemas.measurement import now_ms, parse_ts
 
 DEFAULT_PORT = 4840
 
 
 def _with_plc_tags(cfg: PlantConfig) -> PlantConfig:
-    from connectors.simulators.opcua_server import plc_tag_dictionary
+    from plantstream.connectors.simulators.opcua_server import plc_tag_dictionary
 
     data = cfg.model_dump(mode="json")
     data["tags"] = {**plc_tag_dictionary(), **data.get("tags", {})}
@@ -55,13 +55,13 @@ def connect_opcua(
         "--duration", help="Stop after N seconds (0 = until Ctrl-C).")] = 0.0,
 ) -> None:
     """Subscribe to the OPC UA server's tags and produce Measurements to Kafka (Ctrl-C stops)."""
-    from connectors.opcua import OpcUaConnector
+    from plantstream.connectors.opcua import OpcUaConnector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from(config)
         if preset == "plc":
-            from connectors.simulators.opcua_server import PLC_IGNORE
+            from plantstream.connectors.simulators.opcua_server import PLC_IGNORE
 
             cfg = _with_plc_tags(cfg)
             update: dict[str, object] = {"ignore": (*cfg.opcua.ignore, *PLC_IGNORE)}
@@ -120,8 +120,8 @@ def simulate_plc(
         "--replay-file", help="Write the Measurements as JSONL instead of serving OPC UA.")] = None,
 ) -> None:
     """Simulate a PLC line (states, counts, scrap, anomalies) and serve it over OPC UA."""
-    from connectors.simulators.opcua_server import PlcOpcUaServer
-    from connectors.simulators.plc import PlcLine
+    from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
+    from plantstream.connectors.simulators.plc import PlcLine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

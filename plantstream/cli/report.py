@@ -14,9 +14,9 @@ from typing import Annotated
 
 import typer
 
-from connectors.report import DailyReport, default_day, load_daily
-from flows.cli import ClickHouseOpt, ConfigOpt, app, client_for, config_from, console
-from operators.report import pct, render_html
+from plantstream.cli.main import ClickHouseOpt, ConfigOpt, app, client_for, config_from, console
+from plantstream.connectors.report import DailyReport, default_day, load_daily
+from plantstream.operators.report import pct, render_html
 
 report_app = typer.Typer(no_args_is_help=True, help="Reports for managers (self-contained HTML).")
 app.add_typer(report_app, name="report")
