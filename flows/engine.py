@@ -1,36 +1,40 @@
 """The machine engine: every per-machine flow of the plant in one batched Bytewax step.
 
 Most of what plantstream computes is per machine: the twin (status), OEE accounting, scrap,
-condition monitoring, alert rules. Written as one ``op.stateful`` step per flow keyed by
-machine, each measurement crosses Bytewax once per flow and every live machine is a Bytewax
-key per flow, which costs a few microseconds per item and grows with the number of machines.
-The engine runs the same per-machine logic (each flow's :class:`MachineStep`, a Bytewax
-``StatefulLogic`` per machine) inside ONE ``op.stateful_batch`` step keyed by a machine shard:
+condition monitoring, alert rules. Each flow declares its per-machine logic as a
+:class:`~plantstream.operators.logic.LogicSpec` (a :class:`~plantstream.operators.logic.MachineLogic`
+per machine, its state codec and its capabilities); the engine runs the logics of every flow
+inside ONE ``op.stateful_batch`` step keyed by a machine shard. It is the only way a
+per-machine flow runs — in the plant's dataflow (:func:`plantstream.flows.main.build_dataflow`),
+when a :class:`MachineFlow` is called as a flow function over a ``Stream[Measurement]`` (an
+engine step of its own), and in unit tests (:class:`EngineRun`, an engine without Bytewax
+around it):
 
 - input: batches of decoded measurements (one Kafka poll each), split by shard
   (:func:`shard_of`, a stable hash of the machine id, so the result does not depend on how a
   producer partitioned the topic) and within a shard by machine;
-- per shard: a dict machine → logic per flow; a machine's samples go to the logics of the
-  flows whose ``relevant`` accepts them, in arrival order, as the per-flow steps would see them
-  (in one ``on_items`` call where the logic has it);
-- feeds: a step may take another step's outputs for the same machine (``MachineStep.fed``:
-  alerts take the OEE step's facts);
-- timers: each logic's ``notify_at`` is kept in a heap; the step wakes for the earliest, on a
-  :data:`TIMER_GRAIN` grid;
-- snapshot: per flow, machine → bytes, re-encoded only for machines that changed during the
-  epoch, so Bytewax's per-epoch copy of the shard's state is a copy of references.
+- per shard: a dict machine → logic per flow; a machine's samples of a batch that pass the
+  spec's ``filters`` go to its logic in one ``on_batch`` call, in arrival order;
+- feeds: a logic may take another flow's outputs for the same machine (``LogicSpec.upstream``,
+  chosen through ``LogicSpec.fed``: alerts take the OEE step's facts);
+- timers: only for specs that declare ``timers``; each logic's ``notify_at`` is kept in a heap;
+  the step wakes for the earliest, on a :data:`TIMER_GRAIN` grid;
+- snapshot: flow → machine → the bytes of the logic's state encoded by the spec's
+  :class:`~plantstream.operators.state.StateCodec` (one convention, versioned), re-encoded only
+  for machines that changed during the epoch, so Bytewax's per-epoch copy of the shard's state
+  is a copy of references.
 
-A flow stays a function over a ``Stream[Measurement]`` (:class:`MachineFlow` is callable as
-one, building the per-flow steps); :func:`flows.main.build_dataflow` runs every MachineFlow it
-is given in the engine instead. Rows leave as ``(flow, table, row)`` triples, one list per
-activation, and each flow's ``post`` wires its own downstream steps (scrap's rate and cost
-joins, the alert webhook) exactly as in its function form.
+Rows leave as ``(flow, table, row)`` triples, one list per activation, and each flow's ``post``
+wires its own downstream steps (scrap's rate and cost joins, the alert webhook).
+
+:class:`MachineStep` is the earlier form of a step (a Bytewax ``StatefulLogic`` builder); the
+engine runs it through an adapter (:meth:`MachineStep.spec`) until the OEE and scrap logics move
+onto the protocol.
 """
 
 from __future__ import annotations
 
 import heapq
-import pickle
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +46,8 @@ from bytewax.dataflow import Stream
 
 from plantstream.connectors.clickhouse import JsonRows
 from plantstream.flows.registry import Decoded, FlowContext, Results, Row
+from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
+from plantstream.operators.state import StateCodec, StateError
 from plantstream.schemas.measurement import Measurement
 
 SHARDS = 32
@@ -55,14 +61,73 @@ _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 Tagged = tuple[str, str, Row]
 """(flow name, table, row)"""
 
+Spec = LogicSpec[Any, Any]
+
+
+# -- the earlier step form, adapted (OEE and scrap until they move onto the protocol) ----------
+
+
+@dataclass
+class LegacyState:
+    """The snapshot of a Bytewax ``StatefulLogic`` run through :class:`MachineStep` (bytes)."""
+
+    blob: bytes = b""
+
+
+class _LegacyLogic(MachineLogic[LegacyState, Any]):
+    """A Bytewax ``StatefulLogic`` (``on_item`` per sample, bytes snapshot) as a machine logic.
+
+    After a call that asks to discard, the next sample goes to a fresh logic, as Bytewax does.
+    """
+
+    def __init__(self, builder: Callable[[Any], op.StatefulLogic[Measurement, Any, Any]],
+                 state: LegacyState | None) -> None:
+        self.builder = builder
+        self.logic = builder(state.blob if state is not None and state.blob else None)
+        self.discarded = False
+
+    def on_batch(self, samples: list[Measurement]) -> list[Any]:
+        out: list[Any] = []
+        logic = self.logic
+        for m in samples:
+            if self.discarded:
+                logic = self.logic = self.builder(None)
+            items, self.discarded = logic.on_item(m)
+            if items:
+                out.extend(items)
+        return out
+
+    def notify_at(self) -> datetime | None:
+        return self.logic.notify_at()
+
+    def on_notify(self) -> list[Any]:
+        items, self.discarded = self.logic.on_notify()
+        return list(items)
+
+    def on_eof(self) -> list[Any]:
+        items, self.discarded = self.logic.on_eof()
+        return list(items)
+
+    def discard(self) -> bool:
+        return self.discarded
+
+    def state(self) -> LegacyState:
+        snap = self.logic.snapshot()
+        if not isinstance(snap, bytes):
+            msg = f"{type(self.logic).__name__}.snapshot() must return bytes to run in the machine engine"
+            raise StateError(msg)
+        return LegacyState(snap)
+
 
 @dataclass(frozen=True)
 class MachineStep:
-    """One flow's per-machine logic.
+    """The earlier form of a flow's per-machine step: a Bytewax ``StatefulLogic`` builder.
 
-    ``relevant`` picks the measurements the flow sees (None: all of them); ``builder`` makes the logic of one
-    machine from its snapshot (or None), as a Bytewax ``op.stateful`` builder does; ``rows``
-    turns one output of the logic into ``(table, row)`` pairs.
+    ``relevant`` picks the measurements the flow sees (None: all of them); ``builder`` makes the
+    logic of one machine from its ``bytes`` snapshot (or None); ``rows`` turns one output of the
+    logic into ``(table, row)`` pairs. The engine runs it as :meth:`spec` (an adapter); new
+    logics implement :class:`~plantstream.operators.logic.MachineLogic` and give a
+    :class:`~plantstream.operators.logic.LogicSpec` directly.
     """
 
     name: str
@@ -70,24 +135,47 @@ class MachineStep:
     builder: Callable[[Any], op.StatefulLogic[Measurement, Any, Any]]
     rows: Callable[[Any], Iterable[tuple[str, Row]]]
     engine_filters: bool = True
-    """False when the logic's ``on_items`` skips irrelevant samples itself (cheaper than a
-    filter call per sample)."""
+    """False when the logic skips irrelevant samples itself (cheaper than a filter call per sample)."""
     timers: bool = True
     """False when the logic never asks for a timer (``notify_at`` is always None)."""
     fed: tuple[str, Callable[[], MachineStep]] | None = None
-    """(another step's name, a variant of this step): when both run in the machine engine,
-    the variant runs instead (alerts take the OEE flow's facts rather than computing them)."""
     upstream: str | None = None
-    """The step whose outputs for a machine this step's logic takes, through ``on_upstream``."""
+
+    def spec(self) -> Spec:
+        """This step as a logic spec (state: the logic's bytes snapshot, kind ``<name>_legacy``)."""
+        if self.upstream is not None or self.fed is not None:
+            msg = f"step {self.name!r}: feeds need a LogicSpec (a MachineLogic with on_upstream)"
+            raise LogicError(msg)
+        builder = self.builder
+
+        def build(state: LegacyState | None) -> _LegacyLogic:
+            return _LegacyLogic(builder, state)
+
+        return LogicSpec(self.name, StateCodec(f"{self.name}_legacy", 1, LegacyState), build, self.rows,
+                         filters=self.relevant if self.engine_filters else None, timers=self.timers,
+                         discards=True)
 
 
-def per_machine(step: MachineStep, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
-    """The per-flow Bytewax form of a step: filter, key by machine, ``op.stateful``, rows."""
-    pick, name = step.relevant, step.name
-    relevant = measurements if pick is None else op.filter(f"{name}_machine_relevant", measurements, pick)
-    keyed = op.key_on(f"{step.name}_machine_key", relevant, lambda m: m.machine)
-    outputs = op.stateful(f"{step.name}_machine", keyed, step.builder)
-    return op.flat_map(f"{step.name}_machine_out", outputs, lambda kv: step.rows(kv[1]))
+Step = Spec | MachineStep
+"""What a flow gives the engine: a logic spec (or, until OEE and scrap move, a MachineStep)."""
+
+
+def as_spec(step: Step) -> Spec:
+    """The logic spec of a step."""
+    return step.spec() if isinstance(step, MachineStep) else step
+
+
+# -- flows -------------------------------------------------------------------------------------
+
+
+def per_machine(step: Step, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
+    """One flow's step over a ``Stream[Measurement]``: a machine engine of its own (step id
+    ``<flow>_machines``), ``(table, row)`` pairs out."""
+    spec = as_spec(step)
+    shards = op.map(f"{spec.kind}_machine_shards", measurements,
+                    lambda m: (shard_of(m.machine), {m.machine: [m]}))
+    tagged = engine_step(f"{spec.kind}_machines", shards, [spec])
+    return op.map(f"{spec.kind}_machine_rows", tagged, lambda t: (t[1], t[2]))
 
 
 Post = Callable[[FlowContext, Stream[tuple[str, Row]]], Results]
@@ -97,11 +185,12 @@ Post = Callable[[FlowContext, Stream[tuple[str, Row]]], Results]
 class MachineFlow:
     """A flow made of a per-machine step and what follows it (``post``).
 
-    Called as a flow function it builds its own keyed step (:func:`per_machine`);
-    :func:`flows.main.build_dataflow` runs its step in the machine engine instead.
+    :func:`plantstream.flows.main.build_dataflow` runs the steps of every MachineFlow together
+    in one machine engine; called as a flow function over a ``Stream[Measurement]``, a
+    MachineFlow runs its step in a machine engine of its own (:func:`per_machine`).
     """
 
-    step: Callable[[FlowContext], MachineStep | None]
+    step: Callable[[FlowContext], Step | None]
     post: Post
     doc: str = ""
 
@@ -113,6 +202,11 @@ class MachineFlow:
         if step is None:
             return {}
         return self.post(ctx, per_machine(step, measurements))
+
+    def spec(self, ctx: FlowContext) -> Spec | None:
+        """The flow's logic spec for ``ctx`` (None when the config turns the flow off)."""
+        step = self.step(ctx)
+        return None if step is None else as_spec(step)
 
 
 @dataclass(frozen=True)
@@ -192,61 +286,63 @@ def by_shard(measurements: list[Measurement]) -> list[tuple[str, Grouped]]:
 
 
 Snapshot = dict[str, dict[str, bytes]]
-"""flow name → machine → the machine logic's snapshot, pickled unless it is already bytes."""
-
-
-def _encode(snap: Any) -> bytes:
-    return snap if isinstance(snap, bytes) else b"\x00" + pickle.dumps(snap, pickle.HIGHEST_PROTOCOL)
-
-
-def _decode(blob: bytes) -> Any:
-    return pickle.loads(blob[1:]) if blob[:1] == b"\x00" else blob
+"""flow name → machine → the machine logic's state, encoded by the flow's codec."""
 
 
 class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
-    """The logics of one shard's machines for every step; see the module docstring."""
+    """The logics of one shard's machines for every flow; see the module docstring."""
 
-    def __init__(self, steps: Sequence[MachineStep], resume: Snapshot | None) -> None:
-        self.steps = tuple(steps)
-        index = {s.name: i for i, s in enumerate(self.steps)}
+    def __init__(self, specs: Sequence[Spec], resume: Snapshot | None) -> None:
+        self.specs = tuple(specs)
+        index = {s.kind: i for i, s in enumerate(self.specs)}
+        self.timers = tuple(s.timers for s in self.specs)
+        self.discards = tuple(s.discards for s in self.specs)
         self.feeds: dict[int, list[int]] = {}
-        """feeding step → the steps its outputs go to (handed over after each activation)."""
-        for i, step in enumerate(self.steps):
-            if step.upstream is not None:
-                self.feeds.setdefault(index[step.upstream], []).append(i)
+        """feeding flow → the flows its outputs go to (handed over after each activation)."""
+        for i, spec in enumerate(self.specs):
+            if spec.upstream is not None:
+                if spec.upstream not in index:
+                    msg = f"flow {spec.kind!r} takes {spec.upstream!r}'s outputs, which is not in this engine"
+                    raise LogicError(msg)
+                self.feeds.setdefault(index[spec.upstream], []).append(i)
         self._fed: dict[tuple[int, str], list[Any]] = {}
-        self.logics: list[dict[str, op.StatefulLogic[Measurement, Any, Any]]] = [{} for _ in self.steps]
-        self.snaps: list[dict[str, bytes]] = [{} for _ in self.steps]
-        self.dirty: list[set[str]] = [set() for _ in self.steps]
-        self.due: list[dict[str, datetime]] = [{} for _ in self.steps]
+        self.logics: list[dict[str, MachineLogic[Any, Any]]] = [{} for _ in self.specs]
+        self.snaps: list[dict[str, bytes]] = [{} for _ in self.specs]
+        self.dirty: list[set[str]] = [set() for _ in self.specs]
+        self.due: list[dict[str, datetime]] = [{} for _ in self.specs]
         self.heap: list[tuple[datetime, int, str]] = []
         if resume:
-            for i, step in enumerate(self.steps):
-                for machine, blob in resume.get(step.name, {}).items():
-                    self.logics[i][machine] = step.builder(_decode(blob))
+            for i, spec in enumerate(self.specs):
+                decode, build = spec.codec.decode, spec.build
+                for machine, blob in resume.get(spec.kind, {}).items():
+                    self.logics[i][machine] = build(decode(blob))
                     self.snaps[i][machine] = blob
-                    self._schedule(i, machine)
+                    if spec.timers:
+                        self._schedule(i, machine)
 
-    def _emit(self, i: int, items: Iterable[Any], out: list[Tagged], machine: str) -> None:
-        name, rows = self.steps[i].name, self.steps[i].rows
+    def _logic(self, i: int, machine: str) -> MachineLogic[Any, Any]:
+        logics = self.logics[i]
+        logic = logics.get(machine)
+        if logic is None:
+            logic = logics[machine] = self.specs[i].build(None)
+        return logic
+
+    def _emit(self, i: int, items: list[Any], out: list[Tagged], machine: str) -> None:
+        spec = self.specs[i]
+        name, rows = spec.kind, spec.rows
         if i in self.feeds:
-            items = list(items)
             self._fed.setdefault((i, machine), []).extend(items)
         for item in items:
             for table, row in rows(item):
                 out.append((name, table, row))
 
     def _deliver(self, out: list[Tagged]) -> None:
-        """Hand each feeding step's outputs of this activation to the steps it feeds."""
+        """Hand each feeding flow's outputs of this activation to the flows it feeds."""
         fed, self._fed = self._fed, {}
         for (f, machine), items in fed.items():
             for i in self.feeds[f]:
-                logics = self.logics[i]
-                logic = logics.get(machine)
-                if logic is None:
-                    logic = logics[machine] = self.steps[i].builder(None)
-                results, discard = logic.on_upstream(items)  # type: ignore[attr-defined]
-                self._settle(i, machine, results, discard, out)
+                logic = self._logic(i, machine)
+                self._settle(i, machine, logic, logic.on_upstream(items), out)
 
     def _schedule(self, i: int, machine: str) -> None:
         logic = self.logics[i].get(machine)
@@ -260,9 +356,9 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
 
     def on_batch(self, values: list[Grouped]) -> tuple[Iterable[list[Tagged]], bool]:
         # Batches arrive grouped by machine (arrival order kept per machine; machines are
-        # independent): each flow's logic gets its relevant samples in one call when it takes
-        # a list (``on_items``), else one by one. Per-sample cost: a filter call per flow; no
-        # Bytewax item, no per-sample method dispatch for the hot flows.
+        # independent): each flow's logic gets its machine's samples that pass the flow's
+        # filter in one call. Per-sample cost: a filter call per filtering flow; no Bytewax
+        # item, no per-sample method dispatch.
         by_machine = values[0]
         if len(values) > 1:
             by_machine = {machine: list(group) for machine, group in by_machine.items()}
@@ -274,54 +370,30 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                     else:
                         mine.extend(group)
         out: list[Tagged] = []
-        for i, step in enumerate(self.steps):
-            relevant, logics = step.relevant, self.logics[i]
-            if not step.engine_filters:
-                relevant = None
+        for i, spec in enumerate(self.specs):
+            relevant, logics, build = spec.filters, self.logics[i], spec.build
             for machine, group in by_machine.items():
                 mine = group if relevant is None else [m for m in group if relevant(m)]
                 if not mine:
                     continue
                 logic = logics.get(machine)
                 if logic is None:
-                    logic = logics[machine] = step.builder(None)
-                on_items = getattr(logic, "on_items", None)
-                if on_items is not None:
-                    items, discard = on_items(mine)
-                    self._settle(i, machine, items, discard, out)
-                else:
-                    self._one_by_one(i, machine, logic, mine, out)
-                    if step.timers:
-                        self._schedule(i, machine)
+                    logic = logics[machine] = build(None)
+                self._settle(i, machine, logic, logic.on_batch(mine), out)
         if self._fed:
             self._deliver(out)
         return ([out] if out else []), False
 
-    def _one_by_one(self, i: int, machine: str, logic: op.StatefulLogic[Measurement, Any, Any] | None,
-                    mine: list[Measurement], out: list[Tagged]) -> None:
-        logics, builder = self.logics[i], self.steps[i].builder
-        for m in mine:
-            if logic is None:  # discarded by the previous sample: a fresh one, as Bytewax would
-                logic = logics[machine] = builder(None)
-            items, discard = logic.on_item(m)
-            if items:
-                self._emit(i, items, out, machine)
-            if discard:
-                self._drop(i, machine)
-                logic = None
-        if logic is not None:
-            self.dirty[i].add(machine)
-
-    def _settle(self, i: int, machine: str, items: Iterable[Any], discard: bool, out: list[Tagged], *,
-                schedule: bool = True) -> None:
+    def _settle(self, i: int, machine: str, logic: MachineLogic[Any, Any], items: list[Any],
+                out: list[Tagged], *, schedule: bool = True) -> None:
         """After a logic call: its outputs out, the logic dropped or marked changed, its timer."""
         if items:
             self._emit(i, items, out, machine)
-        if discard:
+        if self.discards[i] and logic.discard():
             self._drop(i, machine)
             return
         self.dirty[i].add(machine)
-        if schedule and self.steps[i].timers:
+        if schedule and self.timers[i]:
             self._schedule(i, machine)
 
     def _drop(self, i: int, machine: str) -> None:
@@ -361,8 +433,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
             logic = self.logics[i].get(machine)
             if logic is None:
                 continue
-            items, discard = logic.on_notify()
-            self._settle(i, machine, items, discard, out)
+            self._settle(i, machine, logic, logic.on_notify(), out)
         if self._fed:
             self._deliver(out)
         return ([out] if out else []), False
@@ -371,28 +442,104 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
         out: list[Tagged] = []
         for i, logics in enumerate(self.logics):
             for machine, logic in list(logics.items()):
-                items, discard = logic.on_eof()
-                self._settle(i, machine, items, discard, out, schedule=False)
+                self._settle(i, machine, logic, logic.on_eof(), out, schedule=False)
         if self._fed:
             self._deliver(out)
         return ([out] if out else []), False
 
     def snapshot(self) -> Snapshot:
         for i, dirty in enumerate(self.dirty):
-            logics, snaps = self.logics[i], self.snaps[i]
+            if not dirty:
+                continue
+            logics, snaps, encode = self.logics[i], self.snaps[i], self.specs[i].codec.encode
             for machine in dirty:
-                snaps[machine] = _encode(logics[machine].snapshot())
+                snaps[machine] = encode(logics[machine].state())
             dirty.clear()
-        return {s.name: dict(self.snaps[i]) for i, s in enumerate(self.steps)}
+        return {s.kind: dict(self.snaps[i]) for i, s in enumerate(self.specs)}
 
 
-def with_feeds(steps: Sequence[MachineStep]) -> list[MachineStep]:
-    """``steps``, each replaced by its ``fed`` variant when the step that feeds it is there too."""
-    names = {s.name for s in steps}
-    return [s.fed[1]() if s.fed is not None and s.fed[0] in names else s for s in steps]
+def with_feeds(steps: Sequence[Step]) -> list[Spec]:
+    """The specs of ``steps``, each replaced by its ``fed`` variant when the flow that feeds it
+    runs in the same engine."""
+    specs = [as_spec(s) for s in steps]
+    names = {s.kind for s in specs}
+    return [s.fed[1]() if s.fed is not None and s.fed[0] in names else s for s in specs]
 
 
-def engine_step(step_id: str, shards: Any, steps: Sequence[MachineStep]) -> Stream[Tagged]:
+def engine_step(step_id: str, shards: Any, steps: Sequence[Step]) -> Stream[Tagged]:
     """Run ``steps`` over ``(shard, measurements)`` batches; one ``(flow, table, row)`` per row."""
-    outputs = op.stateful_batch(step_id, shards, lambda resume: MachineEngine(steps, resume))
+    specs = with_feeds(steps)
+    outputs = op.stateful_batch(step_id, shards, lambda resume: MachineEngine(specs, resume))
     return op.flat_map(f"{step_id}_rows", outputs, lambda kv: kv[1])
+
+
+# -- an engine without Bytewax around it (unit tests, tools) --------------------------------------
+
+
+class EngineRun:
+    """The machine engine driven directly, as the dataflow drives one shard of it: an engine of
+    one machine (or a few) for unit tests, with the wall clock under the test's control.
+
+    Inject a :class:`~plantstream.operators.logic.ManualClock` into the specs whose logics have
+    timers and call :meth:`notify` with its time: every wake-up due by then fires, as Bytewax
+    would fire them when its clock passed them.
+
+    >>> from plantstream.operators.status import status_spec
+    >>> run = EngineRun(status_spec(throttle_s=5.0))
+    >>> [r["state"] for _, _, r in run.batch([Measurement(0, "m1", "machine_state", "running")])]
+    ['running']
+    >>> run.batch([Measurement(1_000, "m1", "machine_state", "fault")]), len(run.eof())
+    ([], 1)
+    """
+
+    def __init__(self, *steps: Step, resume: Snapshot | None = None) -> None:
+        self.engine = MachineEngine(with_feeds(steps), resume)
+
+    @staticmethod
+    def _flat(outputs: Iterable[list[Tagged]]) -> list[Tagged]:
+        return [t for out in outputs for t in out]
+
+    def batch(self, samples: Sequence[Measurement]) -> list[Tagged]:
+        """One input batch (any machines, arrival order); its rows."""
+        if not samples:
+            return []
+        grouped: Grouped = {}
+        for m in samples:
+            grouped.setdefault(m.machine, []).append(m)
+        return self._flat(self.engine.on_batch([grouped])[0])
+
+    def notify(self, now: datetime) -> list[Tagged]:
+        """Every wake-up due at or before ``now`` (wall time); their rows."""
+        out: list[Tagged] = []
+        last: datetime | None = None
+        while True:
+            at = self.engine.notify_at()
+            if at is None or at > now:
+                return out
+            rows = self._flat(self.engine.on_notify()[0])
+            if at == last and not rows:
+                return out  # a timer that keeps asking for the same wake-up: Bytewax would spin too
+            out += rows
+            last = at
+
+    def eof(self) -> list[Tagged]:
+        """The end of the input."""
+        return self._flat(self.engine.on_eof()[0])
+
+    def snapshot(self) -> Snapshot:
+        """The recovery snapshot, as Bytewax takes it at the end of an epoch."""
+        return self.engine.snapshot()
+
+
+def run_engine(steps: Sequence[Step], samples: Sequence[Measurement], *, batch_size: int = 0,
+               eof: bool = True) -> list[Tagged]:
+    """The rows of ``steps`` over ``samples`` in batches of ``batch_size`` (0: one batch),
+    then the end of input (``eof``)."""
+    run = EngineRun(*steps)
+    size = batch_size or max(1, len(samples))
+    out: list[Tagged] = []
+    for start in range(0, len(samples), size):
+        out += run.batch(samples[start:start + size])
+    if eof:
+        out += run.eof()
+    return out

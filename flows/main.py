@@ -27,11 +27,10 @@ from plantstream.connectors.kafka import RawMessage
 from plantstream.flows.engine import (
     BatchFlow,
     MachineFlow,
-    MachineStep,
+    Step,
     Tagged,
     by_shard,
     engine_step,
-    with_feeds,
 )
 from plantstream.flows.registry import Decoded, FlowContext, FlowFn, Results, Row, select
 from plantstream.operators.normalize import enrich
@@ -154,7 +153,7 @@ def build_dataflow(
     tables: list[Stream[tuple[str, Any]]] = [
         op.flat_map("tag_deadletter", decoded, lambda d: [("deadletter", r) for r in d.deadletters])
     ]
-    steps: list[tuple[str, MachineFlow, MachineStep]] = []
+    steps: list[tuple[str, MachineFlow, Step]] = []
     plain: dict[str, FlowFn] = {}
     for name, fn in chosen.items():
         if isinstance(fn, MachineFlow):
@@ -168,7 +167,7 @@ def build_dataflow(
     results: list[tuple[str, Results]] = []
     if steps:
         shards = op.flat_map("machine_shards", decoded, lambda d: by_shard(d.measurements))
-        tagged = engine_step("machines", shards, with_feeds([s for _, _, s in steps]))
+        tagged = engine_step("machines", shards, [s for _, _, s in steps])
         for name, fn, _ in steps:
             results.append((name, fn.post(ctx, op.filter_map(f"{name}_out", tagged, _flow_rows(name)))))
     if plain:

@@ -7,29 +7,25 @@ what the status grid shows and what answers "what is line 2 doing now"::
     SELECT machine, state, state_since, downtime_open, part_number, signals
     FROM machine_status FINAL WHERE line = 'line-2' ORDER BY machine
 
-Per machine one twin logic (:func:`operators.status.status_builder`), run in the machine
-engine (:mod:`flows.engine`).
+Per machine one twin logic (:class:`plantstream.operators.status.StatusLogic`, its spec
+:func:`~plantstream.operators.status.status_spec`), run in the machine engine
+(:mod:`plantstream.flows.engine`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from plantstream.flows.engine import MachineFlow, MachineStep
+from plantstream.flows.engine import MachineFlow
 from plantstream.flows.registry import FlowContext, Results, Row, register
-from plantstream.operators.status import status_builder
+from plantstream.operators.logic import LogicSpec
+from plantstream.operators.status import StatusState, status_spec
 
 
-def _rows(row: dict[str, Any]) -> list[tuple[str, Row]]:
-    return [("machine_status", row)]
-
-
-def status_step(ctx: FlowContext) -> MachineStep:
+def status_step(ctx: FlowContext) -> LogicSpec[StatusState, Row]:
     cfg = ctx.config.status
-    return MachineStep("status", None, status_builder(cfg.throttle_s, cfg.heartbeat_s), _rows)
+    return status_spec(cfg.throttle_s, cfg.heartbeat_s)
 
 
 def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:

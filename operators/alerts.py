@@ -37,30 +37,32 @@ Examples
 --------
 >>> from plantstream.schemas.config import build_config
 >>> eng = AlertEngine.for_config(build_config({}, {}), "press-01")
->>> eng.on_sample(0, "machine_state", "fault")
+>>> eng.on_samples([Measurement(0, "press-01", "machine_state", "fault")])
 []
 >>> eng.due()
 900001
 >>> [(a["rule"], a["status"], a["ts"], a["severity"]) for a in eng.advance(1_000_000)]
 [('machine_down', 'raised', 900001, 'critical')]
->>> [(a["rule"], a["status"], a["ts"]) for a in eng.on_sample(960_000, "machine_state", "running")]
+>>> back = eng.on_samples([Measurement(960_000, "press-01", "machine_state", "running")])
+>>> [(a["rule"], a["status"], a["ts"]) for a in back]
 [('machine_down', 'cleared', 960000)]
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from plantstream.operators.anomaly import ISO10816_ZONES, iso10816_zone
+from plantstream.operators.logic import LogicSpec, MachineLogic
 from plantstream.operators.oee import OEE_METRICS, Counter, OeeAccounting
 from plantstream.operators.scrap import RollingCounts
 from plantstream.operators.shifts import ShiftCalendar
+from plantstream.operators.state import StateCodec
 from plantstream.schemas.alerts_config import AlertsConfig
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.measurement import (
@@ -154,6 +156,19 @@ class _AState:
     """The sums of ``shift_facts`` (a restated window replaces its earlier version)."""
 
 
+@dataclass
+class AlertState:
+    """The state of one machine's alert logic: who it is, the rules' state and, when the engine
+    keeps its own OEE accounting, that accounting's snapshot (its own format, as bytes)."""
+
+    machine: str = ""
+    """Empty until the machine's first sample (a builder does not get the key)."""
+    site: str = ""
+    line: str = ""
+    rules: _AState = field(default_factory=_AState)
+    oee: bytes = b""
+
+
 class AlertEngine:
     """The alert rules of one machine (see the module docstring)."""
 
@@ -188,21 +203,17 @@ class AlertEngine:
         return cls(machine, site or info.site, line or info.line, cfg, config.losses, oee)
 
     # -- state ---------------------------------------------------------------------------------
-    def dump(self) -> bytes:
-        oee = self.oee.dump() if self.oee is not None else b""
-        return pickle.dumps((self.machine, self.site, self.line, self.s, oee),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+    def state(self) -> AlertState:
+        """The engine's state (live: encode it at once, :data:`ALERTS_CODEC`)."""
+        return AlertState(self.machine, self.site, self.line, self.s,
+                          self.oee.dump() if self.oee is not None else b"")
 
-    def load(self, blob: bytes) -> None:
-        _, self.site, self.line, self.s, oee = pickle.loads(blob)
+    def restore(self, state: AlertState) -> None:
+        """Continue from ``state`` (of this machine; its OEE accounting only when it keeps one)."""
+        self.site, self.line, self.s = state.site, state.line, state.rules
         self._next = _UNKNOWN
-        if self.oee is not None and oee:
-            self.oee.load(oee)
-
-    @staticmethod
-    def identity_of(blob: bytes) -> tuple[str, str, str]:
-        machine, site, line = pickle.loads(blob)[:3]
-        return str(machine), str(site), str(line)
+        if self.oee is not None and state.oee:
+            self.oee.load(state.oee)
 
     @property
     def now(self) -> int:
@@ -306,7 +317,7 @@ class AlertEngine:
         return out
 
     # -- input ---------------------------------------------------------------------------------
-    def on_sample(self, ts: int, metric: str, value: Any) -> list[Row]:
+    def _sample(self, ts: int, metric: str, value: Any) -> list[Row]:
         """One sample (arrival order): timers up to ``ts`` first, then the rules it feeds."""
         out = self.advance(ts)
         s, cfg = self.s, self.cfg
@@ -336,9 +347,10 @@ class AlertEngine:
         return out
 
     def on_samples(self, samples: Iterable[Measurement]) -> list[Row]:
-        """:meth:`on_sample` for each sample in order, with a short path for the condition
-        signals no rule but ``silence`` watches (most of the traffic): when no timer can be
-        due, such a sample only moves event time and its signal's last-seen time."""
+        """The only data entry: the machine's samples in arrival order (one sample is a list
+        of one). Each goes through the rules it feeds (timers up to its time first), except
+        the condition signals no rule but ``silence`` watches (most of the traffic): when no
+        timer can be due, such a sample only moves event time and its signal's last-seen time."""
         out: list[Row] = []
         s, cfg = self.s, self.cfg
         ruled = self._ruled
@@ -352,11 +364,11 @@ class AlertEngine:
             if metric == vib:  # in zone A or B with no alert open: the rule only resets its streak
                 v = m.value
                 if (type(v) is not float and type(v) is not int) or v >= ZONE_C or vib_key in s.open:
-                    out += self.on_sample(ts, metric, v)
+                    out += self._sample(ts, metric, v)
                     continue
                 s.vib_streak = 0
             if metric in ruled or nxt == _UNKNOWN or (nxt is not None and nxt <= ts):
-                out += self.on_sample(ts, metric, m.value)
+                out += self._sample(ts, metric, m.value)
                 continue
             if silence:
                 w = watched.get(metric)
@@ -365,7 +377,7 @@ class AlertEngine:
                 if w:
                     seen = s.last_seen.get(metric)
                     if seen is None or ("silence", metric) in s.open:
-                        out += self.on_sample(ts, metric, m.value)  # a new signal, or one coming back
+                        out += self._sample(ts, metric, m.value)  # a new signal, or one coming back
                         continue
                     if ts > seen:
                         s.last_seen[metric] = ts
@@ -548,3 +560,158 @@ def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+# -- state codec -------------------------------------------------------------------------------
+
+
+def _dump_day(key: tuple[Any, ...] | None) -> Any:
+    if key is None:
+        return None
+    shift, start, day = key
+    return (shift, start, day.isoformat() if isinstance(day, date) else None)
+
+
+def _load_day(p: Any) -> tuple[Any, ...] | None:
+    if p is None:
+        return None
+    shift, start, day = p
+    return (shift, start, None if day is None else date.fromisoformat(day))
+
+
+def _dump_alerts(st: AlertState) -> dict[str, Any]:
+    s = st.rules
+    rolling = s.rolling
+    return {
+        "machine": st.machine, "site": st.site, "line": st.line, "oee": st.oee,
+        "now": s.now, "version": s.version, "state": s.state, "state_bucket": s.state_bucket,
+        "active_since": s.active_since, "down_since": s.down_since, "down_state": s.down_state,
+        "last_seen": dict(s.last_seen),
+        "open": [(e.alert_id, e.rule, e.signal, e.severity, e.raised_at, e.value, e.threshold, e.message)
+                 for e in s.open.values()],
+        "counters": {k: c.last for k, c in s.counters.items()},
+        "rolling": None if rolling is None else (rolling.window_ms, rolling.hop_ms,
+                                                 {b: list(v) for b, v in rolling.buckets.items()}),
+        "next_boundary": s.next_boundary, "vib_streak": s.vib_streak, "oil_target": s.oil_target,
+        "oil_out_since": s.oil_out_since, "shift_key": _dump_day(s.shift_key),
+        "shift_facts": [(k, v) for k, v in s.shift_facts.items()], "shift_sums": list(s.shift_sums),
+    }
+
+
+def _load_alerts(p: dict[str, Any]) -> AlertState:
+    rolling = p["rolling"]
+    episodes = [Episode(*e) for e in p["open"]]
+    rules = _AState(
+        now=p["now"], version=p["version"], state=p["state"], state_bucket=p["state_bucket"],
+        active_since=p["active_since"], down_since=p["down_since"], down_state=p["down_state"],
+        last_seen=dict(p["last_seen"]), open={(e.rule, e.signal): e for e in episodes},
+        counters={k: Counter(last) for k, last in p["counters"].items()},
+        rolling=None if rolling is None else RollingCounts(rolling[0], rolling[1],
+                                                           {b: list(v) for b, v in rolling[2].items()}),
+        next_boundary=p["next_boundary"], vib_streak=p["vib_streak"], oil_target=p["oil_target"],
+        oil_out_since=p["oil_out_since"], shift_key=_load_day(p["shift_key"]),
+        shift_facts={(k[0], k[1], k[2]): (v[0], v[1], v[2], v[3]) for k, v in p["shift_facts"]},
+        shift_sums=list(p["shift_sums"]),
+    )
+    return AlertState(p["machine"], p["site"], p["line"], rules, p["oee"])
+
+
+ALERTS_CODEC: StateCodec[AlertState] = StateCodec("alerts", 1, AlertState, _dump_alerts, _load_alerts)
+"""Format 1: machine, site, line; the rules' state field by field (open alerts as tuples of
+their episode, counters as their last value, the rolling scrap counts as (window, hop,
+buckets), the shift key's day as an ISO date); ``oee``: the embedded OEE accounting's own
+snapshot bytes (empty when the OEE flow feeds the rules)."""
+
+
+# -- the machine logic -------------------------------------------------------------------------
+
+
+class AlertLogic(MachineLogic[AlertState, Row]):
+    """One machine's :class:`AlertEngine` with timers.
+
+    After every call the engine asks for a wake-up (:meth:`notify_at`) when event time reaches
+    the rules' next due time, mapping event time to wall time with an :class:`EventClock` (last
+    event ts + wall time elapsed since it); on wake-up (:meth:`on_notify`) the rules advance to
+    the current event time and fire what is due — so "machine down" is raised at minute 15 of
+    an open stop without any new data. At the end of input nothing is advanced.
+    """
+
+    def __init__(self, make: Callable[[str, str, str], AlertEngine], clock: EventClock,
+                 state: AlertState | None) -> None:
+        self.make = make
+        self.clock = clock
+        self.engine: AlertEngine | None = None
+        self.last_ts = -1
+        self.last_wall = clock.wall()
+        if state is not None and state.machine:
+            self.engine = make(state.machine, state.site, state.line)
+            self.engine.restore(state)
+            self.last_ts = self.engine.now
+
+    def on_batch(self, samples: list[Measurement]) -> list[Row]:
+        engine = self.engine
+        if engine is None:
+            first = samples[0]
+            engine = self.engine = self.make(first.machine, first.site, first.line)
+        out = engine.on_samples(samples)
+        top = max(m.ts for m in samples)
+        if top >= self.last_ts:
+            self.last_ts, self.last_wall = top, self.clock.wall()
+        return out
+
+    def on_upstream(self, items: list[Any]) -> list[Row]:
+        """The OEE flow's outputs for this machine (each a list of ``(table, row)``)."""
+        if self.engine is None:
+            return []  # nothing sampled yet: nothing to judge
+        out: list[Row] = []
+        for outputs in items:
+            out += self.engine.on_facts(outputs)
+        return out
+
+    def on_notify(self) -> list[Row]:
+        if self.engine is None or self.last_ts < 0:
+            return []
+        return self.engine.advance(self.clock.event_now(self.last_ts, self.last_wall))
+
+    def notify_at(self) -> datetime | None:
+        if self.engine is None or self.last_ts < 0:
+            return None
+        due = self.engine.next_due()
+        return None if due is None else self.clock.datetime_at(due, self.last_ts, self.last_wall)
+
+    def on_eof(self) -> list[Row]:
+        return [] if self.engine is None else self.engine.finish()
+
+    def state(self) -> AlertState:
+        return AlertState() if self.engine is None else self.engine.state()
+
+
+def _usable(m: Measurement) -> bool:
+    return m.quality != "bad"
+
+
+def _alert_rows(row: Row) -> list[tuple[str, Row]]:
+    return [("alerts", row)]
+
+
+def alert_spec(config: PlantConfig, clock: EventClock | None = None, *,
+               fed: bool = False) -> LogicSpec[AlertState, Row]:
+    """The alerts flow's per-machine logic: usable samples of a machine into its :class:`AlertLogic`.
+
+    The OEE and quality rules need OEE facts. Alone, each machine's engine keeps an OEE
+    accounting of its own; in the machine engine next to the OEE flow, the variant built with
+    ``fed=True`` (the spec's ``fed``) takes that flow's facts instead, the same facts without
+    computing them twice. ``clock`` defaults to real time.
+    """
+    calendar = ShiftCalendar.from_config(config)
+    the_clock = clock or EventClock(1.0, time.time)
+
+    def make(machine: str, site: str, line: str) -> AlertEngine:
+        return AlertEngine.for_config(config, machine, site, line, calendar, own_oee=not fed)
+
+    def build(state: AlertState | None) -> AlertLogic:
+        return AlertLogic(make, the_clock, state)
+
+    return LogicSpec("alerts", ALERTS_CODEC, build, _alert_rows, filters=_usable, timers=True,
+                     upstream="oee" if fed else None,
+                     fed=None if fed else ("oee", lambda: alert_spec(config, clock, fed=True)))

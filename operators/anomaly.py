@@ -1,4 +1,4 @@
-"""Condition monitoring: per-machine anomaly models over condition signals, as Bytewax state.
+"""Condition monitoring: per-machine anomaly models over condition signals, one logic per machine.
 
 Every numeric condition signal (``is_condition_metric``) of a machine is monitored with no
 configuration: each signal gets its own model, built lazily on its first sample; the plant
@@ -55,11 +55,12 @@ from __future__ import annotations
 import math
 import pickle
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Final
 
+from plantstream.operators.logic import LogicSpec, MachineLogic
+from plantstream.operators.state import StateCodec
 from plantstream.schemas.anomaly_config import AnomalyConfig, AnomalyModelConfig
 from plantstream.schemas.measurement import MACHINE_STATE, Measurement, is_condition_metric
 
@@ -525,8 +526,44 @@ class MachineMonitor:
     # -- processing ------------------------------------------------------------------------
 
     def process(self, m: Measurement, cfg: AnomalyConfig) -> list[Row]:
-        """Fold one Measurement in; return the anomaly rows it opens or closes."""
-        if not cfg.enabled or not m.usable:
+        """Fold one Measurement in (a batch of one, :meth:`fold`); return the rows it opens or closes."""
+        return self.fold([m], cfg)
+
+    def fold(self, samples: list[Measurement], cfg: AnomalyConfig) -> list[Row]:
+        """Fold a machine's samples in, in order; return the anomaly rows they open or close.
+
+        A sample that only adds to its signal's open scoring period (most of them: a
+        usable, finite number of a running machine's signal in the same ``sample_s`` period)
+        is added here; every other sample goes through :meth:`_one`.
+        """
+        if not cfg.enabled:
+            return []
+        pending = self.pending
+        period_ms = round(cfg.sample_s * 1000)
+        out: list[Row] = []
+        for m in samples:
+            acc = pending.get(m.metric)  # a pending period exists only for condition signals
+            if acc is not None and self.running and m.quality != "bad":
+                v: Any = m.value  # a number when the checks below pass
+                kind = type(v)
+                if kind is int or (kind is float and -math.inf < v < math.inf):
+                    ts = m.ts
+                    if acc[0] == ts // period_ms:
+                        if m.metric == AMBIENT:
+                            self.ambient = float(v)
+                        acc[1] += v
+                        acc[2] += 1
+                        if ts > acc[3]:
+                            acc[3] = ts
+                        continue
+            rows = self._one(m, cfg)
+            if rows:
+                out += rows
+        return out
+
+    def _one(self, m: Measurement, cfg: AnomalyConfig) -> list[Row]:
+        """A sample :meth:`fold` does not simply add to an open period."""
+        if not m.usable:
             return []
         self.machine, self.site, self.line = m.machine, m.site or self.site, m.line or self.line
         if m.metric == MACHINE_STATE:
@@ -557,12 +594,7 @@ class MachineMonitor:
         if acc is None:
             self.pending[metric] = [period, value, 1, ts]
             return []
-        if acc[0] == period:  # the common case: one more sample of the open period
-            acc[1] += value
-            acc[2] += 1
-            if ts > acc[3]:
-                acc[3] = ts
-            return []
+        # a new period (fold adds to an open one): score the closed period's mean
         mean = acc[1] / acc[2]
         if metric == AMBIENT:
             self.ambient_closed = (acc[0], mean)
@@ -585,7 +617,7 @@ class MachineMonitor:
         out: list[Row] = []
         ambient = {p: total / n for signal, (p, total, n, _) in self.pending.items() if signal == AMBIENT}
         pending = dict(self.pending)
-        self.pending.clear()  # in place: a caller may hold the dict (AnomalyLogic.on_items)
+        self.pending.clear()  # in place: fold() holds the dict
         for signal, (period, total, n, ts) in pending.items():
             out += self._score(signal, int(ts), total / n, cfg, ambient.get(period, self.ambient))
         return out
@@ -713,12 +745,102 @@ def _zmax(zs: dict[str, float]) -> float:
     return max((abs(z) for z in zs.values()), default=0.0)
 
 
-# -- the Bytewax operator ----------------------------------------------------------------------
+# -- the machine logic and its state ----------------------------------------------------------
+
+
+def _dump_episode(ep: Episode | None) -> Any:
+    if ep is None:
+        return None
+    return (ep.start, ep.end, ep.score, ep.threshold, dict(ep.signals), ep.points, ep.normal_run, ep.severity)
+
+
+def _load_episode(p: Any) -> Episode | None:
+    if p is None:
+        return None
+    start, end, score, threshold, signals, points, normal_run, severity = p
+    return Episode(start, end, score, threshold, dict(signals), points, normal_run, severity)
+
+
+def _dump_fit(f: ThermalFit) -> Any:
+    return (f.n, f.mx, f.my, f.cxx, f.cxy, f.rvar, f.prev, f.prev_run, f.pending, list(f.resid.values))
+
+
+def _load_fit(p: Any) -> ThermalFit:
+    n, mx, my, cxx, cxy, rvar, prev, prev_run, pending, resid = p
+    return ThermalFit(n, mx, my, cxx, cxy, rvar, prev, prev_run,
+                      None if pending is None else (pending[0], pending[1]), Rolling(deque(resid)))
+
+
+def _river_bytes(model: Any) -> bytes | None:
+    return None if model is None else pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _river_model(blob: bytes | None) -> Any:
+    return None if blob is None else pickle.loads(blob)  # our own recovery store; river is pinned
+
+
+def _dump_model(m: Model) -> dict[str, Any]:
+    return {
+        "name": m.name, "detector": m.detector, "signals": m.signals, "fixed_threshold": m.fixed_threshold,
+        "bands": {k: (b.mean, b.var, b.n) for k, b in m.bands.items()},
+        "rolling": {k: list(r.values) for k, r in m.rolling.items()},
+        "latest": dict(m.latest),
+        "river": _river_bytes(m.river),
+        "gauss": {k: _river_bytes(g) for k, g in m.gauss.items()},
+        "quantile": None if m.quantile is None else (m.quantile.value, m.quantile.tau, m.quantile.eta),
+        "seen": m.seen, "episode": _dump_episode(m.episode),
+        "fits": {k: _dump_fit(f) for k, f in m.fits.items()},
+    }
+
+
+def _load_model(p: dict[str, Any]) -> Model:
+    q = p["quantile"]
+    return Model(
+        p["name"], p["detector"], tuple(p["signals"]), p["fixed_threshold"],
+        bands={k: Band(*b) for k, b in p["bands"].items()},
+        rolling={k: Rolling(deque(v)) for k, v in p["rolling"].items()},
+        latest=dict(p["latest"]), river=_river_model(p["river"]),
+        gauss={k: _river_model(g) for k, g in p["gauss"].items()},
+        quantile=None if q is None else AdaptiveQuantile(*q), seen=p["seen"],
+        episode=_load_episode(p["episode"]), fits={k: _load_fit(f) for k, f in p["fits"].items()},
+    )
+
+
+def _dump_monitor(mon: MachineMonitor) -> dict[str, Any]:
+    return {
+        "machine": mon.machine, "site": mon.site, "line": mon.line, "running": mon.running, "run": mon.run,
+        "ambient": mon.ambient, "models": {k: _dump_model(m) for k, m in mon.models.items()},
+        "iso": _dump_episode(mon.iso), "pending": {k: list(v) for k, v in mon.pending.items()},
+        "ambient_closed": mon.ambient_closed,
+    }
+
+
+def _load_monitor(p: dict[str, Any]) -> MachineMonitor:
+    closed = p["ambient_closed"]
+    return MachineMonitor(
+        p["machine"], p["site"], p["line"], p["running"], p["run"], p["ambient"],
+        models={k: _load_model(m) for k, m in p["models"].items()}, iso=_load_episode(p["iso"]),
+        pending={k: list(v) for k, v in p["pending"].items()},
+        ambient_closed=None if closed is None else (closed[0], closed[1]),
+    )
+
+
+ANOMALY_CODEC: StateCodec[MachineMonitor] = StateCodec("anomaly", 1, MachineMonitor, _dump_monitor,
+                                                        _load_monitor)
+"""Format 1 of a machine's monitor: machine, site, line, running, run, ambient, pending periods
+(signal → [period, sum, count, last ts]), ambient_closed, the ISO 10816 episode and per model its
+name, detector, signals, fixed threshold, bands (mean, var, n), rolling windows (lists), latest
+features, adaptive quantile (value, tau, eta), samples seen, open episode (start, end, score,
+threshold, signals, points, normal_run, severity) and thermal fits (n, mx, my, cxx, cxy, rvar,
+prev, prev_run, pending, residual window). River estimators (``river`` of the ``hst``, ``ilof``,
+``ocsvm`` detectors; ``gauss`` scorers of ``gaussian``) are stored as bytes inside the plain
+payload: each the pickle of the River object. River is pinned (pyproject), so those bytes read
+back in the same release; raise the format version with an upgrade when the pin moves."""
 
 
 def snapshot_bytes(monitor: MachineMonitor) -> bytes:
-    """The state as immutable bytes (a cheap Bytewax snapshot; deep-copying bytes is free)."""
-    return pickle.dumps(monitor, protocol=pickle.HIGHEST_PROTOCOL)
+    """A machine's monitor as its recovery snapshot (:data:`ANOMALY_CODEC`)."""
+    return ANOMALY_CODEC.encode(monitor)
 
 
 def state_size(monitor: MachineMonitor) -> int:
@@ -726,71 +848,33 @@ def state_size(monitor: MachineMonitor) -> int:
     return len(snapshot_bytes(monitor))
 
 
-def _make_logic(cfg: AnomalyConfig) -> Any:
-    from bytewax.operators import StatefulLogic
+class AnomalyLogic(MachineLogic[MachineMonitor, Row]):
+    """One machine's monitor (:meth:`MachineMonitor.fold`); the end of input closes episodes."""
 
-    class AnomalyLogic(StatefulLogic[Measurement, Row, bytes]):
-        def __init__(self, monitor: MachineMonitor) -> None:
-            self.monitor = monitor
+    def __init__(self, monitor: MachineMonitor | None, cfg: AnomalyConfig) -> None:
+        self.monitor = monitor if monitor is not None else MachineMonitor.new("")
+        self.cfg = cfg
 
-        def on_item(self, value: Measurement) -> tuple[list[Row], bool]:
-            rows = self.monitor.process(value, cfg)
-            return rows, StatefulLogic.RETAIN
+    def on_batch(self, samples: list[Measurement]) -> list[Row]:
+        return self.monitor.fold(samples, self.cfg)
 
-        def on_items(self, values: list[Measurement]) -> tuple[list[Row], bool]:
-            """:meth:`on_item` for a machine's samples of one batch, in order. A sample that
-            only adds to its signal's open scoring period (most of them) is added here; the
-            rest go through :meth:`MachineMonitor.process`. Values arrive validated (finite)."""
-            monitor = self.monitor
-            process, pending = monitor.process, monitor.pending
-            period_ms = round(cfg.sample_s * 1000)
-            out: list[Row] = []
-            for m in values:
-                metric = m.metric
-                if period_ms > 0 and monitor.running and metric != AMBIENT and m.quality != "bad":
-                    acc = pending.get(metric)
-                    if acc is not None:
-                        v, ts = m.value, m.ts
-                        kind = type(v)
-                        if (kind is float or kind is int) and acc[0] == ts // period_ms:
-                            acc[1] += v  # type: ignore[operator]  # a number: checked above
-                            acc[2] += 1
-                            if ts > acc[3]:
-                                acc[3] = ts
-                            continue
-                rows = process(m, cfg)
-                if rows:
-                    out += rows
-            return out, StatefulLogic.RETAIN
+    def on_eof(self) -> list[Row]:
+        return self.monitor.close(self.cfg)
 
-        def on_eof(self) -> tuple[list[Row], bool]:
-            return self.monitor.close(cfg), StatefulLogic.RETAIN
-
-        def snapshot(self) -> bytes:
-            return snapshot_bytes(self.monitor)
-
-    return AnomalyLogic
+    def state(self) -> MachineMonitor:
+        return self.monitor
 
 
-def anomaly_builder(cfg: AnomalyConfig) -> Callable[[bytes | None], Any]:
-    """The Bytewax builder of one machine's monitor logic (from its pickled snapshot, or new)."""
-    logic_cls = _make_logic(cfg)
-
-    def builder(resume: bytes | None) -> Any:
-        if not resume:
-            return logic_cls(MachineMonitor.new(""))
-        return logic_cls(pickle.loads(resume))
-
-    return builder
+def _anomaly_rows(row: Row) -> list[tuple[str, Row]]:
+    return [("anomalies", row)]
 
 
-def anomaly_op(step_id: str, keyed: Any, cfg: AnomalyConfig) -> Any:
-    """Anomaly rows from a stream of (machine, Measurement), one stateful step keyed by machine.
+def anomaly_spec(cfg: AnomalyConfig) -> LogicSpec[MachineMonitor, Row]:
+    """The anomaly flow's per-machine logic. Every sample reaches the monitor, which skips what
+    is not a usable number of a condition signal or a state change itself (cheaper than a
+    filter call per sample); no timers."""
 
-    The state of a key is a :class:`MachineMonitor`; its snapshot is its pickle (bytes), so a
-    resumed flow continues with the same models, thresholds and open episodes.
-    """
-    import bytewax.operators as op
+    def build(state: MachineMonitor | None) -> AnomalyLogic:
+        return AnomalyLogic(state, cfg)
 
-    rows = op.stateful(step_id, keyed, anomaly_builder(cfg))
-    return op.map(f"{step_id}_rows", rows, lambda kv: kv[1])
+    return LogicSpec("anomaly", ANOMALY_CODEC, build, _anomaly_rows)

@@ -3,11 +3,12 @@
 A twin folds every usable Measurement of one machine into one small record: the state and since
 when, the stop in progress (open downtime), the current part number, work order, operator,
 fault and reason code, and the last value of every numeric signal. :func:`apply` is the pure
-fold; :func:`twin_row` is the ``machine_status`` row; :func:`machine_status` is the thin
-Bytewax operator (one ``op.stateful`` keyed by machine) that emits a row when the twin changed,
-at most one per machine per ``throttle_s`` seconds of event time, a heartbeat row every
-``heartbeat_s`` of event time without change, a pending change after ``throttle_s`` of wall
-time without new samples, and every pending change at the end of input.
+fold; :func:`twin_row` is the ``machine_status`` row; :class:`StatusLogic` (built by
+:func:`status_spec`, run by the machine engine) emits a row when the twin changed, at most one
+per machine per ``throttle_s`` seconds of event time, a heartbeat row every ``heartbeat_s`` of
+event time without change, a pending change after ``throttle_s`` of wall time without new
+samples, and every pending change at the end of input. Its state (:class:`StatusState`) is
+encoded by :data:`STATUS_CODEC`.
 
 The twin is "now", not history: a sample older than the value it would replace is ignored
 (history is in ``measurements`` and the event tables). Open downtime is derived simply from the
@@ -31,16 +32,13 @@ False
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import bytewax.operators as op
-from bytewax.dataflow import operator
-from bytewax.operators import KeyedStream, StatefulLogic
-
+from plantstream.operators.logic import LogicSpec, MachineLogic, Row
+from plantstream.operators.state import StateCodec
 from plantstream.schemas.measurement import (
     FAULT_CODE,
     MACHINE_STATE,
@@ -117,24 +115,41 @@ def apply(twin: MachineTwin, m: Measurement) -> bool:
     """Fold one sample into the twin; return True when what the twin shows changed.
 
     Bad-quality samples and samples older than the value they would replace are ignored.
-    ``scrap_reason`` and string values of numeric metrics do not belong to the twin.
+    ``scrap_reason`` and string values of numeric metrics do not belong to the twin. This is the
+    one fold of the twin: the status logic (:class:`StatusLogic`) calls it for every sample.
     """
-    if not m.usable:
+    metric, ts = m.metric, m.ts
+    value = m.value
+    site, line = m.site, m.line
+    if (metric not in _NOT_SIGNALS and type(value) is not str and m.quality != "bad" and twin.machine
+            and (not site or site == twin.site) and (not line or line == twin.line)):
+        # the common case first: a signal's value, of a twin that knows its machine
+        signals_ts = twin.signals_ts
+        if ts < signals_ts.get(metric, 0):
+            return False
+        number = float(value)
+        signals_ts[metric] = ts
+        twin.samples += 1
+        if ts > twin.last_seen:
+            twin.last_seen = ts
+        if twin.signals.get(metric) != number:
+            twin.signals[metric] = number
+            return True
         return False
-    ts = m.ts
+    if m.quality == "bad":
+        return False
     changed = False
     if not twin.machine:
         twin.machine = m.machine
-    if m.site and m.site != twin.site:
-        twin.site, changed = m.site, True
-    if m.line and m.line != twin.line:
-        twin.line, changed = m.line, True
-    metric = m.metric
+    if site and site != twin.site:
+        twin.site, changed = site, True
+    if line and line != twin.line:
+        twin.line, changed = line, True
     if metric == MACHINE_STATE:
         if ts < twin.state_ts:
             return changed
         twin.state_ts = ts
-        state = state_name(m.value)
+        state = state_name(value)
         if state != twin.state:
             twin.state, twin.state_since = state, ts
             if state in DOWN_STATES:
@@ -149,19 +164,19 @@ def apply(twin: MachineTwin, m: Measurement) -> bool:
         if ts < twin.text_ts.get(name, 0):
             return changed
         twin.text_ts[name] = ts
-        text = _text(m.value)
+        text = _text(value)
         if getattr(twin, name) != text:
             setattr(twin, name, text)
             changed = True
-    elif metric == SCRAP_REASON or isinstance(m.value, str):
+    elif metric == SCRAP_REASON or isinstance(value, str):
         return changed
     else:
         if ts < twin.signals_ts.get(metric, 0):
             return changed
-        value = float(m.value)
+        number = float(value)
         twin.signals_ts[metric] = ts
-        if twin.signals.get(metric) != value:
-            twin.signals[metric] = value
+        if twin.signals.get(metric) != number:
+            twin.signals[metric] = number
             changed = True
     twin.samples += 1
     twin.last_seen = max(twin.last_seen, ts)
@@ -192,7 +207,7 @@ def twin_row(twin: MachineTwin) -> dict[str, Any]:
 
 @dataclass
 class StatusState:
-    """Bytewax state of one machine: the twin and the emission bookkeeping."""
+    """The state of one machine's status logic: the twin and the emission bookkeeping."""
 
     twin: MachineTwin
     emitted_ts: int | None = None
@@ -202,6 +217,28 @@ class StatusState:
     """Wall time at which a pending change is emitted even without new samples."""
 
 
+def _dump_status(st: StatusState) -> dict[str, Any]:
+    t = st.twin
+    return {
+        "twin": {f.name: getattr(t, f.name) for f in fields(MachineTwin)},
+        "emitted_ts": st.emitted_ts, "dirty": st.dirty,
+        "due_us": None if st.due is None else round(st.due.timestamp() * 1_000_000),
+    }
+
+
+def _load_status(p: dict[str, Any]) -> StatusState:
+    twin = dict(p["twin"])
+    for name in ("signals", "signals_ts", "text_ts"):
+        twin[name] = dict(twin[name])
+    due = p["due_us"]
+    return StatusState(MachineTwin(**twin), p["emitted_ts"], p["dirty"],
+                       None if due is None else datetime.fromtimestamp(due / 1_000_000, UTC))
+
+
+STATUS_CODEC: StateCodec[StatusState] = StateCodec("status", 1, StatusState, _dump_status, _load_status)
+"""Format 1: ``{"twin": {MachineTwin fields}, "emitted_ts", "dirty", "due_us"}`` (the pending
+change's timer as epoch microseconds)."""
+
 Now = Callable[[], datetime]
 
 
@@ -209,110 +246,69 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _StatusLogic(StatefulLogic[Measurement, dict[str, Any], bytes]):
-    def __init__(self, state: StatusState, throttle_ms: int, heartbeat_ms: int, now: Now) -> None:
-        self.state = state
+class StatusLogic(MachineLogic[StatusState, Row]):
+    """One machine's twin: emits its ``machine_status`` row when it changed, at most once per
+    ``throttle`` of event time, a heartbeat every ``heartbeat`` of event time without change, a
+    pending change after ``throttle`` of wall time without new samples (timer), and what is
+    pending at the end of input. The builder does not get the key: the twin learns its machine
+    from its first sample."""
+
+    def __init__(self, state: StatusState | None, throttle_ms: int, heartbeat_ms: int, now: Now) -> None:
+        self.s = state if state is not None else StatusState(MachineTwin(""))
         self._throttle_ms = throttle_ms
         self._heartbeat_ms = heartbeat_ms
         self._now = now
 
-    def _emit(self) -> list[dict[str, Any]]:
-        st = self.state
+    def _emit(self) -> Row:
+        st = self.s
         st.emitted_ts, st.dirty, st.due = st.twin.last_seen, False, None
-        return [twin_row(st.twin)]
+        return twin_row(st.twin)
 
-    def on_item(self, value: Measurement) -> tuple[Iterable[dict[str, Any]], bool]:
-        st = self.state
-        if apply(st.twin, value):
-            st.dirty = True
-        if st.emitted_ts is None:
-            return (self._emit() if st.dirty else ()), False
-        since = st.twin.last_seen - st.emitted_ts
-        if (st.dirty and since >= self._throttle_ms) or since >= self._heartbeat_ms:
-            return self._emit(), False
-        if st.dirty and st.due is None:
-            st.due = self._now() + timedelta(milliseconds=self._throttle_ms)
-        return (), False
-
-    def on_items(self, values: list[Measurement]) -> tuple[list[dict[str, Any]], bool]:
-        """:meth:`on_item` for a machine's samples of one batch, in order (the engine's path)."""
-        out: list[dict[str, Any]] = []
-        st, twin = self.state, self.state.twin
+    def on_batch(self, samples: list[Measurement]) -> list[Row]:
+        out: list[Row] = []
+        st, twin = self.s, self.s.twin
         throttle_ms, heartbeat_ms = self._throttle_ms, self._heartbeat_ms
-        signals, signals_ts = twin.signals, twin.signals_ts
-        for value in values:
-            metric, v, ts = value.metric, value.value, value.ts
-            if (metric in _NOT_SIGNALS or type(v) is str or value.quality == "bad" or not twin.machine
-                    or (value.site and value.site != twin.site) or (value.line and value.line != twin.line)):
-                if apply(twin, value):
-                    st.dirty = True
-            elif ts >= signals_ts.get(metric, 0):  # a signal's new value: apply(), inlined
-                number = float(v)
-                signals_ts[metric] = ts
-                if signals.get(metric) != number:
-                    signals[metric] = number
-                    st.dirty = True
-                twin.samples += 1
-                if ts > twin.last_seen:
-                    twin.last_seen = ts
-            if st.emitted_ts is None:
+        for m in samples:
+            if apply(twin, m):
+                st.dirty = True
+            emitted = st.emitted_ts
+            if emitted is None:
                 if st.dirty:
-                    out += self._emit()
+                    out.append(self._emit())
                 continue
-            since = twin.last_seen - st.emitted_ts
+            since = twin.last_seen - emitted
             if (st.dirty and since >= throttle_ms) or since >= heartbeat_ms:
-                out += self._emit()
+                out.append(self._emit())
         if st.dirty and st.due is None:
             st.due = self._now() + timedelta(milliseconds=throttle_ms)
-        return out, False
+        return out
 
-    def on_notify(self) -> tuple[Iterable[dict[str, Any]], bool]:
-        if self.state.dirty:
-            return self._emit(), False
-        self.state.due = None
-        return (), False
+    def on_notify(self) -> list[Row]:
+        if self.s.dirty:
+            return [self._emit()]
+        self.s.due = None
+        return []
 
-    def on_eof(self) -> tuple[Iterable[dict[str, Any]], bool]:
-        if self.state.dirty:
-            return self._emit(), False
-        return (), False
+    def on_eof(self) -> list[Row]:
+        return [self._emit()] if self.s.dirty else []
 
     def notify_at(self) -> datetime | None:
-        return self.state.due if self.state.dirty else None
+        return self.s.due if self.s.dirty else None
 
-    def snapshot(self) -> bytes:
-        # A pickle is a deep copy that Bytewax copies again for free (bytes are immutable).
-        return pickle.dumps(self.state, pickle.HIGHEST_PROTOCOL)
-
-
-StatusBuilder = Callable[[bytes | None], StatefulLogic[Measurement, dict[str, Any], bytes]]
+    def state(self) -> StatusState:
+        return self.s
 
 
-def status_builder(throttle_s: float = 5.0, heartbeat_s: float = 60.0,
-                   now: Now = _utc_now) -> StatusBuilder:
-    """The Bytewax builder of one machine's twin logic (from its snapshot, or new)."""
-    throttle_ms = int(throttle_s * 1000)
-    heartbeat_ms = int(heartbeat_s * 1000)
-
-    def builder(resume: bytes | None) -> _StatusLogic:
-        # The builder does not get the key: the twin learns its machine from its first sample.
-        state = pickle.loads(resume) if resume else StatusState(MachineTwin(""))
-        return _StatusLogic(state, throttle_ms, heartbeat_ms, now)
-
-    return builder
+def _status_rows(row: Row) -> list[tuple[str, Row]]:
+    return [("machine_status", row)]
 
 
-@operator
-def machine_status(step_id: str, up: KeyedStream[Measurement], *, throttle_s: float = 5.0,
-                   heartbeat_s: float = 60.0, now: Now = _utc_now) -> KeyedStream[dict[str, Any]]:
-    """Keep one twin per machine (the stream's key) and emit its ``machine_status`` rows.
+def status_spec(throttle_s: float = 5.0, heartbeat_s: float = 60.0,
+                now: Now = _utc_now) -> LogicSpec[StatusState, Row]:
+    """The status flow's per-machine logic: every sample of a machine into its :class:`StatusLogic`.
 
     Parameters
     ----------
-    step_id
-        Unique step id.
-    up
-        Measurements keyed by machine id.
     throttle_s
         At most one row per machine per this many seconds of event time; a change that waits
         longer than this in wall time (no newer samples) is emitted by a timer.
@@ -320,6 +316,12 @@ def machine_status(step_id: str, up: KeyedStream[Measurement], *, throttle_s: fl
         A row every this many seconds of event time even when nothing changed, so
         ``last_seen`` stays fresh.
     now
-        The wall clock (injected for tests).
+        The wall clock (injected for tests, e.g. :class:`~plantstream.operators.logic.ManualClock`).
     """
-    return op.stateful("twin", up, status_builder(throttle_s, heartbeat_s, now))
+    throttle_ms = int(throttle_s * 1000)
+    heartbeat_ms = int(heartbeat_s * 1000)
+
+    def build(state: StatusState | None) -> StatusLogic:
+        return StatusLogic(state, throttle_ms, heartbeat_ms, now)
+
+    return LogicSpec("status", STATUS_CODEC, build, _status_rows, timers=True)

@@ -39,7 +39,7 @@ def test_bakery_scrap_by_reason_and_hot_oil_alerts_only_during_thermostat_drift(
             tracker.on_sample(m.ts, m.metric, m.value)
             events += [r for k, r in tracker.take() if k == "scrap_events"]
             engine = engines.setdefault(m.machine, AlertEngine.for_config(config, m.machine))
-            alerts += engine.on_sample(m.ts, m.metric, m.value)
+            alerts += engine.on_samples([m])
     for tracker in trackers.values():
         events += [r for k, r in tracker.finish() if k == "scrap_events"]
     truth = sim.ground_truth()

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from plantstream.operators.alerts import AlertEngine
+from plantstream.operators.alerts import ALERTS_CODEC, AlertEngine
 from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.schemas.measurement import Measurement
 
 MIN = 60_000
 
@@ -24,10 +25,8 @@ def _engine(**extra: Any) -> AlertEngine:
 
 
 def _feed(eng: AlertEngine, samples: list[tuple[int, str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for ts, metric, value in samples:
-        out += eng.on_sample(ts, metric, value)
-    return out
+    """The samples as one batch (the engine's only data entry), in order."""
+    return eng.on_samples([Measurement(ts, eng.machine, metric, value) for ts, metric, value in samples])
 
 
 def _brief(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -205,8 +204,8 @@ def test_fryer_oil_outside_target_band_for_a_minute_fires_once_and_clears_inside
 def test_the_state_survives_a_snapshot_round_trip() -> None:
     eng = _engine()
     _feed(eng, [(0, "machine_state", "fault"), (MIN, "vibration_rms_mms", 9.0)])
-    blob = eng.dump()
-    again = AlertEngine.for_config(_cfg(), *AlertEngine.identity_of(blob))
-    again.load(blob)
+    state = ALERTS_CODEC.decode(ALERTS_CODEC.encode(eng.state()))
+    again = AlertEngine.for_config(_cfg(), state.machine, state.site, state.line)
+    again.restore(state)
     assert again.due() == eng.due() == 15 * MIN + 1
     assert _brief(again.advance(16 * MIN)) == _brief(eng.advance(16 * MIN))

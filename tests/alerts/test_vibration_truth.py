@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from plantstream.connectors.simulators import plc
-from plantstream.operators.alerts import AlertEngine
+from plantstream.flows.engine import run_engine
+from plantstream.operators.alerts import alert_spec
 from plantstream.schemas.config import build_config
 
 T0 = 1_763_791_200_000
@@ -14,11 +15,8 @@ T0 = 1_763_791_200_000
 def test_bearing_wear_into_zone_c_raises_one_vibration_alert_near_the_true_crossing() -> None:
     config = build_config({"microstop_threshold_s": 120}, {})
     line = plc.PlcLine(seed=21, machines=3, start_ms=T0, config=config)
-    engines: dict[str, AlertEngine] = {}
-    alerts: list[dict[str, Any]] = []
-    for m in line.run(T0 + 8 * 3_600_000):
-        engine = engines.setdefault(m.machine, AlertEngine.for_config(config, m.machine))
-        alerts += engine.on_sample(m.ts, m.metric, m.value)
+    samples = list(line.run(T0 + 8 * 3_600_000))
+    alerts: list[dict[str, Any]] = [r for _, _, r in run_engine([alert_spec(config)], samples, batch_size=500)]
     truth = line.ground_truth()
     crossings = [a for a in truth.anomalies if a.type == "bearing_wear" and a.zone_c_ms]
     assert crossings, "the run must contain bearing wear reaching zone C"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 
+from plantstream.flows.engine import EngineRun, run_engine
 from plantstream.operators.anomaly import (
     Band,
     MachineMonitor,
+    anomaly_spec,
     hypothesis,
     iso10816_zone,
     state_size,
@@ -21,16 +21,19 @@ from tests.anomaly.synthetic import STEP_MS, T0, Plan, generate, truth_ms
 Rows = list[dict]
 
 
-def run(ms: list[Measurement], cfg: AnomalyConfig | None = None) -> Rows:
-    cfg = cfg or AnomalyConfig()
-    monitors: dict[str, MachineMonitor] = {}
-    rows: Rows = []
-    for m in ms:
-        mon = monitors.setdefault(m.machine, MachineMonitor.new(m.machine))
-        rows += mon.process(m, cfg)
-    for mon in monitors.values():
-        rows += mon.close(cfg)
-    return rows
+def run(ms: list[Measurement], cfg: AnomalyConfig | None = None, batch_size: int = 256) -> Rows:
+    """The anomaly logic of each machine in an engine of its own (batches of ``batch_size``)."""
+    return [row for _, _, row in run_engine([anomaly_spec(cfg or AnomalyConfig())], ms, batch_size=batch_size)]
+
+
+def monitor_of(ms: list[Measurement], cfg: AnomalyConfig) -> MachineMonitor:
+    """A machine's monitor after ``ms``, as the engine keeps it."""
+    run = EngineRun(anomaly_spec(cfg))
+    run.batch(ms)
+    [logic] = run.engine.logics[0].values()
+    monitor = logic.state()
+    assert isinstance(monitor, MachineMonitor)
+    return monitor
 
 
 def closed(rows: Rows, model: str | None = None) -> Rows:
@@ -139,28 +142,19 @@ def test_snapshot_and_resume_continue_identically() -> None:
     cfg = AnomalyConfig.model_validate({"models": [
         {"name": "hst", "signals": ["vibration_rms_mms"], "detector": "hst"}]})
     whole = run(data, cfg)
-    mon = MachineMonitor.new("press-03")
-    first: Rows = []
-    for m in data[:2200]:
-        first += mon.process(m, cfg)
-    resumed = pickle.loads(pickle.dumps(mon))
-    for m in data[2200:]:
-        first += resumed.process(m, cfg)
-    first += resumed.close(cfg)
+    engine = EngineRun(anomaly_spec(cfg))
+    first = [r for _, _, r in engine.batch(data[:2200])]
+    resumed = EngineRun(anomaly_spec(cfg), resume=engine.snapshot())  # River models as bytes inside
+    first += [r for _, _, r in resumed.batch(data[2200:]) + resumed.eof()]
     assert first == whole and closed(whole)
+    assert run(data, cfg, batch_size=1) == whole  # one sample at a time: the same rows
 
 
 def test_state_per_machine_stays_small() -> None:
     plan = Plan("press-04", 3000, anomalies=[(2000, 2050, "bearing")])
-    mon = MachineMonitor.new("press-04")
-    cfg = AnomalyConfig()
-    for m in generate(plan):
-        mon.process(m, cfg)
+    mon = monitor_of(generate(plan), AnomalyConfig())
     assert state_size(mon) < 8 * 1024  # default models: a few floats per feature
-    hst = MachineMonitor.new("press-04")
-    hcfg = AnomalyConfig(detector="hst")
-    for m in generate(plan):
-        hst.process(m, hcfg)
+    hst = monitor_of(generate(plan), AnomalyConfig(detector="hst"))
     assert state_size(hst) < 256 * 1024
 
 

@@ -27,7 +27,7 @@ from plantstream.connectors.simulators import plc
 from plantstream.flows.alerts import alerts
 from plantstream.flows.registry import FlowContext, FlowFn
 from plantstream.flows.scrap import scrap
-from plantstream.operators.alerts import AlertEngine
+from plantstream.operators.alerts import ALERTS_CODEC, AlertEngine
 from plantstream.operators.scrap import ScrapTracker
 from plantstream.schemas.config import PlantConfig, build_config
 from plantstream.schemas.measurement import Measurement
@@ -47,11 +47,13 @@ def pure(ms: list[Measurement], make: Callable[[str], Any]) -> tuple[float, int]
             o.on_sample(m.ts, m.metric, m.value)
             o.take()
         else:
-            o.on_sample(m.ts, m.metric, m.value)
+            o.on_samples([m])
     for o in ops.values():
         o.finish()
     elapsed = time.perf_counter() - started
-    return elapsed, sum(len(o.dump()) for o in ops.values()) // max(1, len(ops))
+    sizes = [len(o.dump()) if isinstance(o, ScrapTracker) else len(ALERTS_CODEC.encode(o.state()))
+             for o in ops.values()]
+    return elapsed, sum(sizes) // max(1, len(ops))
 
 
 def flow_run(ms: list[Measurement], config: PlantConfig, fn: FlowFn) -> tuple[float, int]:

@@ -1,16 +1,15 @@
-"""The machine digital twin: pure fold, the throttled operator, and the machine_status table."""
+"""The machine digital twin: pure fold, the throttled logic in an engine of one machine, and the
+machine_status table."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import bytewax.operators as op
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, TestingSource, run_main
-
 from plantstream.connectors import clickhouse as chc
-from plantstream.operators.status import MachineTwin, apply, machine_status, twin_row
+from plantstream.flows.engine import EngineRun
+from plantstream.operators.logic import ManualClock
+from plantstream.operators.status import MachineTwin, apply, status_spec, twin_row
 from plantstream.schemas.measurement import Measurement
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00:00Z
@@ -63,22 +62,22 @@ def test_fold_of_a_story_shows_the_current_picture() -> None:
 
 
 def _run(samples: list[Measurement], throttle_s: float, heartbeat_s: float = 3600.0,
-         now: datetime | None = None) -> list[dict[str, Any]]:
-    flow = Dataflow("status_test")
-    keyed = op.key_on("key", op.input("in", flow, TestingSource(samples)), lambda x: x.machine)
-    clock = now or datetime(2100, 1, 1, tzinfo=UTC)  # the wall-clock timer never fires
-    rows = machine_status("twin", keyed, throttle_s=throttle_s, heartbeat_s=heartbeat_s,
-                          now=lambda: clock)
-    out: list[tuple[str, dict[str, Any]]] = []
-    op.output("out", rows, TestingSink(out))
-    run_main(flow)
-    return [r for _, r in out]
+         batch_size: int = 1) -> list[dict[str, Any]]:
+    """The status logic in an engine of its own; the wall clock never moves, so no timer fires."""
+    run = EngineRun(status_spec(throttle_s, heartbeat_s, ManualClock()))
+    out = []
+    for i in range(0, len(samples), batch_size):
+        out += run.batch(samples[i:i + batch_size])
+    out += run.eof()
+    assert {(flow, table) for flow, table, _ in out} <= {("status", "machine_status")}
+    return [r for _, _, r in out]
 
 
 def test_operator_throttles_in_event_time_and_flushes_at_eof() -> None:
     # One sample a second for 60 s, every one a change (the temperature climbs).
     samples = [m(i, "cnc-01", "temperature_c", 20.0 + i) for i in range(60)]
     rows = _run(samples, throttle_s=10.0)
+    assert _run(samples, throttle_s=10.0, batch_size=7) == rows  # batching changes nothing
     # First sample emits at once; then at most one row per 10 s of event time: 0, 10, …, 50;
     # the end of input emits the pending change (59 s).
     assert [r["last_seen"] - T0 for r in rows] == [0, 10_000, 20_000, 30_000, 40_000, 50_000, 59_000]
@@ -121,10 +120,23 @@ def test_rows_land_in_machine_status_and_latest_version_wins(ch: Any) -> None:
 
 
 def test_pending_change_is_emitted_by_the_wall_clock_timer() -> None:
-    # A wall clock far in the past makes the timer due at once: the change after the first
-    # row is emitted without waiting for more samples or the end of input.
-    past = datetime(2000, 1, 1, tzinfo=UTC)
-    samples = [m(0, "press-01", "machine_state", "running"),
-               m(1, "press-01", "machine_state", "fault")]
-    rows = _run(samples, throttle_s=5.0, now=past - timedelta(hours=1))
-    assert [r["state"] for r in rows] == ["running", "fault"]
+    # The change after the first row waits for the throttle in event time; with no newer
+    # samples, the wall-clock timer emits it once throttle_s of wall time have passed.
+    clock = ManualClock()
+    run = EngineRun(status_spec(throttle_s=5.0, now=clock))
+    first = run.batch([m(0, "press-01", "machine_state", "running")])
+    assert [r["state"] for _, _, r in first] == ["running"]
+    assert run.batch([m(1, "press-01", "machine_state", "fault")]) == []
+    assert run.notify(clock.advance(timedelta(seconds=4))) == []  # not yet
+    rows = run.notify(clock.advance(timedelta(seconds=2)))
+    assert [r["state"] for _, _, r in rows] == ["fault"]
+    assert run.notify(clock.advance(timedelta(hours=1))) == [] and run.eof() == []  # nothing pending
+
+
+def test_a_resumed_twin_keeps_its_pending_change_and_timer() -> None:
+    clock = ManualClock()
+    run = EngineRun(status_spec(throttle_s=5.0, now=clock))
+    run.batch([m(0, "press-01", "machine_state", "running"), m(1, "press-01", "machine_state", "fault")])
+    resumed = EngineRun(status_spec(throttle_s=5.0, now=clock), resume=run.snapshot())
+    rows = resumed.notify(clock.advance(timedelta(seconds=6)))
+    assert [(r["state"], r["downtime_since"]) for _, _, r in rows] == [("fault", T0 + 1_000)]
