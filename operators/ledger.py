@@ -96,8 +96,8 @@ class Fold(Protocol):
 
 
 _RANK = {"scrap_reason": 0, "good_count": 1, "reject_count": 1, "total_count": 1, "good_parts": 1,
-         "reject_parts": 1, "part_number": 2, "work_order": 2, "ideal_cycle_time_ms": 2, "operator_id": 2,
-         "machine_state": 4, "reason_code": 5}
+         "reject_parts": 1, "part_number": 2, "work_order": 3, "operator_id": 3, "ideal_cycle_time_ms": 4,
+         "machine_state": 6, "reason_code": 7}
 _CUMULATIVE = frozenset({"good_count", "reject_count", "total_count"})
 
 
@@ -107,8 +107,9 @@ def order_key(ev: Event) -> tuple[int, int, float, int]:
 
     At one instant: a ``scrap_reason`` (it explains the rejects counted with it), the counters
     (a cumulative counter's higher value first: a value and a reset to 0 at the same instant are
-    the last count, then the reset), the context (part number, work order, ideal cycle time: a
-    part counted at the instant the order changes belongs to the order it was made in), a
+    the last count, then the reset), the context (part number, then work order, then ideal cycle
+    time — a new part number clears the ideal sent for the old one; a part counted at the
+    instant the order changes belongs to the order it was made in), a
     non-zero ``fault_code`` (it names the stop that starts with it), ``machine_state``, then a
     ``reason_code``, a cleared ``fault_code`` and every other metric; same metric and value in
     arrival order.
@@ -121,7 +122,7 @@ def order_key(ev: Event) -> tuple[int, int, float, int]:
     ts, seq, metric, value = ev
     rank = _RANK.get(metric)
     if rank is None:
-        rank = 3 if metric == "fault_code" and value not in (0, "", "0", None, False) else 6
+        rank = 5 if metric == "fault_code" and value not in (0, "", "0", None, False) else 8
     tie = 0.0
     if metric in _CUMULATIVE and isinstance(value, int | float) and not isinstance(value, bool):
         tie = -float(value)
