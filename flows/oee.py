@@ -8,7 +8,8 @@ fold on the machine's event-time ledger, :mod:`operators.ledger`): the OEE metri
 known is a tick of its event time (a PLC reports its state only when it changes, so without
 ticks a machine sitting in one state for an hour would leave that hour's windows open). Its
 snapshot is a single ``bytes`` value (:data:`operators.oee.OEE_STATE`: kind, format version and
-plain data), so the per-epoch copy Bytewax makes of every active key is a memcpy. The step emits ``(table, row)`` pairs, split into ``oee_facts``,
+plain data), so the per-epoch copy Bytewax makes of every active key is a memcpy. The step
+emits ``(table, row)`` pairs, split into ``oee_facts``,
 ``downtime_events`` and ``deadletter`` (samples beyond the restatement horizon, reason ``late``).
 The engine hands a machine's samples of one batch to :meth:`OeeLogic.on_items` at once.
 

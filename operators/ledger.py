@@ -116,8 +116,14 @@ def order_key(ev: Event) -> tuple[int, int, float, int]:
 
     >>> evs = [(5, 1, "machine_state", "fault"), (5, 2, "good_count", 0), (5, 3, "fault_code", 17),
     ...        (5, 4, "good_count", 90), (5, 5, "part_number", "P-2"), (5, 6, "scrap_reason", "burr")]
-    >>> [(m, v) for _, _, m, v in sorted(evs, key=order_key)]
-    [('scrap_reason', 'burr'), ('good_count', 90), ('good_count', 0), ('part_number', 'P-2'), ('fault_code', 17), ('machine_state', 'fault')]
+    >>> for _, _, m, v in sorted(evs, key=order_key):
+    ...     print(m, v)
+    scrap_reason burr
+    good_count 90
+    good_count 0
+    part_number P-2
+    fault_code 17
+    machine_state fault
     """
     ts, seq, metric, value = ev
     rank = _RANK.get(metric)
@@ -172,12 +178,12 @@ class Ledger:
 
     def load_ledger(self, p: dict[str, Any]) -> None:
         self.max_ts, self.seq, self.version, self.pos = p["max_ts"], p["seq"], p["version"], p["pos"]
-        self.last_key = None if p["last_key"] is None else tuple(p["last_key"])  # type: ignore[assignment]
-        self.buffer = [tuple(e) for e in p["buffer"]]  # type: ignore[misc]
-        self.segments = [tuple(s) for s in p["segments"]]  # type: ignore[misc]
+        self.last_key = None if p["last_key"] is None else tuple(p["last_key"])
+        self.buffer = [tuple(e) for e in p["buffer"]]
+        self.segments = [tuple(s) for s in p["segments"]]
         self.open_from, self.open_since = p["open_from"], p["open_since"]
         self.open_state = p["open_state"]
-        self.recent = [tuple(e) for e in p["recent"]]  # type: ignore[misc]
+        self.recent = [tuple(e) for e in p["recent"]]
         self._out = []
 
     @property
@@ -280,7 +286,7 @@ class Ledger:
 
     def _close_segment(self, ts: int) -> None:
         assert self.open_from is not None
-        blob = zlib.compress(pickle.dumps((self.open_state, self.recent), protocol=pickle.HIGHEST_PROTOCOL), 6)
+        blob = zlib.compress(pickle.dumps((self.open_state, self.recent), pickle.HIGHEST_PROTOCOL), 6)
         self.segments.append((self.open_from, blob))
         self.open_from, self.open_since = self.pos, ts
         self.open_state = self.fold.dump_state()
@@ -336,7 +342,8 @@ class Ledger:
             self.fold.advance(pos)
             self.pos = pos
         after = _last_per_key(self.fold.take())
-        changed: list[Emitted] = [(t, k, rows) for (t, k), rows in after.items() if before.get((t, k)) != rows]
+        changed: list[Emitted] = [(t, k, rows) for (t, k), rows in after.items()
+                                  if before.get((t, k)) != rows]
         for (t, k), rows in before.items():
             if (t, k) not in after:
                 gone = self.fold.tombstone(t, k, rows)

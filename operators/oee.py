@@ -350,9 +350,9 @@ class OeeFold:
             work_order=p["work_order"], ideal_override_ms=p["ideal_override_ms"], fault=p["fault"],
             counters={k: Counter(v) for k, v in p["counters"].items()},
             has_reject=p["has_reject"], has_total=p["has_total"],
-            windows={ws: {tuple(key): list(vec) for key, vec in win.items()}  # type: ignore[misc]
+            windows={ws: {tuple(key): list(vec) for key, vec in win.items()}
                      for ws, win in p["windows"].items()},
-            pending=None if p["pending"] is None else [tuple(x) for x in p["pending"]],  # type: ignore[misc]
+            pending=None if p["pending"] is None else [tuple(x) for x in p["pending"]],
             stop_resolved=p["stop_resolved"],
             downtime=DowntimeTracker(_stop_of(p["downtime"][0]), _stop_of(p["downtime"][1])))
         self._out = []

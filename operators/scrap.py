@@ -307,7 +307,8 @@ class ScrapFold:
         return {"cursor": self.cursor, "counters": {k: c.last for k, c in self.counters.items()},
                 "part": self.part, "work_order": self.work_order, "reason": self.reason,
                 "last_event": None if self.last_event is None else list(self.last_event),
-                "buckets": {m: {part: list(gr) for part, gr in parts.items()} for m, parts in self.buckets.items()},
+                "buckets": {m: {part: list(gr) for part, gr in parts.items()}
+                            for m, parts in self.buckets.items()},
                 "next_boundary": self.next_boundary}
 
     def load_state(self, p: dict[str, Any]) -> None:
@@ -315,7 +316,8 @@ class ScrapFold:
         self.counters = {k: Counter(v) for k, v in p["counters"].items()}
         self.part, self.work_order, self.reason = p["part"], p["work_order"], p["reason"]
         self.last_event = None if p["last_event"] is None else list(p["last_event"])
-        self.buckets = {m: {part: list(gr) for part, gr in parts.items()} for m, parts in p["buckets"].items()}
+        self.buckets = {m: {part: list(gr) for part, gr in parts.items()}
+                        for m, parts in p["buckets"].items()}
         self.next_boundary = p["next_boundary"]
         self._out = []
 
@@ -475,7 +477,8 @@ class ScrapTracker(Ledger):
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> ScrapState:
-        return ScrapState(self.machine, self.site, self.line, self.ledger_payload(), self.scrap_fold.dump_state())
+        return ScrapState(self.machine, self.site, self.line, self.ledger_payload(),
+                          self.scrap_fold.dump_state())
 
     def dump(self) -> bytes:
         """The state, encoded by :data:`SCRAP_STATE` (a cheap-to-copy Bytewax snapshot)."""
