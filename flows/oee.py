@@ -2,13 +2,16 @@
 
 Measurements of usable quality go, per machine, through one :class:`OeeLogic` (in the machine
 engine, :mod:`flows.engine`, or as its own ``op.stateful`` step keyed by machine when the flow
-is called as a function) whose accounting is an :class:`operators.oee.OeeAccounting`: the OEE metrics
+is called as a function) whose accounting is an :class:`operators.oee.OeeAccounting` (the OEE
+fold on the machine's event-time ledger, :mod:`operators.ledger`): the OEE metrics
 (:data:`operators.oee.OEE_METRICS`) are accounted, every other metric of a machine already
 known is a tick of its event time (a PLC reports its state only when it changes, so without
 ticks a machine sitting in one state for an hour would leave that hour's windows open). Its
-snapshot is a single ``bytes`` value, so the per-epoch copy Bytewax makes of every active key
-is a memcpy. The step emits ``(table, row)`` pairs, split into ``oee_facts``,
+snapshot is a single ``bytes`` value (:data:`operators.oee.OEE_STATE`: kind, format version and
+plain data), so the per-epoch copy Bytewax makes of every active key is a memcpy. The step
+emits ``(table, row)`` pairs, split into ``oee_facts``,
 ``downtime_events`` and ``deadletter`` (samples beyond the restatement horizon, reason ``late``).
+The engine hands a machine's samples of one batch to :meth:`OeeLogic.on_items` at once.
 
 Unit of parallelism: the machine (Kafka key). Delivery: effectively-once with recovery — the
 state is snapshotted with the input offsets, and every row lands in a ReplacingMergeTree keyed
@@ -75,6 +78,36 @@ class OeeLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
         out = self.acc.take()
         self.due = (self.now() + timedelta(milliseconds=self.acc.lateness_ms)
                     if self.acc.buffer else None)
+        return ([out] if out else []), op.StatefulLogic.RETAIN
+
+    def on_items(self, values: list[Measurement]) -> Emit:
+        """Samples of this machine that arrived together (one engine batch): the accounting
+        takes them at once, so late ones among them restate once."""
+        acc = self.acc
+        samples: list[tuple[int, str, object]] = []
+        raws: list[Measurement] = []
+        tick = -1
+        for value in values:
+            if value.metric not in OEE_METRICS:
+                if value.ts > tick:
+                    tick = value.ts
+                continue
+            if acc is None:
+                acc = self.acc = self.make(value.machine)
+            if value.site and value.site != acc.site:
+                acc.site = value.site
+            if value.line and value.line != acc.line:
+                acc.line = value.line
+            samples.append((value.ts, value.metric, value.value))
+            raws.append(value)
+        if acc is None:  # a sensor-only asset: no OEE, no state kept
+            return [], op.StatefulLogic.DISCARD
+        if samples:
+            acc.ingest(samples, raws)
+            self.due = (self.now() + timedelta(milliseconds=acc.lateness_ms) if acc.buffer else None)
+        if tick >= 0:
+            acc.on_tick(tick)
+        out = acc.take()
         return ([out] if out else []), op.StatefulLogic.RETAIN
 
     def on_notify(self) -> Emit:

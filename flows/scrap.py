@@ -3,7 +3,9 @@
 Three keyed steps (see :mod:`operators.scrap`):
 
 1. ``scrap_tracker`` keyed by machine: reject deltas → scrap events (uncosted), hop-boundary
-   rate contributions, late samples to the dead letter. Snapshot: one ``bytes`` value.
+   rate contributions, samples beyond the restatement horizon to the dead letter; the scrap
+   fold on the machine's event-time ledger (:mod:`operators.ledger`). Snapshot: one ``bytes``
+   value (:data:`operators.scrap.SCRAP_STATE`: kind, format version and plain data).
 2. ``scrap_rate`` keyed by ``scope|key`` (machine, line, part): sums contributions into
    ``scrap_rate`` rows.
 3. ``scrap_cost`` keyed by work order: joins the events with the work-order reference data and
@@ -69,6 +71,18 @@ class ScrapLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
         if self.tracker is None:
             self.tracker = self.make(value.machine, value.site, value.line)
         self.tracker.on_sample(value.ts, value.metric, value.value, value)
+        out = self.tracker.take()
+        return ([out] if out else []), op.StatefulLogic.RETAIN
+
+    def on_items(self, values: list[Measurement]) -> Emit:
+        """Samples of this machine that arrived together (one engine batch), at once: late
+        ones among them restate once."""
+        if not values:
+            return [], op.StatefulLogic.RETAIN
+        if self.tracker is None:
+            first = values[0]
+            self.tracker = self.make(first.machine, first.site, first.line)
+        self.tracker.ingest(((m.ts, m.metric, m.value) for m in values), values)
         out = self.tracker.take()
         return ([out] if out else []), op.StatefulLogic.RETAIN
 

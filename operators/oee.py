@@ -19,15 +19,18 @@ Time model (KPI.md), per span of time in one state:
   planned and run time, with the same seconds in ``small_stop_s`` (a performance loss inside
   run time). So ``planned_s = run_s + unplanned_stop_s + setup_s`` always.
 
-Event time: the per-machine watermark is the largest timestamp seen minus
-``lateness.allowed_lateness_s``. Samples are buffered until the watermark passes them and
-applied in timestamp order, so any arrival order within the allowed lateness gives the same
-facts. A sample older than the watermark but within ``lateness.restatement_horizon_s``
-restates: the accounting is restored from the last checkpoint before it, the journal of
-samples since then is re-applied with it, and every affected window and downtime event is
-emitted again with a higher ``version`` (tables keep the latest version). Older samples go to
-the dead letter with reason ``late``. The end of input closes every open window and resolves
-every pending stop provisionally, without ending them: a run resumed later restates them.
+Event time is the machine's :class:`~operators.ledger.Ledger` (shared with scrap): the
+accounting is a fold (:class:`OeeFold`) that sees the machine's samples in event-time order.
+Samples wait until the watermark (largest timestamp − ``lateness.allowed_lateness_s``) passes
+them, so any arrival order within the allowed lateness gives the same facts. A sample older
+than that but within ``lateness.restatement_horizon_s`` — also one earlier than the first
+sample seen of the machine — restates: the fold is restored from the journal's last
+checkpoint before it, the samples since are applied again with it in its place, and every
+window and downtime event whose content changed is emitted again with a higher ``version``
+(tables keep the latest version; an event that no longer exists gets ``deleted = 1``). Only
+older samples go to the dead letter with reason ``late``. The end of input closes every open
+window and resolves every pending stop provisionally, without ending them: a run resumed later
+restates them.
 
 Counters: ``good_count`` / ``reject_count`` / ``total_count`` are cumulative; the first value
 is a baseline, a decrease is a reset (the new value is the production since the reset).
@@ -55,16 +58,15 @@ Examples
 
 from __future__ import annotations
 
-import bisect
-import pickle
-import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from plantstream.operators.downtime import DowntimeTracker, fault_text
+from plantstream.operators.downtime import DowntimeTracker, Stop, fault_text
+from plantstream.operators.ledger import Emitted, Event, Ledger, Output
 from plantstream.operators.shifts import ShiftCalendar, Span
+from plantstream.operators.state import StateCodec
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.measurement import (
     FAULT_CODE,
@@ -95,10 +97,6 @@ TIME_COLUMNS = ("all_s", "scheduled_s", "planned_s", "run_s", "unplanned_stop_s"
                 "small_stop_s", "excluded_s", "unscheduled_run_s")
 """Fact columns in seconds, in fact-vector order."""
 
-Event = tuple[int, int, str, Any]
-"""(ts, arrival sequence, metric, value): one sample as the accounting sees it."""
-Output = tuple[str, dict[str, Any]]
-"""(table, row): ``oee_facts``, ``downtime_events`` or ``deadletter``."""
 
 FactKey = tuple[str, int, int, str, str]
 """(shift, shift_start, production day ordinal, part number, work order)."""
@@ -163,41 +161,47 @@ def ratios(planned_s: float, run_s: float, ideal_s: float, good: float, total: f
             "teep": teep}
 
 
-class OeeAccounting:
+@dataclass
+class OeeState:
+    """What an OEE accounting keeps between epochs, as plain data (see :data:`OEE_STATE`)."""
+
+    machine: str
+    site: str
+    line: str
+    ledger: dict[str, Any]
+    """The event-time ledger: watermark, buffer, journal of the horizon, version."""
+    account: dict[str, Any]
+    """The fold's :class:`Account` (:meth:`OeeFold.dump_state`)."""
+
+
+OEE_STATE: StateCodec[OeeState] = StateCodec("oee", 1, OeeState)
+"""The versioned codec of :class:`OeeState` (kind ``oee``, format 1)."""
+
+
+def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
+    return None if stop is None else asdict(stop)
+
+
+def _stop_of(p: dict[str, Any] | None) -> Stop | None:
+    return None if p is None else Stop(**(p | {"context": dict(p["context"])}))
+
+
+class OeeAccounting(Ledger):
     """Per-machine event-time accounting: samples in, fact and downtime rows out.
 
-    Pure apart from its own state: no I/O, no clock. :meth:`process` takes samples in any
-    order; :meth:`finish` is the end of input. The Bytewax step (:func:`oee_logic_builder`)
-    only routes samples here and snapshots :meth:`dump`.
+    Pure apart from its own state: no I/O, no clock. An :class:`OeeFold` on the machine's
+    :class:`~operators.ledger.Ledger`: :meth:`process` takes samples in any order;
+    :meth:`finish` is the end of input. The Bytewax step only routes samples here and
+    snapshots :meth:`dump`.
     """
-
-    CHECKPOINT_MS = 600_000
-    """Restatement checkpoints are taken at most this often (event time)."""
 
     def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
                  ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
                  microstop_ms: int, lateness_ms: int, horizon_ms: int) -> None:
-        self.machine, self.site, self.line = machine, site, line
-        self.config_ideal_ms = config_ideal_ms
-        self.ideal_by_part = ideal_by_part
-        self.cal = calendar
-        self.losses = losses
-        self.microstop_ms = microstop_ms
-        self.lateness_ms = lateness_ms
-        self.horizon_ms = horizon_ms
-        self.w = calendar.window_ms
-        # state (see dump/load)
-        self.acc = Account()
-        self.buffer: list[Event] = []
-        self.max_ts = -1
-        self.seq = 0
-        self.version = 0
-        self.journal: list[tuple[int, bytes]] = []
-        self.ckpt: tuple[int, bytes] | None = None
-        self.recent: list[Event] = []
-        self.dt_starts: list[int] = []
-        self._out: list[Output] = []
-        self._emitted_starts: set[int] | None = None
+        self.machine = machine
+        self.acc_fold = OeeFold(machine, site, line, config_ideal_ms, ideal_by_part, calendar, losses,
+                                microstop_ms)
+        super().__init__(self.acc_fold, lateness_ms, horizon_ms, self._late)
 
     @classmethod
     def for_config(cls, config: PlantConfig, machine: str,
@@ -210,50 +214,53 @@ class OeeAccounting:
                    round(config.lateness.allowed_lateness_s * 1000),
                    round(config.lateness.restatement_horizon_s * 1000))
 
+    @property
+    def site(self) -> str:
+        return self.acc_fold.site
+
+    @site.setter
+    def site(self, value: str) -> None:
+        self.acc_fold.site = value
+
+    @property
+    def line(self) -> str:
+        return self.acc_fold.line
+
+    @line.setter
+    def line(self, value: str) -> None:
+        self.acc_fold.line = value
+
+    @property
+    def acc(self) -> Account:
+        """The accounting state at the fold's cursor."""
+        return self.acc_fold.acc
+
     # -- state for recovery ------------------------------------------------------------------
+    def state(self) -> OeeState:
+        return OeeState(self.machine, self.site, self.line, self.ledger_payload(), self.acc_fold.dump_state())
+
     def dump(self) -> bytes:
-        """The whole state as bytes (an immutable, cheap-to-copy Bytewax snapshot)."""
-        return pickle.dumps((self.machine, self.acc, self.buffer, self.max_ts, self.seq, self.version,
-                             self.journal, self.ckpt, self.recent, self.dt_starts),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        """The whole state, encoded by :data:`OEE_STATE` (an immutable Bytewax snapshot)."""
+        return OEE_STATE.encode(self.state())
 
     def load(self, blob: bytes) -> None:
-        (_, self.acc, self.buffer, self.max_ts, self.seq, self.version, self.journal, self.ckpt,
-         self.recent, self.dt_starts) = pickle.loads(blob)
+        st = OEE_STATE.decode(blob)
+        self.site, self.line = st.site, st.line
+        self.load_ledger(st.ledger)
+        self.acc_fold.load_state(st.account)
 
     @staticmethod
     def machine_of(blob: bytes) -> str:
         """The machine id a :meth:`dump` belongs to."""
-        machine: str = pickle.loads(blob)[0]
-        return machine
-
-    @property
-    def watermark(self) -> int:
-        return self.max_ts - self.lateness_ms
+        return OEE_STATE.decode(blob).machine
 
     # -- input -------------------------------------------------------------------------------
     def process(self, samples: Iterable[tuple[int, str, Any]]) -> list[Output]:
-        """Feed ``(ts, metric, value)`` samples (any order); returns the rows that became final."""
+        """Feed ``(ts, metric, value)`` samples one at a time, in the order given (any order);
+        returns the rows that became final. (:meth:`ingest` takes samples that arrived together.)"""
         for ts, metric, value in samples:
-            self.on_sample(ts, metric, value)
+            self.ingest(((ts, metric, value),))
         return self.take()
-
-    def take(self) -> list[Output]:
-        out, self._out = self._out, []
-        return out
-
-    def on_sample(self, ts: int, metric: str, value: Any, raw: Measurement | None = None) -> None:
-        self.seq += 1
-        ev: Event = (ts, self.seq, metric, value)
-        if self.max_ts >= 0 and (ts < self.watermark or ts < self.acc.cursor):
-            if ts >= self.max_ts - self.horizon_ms and self._restate(ev):
-                return
-            self._late(ev, raw)
-            return
-        bisect.insort(self.buffer, ev, key=lambda e: (e[0], e[1]))
-        if ts > self.max_ts:
-            self.max_ts = ts
-        self._drain(self.watermark)
 
     def on_tick(self, ts: int) -> None:
         """Another metric from this machine (a temperature, a vibration) was measured at ``ts``.
@@ -271,118 +278,106 @@ class OeeAccounting:
         >>> [(r["window_start"], r["run_s"]) for t, r in acc.take() if t == "oee_facts"]
         [(0, 60.0), (60000, 60.0)]
         """
-        if self.max_ts < 0 or ts <= self.max_ts:
-            return
-        self.max_ts = ts
-        self._drain(self.watermark)
+        self.tick(ts)
 
-    def flush(self) -> list[Output]:
+    def flush(self) -> list[Output]:  # type: ignore[override]
         """Apply every buffered sample now (the machine went quiet: its buffered samples are
         taken as final, so an open stop becomes visible). Samples that arrive later for an
         earlier time restate, so the final rows are the same as without the flush."""
-        if self.buffer:
-            self._drain(self.max_ts)
+        super().flush()
         return self.take()
 
-    def finish(self) -> list[Output]:
+    def finish(self) -> list[Output]:  # type: ignore[override]
         """End of input: every open window and stop, as of the last sample, provisionally.
 
         The state itself is left as it was, so more input later continues it and restates
         these rows with a higher version.
         """
-        out = self.take()
-        if self.max_ts < 0:
-            return out
-        keep = (pickle.dumps(self.acc, protocol=5), list(self.buffer), list(self.journal), self.ckpt,
-                list(self.recent), list(self.dt_starts))
-        self._drain(self.max_ts)
+        super().finish()
+        return self.take()
+
+    def _late(self, ev: Event, raw: Measurement | None) -> dict[str, Any]:
+        m = raw or Measurement(ev[0], self.machine, ev[2], ev[3], self.site, self.line)
+        return {"ts": ev[0], "source": f"oee:{self.machine}:{ev[2]}", "reason": "late",
+                "raw": m.to_json().decode()}
+
+
+class OeeFold:
+    """The OEE accounting rules over one machine's samples in event-time order (a ledger fold).
+
+    Emits ``("oee_facts", window_start, rows)`` when a window closes (its rows share one
+    version) and ``("downtime_events", start, [row])`` for every change of a stop.
+    """
+
+    def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
+                 ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
+                 microstop_ms: int) -> None:
+        self.machine, self.site, self.line = machine, site, line
+        self.config_ideal_ms = config_ideal_ms
+        self.ideal_by_part = ideal_by_part
+        self.cal = calendar
+        self.losses = losses
+        self.microstop_ms = microstop_ms
+        self.w = calendar.window_ms
+        self.acc = Account()
+        self._out: list[Emitted] = []
+
+    # -- the fold protocol ---------------------------------------------------------------------
+    def reset(self) -> None:
+        self.acc = Account()
+        self._out = []
+
+    def take(self) -> list[Emitted]:
+        out, self._out = self._out, []
+        return out
+
+    def dump_state(self) -> dict[str, Any]:
+        a = self.acc
+        return {
+            "cursor": a.cursor, "state": a.state, "state_since": a.state_since, "part": a.part,
+            "work_order": a.work_order, "ideal_override_ms": a.ideal_override_ms, "fault": a.fault,
+            "counters": {k: c.last for k, c in a.counters.items()},
+            "has_reject": a.has_reject, "has_total": a.has_total,
+            "windows": {ws: {key: list(vec) for key, vec in win.items()} for ws, win in a.windows.items()},
+            "pending": None if a.pending is None else list(a.pending),
+            "stop_resolved": a.stop_resolved,
+            "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
+        }
+
+    def load_state(self, p: dict[str, Any]) -> None:
+        self.acc = Account(
+            cursor=p["cursor"], state=p["state"], state_since=p["state_since"], part=p["part"],
+            work_order=p["work_order"], ideal_override_ms=p["ideal_override_ms"], fault=p["fault"],
+            counters={k: Counter(v) for k, v in p["counters"].items()},
+            has_reject=p["has_reject"], has_total=p["has_total"],
+            windows={ws: {tuple(key): list(vec) for key, vec in win.items()}
+                     for ws, win in p["windows"].items()},
+            pending=None if p["pending"] is None else [tuple(x) for x in p["pending"]],
+            stop_resolved=p["stop_resolved"],
+            downtime=DowntimeTracker(_stop_of(p["downtime"][0]), _stop_of(p["downtime"][1])))
+        self._out = []
+
+    def advance(self, upto: int) -> None:
+        acc = self.acc
+        if upto > acc.cursor >= 0 and (upto // self.w != acc.cursor // self.w or acc.pending is not None):
+            self._advance(upto)
+
+    def finish(self) -> None:
+        if self.acc.cursor < 0:
+            return
         self._resolve_pending(final=True)
         self._close_windows(None)
         self._downtime(self.acc.downtime.tick(self.acc.cursor))
-        out.extend(self.take())
-        (acc_blob, self.buffer, self.journal, self.ckpt, self.recent, self.dt_starts) = keep
-        self.acc = pickle.loads(acc_blob)
-        return out
 
-    # -- ordering, checkpoints, restatement ----------------------------------------------------
-    def _drain(self, upto: int) -> None:
-        buf = self.buffer
-        i = 0
-        while i < len(buf) and buf[i][0] <= upto:
-            self._apply_logged(buf[i])
-            i += 1
-        if i:
-            del buf[:i]
-        if upto > self.acc.cursor and (self.acc.cursor < 0 or upto // self.w != self.acc.cursor // self.w
-                                       or self.acc.pending is not None):
-            self._advance(upto)
-
-    def _apply_logged(self, ev: Event) -> None:
-        acc = self.acc
-        if self.ckpt is None or ev[0] - self.ckpt[0] >= self.CHECKPOINT_MS:
-            if self.ckpt is not None:
-                blob = zlib.compress(pickle.dumps((self.ckpt[1], self.recent), protocol=5), 1)
-                self.journal.append((self.ckpt[0], blob))
-                floor = self.max_ts - self.horizon_ms
-                while len(self.journal) >= 2 and self.journal[1][0] <= floor:
-                    self.journal.pop(0)
-                while self.dt_starts and self.dt_starts[0] < floor:
-                    self.dt_starts.pop(0)
-            self.ckpt = (max(acc.cursor, 0) if acc.cursor >= 0 else ev[0],
-                         pickle.dumps(acc, protocol=5))
-            self.recent = []
-        self.recent.append(ev)
-        self._apply(ev)
-
-    def _restate(self, ev: Event) -> bool:
-        ts = ev[0]
-        entries = list(self.journal)
-        if self.ckpt is not None:
-            entries.append((self.ckpt[0], b""))
-        idx = None
-        for i in range(len(entries) - 1, -1, -1):
-            if entries[i][0] <= ts:
-                idx = i
-                break
-        if idx is None:
-            return False
-        events: list[Event] = []
-        acc_blob = b""
-        for i in range(idx, len(self.journal)):
-            ck_blob, evs = pickle.loads(zlib.decompress(self.journal[i][1]))
-            if i == idx:
-                acc_blob = ck_blob
-            events.extend(evs)
-        if self.ckpt is not None:
-            if idx == len(self.journal):
-                acc_blob = self.ckpt[1]
-            events.extend(self.recent)
-        ck_ts = entries[idx][0]
-        events.append(ev)
-        events.sort(key=lambda e: (e[0], e[1]))
-        old_starts = {s for s in self.dt_starts if s >= ck_ts}
-        self.dt_starts = [s for s in self.dt_starts if s < ck_ts]
-        self.journal = self.journal[:idx]
-        self.ckpt, self.recent = None, []
-        self.acc = pickle.loads(acc_blob)
-        self._emitted_starts = set()
-        self.buffer = sorted(events + self.buffer, key=lambda e: (e[0], e[1]))
-        self._drain(self.watermark)
-        emitted, self._emitted_starts = self._emitted_starts, None
-        for start in sorted(old_starts - emitted):
-            self.version += 1
-            self._out.append(("downtime_events", self._base_row() | {
-                "start": start, "end": None, "duration_s": 0.0, "state": "", "fault_code": "",
-                "reason": "", "category": "unassigned", "planned": 0, "small_stop": 0,
-                "is_open": 0, "shift": "", "part_number": "", "work_order": "",
-                "version": self.version, "deleted": 1}))
-        return True
-
-    def _late(self, ev: Event, raw: Measurement | None) -> None:
-        m = raw or Measurement(ev[0], self.machine, ev[2], ev[3], self.site, self.line)
-        self._out.append(("deadletter", {
-            "ts": ev[0], "source": f"oee:{self.machine}:{ev[2]}", "reason": "late",
-            "raw": m.to_json().decode()}))
+    def tombstone(self, table: str, key: Hashable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A downtime event that no longer exists is written again with ``deleted = 1``; a
+        window never disappears (its facts are replaced by the next version)."""
+        if table != "downtime_events":
+            return []
+        return [self._base_row() | {
+            "start": key, "end": None, "duration_s": 0.0, "state": "", "fault_code": "",
+            "reason": "", "category": "unassigned", "planned": 0, "small_stop": 0,
+            "is_open": 0, "shift": "", "part_number": "", "work_order": "", "deleted": 1}]
 
     # -- accounting --------------------------------------------------------------------------
     def _base_row(self) -> dict[str, Any]:
@@ -424,7 +419,7 @@ class OeeAccounting:
         if ideal is not None:
             vec[IDEAL] += (total_ctr if self.acc.has_total else good + reject) * ideal
 
-    def _apply(self, ev: Event) -> None:
+    def apply(self, ev: Event) -> None:
         ts, _, metric, value = ev
         acc = self.acc
         if acc.cursor < 0:
@@ -588,9 +583,8 @@ class OeeAccounting:
         if not ready:
             return
         for ws in ready:
-            self.version += 1
-            for key, vec in sorted(acc.windows.pop(ws).items()):
-                self._out.append(("oee_facts", self._fact_row(ws, key, vec)))
+            self._out.append(("oee_facts", ws, [self._fact_row(ws, key, vec)
+                                                for key, vec in sorted(acc.windows.pop(ws).items())]))
         if t is not None:
             self._downtime(acc.downtime.tick(min(t, acc.cursor)))
 
@@ -611,17 +605,8 @@ class OeeAccounting:
         row["total"] = good + reject
         row["stops"] = int(vec[STOPS])
         row["small_stops"] = int(vec[SMALL_STOPS])
-        row["version"] = self.version
         return row
 
     def _downtime(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
-            self.version += 1
-            start = r["start"]
-            i = bisect.bisect_left(self.dt_starts, start)
-            if i == len(self.dt_starts) or self.dt_starts[i] != start:
-                self.dt_starts.insert(i, start)
-            if self._emitted_starts is not None:
-                self._emitted_starts.add(start)
-            self._out.append(("downtime_events", self._base_row() | r
-                              | {"version": self.version, "deleted": 0}))
+            self._out.append(("downtime_events", r["start"], [self._base_row() | r | {"deleted": 0}]))

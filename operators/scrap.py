@@ -3,21 +3,23 @@
 Three pure pieces, each driven by one thin Bytewax step in :mod:`flows.scrap`:
 
 :class:`ScrapTracker` (one per machine, key = machine id)
-    Reads ``reject_count`` / ``good_count`` (cumulative, reset-safe deltas via
-    :class:`operators.oee.Counter`), ``reject_parts`` / ``good_parts`` (increments), and the
-    context ``scrap_reason``, ``part_number``, ``work_order`` (each applies until changed).
-    Every reject delta is a **scrap event** keyed by ``(machine, ts)``: quantity, reason (the
-    latest ``scrap_reason``, or ``unassigned``), category (:meth:`ScrapConfig.category`), part
-    number and work order. Samples are ordered in event time like the OEE accounting: they wait
-    until the watermark (largest ts − ``lateness.allowed_lateness_s``) passes them, so any
-    arrival order within the allowed lateness gives the same events. A ``scrap_reason`` older
-    than the watermark but within ``lateness.restatement_horizon_s`` is a **reclassification**:
-    it applies from its ``ts`` until the next reason change, and every scrap event it changes is
-    emitted again with a higher ``version`` (the table keeps the latest, never a second event).
-    Other samples older than the watermark go to the dead letter (reason ``late``). Each time
-    event time passes a hop boundary ``B`` (``scrap.hop_s``) the tracker emits its **rate
-    contributions** for ``B``: the minute's good/reject counts and the sums over the rolling
-    window ``[B − window_s, B)``, per machine, for its line and per part number.
+    A :class:`ScrapFold` on the machine's event-time ledger (:mod:`operators.ledger`, shared
+    with the OEE accounting). The fold reads ``reject_count`` / ``good_count`` (cumulative,
+    reset-safe deltas via :class:`operators.oee.Counter`, taken in event-time order),
+    ``reject_parts`` / ``good_parts`` (increments), and the context ``scrap_reason``,
+    ``part_number``, ``work_order`` (each applies until changed). Every reject delta is a
+    **scrap event** keyed by ``(machine, ts)``: quantity, reason (the latest ``scrap_reason``,
+    or ``unassigned``), category (:meth:`ScrapConfig.category`), part number and work order.
+    The ledger applies samples in event-time order once the watermark (largest ts −
+    ``lateness.allowed_lateness_s``) passes them; a sample older than that but within
+    ``lateness.restatement_horizon_s`` — a counter sample or a ``scrap_reason`` (a
+    **reclassification**) alike — restates: the events and rate contributions it changes are
+    emitted again with a higher ``version`` (the table keeps the latest, never a second event;
+    an event that no longer exists is written with quantity 0). Only samples older than the
+    horizon go to the dead letter (reason ``late``). Each time event time passes a hop
+    boundary ``B`` (``scrap.hop_s``) the fold emits its **rate contributions** for ``B``: the
+    minute's good/reject counts and the sums over the rolling window ``[B − window_s, B)``, per
+    machine, for its line and per part number.
 :class:`RateAggregator` (one per scope and key: ``machine|press-01``, ``line|line-1``, ``part|P-100``)
     Sums the contributions of every machine for each boundary and emits the ``scrap_rate`` row
     (``reject / (good + reject)`` and first-pass yield ``good / total`` over the window, plus
@@ -45,16 +47,14 @@ Examples
 >>> [(r["scope"], r["window_end"], r["mg"], r["mr"]) for k, r in out if k == "rate"]
 [('machine', 60000, 5, 2), ('line', 60000, 5, 2)]
 >>> [(r["ts"], r["reason"], r["version"]) for k, r in t.process([(2_000, "scrap_reason", "dent")])]
-[(2000, 'dent', 2)]
+[(2000, 'dent', 4)]
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
-import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,9 @@ from typing import Any
 import orjson
 import yaml
 
+from plantstream.operators.ledger import Emitted, Event, Ledger, Output
 from plantstream.operators.oee import Counter
+from plantstream.operators.state import StateCodec
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConfigError
 from plantstream.schemas.measurement import (
@@ -81,10 +83,6 @@ SCRAP_METRICS = frozenset({GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS, P
                            WORK_ORDER, SCRAP_REASON})
 """The metrics the scrap tracker reads."""
 
-Output = tuple[str, dict[str, Any]]
-"""(kind, row): ``scrap_events`` (uncosted), ``rate`` (a contribution) or ``deadletter``."""
-
-_Event = tuple[int, int, str, Any]
 
 
 def reason_text(value: object) -> str:
@@ -255,151 +253,96 @@ class RollingCounts:
 
 
 @dataclass
-class _Scrap:
-    quantity: int
-    part: str
-    work_order: str
-    reason: str
+class ScrapState:
+    """What a scrap tracker keeps between epochs, as plain data (see :data:`SCRAP_STATE`)."""
+
+    machine: str
+    site: str
+    line: str
+    ledger: dict[str, Any]
+    """The event-time ledger: watermark, buffer, journal of the horizon, version."""
+    fold: dict[str, Any]
+    """The fold's state (:meth:`ScrapFold.dump_state`)."""
 
 
-@dataclass
-class _State:
-    max_ts: int = -1
-    seq: int = 0
-    version: int = 0
-    buffer: list[_Event] = field(default_factory=list)
-    counters: dict[str, Counter] = field(default_factory=dict)
-    part: str = ""
-    work_order: str = ""
-    reasons: list[tuple[int, str]] = field(default_factory=list)
-    """Reason timeline ``(ts, reason)`` within the restatement horizon (sorted)."""
-    events: dict[int, _Scrap] = field(default_factory=dict)
-    """Scrap events within the restatement horizon, by ts (for reclassification)."""
-    buckets: dict[int, dict[str, list[int]]] = field(default_factory=dict)
-    """Hop bucket start → part → [good, reject]."""
-    next_boundary: int = -1
+SCRAP_STATE: StateCodec[ScrapState] = StateCodec("scrap", 1, ScrapState)
+"""The versioned codec of :class:`ScrapState` (kind ``scrap``, format 1)."""
 
 
-class ScrapTracker:
-    """One machine's scrap events and rate contributions (pure; no I/O, no clock)."""
+class ScrapFold:
+    """The scrap rules over one machine's samples in event-time order (a ledger fold).
 
-    def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig, lateness_ms: int,
-                 horizon_ms: int) -> None:
+    Emits ``("scrap_events", ts, [row])`` for every reject delta (quantities at one instant add
+    up to one event) and ``("rate", (scope, key, boundary), [contribution])`` each time event
+    time passes a hop boundary.
+    """
+
+    def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig) -> None:
         self.machine, self.site, self.line = machine, site, line
         self.cfg = scrap
         self.window_ms = scrap.window_s * 1000
         self.hop_ms = scrap.hop_s * 1000
-        self.lateness_ms = lateness_ms
-        self.horizon_ms = horizon_ms
-        self.s = _State()
-        self._out: list[Output] = []
+        self._out: list[Emitted] = []
+        self.reset()
 
-    @classmethod
-    def for_config(cls, config: PlantConfig, machine: str, site: str = "", line: str = "") -> ScrapTracker:
-        """The tracker of ``machine``; site and line from the config unless given (a source
-        that sends them)."""
-        info = config.machine(machine)
-        return cls(machine, site or info.site, line or info.line, config.scrap,
-                   round(config.lateness.allowed_lateness_s * 1000),
-                   round(config.lateness.restatement_horizon_s * 1000))
+    # -- the fold protocol ---------------------------------------------------------------------
+    def reset(self) -> None:
+        self.cursor = -1
+        self.counters: dict[str, Counter] = {}
+        self.part = ""
+        self.work_order = ""
+        self.reason = UNASSIGNED
+        self.last_event: list[Any] | None = None
+        """The scrap event of the latest instant with rejects: [ts, quantity, part, work order, reason]."""
+        self.buckets: dict[int, dict[str, list[int]]] = {}
+        """Hop bucket start → part → [good, reject]."""
+        self.next_boundary = -1
+        self._out = []
 
-    # -- state ---------------------------------------------------------------------------------
-    def dump(self) -> bytes:
-        """The state as bytes (a cheap-to-copy Bytewax snapshot)."""
-        return pickle.dumps((self.machine, self.site, self.line, self.s), protocol=pickle.HIGHEST_PROTOCOL)
-
-    def load(self, blob: bytes) -> None:
-        _, self.site, self.line, self.s = pickle.loads(blob)
-
-    @staticmethod
-    def identity_of(blob: bytes) -> tuple[str, str, str]:
-        """(machine, site, line) of a :meth:`dump`."""
-        machine, site, line = pickle.loads(blob)[:3]
-        return str(machine), str(site), str(line)
-
-    @property
-    def watermark(self) -> int:
-        return self.s.max_ts - self.lateness_ms
-
-    # -- input ---------------------------------------------------------------------------------
-    def process(self, samples: Iterable[tuple[int, str, Any]]) -> list[Output]:
-        """Feed ``(ts, metric, value)`` samples (any order); returns the rows that became final."""
-        for ts, metric, value in samples:
-            self.on_sample(ts, metric, value)
-        return self.take()
-
-    def take(self) -> list[Output]:
+    def take(self) -> list[Emitted]:
         out, self._out = self._out, []
         return out
 
-    def on_sample(self, ts: int, metric: str, value: Any, raw: Measurement | None = None) -> None:
-        s = self.s
-        s.seq += 1
-        if s.max_ts >= 0 and ts < self.watermark:
-            if metric == SCRAP_REASON and ts >= s.max_ts - self.horizon_ms:
-                self._reclassify(ts, reason_text(value))
-            else:
-                m = raw or Measurement(ts, self.machine, metric, value, self.site, self.line)
-                self._out.append(("deadletter", {"ts": ts, "source": f"scrap:{self.machine}:{metric}",
-                                                 "reason": "late", "raw": m.to_json().decode()}))
-            return
-        bisect.insort(s.buffer, (ts, s.seq, metric, value), key=lambda e: (e[0], e[1]))
-        if ts > s.max_ts:
-            s.max_ts = ts
-        self._drain(self.watermark)
+    def dump_state(self) -> dict[str, Any]:
+        return {"cursor": self.cursor, "counters": {k: c.last for k, c in self.counters.items()},
+                "part": self.part, "work_order": self.work_order, "reason": self.reason,
+                "last_event": None if self.last_event is None else list(self.last_event),
+                "buckets": {m: {part: list(gr) for part, gr in parts.items()}
+                            for m, parts in self.buckets.items()},
+                "next_boundary": self.next_boundary}
 
-    def finish(self) -> list[Output]:
-        """End of input: apply everything and close the hop containing the last sample.
+    def load_state(self, p: dict[str, Any]) -> None:
+        self.cursor = p["cursor"]
+        self.counters = {k: Counter(v) for k, v in p["counters"].items()}
+        self.part, self.work_order, self.reason = p["part"], p["work_order"], p["reason"]
+        self.last_event = None if p["last_event"] is None else list(p["last_event"])
+        self.buckets = {m: {part: list(gr) for part, gr in parts.items()}
+                        for m, parts in p["buckets"].items()}
+        self.next_boundary = p["next_boundary"]
+        self._out = []
 
-        The state is left as it was, so more input later continues it and writes that hop
-        again with a higher version.
-        """
-        out = self.take()
-        if self.s.max_ts < 0:
-            return out
-        keep = pickle.dumps(self.s, protocol=pickle.HIGHEST_PROTOCOL)
-        end = self.s.max_ts - self.s.max_ts % self.hop_ms + self.hop_ms
-        self._drain(self.s.max_ts, boundaries_upto=end)
-        out.extend(self.take())
-        version = self.s.version
-        self.s = pickle.loads(keep)
-        self.s.version = version
-        return out
-
-    # -- logic -----------------------------------------------------------------------------------
-    def _drain(self, upto: int, boundaries_upto: int | None = None) -> None:
-        s = self.s
-        buf = s.buffer
-        i = 0
-        while i < len(buf) and buf[i][0] <= upto:
-            ev = buf[i]
-            self._boundaries(ev[0])  # hops that end at or before this sample are complete
-            self._apply(ev)
-            i += 1
-        if i:
-            del buf[:i]
-        self._boundaries(upto if boundaries_upto is None else boundaries_upto)
-
-    def _apply(self, ev: _Event) -> None:
+    def apply(self, ev: Event) -> None:
         ts, _, metric, value = ev
-        s = self.s
-        if s.next_boundary < 0:
-            s.next_boundary = ts - ts % self.hop_ms + self.hop_ms
+        self._boundaries(ts)  # hops that end at or before this sample are complete
+        if ts > self.cursor:
+            self.cursor = ts
+        if self.next_boundary < 0:
+            self.next_boundary = ts - ts % self.hop_ms + self.hop_ms
         if metric == SCRAP_REASON:
-            reason = reason_text(value)
-            if not s.reasons or s.reasons[-1][1] != reason:
-                self._set_reason(ts, reason)
+            self.reason = reason_text(value)
         elif metric == PART_NUMBER:
-            s.part = str(value)
+            self.part = str(value)
+            self._first_context(ts, 2, self.part)
         elif metric == WORK_ORDER:
-            s.work_order = str(value)
+            self.work_order = str(value)
+            self._first_context(ts, 3, self.work_order)
         elif metric in (GOOD_COUNT, REJECT_COUNT):
             v = _number(value)
             if v is None:
                 return
-            c = s.counters.get(metric)
+            c = self.counters.get(metric)
             if c is None:
-                c = s.counters[metric] = Counter()
+                c = self.counters[metric] = Counter()
             d = c.delta(v)
             if d > 0:
                 self._count(ts, d, metric == REJECT_COUNT)
@@ -408,86 +351,77 @@ class ScrapTracker:
             if v is not None and v > 0:
                 self._count(ts, v, metric == REJECT_PARTS)
 
-    def _set_reason(self, ts: int, reason: str) -> None:
-        reasons = self.s.reasons
-        i = bisect.bisect_left(reasons, ts, key=lambda e: e[0])
-        if i < len(reasons) and reasons[i][0] == ts:
-            reasons[i] = (ts, reason)
-        else:
-            reasons.insert(i, (ts, reason))
+    def advance(self, t: int) -> None:
+        if t > self.cursor:
+            self.cursor = t
+        self._boundaries(t)
 
-    def reason_at(self, ts: int) -> str:
-        reasons = self.s.reasons
-        i = bisect.bisect_right(reasons, ts, key=lambda e: e[0])
-        return reasons[i - 1][1] if i else UNASSIGNED
+    def finish(self) -> None:
+        """Close the hop that holds the last sample."""
+        if self.cursor >= 0:
+            self._boundaries(self.cursor - self.cursor % self.hop_ms + self.hop_ms)
+
+    def tombstone(self, table: str, key: Hashable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A scrap event that no longer exists is written again with quantity 0; a rate
+        contribution with zero counts."""
+        if table == "scrap_events":
+            return [r | {"quantity": 0} for r in rows]
+        return [r | {"mg": 0, "mr": 0, "wg": 0, "wr": 0} for r in rows]
+
+    # -- rules -----------------------------------------------------------------------------------
+    def _first_context(self, ts: int, field: int, value: str) -> None:
+        """Parts counted at an instant belong to the context in force before it (the ledger
+        orders counters before context at one instant); but rejects counted before the machine
+        had any part number or work order take the first one, sent at their instant."""
+        ev = self.last_event
+        if ev is not None and ev[0] == ts and not ev[field] and value:
+            ev[field] = value
+            self._emit_event(ev)
 
     def _count(self, ts: int, qty: float, reject: bool) -> None:
-        s = self.s
         m = ts - ts % self.hop_ms
-        b = s.buckets.setdefault(m, {}).setdefault(s.part, [0, 0])
+        b = self.buckets.setdefault(m, {}).setdefault(self.part, [0, 0])
         b[1 if reject else 0] += int(qty)
         if not reject:
             return
-        ev = s.events.get(ts)
-        if ev is None:
-            ev = s.events[ts] = _Scrap(0, s.part, s.work_order, self.reason_at(ts))
-        ev.quantity += int(qty)
-        self._emit_event(ts, ev)
+        ev = self.last_event
+        if ev is None or ev[0] != ts:
+            ev = self.last_event = [ts, 0, self.part, self.work_order, self.reason]
+        ev[1] += int(qty)
+        self._emit_event(ev)
 
-    def _emit_event(self, ts: int, ev: _Scrap) -> None:
-        self.s.version += 1
-        self._out.append(("scrap_events", {
-            "machine": self.machine, "site": self.site, "line": self.line, "ts": ts,
-            "quantity": ev.quantity, "reason": ev.reason, "category": self.cfg.category(ev.reason),
-            "part_number": ev.part, "work_order": ev.work_order, "version": self.s.version}))
-
-    def _reclassify(self, ts: int, reason: str) -> None:
-        s = self.s
-        self._set_reason(ts, reason)
-        i = bisect.bisect_right(s.reasons, ts, key=lambda e: e[0])
-        until = s.reasons[i][0] if i < len(s.reasons) else None
-        for ets in sorted(s.events):
-            if ets < ts or (until is not None and ets >= until):
-                continue
-            ev = s.events[ets]
-            if ev.reason != reason:
-                ev.reason = reason
-                self._emit_event(ets, ev)
+    def _emit_event(self, ev: list[Any]) -> None:
+        self._out.append(("scrap_events", ev[0], [{
+            "machine": self.machine, "site": self.site, "line": self.line, "ts": ev[0],
+            "quantity": ev[1], "reason": ev[4], "category": self.cfg.category(ev[4]),
+            "part_number": ev[2], "work_order": ev[3]}]))
 
     def _boundaries(self, upto: int) -> None:
         """Emit the rate contributions of every hop boundary ``B <= upto`` not yet emitted."""
-        s = self.s
-        if not 0 <= s.next_boundary <= upto:
+        if not 0 <= self.next_boundary <= upto:
             return
-        while 0 <= s.next_boundary <= upto:
-            b = s.next_boundary
-            if not any(b - self.window_ms <= m < b for m in s.buckets):
-                later = [m for m in s.buckets if m >= b]
+        while 0 <= self.next_boundary <= upto:
+            b = self.next_boundary
+            if not any(b - self.window_ms <= m < b for m in self.buckets):
+                later = [m for m in self.buckets if m >= b]
                 if not later:
-                    s.next_boundary = upto - upto % self.hop_ms + self.hop_ms
+                    self.next_boundary = upto - upto % self.hop_ms + self.hop_ms
                     self._prune(b)
                     break
-                s.next_boundary = min(later) + self.hop_ms
+                self.next_boundary = min(later) + self.hop_ms
                 continue
             self._contribute(b)
-            s.next_boundary = b + self.hop_ms
-        self._prune(min(s.next_boundary, upto))
+            self.next_boundary = b + self.hop_ms
+        self._prune(min(self.next_boundary, upto))
 
     def _prune(self, t: int) -> None:
-        s = self.s
-        for m in [m for m in s.buckets if m < t - self.window_ms]:
-            del s.buckets[m]
-        floor = s.max_ts - self.horizon_ms
-        for ts in [ts for ts in s.events if ts < floor]:
-            del s.events[ts]
-        while len(s.reasons) >= 2 and s.reasons[1][0] <= floor:
-            s.reasons.pop(0)
+        for m in [m for m in self.buckets if m < t - self.window_ms]:
+            del self.buckets[m]
 
     def _contribute(self, b: int) -> None:
-        s = self.s
-        minute = s.buckets.get(b - self.hop_ms, {})
+        minute = self.buckets.get(b - self.hop_ms, {})
         window: dict[str, list[int]] = {}
-        for m, parts in s.buckets.items():
+        for m, parts in self.buckets.items():
             if b - self.window_ms <= m < b:
                 for part, (g, r) in parts.items():
                     w = window.setdefault(part, [0, 0])
@@ -498,17 +432,91 @@ class ScrapTracker:
         wg = sum(v[0] for v in window.values())
         wr = sum(v[1] for v in window.values())
         base = {"machine": self.machine, "site": self.site, "line": self.line, "window_end": b}
-        self._out.append(("rate", base | {"scope": "machine", "key": self.machine,
-                                          "mg": mg, "mr": mr, "wg": wg, "wr": wr}))
+        out = self._out
+        out.append(("rate", ("machine", self.machine, b), [base | {
+            "scope": "machine", "key": self.machine, "mg": mg, "mr": mr, "wg": wg, "wr": wr}]))
         if self.line:
-            self._out.append(("rate", base | {"scope": "line", "key": self.line,
-                                              "mg": mg, "mr": mr, "wg": wg, "wr": wr}))
+            out.append(("rate", ("line", self.line, b), [base | {
+                "scope": "line", "key": self.line, "mg": mg, "mr": mr, "wg": wg, "wr": wr}]))
         for part in sorted(window):
             if not part:
                 continue
             pm = minute.get(part, [0, 0])
-            self._out.append(("rate", base | {"scope": "part", "key": part, "mg": pm[0], "mr": pm[1],
-                                              "wg": window[part][0], "wr": window[part][1]}))
+            out.append(("rate", ("part", part, b), [base | {
+                "scope": "part", "key": part, "mg": pm[0], "mr": pm[1],
+                "wg": window[part][0], "wr": window[part][1]}]))
+
+
+class ScrapTracker(Ledger):
+    """One machine's scrap events and rate contributions: a :class:`ScrapFold` on the machine's
+    event-time :class:`~operators.ledger.Ledger` (pure; no I/O, no clock)."""
+
+    def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig, lateness_ms: int,
+                 horizon_ms: int) -> None:
+        self.machine = machine
+        self.cfg = scrap
+        self.scrap_fold = ScrapFold(machine, site, line, scrap)
+        super().__init__(self.scrap_fold, lateness_ms, horizon_ms, self._late)
+
+    @classmethod
+    def for_config(cls, config: PlantConfig, machine: str, site: str = "", line: str = "") -> ScrapTracker:
+        """The tracker of ``machine``; site and line from the config unless given (a source
+        that sends them)."""
+        info = config.machine(machine)
+        return cls(machine, site or info.site, line or info.line, config.scrap,
+                   round(config.lateness.allowed_lateness_s * 1000),
+                   round(config.lateness.restatement_horizon_s * 1000))
+
+    @property
+    def site(self) -> str:
+        return self.scrap_fold.site
+
+    @property
+    def line(self) -> str:
+        return self.scrap_fold.line
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> ScrapState:
+        return ScrapState(self.machine, self.site, self.line, self.ledger_payload(),
+                          self.scrap_fold.dump_state())
+
+    def dump(self) -> bytes:
+        """The state, encoded by :data:`SCRAP_STATE` (a cheap-to-copy Bytewax snapshot)."""
+        return SCRAP_STATE.encode(self.state())
+
+    def load(self, blob: bytes) -> None:
+        st = SCRAP_STATE.decode(blob)
+        self.scrap_fold.site, self.scrap_fold.line = st.site, st.line
+        self.load_ledger(st.ledger)
+        self.scrap_fold.load_state(st.fold)
+
+    @staticmethod
+    def identity_of(blob: bytes) -> tuple[str, str, str]:
+        """(machine, site, line) of a :meth:`dump`."""
+        st = SCRAP_STATE.decode(blob)
+        return st.machine, st.site, st.line
+
+    # -- input ---------------------------------------------------------------------------------
+    def process(self, samples: Iterable[tuple[int, str, Any]]) -> list[Output]:
+        """Feed ``(ts, metric, value)`` samples one at a time, in the order given (any order);
+        returns the rows that became final. (:meth:`ingest` takes samples that arrived together.)"""
+        for ts, metric, value in samples:
+            self.ingest(((ts, metric, value),))
+        return self.take()
+
+    def finish(self) -> list[Output]:  # type: ignore[override]
+        """End of input: apply everything and close the hop containing the last sample.
+
+        The state is left as it was, so more input later continues it and writes that hop
+        again with a higher version.
+        """
+        super().finish()
+        return self.take()
+
+    def _late(self, ev: Event, raw: Measurement | None) -> dict[str, Any]:
+        m = raw or Measurement(ev[0], self.machine, ev[2], ev[3], self.site, self.line)
+        return {"ts": ev[0], "source": f"scrap:{self.machine}:{ev[2]}", "reason": "late",
+                "raw": m.to_json().decode()}
 
 
 # -- per scope key ---------------------------------------------------------------------------

@@ -56,6 +56,8 @@ STATES: Final = ("running", "idle", "fault", "setup", "planned_stop", "off")
 COUNTERS: Final = frozenset({GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT})
 """Cumulative counters: a decrease is a counter reset, never negative production."""
 INCREMENTS: Final = frozenset({GOOD_PARTS, REJECT_PARTS})
+COUNTED: Final = COUNTERS | INCREMENTS
+"""Part counts: their value must be a number (a string or a bool is dead-lettered at decode)."""
 CONTEXT_METRICS: Final = frozenset({PART_NUMBER, WORK_ORDER, OPERATOR_ID})
 """String context that applies until it changes."""
 EVENT_METRICS: Final = frozenset({MACHINE_STATE, FAULT_CODE, REASON_CODE, SCRAP_REASON})
@@ -169,6 +171,7 @@ def validate(obj: Any) -> Measurement | str:
         if (type(ts) is int and MIN_TS_MS <= ts < MAX_TS_MS and type(machine) is str and machine
                 and type(metric) is str and metric
                 and (vt is int or vt is str or vt is bool or (vt is float and -_INF < value < _INF))
+                and (vt is int or vt is float or metric not in COUNTED)
                 and type(quality) is str and quality in QUALITIES
                 and type(site) is str and type(line) is str and type(unit) is str and type(source) is str):
             return _new_tuple(Measurement, (ts, machine, metric, value, site, line, unit, source, quality))
@@ -196,6 +199,8 @@ def _validate_fields(obj: Any) -> Measurement | str:
             return f"field 'value' must be finite, got {value}"
     elif vt is not int and vt is not str and vt is not bool:
         return f"field 'value' must be a number, string or bool, got {_type_name(value)}"
+    if (vt is str or vt is bool) and metric in COUNTED:
+        return f"field 'value' of {metric} must be a number (a count of parts), got {_type_name(value)}"
     quality = obj.get("quality", "good")
     if type(quality) is not str or quality not in QUALITIES:
         return f"field 'quality' must be one of good|uncertain|bad, got {quality!r}"

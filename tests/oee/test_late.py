@@ -115,3 +115,35 @@ def test_a_late_state_change_that_moves_a_stop_start_deletes_the_old_event() -> 
     for f in facts:
         best[f["window_start"]] = max(best.get(f["window_start"], 0), f["version"])
     assert sum(f["unplanned_stop_s"] for f in facts if f["version"] == best[f["window_start"]]) == 250
+
+
+def test_a_sample_earlier_than_the_first_seen_restates_oee_and_scrap_alike_and_25_h_is_too_late() -> None:
+    from plantstream.operators.scrap import ScrapTracker
+
+    config = build_config({"lateness": {"allowed_lateness_s": 0}}, {})
+    h = 3_600_000
+    t0 = 100 * h
+    first = [(t0, "machine_state", "running"), (t0, "good_count", 10), (t0, "reject_count", 1),
+             (t0 + 600_000, "good_count", 40), (t0 + 900_000, "reject_count", 3), (t0 + h, "good_count", 50)]
+    early = [(t0 - 23 * h, "machine_state", "running"), (t0 - 23 * h, "good_count", 0),
+             (t0 - 23 * h, "reject_count", 0)]  # a day's start, 23 h before the first sample seen
+    acc, scrap = OeeAccounting.for_config(config, "m1"), ScrapTracker.for_config(config, "m1")
+    out = acc.process(first) + acc.process(early)
+    sout = scrap.process(first) + scrap.process(early)
+    assert not [r for t, r in out + sout if t == "deadletter"]
+    facts: dict[int, dict[str, Any]] = {}
+    for t, r in out + acc.finish():
+        if t == "oee_facts" and r["version"] >= facts.get(r["window_start"], {"version": -1})["version"]:
+            facts[r["window_start"]] = r
+    events: dict[int, dict[str, Any]] = {}
+    for t, r in sout + scrap.finish():
+        if t == "scrap_events" and r["version"] > events.get(r["ts"], {"version": -1})["version"]:
+            events[r["ts"]] = r
+    # the counters start from the early baseline now: 10 and 1 more parts at t0, for both flows
+    assert sum(f["good"] for f in facts.values()) == 50
+    assert sum(f["reject"] for f in facts.values()) == sum(e["quantity"] for e in events.values()) == 3
+    assert min(facts) == t0 - 23 * h and sum(f["run_s"] for f in facts.values()) == 24 * 3600
+    # 25 h before the newest sample: beyond the horizon, dead-lettered by both, nothing changes
+    late = (t0 + h - 25 * h, "good_count", 5)
+    assert [(t, r["reason"]) for t, r in acc.process([late])] == [("deadletter", "late")]
+    assert [(t, r["source"]) for t, r in scrap.process([late])] == [("deadletter", "scrap:m1:good_count")]

@@ -18,9 +18,18 @@ def test_the_architecture_example_decodes_to_every_field() -> None:
 
 @pytest.mark.parametrize("value", [4501, 12.5, "P-100", True])
 def test_values_may_be_number_string_or_bool(value: object) -> None:
-    m = decode(orjson.dumps({**GOOD, "value": value}))
+    m = decode(orjson.dumps({**GOOD, "metric": "part_number", "value": value}))
     assert isinstance(m, Measurement)
     assert m.value == value
+
+
+@pytest.mark.parametrize("metric", ["good_count", "reject_count", "total_count", "good_parts", "reject_parts"])
+@pytest.mark.parametrize("value", ["many", "", True])
+def test_a_part_count_that_is_not_a_number_is_dead_lettered(metric: str, value: object) -> None:
+    bad = decode(orjson.dumps({**GOOD, "metric": metric, "value": value}))
+    assert isinstance(bad, DeadLetter)
+    assert bad.reason.startswith(f"field 'value' of {metric} must be a number")
+    assert isinstance(decode(orjson.dumps({**GOOD, "metric": metric, "value": 7.0})), Measurement)
 
 
 def test_optional_fields_default() -> None:

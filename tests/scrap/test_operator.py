@@ -1,4 +1,5 @@
-"""Scrap operator: events, rolling rate against a brute-force count, ordering, reclassification."""
+"""Scrap operator: events, rolling rate against a brute-force count, ordering, reclassification,
+restatement of late counter samples."""
 
 from __future__ import annotations
 
@@ -116,9 +117,17 @@ def test_a_late_reclassification_restates_only_the_events_it_covers() -> None:
     assert [(r["ts"], r["quantity"], r["reason"], r["category"]) for k, r in again] == [
         (20_000, 1, "porosity", "production")]
     assert again[0][1]["version"] > max(r["version"] for r in first.values())
-    # a reject counter sample beyond the allowed lateness cannot be placed: dead-lettered
+    # a reject counter sample beyond the allowed lateness but within the restatement horizon
+    # restates like any other: a new event, and the minute's rate contributions again
     late = t.process([(50_000, "reject_count", 9)])
-    assert [(k, r["reason"], r["source"]) for k, r in late] == [("deadletter", "late", "scrap:m1:reject_count")]
+    assert [(r["ts"], r["quantity"], r["reason"]) for k, r in late if k == "scrap_events"] == [
+        (50_000, 4, "dent")]
+    rates = [r for k, r in late if k == "rate"]
+    # every boundary whose rolling hour holds minute 0 (60 s ... 600 s), for the machine and its line
+    assert sorted({r["window_end"] for r in rates}) == list(range(60_000, 600_001, 60_000))
+    assert len(rates) == 20 and {r["wr"] for r in rates} == {9}
+    assert {r["mr"] for r in rates if r["window_end"] == 60_000} == {9}
+    assert not [k for k, _ in late if k == "deadletter"]
     # beyond the restatement horizon even a reason is too late
     t2 = ScrapTracker.for_config(_cfg(lateness={"allowed_lateness_s": 0, "restatement_horizon_s": 60}), "m1")
     t2.process([(0, "reject_count", 0), (10_000, "reject_count", 1), (200_000, "good_count", 1)])

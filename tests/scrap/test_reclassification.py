@@ -1,6 +1,6 @@
 """A late scrap reclassification through replay and ClickHouse: the events it covers are written
-again with the new reason (and keep their cost), nothing is counted twice; a late reject counter
-sample is dead-lettered."""
+again with the new reason (and keep their cost), nothing is counted twice; a reject counter
+sample older than the restatement horizon is dead-lettered."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def test_a_late_reclassification_restates_scrap_events_in_clickhouse(tmp_path: P
     samples += [_m(7, "scrap_reason", "dent"), _m(8, "reject_count", 6), _m(9, "reject_count", 7),
                 _m(30, "good_count", 100)]
     # 25 minutes late: the rejects from minute 4 on (until the dent) were porosity; and a reject
-    # counter sample that cannot be placed any more
-    samples += [_m(4, "scrap_reason", "porosity"), _m(3.5, "reject_count", 99)]
+    # counter sample that cannot be placed any more (two days old: beyond the 24 h horizon)
+    samples += [_m(4, "scrap_reason", "porosity"), _m(-2 * 24 * 60, "reject_count", 99)]
     data = tmp_path / "late.jsonl"
     data.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in samples))
     wo = tmp_path / "wo.csv"

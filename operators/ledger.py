@@ -1,0 +1,360 @@
+"""The event-time ledger of one machine: watermark, buffer, journal, restatement and versions.
+
+OEE accounting and scrap are *folds*: given a machine's samples in event-time order they
+compute their rows. The ledger decides when a sample is applied, what is final, what is
+restated and what is beyond the horizon; the folds know nothing of arrival order.
+
+Per machine the ledger keeps
+
+- the **watermark**: the largest sample time seen (``max_ts``) minus the allowed lateness;
+- the **buffer**: samples newer than the fold's position, waiting for the watermark (sorted by
+  time, then arrival). Samples up to the watermark are applied in time order, so any arrival
+  order within the allowed lateness gives the same rows without restating anything;
+- the **journal** of the restatement horizon: the applied samples, in segments of at most
+  :attr:`Ledger.CHECKPOINT_MS` of event time, each starting with a checkpoint of the fold's
+  state. The first segment starts from the fold's empty state (the *origin*), so a sample
+  earlier than the first one seen of a machine is placed like any other. Closed segments are
+  compressed bytes; segments wholly older than the horizon are dropped;
+- the **version** of the rows it emits: every emission gets a higher one (a fold's group of
+  rows — the facts of one window — shares one).
+
+A sample older than the fold's position but within the horizon (``max_ts −
+restatement_horizon_s``) **restates**: the fold is restored from the last checkpoint before it,
+the journal since then is applied again with the sample in its place, and every row whose
+content changed is emitted again with a higher version; rows that no longer exist get the fold's
+*tombstone* (a downtime event ``deleted = 1``, a scrap event of quantity 0). Only samples older
+than the horizon are dead-lettered (reason ``late``). Samples that arrive together (one
+``ingest`` call, e.g. one Kafka poll of a machine) restate once.
+
+State is plain data (:meth:`Ledger.ledger_payload`), encoded with the fold's state by the
+owner's :class:`operators.state.StateCodec`.
+
+Examples
+--------
+A fold that counts samples per minute (a window closes when event time passes its end):
+
+>>> class PerMinute:
+...     def __init__(self): self.reset()
+...     def reset(self): self.n, self.cursor, self.out = {}, -1, []
+...     def apply(self, ev):
+...         self.advance(ev[0]); self.n[ev[0] // 60_000] = self.n.get(ev[0] // 60_000, 0) + 1
+...     def advance(self, t):
+...         self.cursor = max(self.cursor, t)
+...         for m in sorted(m for m in self.n if (m + 1) * 60_000 <= t):
+...             self.out.append(("counts", m, [{"minute": m, "n": self.n.pop(m)}]))
+...     def finish(self): self.advance(10**15)
+...     def take(self): out, self.out = self.out, []; return out
+...     def dump_state(self): return {"n": dict(self.n), "cursor": self.cursor}
+...     def load_state(self, p): self.n, self.cursor, self.out = dict(p["n"]), p["cursor"], []
+...     def tombstone(self, table, key, rows): return []
+>>> led = Ledger(PerMinute(), lateness_ms=0, horizon_ms=3_600_000, late_row=lambda ev, raw: {})
+>>> led.ingest([(10_000, "x", 1), (70_000, "x", 1), (130_000, "x", 1)])
+>>> [(r["minute"], r["n"], r["version"]) for _, r in led.take()]
+[(0, 1, 1), (1, 1, 2)]
+>>> led.ingest([(5_000, "x", 1)])   # late, within the horizon: minute 0 restated
+>>> [(r["minute"], r["n"], r["version"]) for _, r in led.take()]
+[(0, 2, 3)]
+>>> led.ingest([(130_000 - 3_600_001, "x", 1)])   # beyond the horizon
+>>> [t for t, _ in led.take()]
+['deadletter']
+"""
+
+from __future__ import annotations
+
+import bisect
+import pickle
+import zlib
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol
+
+Event = tuple[int, int, str, Any]
+"""(ts, arrival sequence, metric, value): one sample as the ledger journals it."""
+Emitted = tuple[str, Hashable, list[dict[str, Any]]]
+"""(table, natural key, rows): what a fold emits; rows of one key share a version."""
+Output = tuple[str, dict[str, Any]]
+"""(table, row) with its ``version``, or ``("deadletter", row)``."""
+
+ORIGIN = -(2**62)
+"""The ``from`` time of the first segment: the fold's empty state, valid before any sample."""
+
+
+class Fold(Protocol):
+    """A per-machine computation over samples in event-time order (see the module docstring).
+
+    The fold owns its state; the ledger only asks for a plain copy of it (``dump_state``) at
+    checkpoints and restores it (``load_state``, ``reset`` for the origin).
+    """
+
+    def reset(self) -> None: ...
+    def apply(self, ev: Event) -> None: ...
+    def advance(self, t: int) -> None: ...
+    def finish(self) -> None: ...
+    def take(self) -> list[Emitted]: ...
+    def dump_state(self) -> Any: ...
+    def load_state(self, payload: Any) -> None: ...
+    def tombstone(self, table: str, key: Hashable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+_RANK = {"scrap_reason": 0, "good_count": 1, "reject_count": 1, "total_count": 1, "good_parts": 1,
+         "reject_parts": 1, "part_number": 2, "work_order": 3, "operator_id": 3, "ideal_cycle_time_ms": 4,
+         "machine_state": 6, "reason_code": 7}
+_CUMULATIVE = frozenset({"good_count", "reject_count", "total_count"})
+
+
+def order_key(ev: Event) -> tuple[int, int, float, int]:
+    """Where a sample goes in event-time order: by time, then samples of the same instant in a
+    fixed order of their metrics, whatever order they arrived in.
+
+    At one instant: a ``scrap_reason`` (it explains the rejects counted with it), the counters
+    (a cumulative counter's higher value first: a value and a reset to 0 at the same instant are
+    the last count, then the reset), the context (part number, then work order, then ideal cycle
+    time — a new part number clears the ideal sent for the old one; a part counted at the
+    instant the order changes belongs to the order it was made in), a
+    non-zero ``fault_code`` (it names the stop that starts with it), ``machine_state``, then a
+    ``reason_code``, a cleared ``fault_code`` and every other metric; same metric and value in
+    arrival order.
+
+    >>> evs = [(5, 1, "machine_state", "fault"), (5, 2, "good_count", 0), (5, 3, "fault_code", 17),
+    ...        (5, 4, "good_count", 90), (5, 5, "part_number", "P-2"), (5, 6, "scrap_reason", "burr")]
+    >>> for _, _, m, v in sorted(evs, key=order_key):
+    ...     print(m, v)
+    scrap_reason burr
+    good_count 90
+    good_count 0
+    part_number P-2
+    fault_code 17
+    machine_state fault
+    """
+    ts, seq, metric, value = ev
+    rank = _RANK.get(metric)
+    if rank is None:
+        rank = 5 if metric == "fault_code" and value not in (0, "", "0", None, False) else 8
+    tie = 0.0
+    if metric in _CUMULATIVE and isinstance(value, int | float) and not isinstance(value, bool):
+        tie = -float(value)
+    return ts, rank, tie, seq
+
+
+class Ledger:
+    """One machine's event-time ledger around a :class:`Fold`.
+
+    ``late_row(event, raw)`` makes the dead-letter row of a sample beyond the horizon (``raw`` is
+    what the caller passed with the sample, e.g. the Measurement).
+    """
+
+    CHECKPOINT_MS = 600_000
+    """A segment of the journal covers at most this much event time (one checkpoint each)."""
+
+    def __init__(self, fold: Fold, lateness_ms: int, horizon_ms: int,
+                 late_row: Callable[[Event, Any], dict[str, Any]]) -> None:
+        self.fold = fold
+        self.lateness_ms = lateness_ms
+        self.horizon_ms = horizon_ms
+        self.late_row = late_row
+        self.max_ts = -1
+        self.seq = 0
+        self.version = 0
+        self.pos = -1
+        """Event time up to which the fold has applied samples and advanced."""
+        self.last_key: tuple[int, int, float, int] | None = None
+        """:func:`order_key` of the last sample applied (one of the same instant that goes
+        before it is late)."""
+        self.buffer: list[Event] = []
+        self.segments: list[tuple[int, bytes]] = []
+        """Closed journal segments: (from, zlib(pickle((checkpoint, events))))."""
+        self.open_from: int | None = None
+        self.open_since = 0
+        self.open_state: Any = None
+        self.recent: list[Event] = []
+        self._out: list[Output] = []
+
+    # -- state ---------------------------------------------------------------------------------
+    def ledger_payload(self) -> dict[str, Any]:
+        """The ledger's own state as plain data (the fold's is the owner's to add)."""
+        return {"max_ts": self.max_ts, "seq": self.seq, "version": self.version, "pos": self.pos,
+                "last_key": self.last_key, "buffer": list(self.buffer), "segments": list(self.segments),
+                "open_from": self.open_from, "open_since": self.open_since,
+                "open_state": self.open_state, "recent": list(self.recent)}
+
+    def load_ledger(self, p: dict[str, Any]) -> None:
+        self.max_ts, self.seq, self.version, self.pos = p["max_ts"], p["seq"], p["version"], p["pos"]
+        self.last_key = None if p["last_key"] is None else tuple(p["last_key"])
+        self.buffer = [tuple(e) for e in p["buffer"]]
+        self.segments = [tuple(s) for s in p["segments"]]
+        self.open_from, self.open_since = p["open_from"], p["open_since"]
+        self.open_state = p["open_state"]
+        self.recent = [tuple(e) for e in p["recent"]]
+        self._out = []
+
+    @property
+    def watermark(self) -> int:
+        return self.max_ts - self.lateness_ms
+
+    # -- input ---------------------------------------------------------------------------------
+    def take(self) -> list[Output]:
+        out, self._out = self._out, []
+        return out
+
+    def ingest(self, samples: Iterable[tuple[int, str, Any]], raws: Iterable[Any] | None = None) -> None:
+        """Samples ``(ts, metric, value)`` in arrival order (``raws``: what a dead letter keeps)."""
+        late: list[Event] = []
+        raw_iter = iter(raws) if raws is not None else None
+        for ts, metric, value in samples:
+            raw = next(raw_iter) if raw_iter is not None else None
+            self.seq += 1
+            ev: Event = (ts, self.seq, metric, value)
+            if self.max_ts >= 0 and ts < self.max_ts - self.horizon_ms:
+                self._out.append(("deadletter", self.late_row(ev, raw)))
+                continue
+            if ts < self.pos or (self.last_key is not None and order_key(ev) < self.last_key):
+                late.append(ev)
+            else:
+                bisect.insort(self.buffer, ev, key=order_key)
+            if ts > self.max_ts:
+                self.max_ts = ts
+        if late:
+            self._restate(late)
+        self._drain(self.watermark)
+
+    def on_sample(self, ts: int, metric: str, value: Any, raw: Any = None) -> None:
+        """One sample (see :meth:`ingest`)."""
+        self.ingest(((ts, metric, value),), (raw,))
+
+    def tick(self, ts: int) -> None:
+        """Another metric of the machine was measured at ``ts``: event time moved on (never late)."""
+        if self.max_ts < 0 or ts <= self.max_ts:
+            return
+        self.max_ts = ts
+        self._drain(self.watermark)
+
+    def flush(self) -> None:
+        """Apply every buffered sample now (the machine went quiet); later samples for an
+        earlier time restate, so the final rows are those without the flush."""
+        if self.buffer:
+            self._drain(self.max_ts)
+
+    def finish(self) -> None:
+        """End of input: apply everything and let the fold close what is open, provisionally.
+
+        The state is left as it was (only the version moves on), so more input later continues
+        it and restates these rows.
+        """
+        if self.max_ts < 0:
+            return
+        keep = pickle.dumps((self.ledger_payload(), self.fold.dump_state()), protocol=pickle.HIGHEST_PROTOCOL)
+        self._drain(self.max_ts)
+        self.fold.finish()
+        self._emit(self.fold.take())
+        version, out = self.version, self._out
+        ledger, fold = pickle.loads(keep)
+        self.load_ledger(ledger)
+        self.fold.load_state(fold)
+        self.version, self._out = version, out
+
+    # -- ordering, journal, restatement --------------------------------------------------------
+    def _emit(self, emitted: list[Emitted]) -> None:
+        for table, _, rows in emitted:
+            self.version += 1
+            for row in rows:
+                row["version"] = self.version
+                self._out.append((table, row))
+
+    def _drain(self, upto: int) -> None:
+        buf = self.buffer
+        i = 0
+        while i < len(buf) and buf[i][0] <= upto:
+            self._apply_logged(buf[i])
+            i += 1
+        if i:
+            del buf[:i]
+        if upto > self.pos:
+            self.fold.advance(upto)
+            self.pos = upto
+        self._emit(self.fold.take())
+
+    def _apply_logged(self, ev: Event) -> None:
+        if self.open_from is None:
+            self.open_from, self.open_since = ORIGIN, ev[0]
+            self.open_state = self.fold.dump_state()
+        elif ev[0] - self.open_since >= self.CHECKPOINT_MS:
+            self._close_segment(ev[0])
+        self.recent.append(ev)
+        self.fold.apply(ev)
+        self.last_key = order_key(ev)
+        if ev[0] > self.pos:
+            self.pos = ev[0]
+
+    def _close_segment(self, ts: int) -> None:
+        assert self.open_from is not None
+        blob = zlib.compress(pickle.dumps((self.open_state, self.recent), pickle.HIGHEST_PROTOCOL), 6)
+        self.segments.append((self.open_from, blob))
+        self.open_from, self.open_since = self.pos, ts
+        self.open_state = self.fold.dump_state()
+        self.recent = []
+        floor = self.max_ts - self.horizon_ms
+        segs = self.segments
+        drop = 0
+        while drop < len(segs) and (segs[drop + 1][0] if drop + 1 < len(segs) else self.open_from) < floor:
+            drop += 1
+        if drop:
+            del segs[:drop]
+
+    def _restate(self, late: list[Event]) -> None:
+        t0 = min(ev[0] for ev in late)
+        froms = [s[0] for s in self.segments]
+        if self.open_from is not None:
+            froms.append(self.open_from)
+        idx = bisect.bisect_left(froms, t0) - 1  # strictly before: same-instant samples may reorder
+        if idx < 0:  # not placeable (the journal starts later): beyond the horizon in effect
+            for ev in late:
+                self._out.append(("deadletter", self.late_row(ev, None)))
+            return
+        state: Any = None
+        events: list[Event] = []
+        for i in range(idx, len(self.segments)):
+            ck, evs = pickle.loads(zlib.decompress(self.segments[i][1]))
+            if i == idx:
+                state = ck
+            events.extend(tuple(e) for e in evs)
+        if idx == len(self.segments):
+            state = self.open_state
+        events.extend(self.recent)
+        pos = self.pos
+        self._emit(self.fold.take())
+        # what the rows were: the fold again from the checkpoint over the journal as it was
+        self.fold.load_state(state)
+        for ev in events:
+            self.fold.apply(ev)
+        self.fold.advance(pos)
+        before = _last_per_key(self.fold.take())
+        # what they are now: from the same checkpoint with the late samples in their places,
+        # journalled again
+        start = froms[idx]
+        del self.segments[idx:]
+        self.fold.load_state(state)
+        self.open_from, self.open_state, self.recent = start, state, []
+        self.open_since = events[0][0] if events else late[0][0]
+        self.pos = start if start != ORIGIN else -1
+        self.last_key = None
+        for ev in sorted(events + late, key=order_key):
+            self._apply_logged(ev)
+        if pos > self.pos:
+            self.fold.advance(pos)
+            self.pos = pos
+        after = _last_per_key(self.fold.take())
+        changed: list[Emitted] = [(t, k, rows) for (t, k), rows in after.items()
+                                  if before.get((t, k)) != rows]
+        for (t, k), rows in before.items():
+            if (t, k) not in after:
+                gone = self.fold.tombstone(t, k, rows)
+                if gone:
+                    changed.append((t, k, gone))
+        self._emit(changed)
+
+
+def _last_per_key(emitted: list[Emitted]) -> dict[tuple[str, Hashable], list[dict[str, Any]]]:
+    """The last rows emitted for each (table, key), in the order keys were first emitted."""
+    last: dict[tuple[str, Hashable], list[dict[str, Any]]] = {}
+    for table, key, rows in emitted:
+        last[(table, key)] = rows
+    return last
