@@ -9,16 +9,24 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from plantstream.connectors import clickhouse as chc
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import AmqttBroker, TansuBroker
+
+# CI replays the same examples every run (a failure there is reproducible, never a coin toss);
+# a developer's run explores new ones and keeps failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

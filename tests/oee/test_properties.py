@@ -37,13 +37,19 @@ def overlap(a: int, b: int, lo: int, hi: int) -> int:
     return max(0, min(b, hi) - max(a, lo))
 
 
+def daily_overlap(a: int, b: int, lo: int, hi: int) -> int:
+    """Overlap of [a, b) with [lo, hi) repeated every day (the shift calendar repeats daily)."""
+    first, last = (a - hi) // (24 * H), (b - lo) // (24 * H) + 1
+    return sum(overlap(a, b, lo + k * 24 * H, hi + k * 24 * H) for k in range(first, last + 1))
+
+
 def reference(changes: list[tuple[int, str]], end: int) -> dict[str, float]:
-    """Whole-shift seconds per fact column by interval arithmetic (KPI.md time model)."""
+    """Whole-run seconds per fact column by interval arithmetic (KPI.md time model)."""
     out = dict.fromkeys(TIME_COLUMNS, 0.0)
     for (a, state), (b, _) in zip(changes, [*changes[1:], (end, "")], strict=True):
         d = b - a
-        in_break = overlap(a, b, *BREAK)
-        working = overlap(a, b, SHIFT[0], SHIFT[1]) - in_break
+        in_break = daily_overlap(a, b, *BREAK)
+        working = daily_overlap(a, b, SHIFT[0], SHIFT[1]) - in_break
         outside = d - working - in_break
         out["all_s"] += d
         if state == "running":
