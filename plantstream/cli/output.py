@@ -113,7 +113,7 @@ def cell_text(v: Any, kind: str = "text") -> str:
     if isinstance(v, float | Decimal):
         return f"{float(v):.6g}"
     if isinstance(v, Mapping):
-        return " ".join(f"{k}={cell_text(x)}" for k, x in v.items())
+        return " ".join(f"{k}={cell_text(x, 'num')}" for k, x in v.items())
     return str(v)
 
 

@@ -27,9 +27,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import plantstream.cli.report  # registers report daily
+import plantstream.cli.report
 from plantstream.cli.main import app
-from plantstream.connectors.report import DailyReport
+from plantstream.operators.report import DailyReport
 from plantstream.connectors.simulators import plc
 from plantstream.flows.replay import replay
 from plantstream.operators.report import num, oee_colour, pct
@@ -156,7 +156,7 @@ def test_daily_report_matches_the_plc_ground_truth_and_chromium_shows_the_key_nu
                                    "--config", str(cfg_path), "--clickhouse", ch_dsn])
     assert res.exit_code == 0, res.output
     report: DailyReport = plantstream.cli.report.write_daily_report(
-        tmp_path / "again.html", day=DAY, clickhouse=ch_dsn, config=cfg_path)
+        tmp_path / "again.html", day=DAY, clickhouse_dsn=ch_dsn, config=cfg_path)
     want = expected(truth)
 
     # the data: counts exact, minutes within 0.1 %, ratios from the day's sums (A × P × Q)
