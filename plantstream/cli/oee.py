@@ -30,7 +30,7 @@ from plantstream.connectors import kpi
 RATIO_COLS = {"availability": Col("Avail", "pct"), "performance": Col("Perf", "pct"),
               "quality": Col("Qual", "pct"), "oee": Col("OEE", "pct", oee_style), "teep": Col("TEEP", "pct")}
 OEE_COLS: dict[str, Col] = {
-    "site": Col("site"), "line": Col("line"), "machine": Col("machine"), "day": Col("day"),
+    "site": Col("site"), "line": Col("line"), "machine": Col("machine"), "day": Col("day", "time"),
     "shift": Col("shift"), **{c: Col(c.removesuffix("_min").replace("_", " ") + " min", "min") for c in (
         "all_min", "planned_min", "run_min", "unplanned_stop_min", "setup_min", "small_stop_min",
         "excluded_min", "unscheduled_run_min", "ideal_min", "mtbf_min", "mttr_min")},

@@ -98,10 +98,14 @@ def cell_text(v: Any, kind: str = "text") -> str:
         return "–" if kind in ("pct", "num", "min", "int") else ""
     if kind == "pct":
         return f"{float(v) * 100:.1f}%"
+    if kind == "time" and isinstance(v, str):  # RFC 3339 text as the table shows times
+        return v.replace("T", " ").removesuffix("Z")[:19]
     if isinstance(v, dt.datetime):
         if v.tzinfo is not None:
             v = v.astimezone(dt.UTC).replace(tzinfo=None)
         return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, dt.date):
+        return v.isoformat()
     if isinstance(v, bool):
         return "yes" if v else "no"
     if kind == "min" and isinstance(v, int | float | Decimal):
@@ -167,29 +171,52 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "tabl
         return
     cols = view.cols if view else {}
     heading = title or (view.title if view else None)
-    table = Table(title=Text(heading) if heading else None, box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in names:
-        spec = cols.get(name, Col(name))
-        numeric = spec.kind in ("int", "num", "min", "pct")
-        table.add_column(Text(spec.header), justify="right" if numeric else "left",
-                         min_width=len(spec.header), no_wrap=numeric or spec.kind == "time",
-                         overflow="fold")
-    for row in picked:
-        cells = []
-        for name, v in zip(names, row, strict=True):
-            spec = cols.get(name, Col(name, _kind_of(v)))
-            cells.append(Text(cell_text(v, spec.kind), style=spec.style(v) if spec.style else ""))
-        table.add_row(*cells)
+    specs = [cols.get(name, Col(name, _kind_of(next((r[i] for r in picked if r[i] is not None), None))))
+             for i, name in enumerate(names)]
+    texts = [[Text(cell_text(v, spec.kind), style=spec.style(v) if spec.style else "")
+              for v, spec in zip(row, specs, strict=True)] for row in picked]
+    natural = [max([len(spec.header), *(t.cell_len for t in (r[i] for r in texts))])
+               for i, spec in enumerate(specs)]
     console = Console()
+    fixed = [spec.kind in ("int", "num", "min", "pct", "time") for spec in specs]
+    limits: list[int | None] = [None] * len(names)
+    room = console.width - _GAP * (len(names) - 1)
     if wide or selected:  # everything asked for is shown whole; the terminal wraps long lines
-        width = console.measure(table).maximum
-        if width > console.width:
-            console = Console(width=width)
+        console = Console(width=max(console.width, sum(natural) + _GAP * len(names)))
+    elif sum(natural) > room:  # text columns share what the numbers leave, each at least its header
+        limits = _text_limits(natural, fixed, [len(spec.header) for spec in specs], room)
+    table = Table(title=Text(heading) if heading else None, box=box.SIMPLE_HEAD, show_edge=False,
+                  padding=(0, 1, 0, 0), pad_edge=False)
+    for spec, is_fixed, limit in zip(specs, fixed, limits, strict=True):
+        table.add_column(Text(spec.header), justify="left" if spec.kind in ("text", "time") else "right",
+                         min_width=len(spec.header), max_width=limit, no_wrap=is_fixed, overflow="fold")
+    for row_texts in texts:
+        table.add_row(*row_texts)
     console.print(table)
 
 
+_GAP = 2
+"""Space between two table columns: one of padding and SIMPLE_HEAD's blank rule; no edges."""
+
+
+def _text_limits(natural: list[int], fixed: list[bool], floors: list[int], room: int) -> list[int | None]:
+    """Widths for the text columns so that the row fits ``room``: the narrow keep theirs, the wide share.
+
+    >>> _text_limits([10, 40, 6, 30], [False, False, True, False], [4, 7, 3, 6], 60)
+    [10, 22, None, 22]
+    """
+    budget = room - sum(w for w, f in zip(natural, fixed, strict=True) if f)
+    text = sorted((w, i) for i, (w, f) in enumerate(zip(natural, fixed, strict=True)) if not f)
+    limits: list[int | None] = [None] * len(natural)
+    for n, (w, i) in enumerate(text):
+        share = budget // (len(text) - n) if len(text) > n else budget
+        limits[i] = max(floors[i], min(w, share))
+        budget -= limits[i] or 0
+    return limits
+
+
 def _kind_of(v: Any) -> str:
-    return "time" if isinstance(v, dt.datetime) else "text"
+    return "time" if isinstance(v, dt.date) else "text"
 
 
 def _csv_value(v: Any) -> Any:
