@@ -151,7 +151,7 @@ def test_json_and_csv_carry_every_column_raw(plant: str, capsys: pytest.CaptureF
     (["kpi", "anomalies"], ["machine", "model", "start (UTC)", "score", "severity", "hypothesis"],
      ["[check lubrication]", ODD]),
     (["status"], ["machine", "line", "state", "since (UTC)", "fault", "part"], [ODD]),
-    (["query", f"SELECT machine, reason, category, duration_s FROM downtime_events ORDER BY machine"],
+    (["query", "SELECT machine, reason, category, duration_s FROM downtime_events ORDER BY machine"],
      ["machine", "reason", "category", "duration_s"], ["[operator note]"]),
 ])
 def test_every_table_fits_80_columns_and_prints_markup_literally(
