@@ -48,7 +48,8 @@ class Col:
 
     header: str
     kind: str = "text"
-    """``text``, ``int``, ``num`` (two decimals), ``min`` (one decimal), ``pct`` (a ratio), ``time``."""
+    """``text``, ``int``, ``num`` (two decimals), ``min`` (one decimal), ``pct`` (a ratio), ``time``,
+    ``raw`` (a number as it is)."""
     style: Callable[[Any], str] | None = None
 
 
@@ -178,7 +179,7 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "tabl
     natural = [max([len(spec.header), *(t.cell_len for t in (r[i] for r in texts))])
                for i, spec in enumerate(specs)]
     console = Console()
-    fixed = [spec.kind in ("int", "num", "min", "pct", "time") for spec in specs]
+    fixed = [spec.kind in ("int", "num", "min", "pct", "time", "raw") for spec in specs]
     limits: list[int | None] = [None] * len(names)
     room = console.width - _GAP * (len(names) - 1)
     if wide or selected:  # everything asked for is shown whole; the terminal wraps long lines
@@ -216,7 +217,12 @@ def _text_limits(natural: list[int], fixed: list[bool], floors: list[int], room:
 
 
 def _kind_of(v: Any) -> str:
-    return "time" if isinstance(v, dt.date) else "text"
+    """The kind of an unknown column from its first value: dates, numbers (right-aligned, whole) or text."""
+    if isinstance(v, dt.date):
+        return "time"
+    if isinstance(v, int | float | Decimal) and not isinstance(v, bool):
+        return "raw"
+    return "text"
 
 
 def _csv_value(v: Any) -> Any:
