@@ -84,3 +84,11 @@ def test_the_installed_script_and_python_m_exit_2_on_a_usage_error() -> None:
         assert res.returncode == 2, (cmd, res.stderr)
         assert "No such option" in _one_line_error(res.stderr)
         assert res.stdout == ""
+
+
+def test_a_command_that_exits_2_exits_2_from_the_console_script(capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``typer.Exit(2)`` inside a command is the script's status (it was lost: the script exited 0)."""
+    monkeypatch.delenv("PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    assert run(["connect", "mqtt"]) == 2
+    assert "--bootstrap" in _one_line_error(capsys.readouterr().err)
