@@ -21,7 +21,8 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -89,7 +90,11 @@ def connect(
     file); ``client_cert``/``client_cert_key`` authenticate with a certificate (mutual TLS).
     """
     dsn = resolve_dsn(dsn)
-    parsed = urlparse(dsn)
+    try:
+        parsed = urlparse(dsn)
+    except ValueError as exc:
+        msg = f"ClickHouse DSN {_redact(dsn)!r} is not a URL ({exc}); use chdb:///path or http(s)://host:8123"
+        raise ConfigError(msg) from None
     if parsed.scheme not in {"chdb", "http", "https"}:
         msg = (
             f"ClickHouse DSN {dsn!r} has scheme {parsed.scheme!r}; use chdb:///path for the "
@@ -166,6 +171,21 @@ def connect_config(cfg: ClickHouseConfig, dsn: str | None = None) -> Client:
         secure=cfg.secure, verify=cfg.verify, ca_cert=cfg.ca_cert, client_cert=cfg.client_cert,
         client_cert_key=cfg.client_cert_key,
     )
+
+
+@contextmanager
+def client_session(cfg: ClickHouseConfig, dsn: str | None = None) -> Iterator[Client]:
+    """A client from the ``clickhouse:`` config section, closed when the block ends.
+
+    The one way a reader (``plantstream kpi …``, ``query``, ``status``, the daily report) opens
+    ClickHouse: ``with client_session(cfg.clickhouse, dsn) as client: …``. ``dsn`` overrides the
+    section's ``url``, as in :func:`connect_config`.
+    """
+    client = connect_config(cfg, dsn)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def config_factory(cfg: ClickHouseConfig, dsn: str | None = None) -> ClientFactory:

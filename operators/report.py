@@ -1,9 +1,11 @@
-"""The daily insights report as one self-contained HTML page (charts embedded as PNG).
+"""The daily insights report: its records and its page, one self-contained HTML file.
 
-Pure formatting of a :class:`connectors.report.DailyReport`: no I/O, no clock. Charts are drawn
-with matplotlib's Agg backend and embedded as ``data:image/png;base64`` URIs; styles are inline,
-so the file opens offline and survives being mailed. OEE colours follow the shop-floor
-convention of KPI.md: green ≥ 90 %, yellow 80–90 %, red < 80 %.
+The records (:class:`DailyReport` and the rows in it) are what
+:func:`plantstream.connectors.report.load_daily` reads from ClickHouse. Rendering is pure
+formatting: no I/O, no clock. Charts are drawn with matplotlib's Agg backend and embedded as
+``data:image/png;base64`` URIs; styles are inline, so the file opens offline and survives being
+mailed. OEE colours follow the shop-floor convention of KPI.md: green ≥ 90 %, yellow 80–90 %,
+red < 80 %.
 """
 
 from __future__ import annotations
@@ -11,12 +13,133 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+from dataclasses import dataclass, field
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from plantstream.connectors.report import DailyReport, OeeRow
+    from plantstream.schemas.config import PlantConfig
+
+
+@dataclass(frozen=True, slots=True)
+class OeeRow:
+    """Sums and ratios of one machine (or the plant) over the day; ratios ``None`` without a base."""
+
+    name: str
+    line: str
+    planned_min: float
+    run_min: float
+    unplanned_stop_min: float
+    setup_min: float
+    small_stop_min: float
+    good: int
+    reject: int
+    stops: int
+    availability: float | None
+    performance: float | None
+    quality: float | None
+    oee: float | None
+
+    @property
+    def total(self) -> int:
+        return self.good + self.reject
+
+
+@dataclass(frozen=True, slots=True)
+class DowntimeCause:
+    """One downtime reason of the day: events and minutes (stops that start in the day)."""
+
+    reason: str
+    category: str
+    planned: bool
+    events: int
+    minutes: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapReason:
+    """One scrap reason of the day: quantity, cost, share of all rejects."""
+
+    reason: str
+    category: str
+    quantity: int
+    cost: float
+    share: float | None
+    all_costed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One anomaly episode that overlaps the day."""
+
+    machine: str
+    model: str
+    start_ms: int
+    end_ms: int
+    score: float
+    severity: str
+    signals: dict[str, float]
+    hypothesis: str
+    is_open: bool
+
+
+@dataclass
+class DailyReport:
+    """Everything the daily report shows, for one production day."""
+
+    site: str
+    day: dt.date
+    timezone: str
+    start_ms: int
+    end_ms: int
+    plant: OeeRow | None
+    machines: list[OeeRow] = field(default_factory=list)
+    downtime: list[DowntimeCause] = field(default_factory=list)
+    small_stops: tuple[int, float] = (0, 0.0)
+    """Stops shorter than the micro-stop threshold (performance loss): events, minutes."""
+    scrap: list[ScrapReason] = field(default_factory=list)
+    currency: str = ""
+    anomalies: list[Anomaly] = field(default_factory=list)
+    alerts: int = 0
+    """Alerts raised in the day."""
+
+    @property
+    def downtime_min(self) -> float:
+        """Minutes of stops (small stops excluded: they are a performance loss)."""
+        return sum(c.minutes for c in self.downtime)
+
+    @property
+    def scrap_cost(self) -> float:
+        return sum(s.cost for s in self.scrap)
+
+
+def day_bounds(day: dt.date, config: PlantConfig) -> tuple[int, int]:
+    """Epoch ms of local midnight of ``day`` and of the next day in the plant's time zone.
+
+    >>> from plantstream.schemas.config import build_config
+    >>> day_bounds(dt.date(2026, 3, 29), build_config({"timezone": "Europe/Berlin"}, {}))
+    (1774738800000, 1774821600000)
+
+    (a 23-hour day: summer time starts that night.)
+    """
+    tz = config.tz
+    lo = dt.datetime.combine(day, dt.time(), tzinfo=tz)
+    hi = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    return round(lo.timestamp() * 1000), round(hi.timestamp() * 1000)
+
+
+def default_day(config: PlantConfig, now: dt.datetime | None = None) -> dt.date:
+    """Yesterday in the plant's time zone (the report is read the morning after).
+
+    >>> from plantstream.schemas.config import build_config
+    >>> tokyo = build_config({"timezone": "Asia/Tokyo"}, {})
+    >>> default_day(tokyo, dt.datetime(2026, 11, 22, 16, tzinfo=dt.UTC))
+    datetime.date(2026, 11, 22)
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(config.tz).date() - dt.timedelta(days=1)
+
 
 TOP = 10
 """Downtime causes listed one by one; the rest are summed in one row."""
@@ -66,6 +189,50 @@ def _png(fig: object) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+SERIES = (("Availability", "availability", "#5c6bc0"), ("Performance", "performance", "#26a69a"),
+          ("Quality", "quality", "#8d6e63"), ("OEE", "oee", None))
+"""The bars of each machine in the OEE chart: label, :class:`OeeRow` field, colour (OEE: by threshold)."""
+
+
+def oee_figure(machines: list[OeeRow]) -> Any:
+    """The A × P × Q = OEE chart: one group of horizontal bars per machine, first machine on top.
+
+    Horizontal bars keep every machine label on its own line however many machines the plant
+    has (the figure grows 0.42 in per machine), and the legend sits above the plot, outside the
+    axes, so it never covers a bar. OEE bars are coloured by the shop-floor thresholds and
+    carry their value; dashed lines mark 90 % and 80 %.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    n = len(machines)
+    fig = Figure(figsize=(9, 1.6 + 0.42 * n), layout="constrained")
+    ax = fig.subplots()
+    height = 0.2
+    for i, (label, attr, colour) in enumerate(SERIES):
+        vals = [(getattr(m, attr) or 0.0) * 100 for m in machines]
+        ys = [y + (i - 1.5) * height for y in range(n)]
+        if colour is None:
+            bars = ax.barh(ys, vals, height, label=label, edgecolor="#222222",
+                           color=[_HEX[oee_colour(m.oee)] for m in machines])
+            for bar, v in zip(bars, vals, strict=True):
+                ax.annotate(f" {v:.1f}", (v, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
+        else:
+            ax.barh(ys, vals, height, label=label, color=colour)
+    ax.axvline(90, color=GREEN, linestyle="--", linewidth=1)
+    ax.axvline(80, color=RED, linestyle="--", linewidth=1)
+    ax.set_yticks(range(n), [m.name for m in machines], fontsize=9)
+    ax.set_ylim(n - 0.5, -0.5)  # first machine on top, as in the table
+    most = max((v or 0.0) * 100 for m in machines for v in (m.availability, m.performance, m.quality, m.oee))
+    ax.set_xlim(0, max(110.0, most + 12))
+    ax.set_xlabel("%")
+    ax.set_title("A × P × Q = OEE per machine (lines: 90 % and 80 %)")
+    fig.legend(ncols=4, fontsize=8, loc="outside upper center")
+    return fig
+
+
 def charts(report: DailyReport) -> dict[str, str]:
     """PNG data URIs: ``oee`` (A/P/Q/OEE per machine), ``downtime`` and ``scrap`` Paretos."""
     import matplotlib
@@ -75,28 +242,7 @@ def charts(report: DailyReport) -> dict[str, str]:
 
     out: dict[str, str] = {}
     if report.machines:
-        fig = Figure(figsize=(9, 3.6))
-        ax = fig.subplots()
-        names = [m.name for m in report.machines]
-        width = 0.2
-        series = (("Availability", "availability", "#5c6bc0"), ("Performance", "performance", "#26a69a"),
-                  ("Quality", "quality", "#8d6e63"))
-        for i, (label, attr, colour) in enumerate(series):
-            vals = [(getattr(m, attr) or 0.0) * 100 for m in report.machines]
-            ax.bar([x + (i - 1.5) * width for x in range(len(names))], vals, width, label=label, color=colour)
-        oees = [(m.oee or 0.0) * 100 for m in report.machines]
-        bars = ax.bar([x + 1.5 * width for x in range(len(names))], oees, width, label="OEE",
-                      color=[_HEX[oee_colour(m.oee)] for m in report.machines], edgecolor="#222222")
-        for b, v in zip(bars, oees, strict=True):
-            ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
-        ax.axhline(90, color=GREEN, linestyle="--", linewidth=1)
-        ax.axhline(80, color=RED, linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("%")
-        ax.set_ylim(0, max(110.0, *(v + 8 for v in oees)))
-        ax.set_title("A × P × Q = OEE per machine (lines: 90 % and 80 %)")
-        ax.legend(ncols=4, fontsize=8, loc="lower center")
-        out["oee"] = _png(fig)
+        out["oee"] = _png(oee_figure(report.machines))
     if report.downtime:
         causes = report.downtime[:8][::-1]
         fig = Figure(figsize=(7, 0.9 + 0.4 * len(causes)))

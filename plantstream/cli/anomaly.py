@@ -19,7 +19,6 @@ A directory PATH evaluates every data file in it and adds a total row.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import json
 import statistics
 import sys
@@ -28,13 +27,26 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 
-from plantstream.cli.kpi import kpi_app
-from plantstream.cli.main import ClickHouseOpt, ConfigOpt, FormatOpt, app, client_for, config_from, print_rows
+from plantstream.cli.common import (
+    ClickHouseOpt,
+    ColumnsOpt,
+    ConfigOpt,
+    FormatOpt,
+    LineOpt,
+    MachineOpt,
+    ToOpt,
+    WideOpt,
+    clickhouse,
+    config_from,
+    kpi_filter,
+)
+from plantstream.cli.output import Col, View, check_format, emit
+from plantstream.connectors import kpi
 from plantstream.operators.anomaly_eval import (
     episode_metrics,
     label_intervals,
@@ -47,72 +59,36 @@ from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConfigError
 from plantstream.schemas.measurement import parse_ts
 
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detectors on labelled data sets.")
-app.add_typer(eval_app, name="eval")
-
 DETECTORS = ("zscore", "gaussian", "hst", "ilof", "ocsvm")
-ANOMALY_COLUMNS = ["machine", "model", "start", "end", "score", "threshold", "severity", "signals",
-                   "hypothesis", "points", "is_open"]
+ANOMALY_COLUMNS = list(kpi.ANOMALY_COLUMNS)
+ANOMALIES_VIEW = View(default=("machine", "model", "start", "score", "severity", "hypothesis"),
+                      cols={"start": Col("start (UTC)"), "end": Col("end (UTC)"),
+                            "score": Col("score", "num"), "threshold": Col("threshold", "num"),
+                            "is_open": Col("open")},
+                      title="Anomaly episodes")
 
 
-@kpi_app.command("anomalies")
 def kpi_anomalies(
-    machine: Annotated[str | None, typer.Option(help="Only this machine.")] = None,
+    machine: MachineOpt = None,
+    line: LineOpt = None,
     since: Annotated[str | None, typer.Option(help="Episodes that end at or after this time "
                                                    "(RFC 3339 or epoch ms).")] = None,
+    end: ToOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many episodes, newest first.")] = 1000,
     epoch_ms: Annotated[bool, typer.Option("--epoch-ms", help="start/end as epoch ms "
                                                                "(default RFC 3339).")] = False,
-    clickhouse: ClickHouseOpt = None,
+    clickhouse_dsn: ClickHouseOpt = None,
     config: ConfigOpt = None,
     fmt: FormatOpt = "table",
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Anomaly episodes: machine, model, start, end, max score, severity, signals, hypothesis."""
-    cfg = config_from(config)
-    client = client_for(clickhouse, cfg)
-    try:
-        rows = list_anomalies(client, machine=machine, since=since, limit=limit, epoch_ms=epoch_ms)
-    finally:
-        client.close()
-    print_rows(ANOMALY_COLUMNS, rows, fmt, title="anomaly episodes")
-
-
-def list_anomalies(client: Any, *, machine: str | None = None, since: str | None = None,
-                   limit: int = 1000, epoch_ms: bool = False) -> list[list[Any]]:
-    """Episodes from ``anomalies`` (latest version of each), newest first."""
-    where: list[str] = ["1"]
-    params: dict[str, Any] = {}
-    if machine:
-        where.append("machine = {machine:String}")
-        params["machine"] = machine
-    if since:
-        since_ms = parse_ts(since) if not since.isdigit() else int(since)
-        if since_ms is None:
-            msg = f"--since {since!r}: use RFC 3339 (2026-01-31T06:00:00Z) or epoch milliseconds"
-            raise ConfigError(msg)
-        where.append("`end` >= fromUnixTimestamp64Milli({since:Int64})")
-        params["since"] = since_ms
-    times = ("toUnixTimestamp64Milli(start), toUnixTimestamp64Milli(`end`)" if epoch_ms
-             else "start, `end`")
-    sql = (f"SELECT machine, model, {times}, score, threshold, severity, signals, hypothesis, "
-           f"points, is_open FROM anomalies FINAL WHERE {' AND '.join(where)} "
-           f"ORDER BY start DESC, machine, model LIMIT {int(limit)}")
-    result = client.query(sql, parameters=params)
-    rows = [[*r[:7], dict(r[7]), *r[8:]] for r in result.result_rows]
-    if not epoch_ms:
-        for row in rows:
-            row[2], row[3] = _rfc3339(row[2]), _rfc3339(row[3])
-    return rows
-
-
-def _rfc3339(v: Any) -> Any:
-    """chDB returns naive UTC datetimes: RFC 3339 with ``Z``, milliseconds when there are any."""
-    if not isinstance(v, dt.datetime):
-        return v
-    if v.tzinfo is not None:
-        v = v.astimezone(dt.UTC).replace(tzinfo=None)
-    spec = "milliseconds" if v.microsecond else "seconds"
-    return v.isoformat(timespec=spec) + "Z"
+    check_format(fmt)
+    flt = kpi_filter(since, end, machine=machine, line=line, start_option="--since")
+    with clickhouse(clickhouse_dsn, config_from(config)) as client:
+        rows = kpi.list_anomalies(client, flt, limit=limit, epoch_ms=epoch_ms)
+    emit(ANOMALY_COLUMNS, rows, fmt, view=ANOMALIES_VIEW, selected=columns, wide=wide)
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -333,7 +309,6 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-@eval_app.command("anomaly")
 def eval_anomaly(
     path: Annotated[Path, typer.Argument(help="Labelled data file or directory of them.")],
     fmt: Annotated[str, typer.Option("--format", help="nab or csv.")] = "nab",
@@ -345,11 +320,12 @@ def eval_anomaly(
         help="Rows at the start of each file not scored (default: NAB probation, or 0 for csv).")] = None,
     detector: Annotated[str | None, typer.Option(
         help="Override the detector: zscore, gaussian, hst, ilof, ocsvm.")] = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    output: Annotated[str, typer.Option("--output", "-o", help="table, json or csv.")] = "table",
     config: ConfigOpt = None,
-    clickhouse: ClickHouseOpt = None,
+    clickhouse_dsn: ClickHouseOpt = None,
 ) -> None:
     """Stream a labelled data set through the anomaly operator (via replay) and print the metrics."""
+    check_format(output)
     cfg = config_from(config)
     if detector:
         if detector not in DETECTORS:
@@ -358,14 +334,18 @@ def eval_anomaly(
         cfg = cfg.model_copy(update={"anomaly": cfg.anomaly.model_copy(update={"detector": detector})})
     series = load_series(path, fmt, labels=labels, signal=signal, timestamp=timestamp_column,
                          label=label_column, train=train)
-    results = evaluate(series, cfg, nab=fmt == "nab", dsn=clickhouse)
-    if output == "json":
-        sys.stdout.write(orjson.dumps([asdict(r) for r in results], option=orjson.OPT_INDENT_2).decode()
-                         + "\n")
+    results = evaluate(series, cfg, nab=fmt == "nab", dsn=clickhouse_dsn)
+    if output != "table":  # every metric, raw
+        data = [asdict(r) for r in results]
+        if output == "json":
+            sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            names = [k for k in data[0] if not k.endswith("delays_s")] if data else []
+            emit(names, [[d[k] for k in names] for d in data], "csv")
         return
     cols = ["file", "rows", "windows hit", "false alarms", "NAB score", "F1", "false-alarm rate",
             "missed-alarm rate", "median delay (s)"]
     rows = [[r.name, r.rows, f"{r.detected}/{r.windows}", r.false_alarm_episodes, _fmt(r.nab_score, 1),
              _fmt(r.f1), _fmt(r.false_alarm_rate, 4), _fmt(r.missed_alarm_rate), _fmt(r.median_delay_s, 0)]
             for r in results]
-    print_rows(cols, rows, "table", title=f"anomaly evaluation ({cfg.anomaly.detector})")
+    emit(cols, rows, "table", title=f"anomaly evaluation ({cfg.anomaly.detector})")

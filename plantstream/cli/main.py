@@ -1,227 +1,127 @@
-"""The ``plantstream`` command line.
+"""The ``plantstream`` command line, assembled in one place.
 
-Every command that reads ClickHouse takes ``--clickhouse DSN``; without it the DSN comes from
-``PLANTSTREAM_CLICKHOUSE_URL``, else the embedded ``chdb://.plantstream/clickhouse``.
-Sub-commands of later features (``kpi``, ``connect``, ``simulate`` …) register themselves on
-:data:`app` from their own modules ``flows/cli_*.py``, imported by :func:`load_command_modules`.
+:func:`build_app` adds every command and command group to the root Typer application
+explicitly — nothing registers itself by being imported, so a module that is not listed here is
+not a command, and ``tests/cli`` fails when a module of this package is not wired in. The
+commands live in their modules as plain functions:
+
+=====================  =========================================================================
+``replay`` ``query``   :mod:`~plantstream.cli.core` (with ``demo``, ``flows``, ``db migrate``)
+``status``             :mod:`~plantstream.cli.status`
+``kpi …``              :mod:`~plantstream.cli.oee` (``oee``, ``downtime``),
+                       :mod:`~plantstream.cli.scrap` (``scrap``, ``alerts``),
+                       :mod:`~plantstream.cli.anomaly` (``anomalies``; also ``eval anomaly``)
+``connect`` ``simulate``  :mod:`~plantstream.cli.opcua` and :mod:`~plantstream.cli.mqtt`
+``report daily``       :mod:`~plantstream.cli.report`
+``cloud settings``     :mod:`~plantstream.cli.cloud`
+=====================  =========================================================================
+
+:func:`main` is the console script (``plantstream``, ``python -m plantstream``): a usage error
+or a :class:`~plantstream.schemas.errors.PlantStreamError` prints one line, ``error: …``, on
+standard error and exits with status 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib
 import logging
-import math
 import sys
-from decimal import Decimal
-from pathlib import Path
-from typing import Annotated, Any
-from uuid import UUID
+from collections.abc import Sequence
 
-import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from plantstream.connectors import clickhouse as ch
-from plantstream.schemas.config import PlantConfig, load_config
+from plantstream.cli import anomaly, cloud, core, mqtt, oee, opcua, report, scrap, status
+from plantstream.cli.common import error_line
 from plantstream.schemas.errors import PlantStreamError
 
-app = typer.Typer(name="plantstream", no_args_is_help=True, add_completion=False,
-                  help="Streaming OEE, downtime, scrap and condition monitoring at the plant edge.")
-db_app = typer.Typer(no_args_is_help=True, help="ClickHouse schema.")
-app.add_typer(db_app, name="db")
-
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Plant config YAML.")]
-ClickHouseOpt = Annotated[str | None, typer.Option(
-    "--clickhouse", help="ClickHouse DSN (default: $PLANTSTREAM_CLICKHOUSE_URL, else embedded chDB).")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
-
-def config_from(path: Path | None) -> PlantConfig:
-    return load_config(path)
+GROUPS = ("db", "kpi", "eval", "connect", "simulate", "report", "cloud")
+"""The command groups, in the order ``--help`` lists them (after the top-level commands)."""
 
 
-def client_for(dsn: str | None, config: PlantConfig | None = None) -> Any:
-    """A client from the ``clickhouse:`` config section (credentials, TLS); ``dsn`` overrides the URL."""
-    return ch.connect_config((config or PlantConfig()).clickhouse, dsn)
+def _group(help_text: str) -> typer.Typer:
+    return typer.Typer(no_args_is_help=True, help=help_text, pretty_exceptions_enable=False)
 
 
-def _json_default(v: Any) -> Any:
-    if isinstance(v, dt.datetime):
-        if v.tzinfo is None:  # chDB returns naive datetimes that are UTC
-            v = v.replace(tzinfo=dt.UTC)
-        return v.isoformat().replace("+00:00", "Z")
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, bytes):
-        return v.decode("utf-8", errors="backslashreplace")
-    if isinstance(v, UUID):
-        return str(v)
-    raise TypeError
+def build_app() -> typer.Typer:
+    """The root application with every command and group added explicitly."""
+    app = typer.Typer(name="plantstream", no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False,
+                      help="Streaming OEE, downtime, scrap and condition monitoring at the plant edge.")
+    app.command("replay")(core.replay)
+    app.command("query")(core.query)
+    app.command("demo")(core.demo)
+    app.command("flows")(core.list_flows)
+    app.command("status")(status.status)
+
+    db = _group("ClickHouse schema.")
+    db.command("migrate")(core.db_migrate)
+
+    kpi = _group("KPIs from ClickHouse: OEE, downtime, scrap, alerts, anomalies.")
+    kpi.command("oee")(oee.kpi_oee)
+    kpi.command("downtime")(oee.kpi_downtime)
+    kpi.command("scrap")(scrap.kpi_scrap)
+    kpi.command("alerts")(scrap.kpi_alerts)
+    kpi.command("anomalies")(anomaly.kpi_anomalies)
+
+    evaluate = _group("Evaluate detectors on labelled data sets.")
+    evaluate.command("anomaly")(anomaly.eval_anomaly)
+
+    connect = _group("Bridge OT protocols (OPC UA, MQTT) into Kafka.")
+    connect.command("opcua")(opcua.connect_opcua)
+    connect.command("mqtt")(mqtt.connect_mqtt)
+
+    simulate = _group("Run a simulated plant (PLC line, bakery line).")
+    simulate.command("plc")(opcua.simulate_plc)
+    simulate.command("bakery")(mqtt.simulate_bakery)
+
+    reports = _group("Reports for managers (self-contained HTML).")
+    reports.command("daily")(report.report_daily)
+
+    cloud_app = _group("The cloud sink (Azure Event Hubs or any Kafka).")
+    cloud_app.command("settings")(cloud.cloud_settings)
+
+    for name, group in zip(GROUPS, (db, kpi, evaluate, connect, simulate, reports, cloud_app), strict=True):
+        app.add_typer(group, name=name)
+    return app
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+app = build_app()
+"""The assembled application (``typer.testing.CliRunner().invoke(app, [...])`` in tests)."""
 
 
-def print_rows(columns: list[str], rows: list[tuple[Any, ...]] | list[list[Any]], fmt: str,
-               title: str | None = None) -> None:
-    """Print query results as a rich table or as a JSON array of objects."""
-    if fmt == "json":
-        data = [{c: _clean(v) for c, v in zip(columns, row, strict=True)} for row in rows]
-        # chDB returns naive datetimes that are UTC: print them as RFC 3339 with "Z".
-        options = orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-        sys.stdout.write(orjson.dumps(data, default=_json_default, option=options).decode() + "\n")
-        return
-    if fmt != "table":
-        raise typer.BadParameter(f"--format must be table or json, got {fmt!r}")
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for row in rows:
-        cells = []
-        for v in row:
-            if isinstance(v, float):
-                cells.append(f"{v:.4f}" if math.isfinite(v) else "")
-            elif isinstance(v, dt.datetime):
-                cells.append(_json_default(v))
-            else:
-                cells.append(str(v))
-        table.add_row(*cells)
-    console.print(table)
+def run(args: Sequence[str] | None = None, prog_name: str = "plantstream") -> int:
+    """Run the command line on ``args`` (default: ``sys.argv[1:]``); returns the exit status.
 
-
-@app.command()
-def replay(
-    file: Annotated[Path, typer.Argument(help="JSONL file of Measurements (ts: epoch ms or RFC 3339).")],
-    config: ConfigOpt = None,
-    clickhouse: ClickHouseOpt = None,
-    flows: Annotated[str, typer.Option(help="Comma-separated flow names, or all.")] = "all",
-    fmt: FormatOpt = "table",
-) -> None:
-    """Feed a file through the flows in event time, via the embedded broker, to completion."""
-    from plantstream.flows.registry import select
-    from plantstream.flows.replay import replay as run_replay
-
-    cfg = config_from(config)
-    summary = run_replay(file, cfg, dsn=clickhouse, flows=select(flows))
-    if fmt == "json":
-        sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
-        return
-    console.print(f"[bold]replayed[/] {file}: {summary.records_in} records in, "
-                  f"{summary.deadlettered} dead-lettered, {summary.seconds:.1f}s")
-    print_rows(["table", "rows written"], [[t, n] for t, n in sorted(summary.rows.items())],
-               "table")
-
-
-@db_app.command("migrate")
-def db_migrate(clickhouse: ClickHouseOpt = None, config: ConfigOpt = None) -> None:
-    """Apply the numbered ClickHouse migrations that are not applied yet (idempotent)."""
-    cfg = config_from(config)
-    client = client_for(clickhouse, cfg)
+    Usage errors (unknown option or command, a bad value, a missing argument) and plantstream
+    errors print as one line on standard error with status 2 — no traceback. Typer's own
+    exceptions are caught through its public base class: Typer ships its own copy of click, so
+    ``click.ClickException`` (when click is installed at all) is a different class.
+    """
     try:
-        applied = ch.migrate(client)
-    finally:
-        client.close()
-    if applied:
-        for name in applied:
-            console.print(f"applied {name}")
-    else:
-        console.print("schema is up to date")
-
-
-@app.command()
-def query(
-    sql: Annotated[str, typer.Argument(help="SQL to run.")],
-    clickhouse: ClickHouseOpt = None,
-    config: ConfigOpt = None,
-    fmt: FormatOpt = "table",
-    final: Annotated[bool, typer.Option(
-        help="Read ReplacingMergeTree tables FINAL, so replays and restatements never double.")] = True,
-) -> None:
-    """Run SQL against ClickHouse and print the result."""
-    cfg = config_from(config)
-    client = client_for(clickhouse, cfg)
-    try:
-        result = client.query(sql, settings={"final": 1} if final else None)
-    finally:
-        client.close()
-    print_rows(list(result.column_names), result.result_rows, fmt)
-
-
-@app.command()
-def demo(
-    duration: Annotated[float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")] = None,
-    config: ConfigOpt = None,
-    clickhouse: ClickHouseOpt = None,
-) -> None:
-    """Run the embedded runtime, a simulated PLC line (OPC UA) and bakery (MQTT), and every flow."""
-    from plantstream.flows.demo import run_demo
-
-    cfg = config_from(config) if config else load_config(_example_config())
-    console.print("[bold]plantstream demo[/]: embedded Kafka, ClickHouse and every flow "
-                  f"({'until Ctrl-C' if duration is None else f'{duration:g}s'})")
-    summary = run_demo(cfg, duration=duration, dsn=clickhouse)
-    console.print(f"read {summary.produced} measurements from the OPC UA and MQTT connectors "
-                  f"in {summary.seconds:.1f}s")
-    print_rows(["table", "rows written"], [[t, n] for t, n in sorted(summary.rows.items())], "table")
-    console.print(summary.cloud)
-    console.print(f"ClickHouse: {summary.dsn}\ntry: plantstream query \"select count() from measurements\"\n"
-                  "     plantstream kpi oee --by machine")
-
-
-def _example_config() -> Path:
-    from plantstream.schemas.config import EXAMPLE_CONFIG
-
-    return EXAMPLE_CONFIG
-
-
-@app.command("flows")
-def list_flows() -> None:
-    """List the registered flows."""
-    from plantstream.flows.registry import available
-
-    for name, fn in available().items():
-        doc = (fn.__doc__ or "").strip().splitlines()
-        console.print(f"[bold]{name}[/]  {doc[0] if doc else ''}")
-
-
-def load_command_modules() -> None:
-    """Import every module of ``plantstream.cli``; each adds its commands or sub-apps to :data:`app`."""
-    import pkgutil
-
-    from plantstream import cli
-
-    for info in pkgutil.iter_modules(cli.__path__):
-        if info.name != "main":
-            importlib.import_module(f"plantstream.cli.{info.name}")
+        status_code = app(args=list(sys.argv[1:] if args is None else args), prog_name=prog_name,
+                          standalone_mode=False)
+    except PlantStreamError as exc:
+        error_line(str(exc))
+        return 2
+    except typer.Abort:
+        return 130
+    except typer.TyperException as exc:  # UsageError, BadParameter, NoSuchOption, MissingParameter …
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without a command: its help is shown
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        # our own messages name the option already; Typer's own ("Invalid value for '--limit': …") keep theirs
+        text = exc.message if exc.message.startswith("--") else exc.format_message()
+        error_line(f"{text}{hint}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return status_code if isinstance(status_code, int) else 0
 
 
 def main() -> None:
-    """Console-script entry point: plantstream errors print as one clear line, exit code 2."""
+    """Console-script entry point (``plantstream``, ``python -m plantstream``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    load_command_modules()
-    try:
-        app(standalone_mode=False)
-    except PlantStreamError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise SystemExit(2) from None
-    except (typer.Abort, KeyboardInterrupt):
-        raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors keep their own formatting
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+    raise SystemExit(run())
 
 
 if __name__ == "__main__":

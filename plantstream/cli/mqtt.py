@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from plantstream.cli.connect import connect_app, simulate_app
-from plantstream.cli.main import ConfigOpt, config_from, err_console
+from plantstream.cli.common import ConfigOpt, config_from, error_line, stderr
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import PlantStreamError
 
@@ -42,7 +41,6 @@ def _with_bakery_tags(cfg: PlantConfig) -> PlantConfig:
     return PlantConfig.model_validate(data)
 
 
-@connect_app.command("mqtt")
 def connect_mqtt(
     config: ConfigOpt = None,
     bootstrap: Annotated[str | None, typer.Option(
@@ -75,19 +73,18 @@ def connect_mqtt(
         if duration > 0:
             threading.Timer(duration, stop.set).start()
         connector = MqttConnector(cfg, kafka_conf).start()
-        err_console.print(f"MQTT {cfg.mqtt.host}:{cfg.mqtt.port} → Kafka {kafka_conf['bootstrap.servers']} "
+        stderr().print(f"MQTT {cfg.mqtt.host}:{cfg.mqtt.port} → Kafka {kafka_conf['bootstrap.servers']} "
                           f"({len(connector.mapper)} tag entries); Ctrl-C to stop")
         try:
             connector.run_until(stop)
         finally:
             connector.stop()
-        err_console.print(f"stopped: {connector.stats}")
+        stderr().print(f"stopped: {connector.stats}")
     except PlantStreamError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        error_line(str(exc))
         raise typer.Exit(2) from None
 
 
-@simulate_app.command("bakery")
 def simulate_bakery(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same plant.")] = 1,
     speed: Annotated[float, typer.Option(
@@ -112,23 +109,23 @@ def simulate_bakery(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start_ms = int(time.time() * 1000) if start is None else parse_ts(start)
     if start_ms is None:
-        err_console.print(f"[red]error:[/red] --start {start!r} is not an RFC 3339 time such as "
+        error_line(f"--start {start!r} is not an RFC 3339 time such as "
                           "2025-11-22T06:00:00Z")
         raise typer.Exit(2)
     broker = AmqttBroker(port=port, host=host).start() if embedded_broker else None
     sim = BakerySim(seed=seed, start_ms=start_ms, machines=machines)
     stop = _stop_on_signals()
     end_ms = sim.start_ms + int(duration * 1000) if duration > 0 else None
-    err_console.print(f"bakery: {machines} machines, seed {seed}, speed {speed:g}× → mqtt://{host}:{port} "
+    stderr().print(f"bakery: {machines} machines, seed {seed}, speed {speed:g}× → mqtt://{host}:{port} "
                       "topics contoso/{plant}/{line}/{machine}")
     try:
         n = publish(sim, host, port, end_ms=end_ms, speed=speed, stop=stop)
     except OSError as exc:
-        err_console.print(f"[red]error:[/red] cannot reach the MQTT broker {host}:{port}: {exc}; "
+        error_line(f"cannot reach the MQTT broker {host}:{port}: {exc}; "
                           "start one or pass --embedded-broker")
         raise typer.Exit(2) from None
     finally:
         if broker is not None:
             broker.stop()
     path = sim.write_ground_truth(ground_truth)
-    err_console.print(f"published {n} messages; ground truth in {path}")
+    stderr().print(f"published {n} messages; ground truth in {path}")

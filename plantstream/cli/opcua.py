@@ -17,8 +17,7 @@ from typing import Annotated
 
 import typer
 
-from plantstream.cli.connect import connect_app, simulate_app
-from plantstream.cli.main import ConfigOpt, config_from, err_console
+from plantstream.cli.common import ConfigOpt, config_from, error_line, stderr
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import PlantStreamError
 from plantstream.schemas.measurement import now_ms, parse_ts
@@ -41,7 +40,6 @@ def _stop_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     return stop
 
 
-@connect_app.command("opcua")
 def connect_opcua(
     config: ConfigOpt = None,
     bootstrap: Annotated[str | None, typer.Option(
@@ -86,18 +84,17 @@ def connect_opcua(
             if duration > 0:
                 asyncio.get_running_loop().call_later(duration, stop.set)
             conn = OpcUaConnector(cfg, kafka_conf)
-            err_console.print(f"OPC UA {cfg.opcua.endpoint} → Kafka {kafka_conf['bootstrap.servers']}; "
+            stderr().print(f"OPC UA {cfg.opcua.endpoint} → Kafka {kafka_conf['bootstrap.servers']}; "
                               "Ctrl-C to stop")
             stats = await conn.run(stop)
-            err_console.print(f"stopped: {stats}")
+            stderr().print(f"stopped: {stats}")
 
         asyncio.run(main())
     except PlantStreamError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        error_line(str(exc))
         raise typer.Exit(2) from None
 
 
-@simulate_app.command("plc")
 def simulate_plc(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same line.")] = 1,
     speed: Annotated[float, typer.Option(
@@ -142,7 +139,7 @@ def simulate_plc(
                 raise PlantStreamError(msg)
             n = line.write_replay_file(replay_file, until_ms)
             line.write_ground_truth(truth)
-            err_console.print(f"wrote {n} measurements to {replay_file} and the ground truth to {truth}")
+            stderr().print(f"wrote {n} measurements to {replay_file} and the ground truth to {truth}")
             return
         if speed == 0 and until_ms is None:
             msg = "--speed 0 (as fast as possible) needs --duration HOURS"
@@ -155,7 +152,7 @@ def simulate_plc(
             except ValueError as exc:
                 raise PlantStreamError(str(exc)) from None
             async with srv:
-                err_console.print(
+                stderr().print(
                     f"PLC line ({', '.join(line.machine_ids)}) on {srv.endpoint}, nodes "
                     f"ns={srv.ns};s=Channel1.<machine>.<Tag>, {speed:g}× real time; Ctrl-C to stop")
                 await srv.play(until_ms=until_ms, stop=stop)
@@ -167,7 +164,7 @@ def simulate_plc(
             asyncio.run(main())
         finally:
             n = line.write_ground_truth(truth)
-            err_console.print(f"ground truth ({n} records) in {truth}")
+            stderr().print(f"ground truth ({n} records) in {truth}")
     except PlantStreamError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        error_line(str(exc))
         raise typer.Exit(2) from None

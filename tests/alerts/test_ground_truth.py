@@ -16,7 +16,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import plantstream.cli.scrap  # noqa: F401 - registers kpi scrap / kpi alerts
 from plantstream.cli.main import app
 from plantstream.connectors.simulators import plc
 from plantstream.schemas.config import build_config

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from plantstream.cli.anomaly import evaluate, read_nab
-from plantstream.cli.main import app, load_command_modules
+from plantstream.cli.main import app
 from plantstream.schemas.config import PlantConfig
 from tests.anomaly.synthetic import STEP_MS, T0, Plan, generate
 
@@ -62,7 +62,6 @@ def test_eval_csv_reports_pointwise_and_episode_metrics(tmp_path: Path, ch_dsn: 
             i = (ts - T0) // STEP_MS
             label = int(any(a <= i <= b for a, b, _ in plan.anomalies))
             w.writerow([ts, sig["ambient_temperature_c"], sig["temperature_c"], sig["vibration_rms_mms"], label])
-    load_command_modules()
     result = CliRunner().invoke(app, [
         "eval", "anomaly", str(path), "--format", "csv", "--timestamp-column", "time",
         "--label-column", "anomaly", "--train", "300", "-o", "json", "--clickhouse", ch_dsn])
@@ -78,7 +77,6 @@ def test_eval_csv_reports_pointwise_and_episode_metrics(tmp_path: Path, ch_dsn: 
 def test_missing_labels_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "lonely.csv"
     path.write_text("timestamp,value\n2024-01-01 00:00:00,1.0\n")
-    load_command_modules()
     result = CliRunner().invoke(app, ["eval", "anomaly", str(path)])
     assert result.exit_code != 0
     assert "labels" in str(result.exception) or "labels" in result.output

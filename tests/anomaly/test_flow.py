@@ -14,7 +14,7 @@ from bytewax.errors import BytewaxRuntimeError
 from bytewax.testing import TestingSink, TestingSource, run_main
 from typer.testing import CliRunner
 
-from plantstream.cli.main import app, load_command_modules
+from plantstream.cli.main import app
 from plantstream.connectors import clickhouse as chc
 from plantstream.flows.anomaly import anomaly
 from plantstream.flows.registry import FlowContext, Results
@@ -115,7 +115,6 @@ def test_abort_and_resume_writes_the_same_anomalies(tmp_path: Path, kafka_conf: 
     # plantstream kpi anomalies lists the same episodes
     cfg = tmp_path / "plant.yaml"
     cfg.write_text(f"site: plant-a\nclickhouse:\n  database: {ref_db}\n")
-    load_command_modules()
     result = CliRunner().invoke(app, ["kpi", "anomalies", "--format", "json", "--epoch-ms",
                                       "--clickhouse", ch_dsn, "--config", str(cfg)])
     assert result.exit_code == 0, result.output

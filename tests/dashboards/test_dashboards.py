@@ -25,6 +25,7 @@ import pytest
 from bytewax.testing import TestingSource, run_main
 
 from plantstream.connectors import clickhouse as chc
+from plantstream.connectors import kpi
 from plantstream.connectors.kafka import RawMessage
 from plantstream.connectors.mqtt import MqttConnector
 from plantstream.connectors.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
@@ -435,3 +436,46 @@ def test_scrap_pareto_matches_the_ground_truth(plant: Plant, ch_dsn: str) -> Non
             expected[reason] = expected.get(reason, 0) + n
     assert {r[0]: r[2] for r in rows} == expected
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)  # a Pareto: largest first
+
+
+# -- one definition of the ratios, one KPI query ---------------------------------------------------
+
+RATIO_FORMULA = re.compile(
+    r"(run_\w*\)?\s*/\s*(sum\()?planned_)|(ideal_\w*\)?\s*/\s*(sum\()?run_)|(good\)?\s*/\s*(sum\()?total)"
+    r"|(availability\s*\*\s*performance)|\ba \* p \* q\b")
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_no_panel_writes_a_ratio_formula_of_its_own(name: str) -> None:
+    """A, P, Q, OEE and TEEP come from the ClickHouse KPI functions (migration 050), never a formula."""
+    for title, sql in queries(load(name)):
+        assert not RATIO_FORMULA.search(sql), f"{name} / {title}: use kpi_availability … kpi_teep"
+
+
+@pytest.mark.integration
+def test_dashboard_ratios_equal_the_kpi_query_of_the_cli_and_the_report(plant: Plant, ch_dsn: str) -> None:
+    """The shop-floor A/P/Q/OEE panel, the executive site table and ``connectors.kpi.oee_rows`` agree.
+
+    ``$__timeFilter`` includes the window that starts at the end of the range; the KPI filter is
+    half-open, so it reads up to one window more.
+    """
+    shop = panel_sql("shop-floor")["Availability, performance, quality and OEE by machine"]
+    sites = next(sql for title, sql in queries(load("executive")) if "AS teep" in sql and "GROUP BY site" in sql)
+    client = chc.connect(ch_dsn, database=plant.db)
+    try:
+        panel = {r["machine"]: r for r in dict_rows(client.query(expand(shop, ALL)))}
+        site_panel = {r["site"]: r for r in dict_rows(client.query(expand(sites, ALL)))}
+        flt = kpi.Filter(start_ms=START, end_ms=END + 60_000)
+        cli = {r["machine"]: r for r in kpi.oee_rows(client, "machine", flt)}
+        cli_sites = {r["site"]: r for r in kpi.oee_rows(client, "site", flt)}
+    finally:
+        client.close()
+    assert sorted(panel) == sorted(cli) == plant.machines
+    for machine, r in panel.items():
+        for key in ("availability", "performance", "quality", "oee"):
+            assert r[key] == pytest.approx(cli[machine][key], rel=1e-9), (machine, key)
+    assert sorted(site_panel) == sorted(cli_sites)
+    for site, r in site_panel.items():
+        for key in ("availability", "performance", "quality", "oee", "teep"):
+            assert r[key] == pytest.approx(cli_sites[site][key], rel=1e-9), (site, key)
+        assert r["mtbf_s"] == pytest.approx(cli_sites[site]["mtbf_min"] * 60, rel=1e-9)

@@ -27,8 +27,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 for mod in [m for m in list(sys.modules) if m.startswith(BLOCKED)]:
     del sys.modules[mod]
-from plantstream.cli.main import app, load_command_modules
-load_command_modules()
+from plantstream.cli.main import app
 import plantstream.flows.main
 from plantstream.flows.registry import available
 print(",".join(sorted(available())))

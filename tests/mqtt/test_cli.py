@@ -8,7 +8,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from plantstream.cli.main import app, load_command_modules
+from plantstream.cli.main import app
 from plantstream.connectors.embedded import free_port
 from plantstream.connectors.simulators.bakery import BakerySim
 
@@ -16,7 +16,6 @@ pytestmark = pytest.mark.integration
 
 
 def test_simulate_bakery_writes_the_ground_truth(tmp_path: Path) -> None:
-    load_command_modules()
     truth = tmp_path / "truth.jsonl"
     result = CliRunner().invoke(app, [
         "simulate", "bakery", "--embedded-broker", "--port", str(free_port()), "--seed", "9",
@@ -36,7 +35,6 @@ def test_simulate_bakery_writes_the_ground_truth(tmp_path: Path) -> None:
 
 
 def test_connect_mqtt_without_kafka_is_a_clear_error() -> None:
-    load_command_modules()
     result = CliRunner().invoke(app, ["connect", "mqtt"])
     assert result.exit_code == 2
     assert "--bootstrap" in result.output

@@ -17,7 +17,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import plantstream.cli.oee  # noqa: F401 - registers kpi oee / kpi downtime
 from plantstream.cli.main import app
 from plantstream.connectors.simulators import plc
 from plantstream.schemas.config import build_config

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import plantstream.cli.oee  # noqa: F401 - registers kpi oee / kpi downtime
 from plantstream.cli.main import app
 from plantstream.connectors import clickhouse as chc
 from plantstream.operators.oee import OeeAccounting

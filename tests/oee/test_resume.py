@@ -13,7 +13,6 @@ import pytest
 from bytewax.errors import BytewaxRuntimeError
 from typer.testing import CliRunner
 
-import plantstream.cli.oee  # noqa: F401 - registers kpi oee / kpi downtime
 from plantstream.cli.main import app
 from plantstream.connectors import clickhouse as chc
 from plantstream.connectors.simulators import plc

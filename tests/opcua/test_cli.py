@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from plantstream.cli.main import app, load_command_modules
+from plantstream.cli.main import app
 from plantstream.connectors.embedded import EmbeddedRuntime, free_port
 from plantstream.connectors.simulators.opcua_server import start_plc_pipeline
 from plantstream.connectors.simulators.plc import load_ground_truth
@@ -22,7 +22,6 @@ from plantstream.schemas.measurement import decode
 from tests.opcua.helpers import START, measurements, per_machine_states, truth_states
 
 pytestmark = pytest.mark.integration
-load_command_modules()
 
 
 def test_simulate_plc_replay_file_matches_its_truth(tmp_path: Path) -> None:

@@ -27,12 +27,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import plantstream.cli.report  # registers report daily
+import plantstream.cli.report
 from plantstream.cli.main import app
-from plantstream.connectors.report import DailyReport
 from plantstream.connectors.simulators import plc
 from plantstream.flows.replay import replay
-from plantstream.operators.report import num, oee_colour, pct
+from plantstream.operators.report import DailyReport, OeeRow, num, oee_colour, oee_figure, pct
 from plantstream.schemas.config import build_config
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z, a Saturday
@@ -156,7 +155,7 @@ def test_daily_report_matches_the_plc_ground_truth_and_chromium_shows_the_key_nu
                                    "--config", str(cfg_path), "--clickhouse", ch_dsn])
     assert res.exit_code == 0, res.output
     report: DailyReport = plantstream.cli.report.write_daily_report(
-        tmp_path / "again.html", day=DAY, clickhouse=ch_dsn, config=cfg_path)
+        tmp_path / "again.html", day=DAY, clickhouse_dsn=ch_dsn, config=cfg_path)
     want = expected(truth)
 
     # the data: counts exact, minutes within 0.1 %, ratios from the day's sums (A × P × Q)
@@ -257,3 +256,90 @@ def test_daily_report_matches_the_plc_ground_truth_and_chromium_shows_the_key_nu
     flat = ocr(png).replace(" ", "")
     for word in ("Daily insights", "Top downtime causes", "Scrap by reason", "Anomalies of the day"):
         assert word.replace(" ", "") in flat, word
+
+
+# -- the A x P x Q = OEE chart stays readable for a real plant ---------------------------------------
+
+
+def _plant_of(n: int) -> list[OeeRow]:
+    """``n`` machines named like the demo's bakery and PLC lines, with ratios of every colour."""
+    kinds = ("mixer", "divider", "proofer", "fryer", "glazer", "press")
+    out = []
+    for i in range(n):
+        a, p, q = 0.70 + 0.3 * ((i * 7) % 10) / 10, 0.80 + 0.25 * ((i * 3) % 10) / 10, 0.95 + 0.05 * (i % 2)
+        out.append(OeeRow(f"seattle-{kinds[i % len(kinds)]}-{i // len(kinds) + 1}", f"line-{i // 6 + 1}",
+                          480, 480 * a, 0, 0, 0, 100, 2, 1, a, p, q, a * p * q))
+    return out
+
+
+def _layout(fig: Any) -> tuple[Any, list[Any], Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    return renderer, [t for t in ax.get_yticklabels() + ax.get_xticklabels() if t.get_text()], ax
+
+
+def _overlaps(boxes: list[Any]) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+
+
+def test_oee_chart_of_18_machines_has_no_overlapping_labels_and_the_legend_outside_the_bars() -> None:
+    machines = _plant_of(18)
+    renderer, labels, ax = _layout(oee_figure(machines))
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names == [m.name for m in machines]  # every machine labelled, first on top as in the table
+    boxes = [t.get_window_extent(renderer) for t in ax.get_yticklabels()]
+    assert _overlaps(boxes) == []
+    assert min(b.height for b in boxes) > 5  # real text, not squeezed away
+    legend = ax.figure.legends[0].get_window_extent(renderer)
+    bars = [p.get_window_extent(renderer) for p in ax.patches]
+    assert len(bars) == 4 * 18
+    assert [i for i, b in enumerate(bars) if legend.overlaps(b)] == []
+    assert not legend.overlaps(ax.get_window_extent(renderer))  # the legend sits outside the plot
+    assert not legend.overlaps(ax.title.get_window_extent(renderer))
+    assert _overlaps([t.get_window_extent(renderer) for t in labels]) == []
+
+
+def test_the_overlap_check_catches_the_old_chart() -> None:
+    """The same check on the chart before (vertical bars, 18 names along x, legend inside) fails."""
+    from matplotlib.figure import Figure
+
+    machines = _plant_of(18)
+    fig = Figure(figsize=(9, 3.6))
+    ax = fig.subplots()
+    for i in range(4):
+        ax.bar([x + (i - 1.5) * 0.2 for x in range(18)], [90.0] * 18, 0.2, label=f"s{i}")
+    ax.set_xticks(range(18), [m.name for m in machines])
+    ax.legend(ncols=4, fontsize=8, loc="lower center")
+    renderer, _, ax = _layout(fig)
+    assert _overlaps([t.get_window_extent(renderer) for t in ax.get_xticklabels()]) != []
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert any(legend.overlaps(p.get_window_extent(renderer)) for p in ax.patches)
+
+
+def test_report_of_18_machines_renders_its_chart_in_chromium(tmp_path: Path) -> None:
+    """The page of an 18-machine plant renders; OCR of the chart alone reads every machine label."""
+    import base64
+
+    from plantstream.operators.report import render_html
+
+    machines = _plant_of(18)
+    report = DailyReport("seattle", DAY, "UTC", T0, T0 + 86_400_000, machines[0], machines)
+    page = render_html(report)
+    html = tmp_path / "plant.html"
+    html.write_text(page, encoding="utf-8")
+    png = tmp_path / "plant.png"
+    screenshot(html, png, width=1280, height=3000)
+    with Image.open(png) as im:
+        assert im.size == (1280, 3000) and im.convert("L").getextrema()[0] < 100  # painted, not blank
+    chart = tmp_path / "chart.png"
+    uri = re.search(r'alt="OEE per machine" src="data:image/png;base64,([^"]+)"', page)
+    assert uri, "the page carries the OEE chart"
+    chart.write_bytes(base64.b64decode(uri.group(1)))
+    text = ocr(chart, scale=2, psm=11)
+    read = [m.name for m in machines if m.name in text]
+    assert len(read) >= 16, (read, text)  # labels one per line, not one smear
+    print(f"OCR read {len(read)} of 18 machine labels from the chart")

@@ -12,7 +12,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import plantstream.cli.scrap  # noqa: F401 - registers kpi scrap
 from plantstream.cli.main import app
 
 T0 = 1_763_791_200_000

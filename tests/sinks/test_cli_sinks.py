@@ -8,7 +8,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from plantstream.cli.main import app, load_command_modules
+from plantstream.cli.main import app
 from plantstream.connectors import clickhouse as chc
 from plantstream.operators.status import MachineTwin, apply, twin_row
 from plantstream.schemas.measurement import Measurement
@@ -29,7 +29,6 @@ def test_status_command_shows_the_latest_twin_of_a_line(ch_dsn: str, ch_db: str,
         rows.append(twin_row(twin))
     chc.insert_rows(ch, "machine_status", rows)
     monkeypatch.setenv("PLANTSTREAM__CLICKHOUSE__DATABASE", ch_db)
-    load_command_modules()
     result = CliRunner().invoke(app, ["status", "--line", "line-2", "--clickhouse", ch_dsn,
                                       "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -44,7 +43,6 @@ def test_cloud_settings_masks_the_connection_string(monkeypatch: pytest.MonkeyPa
     cs = ("Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;"
           "SharedAccessKey=SECRETKEY=;EntityPath=kpis")
     monkeypatch.setenv("PLANTSTREAM_EVENTHUBS_CONNECTION_STRING", cs)
-    load_command_modules()
     result = CliRunner().invoke(app, ["cloud", "settings"])
     assert result.exit_code == 0, result.output
     assert "contoso.servicebus.windows.net:9093" in result.output and "kpis" in result.output

@@ -1,0 +1,25 @@
+"""``plantstream cloud settings``: where the cloud sink sends, secrets masked."""
+
+from __future__ import annotations
+
+from plantstream.cli.common import ConfigOpt, config_from, stdout
+from plantstream.cli.output import emit
+
+
+def cloud_settings(config: ConfigOpt = None) -> None:
+    """Show where the cloud sink sends (librdkafka settings, secrets masked) and what."""
+    from plantstream.connectors.eventhubs import target_from_config
+
+    cfg = config_from(config)
+    target = target_from_config(cfg.eventhubs)
+    out = stdout()
+    if target is None:
+        out.print("no cloud sink: set eventhubs.connection_string (or "
+                  "PLANTSTREAM_EVENTHUBS_CONNECTION_STRING), or eventhubs.bootstrap_servers + topic")
+        return
+    rows = [[k, "***" if "password" in k else str(v)] for k, v in sorted(target.conf.items())]
+    rows.insert(0, ["topic", target.topic])
+    emit(["setting", "value"], rows)
+    rollup = f"summed per {cfg.eventhubs.oee_rollup_s}s" if cfg.eventhubs.oee_rollup_s else "as computed"
+    out.print(f"sends {', '.join(cfg.eventhubs.tables)}; {', '.join(cfg.eventhubs.rollup_tables)} "
+              f"{rollup}; never raw measurements", markup=False)

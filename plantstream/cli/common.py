@@ -1,0 +1,99 @@
+"""What every command shares: options, the plant config, the ClickHouse client and the filters.
+
+Every command that reads ClickHouse takes ``--clickhouse DSN``; without it the DSN comes from
+the config's ``clickhouse.url``, else ``PLANTSTREAM_CLICKHOUSE_URL``, else the embedded
+``chdb://.plantstream/clickhouse``. It opens the client with :func:`clickhouse` (one context
+manager) and turns ``--from``/``--to``/``--machine``/``--line`` into one
+:class:`~plantstream.connectors.kpi.Filter` with :func:`kpi_filter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from rich.console import Console
+from rich.markup import escape
+
+from plantstream.connectors import clickhouse as ch
+from plantstream.connectors.kpi import Filter
+from plantstream.schemas.config import PlantConfig, load_config
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import parse_ts
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Plant config YAML.")]
+ClickHouseOpt = Annotated[str | None, typer.Option(
+    "--clickhouse", help="ClickHouse DSN (default: $PLANTSTREAM_CLICKHOUSE_URL, else embedded chDB).")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")]
+ColumnsOpt = Annotated[str | None, typer.Option(
+    "--columns", help="Comma-separated columns to show (any of --wide's).")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column (the terminal wraps long lines).")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="At or after (RFC 3339 or epoch ms).")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="Before (RFC 3339 or epoch ms).")]
+MachineOpt = Annotated[str | None, typer.Option("--machine", help="Only this machine.")]
+LineOpt = Annotated[str | None, typer.Option("--line", help="Only this line.")]
+
+
+def stdout() -> Console:
+    """A console on standard output, sized to the terminal (``COLUMNS``) when called."""
+    return Console()
+
+
+def stderr() -> Console:
+    """A console on standard error for progress lines: text is printed as is, never read as markup."""
+    return Console(stderr=True, markup=False, highlight=False)
+
+
+def error_line(message: str) -> None:
+    """Print ``error: message`` on standard error as one line (never read as markup, never wrapped)."""
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(' '.join(message.split()))}",
+                                                soft_wrap=True)
+
+
+def config_from(path: Path | None) -> PlantConfig:
+    """The plant config of ``--config`` (defaults and environment overrides without one)."""
+    return load_config(path)
+
+
+@contextmanager
+def clickhouse(dsn: str | None, config: PlantConfig | None = None) -> Iterator[Any]:
+    """The ClickHouse client of a command (``--clickhouse`` over the config's section), closed after.
+
+    A query ClickHouse refuses becomes a :class:`~plantstream.schemas.errors.ConnectorError`
+    (one line for the user); a missing table or KPI function points to ``plantstream db migrate``.
+    """
+    with ch.client_session((config or PlantConfig()).clickhouse, dsn) as client:
+        try:
+            yield client
+        except ClickHouseError as exc:
+            text = " ".join(str(exc).split())
+            hint = ("; run `plantstream db migrate` first" if any(
+                code in text for code in ("UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "Unknown table")) else "")
+            msg = f"ClickHouse refused the query: {text[:400]}{hint}"
+            raise ConnectorError(msg) from None
+
+
+def time_option(value: str | None, option: str) -> int | None:
+    """An RFC 3339 time or epoch milliseconds given to ``option``, as epoch ms.
+
+    >>> time_option("2026-11-22T06:00:00Z", "--from"), time_option("1763791200000", "--to")
+    (1795327200000, 1763791200000)
+    """
+    if value is None:
+        return None
+    ms = int(value) if value.isdigit() else parse_ts(value)
+    if ms is None:
+        msg = f"{option} {value!r}: give RFC 3339 (2026-11-22T06:00:00Z) or epoch milliseconds"
+        raise typer.BadParameter(msg)
+    return ms
+
+
+def kpi_filter(start: str | None = None, end: str | None = None, *, machine: str | None = None,
+               line: str | None = None, start_option: str = "--from") -> Filter:
+    """The command's options as one :class:`~plantstream.connectors.kpi.Filter`."""
+    return Filter(start_ms=time_option(start, start_option), end_ms=time_option(end, "--to"),
+                  machine=machine or None, line=line or None)

@@ -1,0 +1,1 @@
+"""Tests of the ``plantstream`` command line as a whole: assembly, errors, tables."""
