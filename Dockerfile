@@ -5,7 +5,7 @@
 #   docker build --build-arg EXTRAS=embedded --build-arg SIMULATORS=true -t plantstream:demo .
 #
 # EXTRAS: optional dependency groups to add (default none: no chDB, no embedded brokers).
-# SIMULATORS: keep connectors/simulators (the PLC and bakery line simulators); default false.
+# SIMULATORS: keep simulators (the PLC and bakery line simulators); default false.
 # The container runs as uid 10001 with a read-only root filesystem: everything that writes
 # (state files, .plantstream/) goes to /tmp or a mounted volume; HOME is /tmp.
 

@@ -1,4 +1,10 @@
-"""``plantstream demo``: the embedded runtime with both simulated plants, until stopped."""
+"""``plantstream demo``: the embedded runtime with both simulated plants, until stopped.
+
+The simulated plants are :mod:`plantstream.simulators` (the ``plantstream-simulators``
+distribution, a demo dependency: the production image does not carry it). The demo plant also
+carries its work-order reference data (part, material cost per unit, labor rate), as an MES
+would, so the scrap events of the demo are costed (:func:`demo_workorders`).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,34 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import orjson
 from bytewax.testing import run_main
 
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import EmbeddedRuntime
-from plantstream.flows.main import build_dataflow, clickhouse_factory
+from plantstream.flows.main import build_dataflow, check_start, clickhouse_factory, create_topics
 from plantstream.flows.registry import select
 from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConfigError
+
+SIMULATORS_MISSING = ("plantstream demo needs the simulated plants: pip install plantstream-simulators "
+                      "(from the checkout: pip install ./simulators, or make demo)")
+
+MATERIAL_COST: dict[str, float] = {"press": 1.85, "cnc": 4.20, "molder": 0.65}
+"""Material cost per unit of the demo's PLC parts, by machine type (other types: ``1.0``)."""
+LABOR_RATE = 38.0
+"""Labor cost per hour of the demo plant's operators."""
+DEMO_ORDERS = 500
+"""Work orders announced per simulated PLC machine (an order lasts 1–3 simulated hours)."""
+
+
+def _simulators() -> Any:
+    try:
+        from plantstream import simulators
+    except ModuleNotFoundError:
+        raise ConfigError(SIMULATORS_MISSING) from None
+    return simulators
 
 
 @dataclass
@@ -45,8 +71,9 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     >>> cfg.machine("miami-fryer-1").line
     'miami-line-1'
     """
-    from plantstream.connectors.simulators.bakery import bakery_config
-    from plantstream.connectors.simulators.plc import PlcLine
+    _simulators()
+    from plantstream.simulators.bakery import bakery_config
+    from plantstream.simulators.plc import PlcLine
 
     known = {m.id for ln in config.lines for m in ln.machines}
     added: dict[str, list[dict[str, Any]]] = {}
@@ -63,6 +90,45 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     return PlantConfig.model_validate({**data, "lines": lines})
 
 
+def demo_workorders(config: PlantConfig, *, machines: int = 3,
+                    orders: int = DEMO_ORDERS) -> list[dict[str, Any]]:
+    """The demo plant's work-order reference data: one record per work order the simulated PLC
+    line will open (``WO-<MACHINE>-0001`` … in order), with the material cost per unit by
+    machine type (the part is the one the order runs; its ideal cycle prices the labor) and the
+    labor rate, as an MES would publish them to
+    ``plantstream.workorders``.
+
+    >>> from plantstream.schemas.config import load_config, EXAMPLE_CONFIG
+    >>> refs = demo_workorders(load_config(EXAMPLE_CONFIG), orders=2)
+    >>> refs[0]["work_order"], refs[0]["material_cost"] > 0, refs[0]["labor_rate"]
+    ('WO-PRESS-01-0001', True, 38.0)
+    """
+    _simulators()
+    from plantstream.simulators.plc import PlcLine
+
+    out: list[dict[str, Any]] = []
+    for spec in PlcLine(machines=machines, config=config).specs:
+        cost = MATERIAL_COST.get(spec.type, 1.0)
+        for seq in range(1, orders + 1):
+            out.append({"work_order": f"WO-{spec.id.upper()}-{seq:04d}",
+                        "material_cost": cost, "labor_rate": LABOR_RATE, "currency": "EUR"})
+    return out
+
+
+def with_workorders(config: PlantConfig, workdir: Path, *, machines: int = 3) -> PlantConfig:
+    """``config`` whose scrap flow reads the demo plant's work orders (unless it names its own).
+
+    The reference data is written to ``<workdir>/demo-workorders.jsonl`` (``scrap.workorders_file``,
+    read when the flow starts: the embedded runtime has no Kafka cluster for the
+    ``plantstream.workorders`` topic input)."""
+    if config.scrap.workorders_file:
+        return config
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "demo-workorders.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in demo_workorders(config, machines=machines)) + b"\n")
+    return config.model_copy(update={"scrap": config.scrap.model_copy(update={"workorders_file": str(path)})})
+
+
 def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = None,
              workdir: str | Path = ".plantstream", machines: int = 3, speed: float = 60.0,
              seed: int = 7, on_start: Callable[[EmbeddedRuntime], None] | None = None) -> DemoSummary:
@@ -75,18 +141,27 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
     clock, so a minute of demo is an hour of production.
     """
     from plantstream.connectors import eventhubs
-    from plantstream.connectors.simulators.bakery import start_bakery_pipeline
-    from plantstream.connectors.simulators.opcua_server import start_plc_pipeline
+
+    _simulators()
+    from plantstream.simulators.bakery import start_bakery_pipeline
+    from plantstream.simulators.opcua_server import start_plc_pipeline
 
     started = time.perf_counter()
     work = Path(workdir)
-    local = demo_config(config, machines=machines)
+    local = with_workorders(demo_config(config, machines=machines), work, machines=machines)
     local = local.model_copy(update={"kafka": local.kafka.model_copy(update={"bootstrap_servers": None})})
     stop_requested = threading.Event()
     stop_reading = threading.Event()
     summary = DemoSummary()
+    flows = select(None)
     with EmbeddedRuntime(local, dsn=dsn, workdir=work, mqtt=True) as rt:
         assert rt.mqtt is not None
+        client = rt.clickhouse()  # migrated by the runtime
+        try:
+            check_start(local, flows, client)
+        finally:
+            client.close()
+        create_topics(rt.kafka_conf, flows, local.kafka.partitions)
         if on_start is not None:
             on_start(rt)
         stop_plc = start_plc_pipeline(local, rt.kafka_conf, seed=seed, speed=speed,
@@ -113,7 +188,7 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
                                      batch_rows=local.clickhouse.batch_rows)
             cloud = eventhubs.demo_sink(rt.kafka_conf, local.eventhubs)
             dataflow = build_dataflow(local, kafka.KafkaInput(rt.kafka_conf, stop=stop_reading),
-                                      sink, flows=select(None),
+                                      sink, flows=flows,
                                       kafka_sink=kafka.KafkaOutput(rt.kafka_conf),
                                       eventhubs_sink=cloud)
             run_main(dataflow, epoch_interval=timedelta(seconds=2))

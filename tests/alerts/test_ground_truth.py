@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 import plantstream.cli.scrap  # noqa: F401 - registers kpi scrap / kpi alerts
 from plantstream.cli.main import app
-from plantstream.connectors.simulators import plc
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000
 RUN_MS = 8 * 3_600_000

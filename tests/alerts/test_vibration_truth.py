@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from plantstream.connectors.simulators import plc
 from plantstream.operators.alerts import AlertEngine
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000
 

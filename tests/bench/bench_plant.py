@@ -180,8 +180,8 @@ class DataSpec:
 def generate(spec: DataSpec) -> Iterator[tuple[int, bytes, bytes]]:
     """(ts, key, value) of the simulated plant, one minute of event time at a time."""
     from plantstream.connectors.mqtt import MqttConnector
-    from plantstream.connectors.simulators.bakery import BakerySim, bakery_config
-    from plantstream.connectors.simulators.plc import PlcLine
+    from plantstream.simulators.bakery import BakerySim, bakery_config
+    from plantstream.simulators.plc import PlcLine
 
     n_plc, n_bak = split_machines(spec.machines)
     plc = PlcLine(SEED, machines=n_plc, start_ms=T0, config=load_config(EXAMPLE_CONFIG, {}),

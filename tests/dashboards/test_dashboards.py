@@ -27,8 +27,6 @@ from bytewax.testing import TestingSource, run_main
 from plantstream.connectors import clickhouse as chc
 from plantstream.connectors.kafka import RawMessage
 from plantstream.connectors.mqtt import MqttConnector
-from plantstream.connectors.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
-from plantstream.connectors.simulators.plc import GroundTruth, simulate
 from plantstream.flows.anomaly import anomaly
 from plantstream.flows.archive import archive
 from plantstream.flows.demo import demo_config
@@ -38,6 +36,8 @@ from plantstream.flows.scrap import scrap
 from plantstream.flows.status import status
 from plantstream.schemas.config import EXAMPLE_CONFIG, load_config
 from plantstream.schemas.measurement import Measurement
+from plantstream.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
+from plantstream.simulators.plc import GroundTruth, simulate
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "helm" / "plantstream" / "dashboards"
 UIDS = {"shop-floor": "plantstream-shop-floor", "supervisor": "plantstream-supervisor",

@@ -1,7 +1,7 @@
 """What the container image relies on (the image itself is not built here: no Docker engine).
 
 The Dockerfile installs plantstream without the ``embedded`` extra (no chDB, no embedded Kafka or
-MQTT broker) and removes ``connectors/simulators`` unless asked: every production entry point
+MQTT broker) and removes ``simulators`` unless asked: every production entry point
 must still import. The chart runs pods with ``runAsNonRoot``, which Kubernetes can only verify
 for a numeric user.
 """
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Import every production entry point while the packages the image leaves out cannot be found.
 PROBE = r"""
 import importlib.abc, sys
-BLOCKED = ("chdb", "amqtt", "calfkit", "plantstream.connectors.simulators")
+BLOCKED = ("chdb", "amqtt", "calfkit", "plantstream.simulators")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if any(name == b or name.startswith(b + ".") for b in BLOCKED):

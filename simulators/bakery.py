@@ -33,7 +33,7 @@ What happens, per machine
   above target (``Overcooked`` waste) until a ``Machine Error`` fault stops the fryer.
 
 Ground truth (JSONL, :meth:`BakerySim.write_ground_truth`), one object per line with a ``kind``
-as in ``connectors/simulators/plc.py``: ``meta``; ``state`` (``machine, site, line, start_ms,
+as in ``simulators/plc.py``: ``meta``; ``state`` (``machine, site, line, start_ms,
 end_ms, state, reason, category, microstop, shift`` — intervals ``[start_ms, end_ms)`` in order,
 the open ones closed at the end of the run); ``counts`` (``good, reject, total,
 rejects_by_reason``); ``anomaly`` (``type, signal, start_ms, end_ms, peak``); ``final`` (the
