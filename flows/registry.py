@@ -398,7 +398,8 @@ def reader(flow: Flow) -> Callable[[Decoded], list[Measurement | Row]]:
                 continue
             reason = (f"flow {name!r} reads {m.metric} as {_VALUE_TYPES[want]}, "
                       f"got {_VALUE_TYPES[got]} {m.value!r}")
-            out.append({"ts": m.ts, "source": f"flow:{name}", "reason": reason,
+            # (source, ts) is the dead letter's natural key: one row per sample
+            out.append({"ts": m.ts, "source": f"flow:{name}/{m.machine}/{m.metric}", "reason": reason,
                         "raw": m.to_json().decode("utf-8", errors="backslashreplace")})
         return out
 
