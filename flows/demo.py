@@ -32,12 +32,16 @@ from plantstream.schemas.errors import ConfigError
 SIMULATORS_MISSING = ("plantstream demo needs the simulated plants: pip install plantstream-simulators "
                       "(from the checkout: pip install ./simulators, or make demo)")
 
-MATERIAL_COST: dict[str, float] = {"press": 1.85, "cnc": 4.20, "molder": 0.65}
-"""Material cost per unit of the demo's PLC parts, by machine type (other types: ``1.0``)."""
+MATERIAL_COST: dict[str, float] = {"press": 1.85, "cnc": 4.20, "molder": 0.65,
+                                   "mixer": 0.12, "divider": 0.18, "proofer": 0.22, "fryer": 0.35,
+                                   "glazer": 0.48}
+"""Material cost per unit scrapped, by machine type (PLC parts; the bakery's goods, worth more
+the further down the line they are lost); other types ``1.0``."""
 LABOR_RATE = 38.0
 """Labor cost per hour of the demo plant's operators."""
 DEMO_ORDERS = 500
-"""Work orders announced per simulated PLC machine (an order lasts 1–3 simulated hours)."""
+"""Work orders announced per simulated machine (a PLC order lasts 1–3 simulated hours, a bakery
+product run at least a shift)."""
 
 
 def _simulators() -> Any:
@@ -90,29 +94,30 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     return PlantConfig.model_validate({**data, "lines": lines})
 
 
-def demo_workorders(config: PlantConfig, *, machines: int = 3,
+def demo_workorders(config: PlantConfig, *, machines: int = 3, bakery_machines: int = 15,
                     orders: int = DEMO_ORDERS) -> list[dict[str, Any]]:
-    """The demo plant's work-order reference data: one record per work order the simulated PLC
-    line will open (``WO-<MACHINE>-0001`` … in order), with the material cost per unit by
-    machine type (the part is the one the order runs; its ideal cycle prices the labor) and the
-    labor rate, as an MES would publish them to
-    ``plantstream.workorders``.
+    """The demo plant's work-order reference data, as an MES would publish it to
+    ``plantstream.workorders``: one record per work order the simulated machines will run (both
+    simulators number them ``WO-<MACHINE>-0001`` … per machine), with the material cost per unit
+    by machine type and the labor rate (labor is priced by the ideal cycle of the part the order
+    runs).
 
     >>> from plantstream.schemas.config import load_config, EXAMPLE_CONFIG
     >>> refs = demo_workorders(load_config(EXAMPLE_CONFIG), orders=2)
     >>> refs[0]["work_order"], refs[0]["material_cost"] > 0, refs[0]["labor_rate"]
     ('WO-PRESS-01-0001', True, 38.0)
+    >>> [r["work_order"] for r in refs if r["work_order"].startswith("WO-MIAMI-FRYER-1-")]
+    ['WO-MIAMI-FRYER-1-0001', 'WO-MIAMI-FRYER-1-0002']
     """
     _simulators()
+    from plantstream.simulators.bakery import bakery_config
     from plantstream.simulators.plc import PlcLine
 
-    out: list[dict[str, Any]] = []
-    for spec in PlcLine(machines=machines, config=config).specs:
-        cost = MATERIAL_COST.get(spec.type, 1.0)
-        for seq in range(1, orders + 1):
-            out.append({"work_order": f"WO-{spec.id.upper()}-{seq:04d}",
-                        "material_cost": cost, "labor_rate": LABOR_RATE, "currency": "EUR"})
-    return out
+    kinds = [(s.id, s.type) for s in PlcLine(machines=machines, config=config).specs]
+    kinds += [(m.id, m.type) for ln in bakery_config(bakery_machines).lines for m in ln.machines]
+    return [{"work_order": f"WO-{machine.upper()}-{seq:04d}", "material_cost": MATERIAL_COST.get(kind, 1.0),
+             "labor_rate": LABOR_RATE, "currency": "EUR"}
+            for machine, kind in kinds for seq in range(1, orders + 1)]
 
 
 def with_workorders(config: PlantConfig, workdir: Path, *, machines: int = 3) -> PlantConfig:
