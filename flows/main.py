@@ -292,7 +292,7 @@ def get_flow() -> Dataflow:
         msg = f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic) or 'never' (tail)"
         raise ConfigError(msg)
     chosen = select(os.environ.get("PLANTSTREAM_FLOWS"))
-    client = ch.connect_config(config.clickhouse)
+    client = clickhouse_factory(config)()  # the sink's client: same URL, credentials and TLS
     try:
         check_start(config, chosen, client)
     finally:

@@ -90,7 +90,7 @@ from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import free_port, kafka_only
 from plantstream.flows.demo import demo_config
-from plantstream.flows.main import build_dataflow
+from plantstream.flows.main import build_dataflow, create_topics
 from plantstream.flows.registry import select as select_flows
 from plantstream.schemas.config import EXAMPLE_CONFIG, PlantConfig, load_config
 
@@ -417,7 +417,9 @@ def table_counts(dsn: str, *, final: bool = False) -> dict[str, int]:
 def plant_flow(config: PlantConfig, conf: dict[str, Any], dsn: str, stop: kafka.StopWhen) -> Dataflow:
     """The production dataflow: every flow, Kafka in, ClickHouse and Kafka results out."""
     sink = ch.ClickHouseSink(ch.config_factory(config.clickhouse, dsn), batch_rows=config.clickhouse.batch_rows)
-    return build_dataflow(config, kafka.KafkaInput(conf, stop=stop), sink, flows=select_flows(None),
+    flows = select_flows(None)
+    create_topics(conf, flows, PARTITIONS)  # the result topics the flows declare, as before the run
+    return build_dataflow(config, kafka.KafkaInput(conf, stop=stop), sink, flows=flows,
                           kafka_sink=kafka.KafkaOutput(conf))
 
 
