@@ -358,8 +358,9 @@ def test_current_product_and_shift_match_the_ground_truth(plant: Plant, ch_dsn: 
         if machine in last:
             assert (row["part_number"], row["work_order"]) == (last[machine].part_number,
                                                                last[machine].work_order)
-        else:  # the bakery line bakes pastries all morning (seed 2; the product changes after 10:00)
-            assert (row["part_number"], row["work_order"]) == ("pastries", "")
+        else:  # the bakery line bakes pastries all morning (seed 2; the product changes after 10:00),
+            # its first work order of the run
+            assert (row["part_number"], row["work_order"]) == ("pastries", f"WO-{machine.upper()}-0001")
 
 
 @pytest.mark.integration
