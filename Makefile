@@ -11,10 +11,17 @@ PEER_QUIXSTREAMS := 3.28.1
 
 .PHONY: demo test lint bench clean system-deps
 
-$(BIN)/.installed: pyproject.toml
+# plantstream editable, with the embedded runtime and the dev tools. The simulators (simulators/,
+# their own distribution plantstream-simulators for wheels and images) come from the checkout:
+# the editable install maps plantstream to plantstream/, whose plantstream/simulators links to
+# simulators/. They are not installed a second time as a distribution: setuptools' editable (or
+# wheel) install of a distribution holding only plantstream.simulators declares `plantstream` a
+# namespace package, which hides the editable plantstream's __init__ (see docs/simulators.md).
+$(BIN)/.installed: pyproject.toml simulators/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[embedded,dev]'
+	$(BIN)/python -c 'import plantstream.simulators.plc'
 	# Helm's Go library for the chart tests; its wheel declares Python 3.12 but runs on 3.11.
 	$(BIN)/pip install -q --no-deps --ignore-requires-python 'helm-sdkpy==0.1.32'
 	touch $@

@@ -1,4 +1,4 @@
-"""The cloud sink: KPI facts, downtime, scrap, anomalies and alerts to Azure Event Hubs.
+"""The cloud sink's connection: Event Hubs settings and the Kafka producer sink.
 
 Event Hubs speaks the Kafka protocol on port 9093. From a connection string
 ``Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…``
@@ -8,13 +8,12 @@ Event Hubs speaks the Kafka protocol on port 9093. From a connection string
 connection string) and the topic is the event hub (``EntityPath``). The same sink works against
 any Kafka cluster (``eventhubs.bootstrap_servers`` + ``topic``).
 
-Raw measurements never leave the plant: only the result tables in ``eventhubs.tables`` are sent,
-OEE facts (``eventhubs.rollup_tables``) summed per machine over ``eventhubs.oee_rollup_s``
-(hourly by default), and updates of an event (an open stop grows every minute) coalesced to its
-latest version at most every ``eventhubs.event_cadence_s``; alerts leave at once. Each record's
-key is ``site/machine`` (so one machine's records stay in one partition, in order), its value the
-row as JSON with a ``type`` field naming the table, and a ``plantstream-table`` header.
-:class:`BandwidthMeter` counts the bytes sent against the bytes of raw measurements read.
+What is sent, summed or coalesced is the cloud export's business
+(:mod:`plantstream.flows.cloud`, from the flows' declared cloud policy); this module only sends
+``(table, row)`` records. Each record's key is ``site/machine`` (so one machine's records stay
+in one partition, in order), its value the row as JSON with a ``type`` field naming the table,
+and a ``plantstream-table`` header. :class:`BandwidthMeter` counts the bytes sent against the
+bytes of raw measurements read.
 
 Examples
 --------
@@ -37,14 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-import bytewax.operators as op
 import orjson
-from bytewax.dataflow import Stream
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, Producer
 
 from plantstream.connectors import kafka
-from plantstream.operators.rollup import coalesce, rollup
 from plantstream.schemas.errors import ConfigError, ConnectorError
 from plantstream.schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
 
@@ -348,39 +344,3 @@ def demo_sink(kafka_conf: Mapping[str, Any], cfg: EventHubsConfig) -> EventHubsS
         return sink
     kafka.create_topics(kafka_conf, {DEMO_TOPIC: 1})
     return EventHubsSink(Target(dict(kafka_conf), DEMO_TOPIC, eventhubs=False))
-
-
-# -- wiring ------------------------------------------------------------------------------------
-
-
-def attach(cfg: EventHubsConfig, raw_sizes: Stream[tuple[int, int]], results: Stream[tuple[str, Row]],
-           sink: EventHubsSink) -> None:
-    """Wire the cloud sink into a dataflow: count raw bytes, pick tables, roll up fact tables.
-
-    ``raw_sizes`` carries (bytes, messages) of each input batch: what sending the raw telemetry
-    would have cost.
-    """
-    meter = sink.meter
-    op.inspect("cloud_count_raw", raw_sizes, lambda _step, bn: meter.add_raw(*bn))
-    tables = frozenset(cfg.tables)
-    chosen = op.filter("cloud_tables", results, lambda tr: tr[0] in tables)
-    summed = frozenset(cfg.rollup_tables) & tables if cfg.oee_rollup_s else frozenset()
-    if summed:
-        split = op.branch("cloud_is_fact", chosen, lambda tr: tr[0] in summed)
-        facts = op.key_on("cloud_fact_key", split.trues,
-                          lambda tr: f"{tr[0]}|{record_key(tr[1]).decode()}")
-        rolled = rollup("cloud_rollup", op.map_value("cloud_fact_rows", facts, lambda tr: tr[1]),
-                        period_s=cfg.oee_rollup_s, restate_buckets=cfg.restate_buckets)
-        tagged = op.map("cloud_rollup_tag", rolled, lambda kv: (kv[0].split("|", 1)[0], kv[1]))
-        chosen = op.merge("cloud_merge", tagged, split.falses)
-    coalesced = frozenset(cfg.coalesced_tables) & tables - summed
-    if cfg.event_cadence_s and coalesced:
-        split_ev = op.branch("cloud_is_event", chosen, lambda tr: tr[0] in coalesced)
-        events = op.key_on("cloud_event_key", split_ev.trues,
-                           lambda tr: f"{tr[0]}|{record_key(tr[1]).decode()}")
-        latest = coalesce("cloud_coalesce", op.map_value("cloud_event_rows", events, lambda tr: tr[1]),
-                          every_s=cfg.event_cadence_s)
-        tagged_ev = op.map("cloud_event_tag", latest, lambda kv: (kv[0].split("|", 1)[0], kv[1]))
-        chosen = op.merge("cloud_merge_events", tagged_ev, split_ev.falses)
-    keyed = op.key_on("cloud_key", chosen, lambda tr: record_key(tr[1]).decode())
-    op.output("cloud_out", keyed, sink)

@@ -26,23 +26,16 @@ log = logging.getLogger(__name__)
 MEASUREMENTS = "plantstream.measurements"
 DEADLETTER = "plantstream.deadletter"
 WORKORDERS = "plantstream.workorders"
-OEE = "plantstream.oee"
-DOWNTIME = "plantstream.downtime"
-SCRAP = "plantstream.scrap"
-ANOMALIES = "plantstream.anomalies"
-ALERTS = "plantstream.alerts"
 
-RESULT_TOPICS: dict[str, str] = {
-    "oee_facts": OEE,
-    "downtime_events": DOWNTIME,
-    "scrap_events": SCRAP,
-    "anomalies": ANOMALIES,
-    "alerts": ALERTS,
-    "deadletter": DEADLETTER,
-}
-"""ClickHouse table → the Kafka topic that carries the same records."""
+PLANT_TOPICS = (MEASUREMENTS, DEADLETTER, WORKORDERS)
+"""The plant's own topics: the input, the dead letter and the work-order reference data. The
+result topics (``plantstream.oee`` …) are declared by the flows that write them
+(``topics=`` of each flow's ``FLOW``; :func:`plantstream.flows.registry.topics` lists them all)
+and created by the runners that start those flows."""
 
-ALL_TOPICS = (MEASUREMENTS, DEADLETTER, WORKORDERS, OEE, DOWNTIME, SCRAP, ANOMALIES, ALERTS)
+ALL_TOPICS = PLANT_TOPICS
+"""Deprecated name of :data:`PLANT_TOPICS` (what a broker needs before any flow runs)."""
+
 COMPACTED = frozenset({WORKORDERS})
 
 

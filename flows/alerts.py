@@ -23,7 +23,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from plantstream.flows.engine import MachineFlow, per_machine
-from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.flows.registry import Flow, FlowContext, Results, Row
 from plantstream.operators.alerts import AlertState, EventClock, alert_spec
 from plantstream.operators.logic import LogicSpec
 from plantstream.schemas.config import PlantConfig
@@ -53,6 +53,14 @@ def _outputs(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
     return {"alerts": rows}
 
 
-alerts = register("alerts")(MachineFlow(
+alerts = MachineFlow(
     lambda ctx: alert_step(ctx.config), _outputs,
-    doc="Alert records (raised, escalated, cleared) into ``alerts``, the topic and the webhook."))
+    doc="Alert records (raised, escalated, cleared) into ``alerts``, the topic and the webhook.")
+
+FLOW = Flow(
+    name="alerts", build=alerts, doc=alerts.doc, config="alerts",
+    tables={"alerts": "022_alerts.sql"},
+    topics={"alerts": "plantstream.alerts"},
+    cloud={"alerts": "send"},
+    kpi=("alerts",),
+)

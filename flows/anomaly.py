@@ -12,7 +12,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from plantstream.flows.engine import MachineFlow
-from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.flows.registry import Flow, FlowContext, Results, Row
 from plantstream.operators.anomaly import MachineMonitor, anomaly_spec
 from plantstream.operators.logic import LogicSpec
 
@@ -26,6 +26,14 @@ def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
     return {"anomalies": op.map("anomaly_rows", tagged, lambda tr: tr[1])}
 
 
-anomaly = register("anomaly")(MachineFlow(
+anomaly = MachineFlow(
     anomaly_step, _tables,
-    doc="Condition anomalies (River/robust z-score detectors, ISO 10816 zones) per running machine."))
+    doc="Condition anomalies (River/robust z-score detectors, ISO 10816 zones) per running machine.")
+
+FLOW = Flow(
+    name="anomaly", build=anomaly, doc=anomaly.doc, config="anomaly",
+    tables={"anomalies": "030_anomalies.sql"},
+    topics={"anomalies": "plantstream.anomalies"},
+    cloud={"anomalies": "coalesce"},
+    kpi=("anomalies",),
+)

@@ -17,7 +17,7 @@ from bytewax.dataflow import Stream
 
 from plantstream.connectors.clickhouse import JsonRows
 from plantstream.flows.engine import BatchFlow
-from plantstream.flows.registry import Decoded, FlowContext, Results, Row, register
+from plantstream.flows.registry import Decoded, Flow, FlowContext, Results, Row
 from plantstream.schemas.measurement import Measurement, validate
 
 
@@ -109,6 +109,12 @@ def _item(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
     return {"measurements": op.map("archive_rows", measurements, measurement_row)}
 
 
-archive = register("archive")(BatchFlow(
+archive = BatchFlow(
     lambda ctx: archive_blocks, _item,
-    doc="Archive raw measurements (90-day retention) for drill-down and re-computation."))
+    doc="Archive raw measurements (90-day retention) for drill-down and re-computation.")
+
+FLOW = Flow(
+    name="archive", build=archive, doc=archive.doc,
+    tables={"measurements": "001_measurements.sql", JSON_TABLE: "002_measurements_json.sql"},
+)
+"""Raw measurements stay in the plant: no result topic, nothing to the cloud."""

@@ -1,4 +1,10 @@
-"""``plantstream demo``: the embedded runtime with both simulated plants, until stopped."""
+"""``plantstream demo``: the embedded runtime with both simulated plants, until stopped.
+
+The simulated plants are :mod:`plantstream.simulators` (the ``plantstream-simulators``
+distribution, a demo dependency: the production image does not carry it). The demo plant also
+carries its work-order reference data (part, material cost per unit, labor rate), as an MES
+would, so the scrap events of the demo are costed (:func:`demo_workorders`).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,38 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import orjson
 from bytewax.testing import run_main
 
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import EmbeddedRuntime
-from plantstream.flows.main import build_dataflow, clickhouse_factory
+from plantstream.flows.main import build_dataflow, check_start, clickhouse_factory, create_topics
 from plantstream.flows.registry import select
 from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.errors import ConfigError
+
+SIMULATORS_MISSING = ("plantstream demo needs the simulated plants: pip install plantstream-simulators "
+                      "(from the checkout: pip install ./simulators, or make demo)")
+
+MATERIAL_COST: dict[str, float] = {"press": 1.85, "cnc": 4.20, "molder": 0.65,
+                                   "mixer": 0.12, "divider": 0.18, "proofer": 0.22, "fryer": 0.35,
+                                   "glazer": 0.48}
+"""Material cost per unit scrapped, by machine type (PLC parts; the bakery's goods, worth more
+the further down the line they are lost); other types ``1.0``."""
+LABOR_RATE = 38.0
+"""Labor cost per hour of the demo plant's operators."""
+DEMO_ORDERS = 500
+"""Work orders announced per simulated machine (a PLC order lasts 1–3 simulated hours, a bakery
+product run at least a shift)."""
+
+
+def _simulators() -> Any:
+    try:
+        from plantstream import simulators
+    except ModuleNotFoundError:
+        raise ConfigError(SIMULATORS_MISSING) from None
+    return simulators
 
 
 @dataclass
@@ -45,8 +75,9 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     >>> cfg.machine("miami-fryer-1").line
     'miami-line-1'
     """
-    from plantstream.connectors.simulators.bakery import bakery_config
-    from plantstream.connectors.simulators.plc import PlcLine
+    _simulators()
+    from plantstream.simulators.bakery import bakery_config
+    from plantstream.simulators.plc import PlcLine
 
     known = {m.id for ln in config.lines for m in ln.machines}
     added: dict[str, list[dict[str, Any]]] = {}
@@ -63,6 +94,46 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     return PlantConfig.model_validate({**data, "lines": lines})
 
 
+def demo_workorders(config: PlantConfig, *, machines: int = 3, bakery_machines: int = 15,
+                    orders: int = DEMO_ORDERS) -> list[dict[str, Any]]:
+    """The demo plant's work-order reference data, as an MES would publish it to
+    ``plantstream.workorders``: one record per work order the simulated machines will run (both
+    simulators number them ``WO-<MACHINE>-0001`` … per machine), with the material cost per unit
+    by machine type and the labor rate (labor is priced by the ideal cycle of the part the order
+    runs).
+
+    >>> from plantstream.schemas.config import load_config, EXAMPLE_CONFIG
+    >>> refs = demo_workorders(load_config(EXAMPLE_CONFIG), orders=2)
+    >>> refs[0]["work_order"], refs[0]["material_cost"] > 0, refs[0]["labor_rate"]
+    ('WO-PRESS-01-0001', True, 38.0)
+    >>> [r["work_order"] for r in refs if r["work_order"].startswith("WO-MIAMI-FRYER-1-")]
+    ['WO-MIAMI-FRYER-1-0001', 'WO-MIAMI-FRYER-1-0002']
+    """
+    _simulators()
+    from plantstream.simulators.bakery import bakery_config
+    from plantstream.simulators.plc import PlcLine
+
+    kinds = [(s.id, s.type) for s in PlcLine(machines=machines, config=config).specs]
+    kinds += [(m.id, m.type) for ln in bakery_config(bakery_machines).lines for m in ln.machines]
+    return [{"work_order": f"WO-{machine.upper()}-{seq:04d}", "material_cost": MATERIAL_COST.get(kind, 1.0),
+             "labor_rate": LABOR_RATE, "currency": "EUR"}
+            for machine, kind in kinds for seq in range(1, orders + 1)]
+
+
+def with_workorders(config: PlantConfig, workdir: Path, *, machines: int = 3) -> PlantConfig:
+    """``config`` whose scrap flow reads the demo plant's work orders (unless it names its own).
+
+    The reference data is written to ``<workdir>/demo-workorders.jsonl`` (``scrap.workorders_file``,
+    read when the flow starts: the embedded runtime has no Kafka cluster for the
+    ``plantstream.workorders`` topic input)."""
+    if config.scrap.workorders_file:
+        return config
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "demo-workorders.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in demo_workorders(config, machines=machines)) + b"\n")
+    return config.model_copy(update={"scrap": config.scrap.model_copy(update={"workorders_file": str(path)})})
+
+
 def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = None,
              workdir: str | Path = ".plantstream", machines: int = 3, speed: float = 60.0,
              seed: int = 7, on_start: Callable[[EmbeddedRuntime], None] | None = None) -> DemoSummary:
@@ -75,18 +146,27 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
     clock, so a minute of demo is an hour of production.
     """
     from plantstream.connectors import eventhubs
-    from plantstream.connectors.simulators.bakery import start_bakery_pipeline
-    from plantstream.connectors.simulators.opcua_server import start_plc_pipeline
+
+    _simulators()
+    from plantstream.simulators.bakery import start_bakery_pipeline
+    from plantstream.simulators.opcua_server import start_plc_pipeline
 
     started = time.perf_counter()
     work = Path(workdir)
-    local = demo_config(config, machines=machines)
+    local = with_workorders(demo_config(config, machines=machines), work, machines=machines)
     local = local.model_copy(update={"kafka": local.kafka.model_copy(update={"bootstrap_servers": None})})
     stop_requested = threading.Event()
     stop_reading = threading.Event()
     summary = DemoSummary()
+    flows = select(None)
     with EmbeddedRuntime(local, dsn=dsn, workdir=work, mqtt=True) as rt:
         assert rt.mqtt is not None
+        client = rt.clickhouse()  # migrated by the runtime
+        try:
+            check_start(local, flows, client)
+        finally:
+            client.close()
+        create_topics(rt.kafka_conf, flows, local.kafka.partitions)
         if on_start is not None:
             on_start(rt)
         stop_plc = start_plc_pipeline(local, rt.kafka_conf, seed=seed, speed=speed,
@@ -113,7 +193,7 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
                                      batch_rows=local.clickhouse.batch_rows)
             cloud = eventhubs.demo_sink(rt.kafka_conf, local.eventhubs)
             dataflow = build_dataflow(local, kafka.KafkaInput(rt.kafka_conf, stop=stop_reading),
-                                      sink, flows=select(None),
+                                      sink, flows=flows,
                                       kafka_sink=kafka.KafkaOutput(rt.kafka_conf),
                                       eventhubs_sink=cloud)
             run_main(dataflow, epoch_interval=timedelta(seconds=2))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import bytewax.operators as op
 import orjson
@@ -24,6 +24,7 @@ from bytewax.outputs import Sink
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import eventhubs, kafka
 from plantstream.connectors.kafka import RawMessage
+from plantstream.flows import cloud
 from plantstream.flows.engine import (
     BatchFlow,
     MachineFlow,
@@ -32,7 +33,21 @@ from plantstream.flows.engine import (
     by_shard,
     engine_step,
 )
-from plantstream.flows.registry import Decoded, FlowContext, FlowFn, Results, Row, select
+from plantstream.flows.registry import (
+    Decoded,
+    Flow,
+    FlowFn,
+    Results,
+    Row,
+    check_config,
+    check_results,
+    check_tables_of,
+    reader,
+    resolve,
+    result_topics,
+    select,
+    topics,
+)
 from plantstream.operators.normalize import enrich
 from plantstream.schemas.config import PlantConfig, load_config
 from plantstream.schemas.measurement import DeadLetter, Measurement, decode
@@ -98,6 +113,14 @@ def _tagger(table: str) -> Callable[[Row], tuple[str, Row]]:
     return lambda row: (table, row)
 
 
+def _is_measurement(item: Measurement | Row) -> TypeGuard[Measurement]:
+    return not isinstance(item, dict)
+
+
+def _deadletter_of(item: Measurement | Row) -> tuple[str, Any]:
+    return ("deadletter", item)
+
+
 def _flow_rows(name: str) -> Callable[[Tagged], tuple[str, Row] | None]:
     return lambda t: (t[1], t[2]) if t[0] == name else None
 
@@ -125,26 +148,34 @@ def build_dataflow(
     source: Source[Any],
     clickhouse_sink: Sink[tuple[str, tuple[str, Any]]],
     *,
-    flows: Mapping[str, FlowFn] | None = None,
+    flows: Mapping[str, Flow | FlowFn] | None = None,
     kafka_sink: Sink[tuple[str, kafka.KafkaRecord]] | None = None,
     eventhubs_sink: eventhubs.EventHubsSink | None = None,
     flow_id: str = "plantstream",
 ) -> Dataflow:
     """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given).
 
+    ``flows`` maps names to declarations (:class:`~plantstream.flows.registry.Flow`, as
+    :func:`~plantstream.flows.registry.select` gives them) or to bare flow functions; None is
+    every declared flow. Each flow is built with its own validated config section (a bad one
+    stops here with a :class:`ConfigError` naming the field), and may write only the tables it
+    declares.
+
     The source may emit :class:`connectors.kafka.KafkaBatch` items (the Kafka input) or single
     :class:`connectors.kafka.RawMessage` items (tests); either way the flow works on batches.
     Per-machine flows (:class:`flows.engine.MachineFlow`) run together in the machine engine,
     batch flows (:class:`flows.engine.BatchFlow`, the archive) write column blocks, and any
-    other flow function gets the plain ``Stream[Measurement]``.
+    other flow function gets a ``Stream[Measurement]``: the samples it declares it reads
+    (``reads=``), a value of another type dead-lettered in its name, or every sample.
 
-    With ``eventhubs_sink``, the tables of ``config.eventhubs`` also go to the cloud (OEE facts
-    rolled up), and the sink's ``meter`` counts bytes sent against raw measurement bytes.
-    Building it tunes the process's garbage collector for the flow (:func:`tune_gc`).
+    Rows of tables with a declared result topic also go to that topic. With ``eventhubs_sink``,
+    the flows' cloud policy picks what goes to the cloud (:mod:`plantstream.flows.cloud`), and
+    the sink's ``meter`` counts bytes sent against raw measurement bytes. Building it tunes the
+    process's garbage collector for the flow (:func:`tune_gc`).
     """
     tune_gc()
-    ctx = FlowContext(config)
-    chosen = select(None) if flows is None else flows
+    chosen = resolve(flows)
+    contexts = check_config(config, chosen)
     flow = Dataflow(flow_id)
     raw = op.input("kafka_in", flow, source)
     batches = op.flat_map_batch("kafka_batches", raw, as_batches)
@@ -154,41 +185,55 @@ def build_dataflow(
         op.flat_map("tag_deadletter", decoded, lambda d: [("deadletter", r) for r in d.deadletters])
     ]
     steps: list[tuple[str, MachineFlow, Step]] = []
-    plain: dict[str, FlowFn] = {}
-    for name, fn in chosen.items():
+    plain: list[Flow] = []
+    for name, declared in chosen.items():
+        fn = declared.build
         if isinstance(fn, MachineFlow):
-            step = fn.step(ctx)
+            step = fn.step(contexts[name])
             if step is not None:
                 steps.append((name, fn, step))
         elif isinstance(fn, BatchFlow):
-            tables.append(op.flat_map(f"{name}_blocks", decoded, fn.blocks_of(ctx)))
+            tables.append(op.flat_map(f"{name}_blocks", decoded, fn.blocks_of(contexts[name])))
         else:
-            plain[name] = fn
-    results: list[tuple[str, Results]] = []
+            plain.append(declared)
+    results: list[tuple[Flow, Results]] = []
     if steps:
         shards = op.flat_map("machine_shards", decoded, lambda d: by_shard(d.measurements))
         tagged = engine_step("machines", shards, [s for _, _, s in steps])
         for name, fn, _ in steps:
-            results.append((name, fn.post(ctx, op.filter_map(f"{name}_out", tagged, _flow_rows(name)))))
+            outputs = op.filter_map(f"{name}_out", tagged, _flow_rows(name))
+            results.append((chosen[name], fn.post(contexts[name], outputs)))
     if plain:
-        measurements = op.flat_map("measurements", decoded, lambda d: d.measurements)
-        results.extend((name, fn(ctx, measurements)) for name, fn in plain.items())
-    for name, streams in results:
+        measurements = None
+        for declared in plain:
+            if declared.reads is None:
+                if measurements is None:
+                    measurements = op.flat_map("measurements", decoded, lambda d: d.measurements)
+                results.append((declared, declared.build(contexts[declared.name], measurements)))
+                continue
+            name = declared.name
+            picked = op.flat_map(f"{name}_reads", decoded, reader(declared))
+            typed = op.branch(f"{name}_typed", picked, _is_measurement)
+            tables.append(op.map(f"{name}_wrong_type", typed.falses, _deadletter_of))
+            results.append((declared, declared.build(contexts[name], typed.trues)))
+    for declared, streams in results:
+        check_results(declared, streams)
         for table, rows in streams.items():
-            tables.append(op.map(f"tag_{name}_{table}", rows, _tagger(table)))
+            tables.append(op.map(f"tag_{declared.name}_{table}", rows, _tagger(table)))
     merged = op.merge("results", *tables)
     keyed = op.key_on("key_results", merged, lambda tr: tr[0])
     op.output("clickhouse_out", keyed, clickhouse_sink)
 
     if kafka_sink is not None:
-        topical = op.filter("has_topic", merged, lambda tr: tr[0] in kafka.RESULT_TOPICS)
+        table_topics = result_topics(chosen.values())
+        topical = op.filter("has_topic", merged, lambda tr: tr[0] in table_topics)
 
         def to_record(tr: tuple[str, Row]) -> kafka.KafkaRecord:
             table, row = tr
             key = row.get("machine") or row.get("source") or ""
             if table == "deadletter":
                 return kafka.DEADLETTER, str(key).encode(), orjson.dumps(row)
-            return kafka.RESULT_TOPICS[table], str(key).encode(), row_json(row)
+            return table_topics[table], str(key).encode(), row_json(row)
 
         records = op.map("to_kafka_records", topical, to_record)
         op.output("kafka_out", op.key_on("key_records", records, lambda r: r[0]), kafka_sink)
@@ -196,8 +241,24 @@ def build_dataflow(
     if eventhubs_sink is not None:
         sizes = op.map("raw_sizes", decoded,
                        lambda d: (d.raw_bytes, len(d.measurements) + len(d.deadletters)))
-        eventhubs.attach(config.eventhubs, sizes, merged, eventhubs_sink)
+        cloud.attach(config.eventhubs, chosen.values(), sizes, merged, eventhubs_sink)
     return flow
+
+
+def check_start(config: PlantConfig, flows: Mapping[str, Flow | FlowFn] | None,
+                client: Any) -> dict[str, Flow]:
+    """What a runner checks before it starts the flows: each flow's config section, and that
+    every table a flow writes exists in ClickHouse (else ONE line naming the migration to add).
+    Returns the flows' declarations."""
+    chosen = resolve(flows)
+    check_config(config, chosen)
+    check_tables_of(chosen, client)
+    return chosen
+
+
+def create_topics(kafka_conf: Mapping[str, Any], flows: Mapping[str, Flow], partitions: int) -> None:
+    """Create the plant's topics and the result topics the flows declare (existing ones stay)."""
+    kafka.create_topics(kafka_conf, {t: partitions for t in topics(flows.values())})
 
 
 def clickhouse_factory(config: PlantConfig, dsn: str | None = None) -> ch.ClientFactory:
@@ -211,7 +272,9 @@ def get_flow() -> Dataflow:
     Reads the plant config from ``PLANTSTREAM_CONFIG`` (plus ``PLANTSTREAM__…`` overrides)
     and the flows from ``PLANTSTREAM_FLOWS`` (comma-separated, default all).
     ``PLANTSTREAM_STOP=end`` stops at the end of the measurements topic (batch re-runs, tests);
-    the default ``never`` tails it.
+    the default ``never`` tails it. Before it starts, each flow's config section is validated,
+    every table a flow writes must exist in ClickHouse (:func:`check_start`), and the plant's
+    and the flows' result topics are created where missing.
     """
     config = load_config(os.environ.get("PLANTSTREAM_CONFIG"))
     kconf = config.kafka.client_config()
@@ -227,8 +290,15 @@ def get_flow() -> Dataflow:
 
         msg = f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic) or 'never' (tail)"
         raise ConfigError(msg)
+    chosen = select(os.environ.get("PLANTSTREAM_FLOWS"))
+    client = clickhouse_factory(config)()  # the sink's client: same URL, credentials and TLS
+    try:
+        check_start(config, chosen, client)
+    finally:
+        client.close()
+    create_topics(kconf, chosen, config.kafka.partitions)
     sink = ch.ClickHouseSink.from_config(config.clickhouse)
     return build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
-                          flows=select(os.environ.get("PLANTSTREAM_FLOWS")),
+                          flows=chosen,
                           kafka_sink=kafka.KafkaOutput(kconf),
                           eventhubs_sink=eventhubs.EventHubsSink.from_config(config.eventhubs))

@@ -27,7 +27,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from plantstream.flows.engine import MachineFlow, MachineStep, split_tables
-from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.flows.registry import Flow, FlowContext, Results, Row
 from plantstream.operators.oee import OEE_METRICS, OeeAccounting, Output
 from plantstream.operators.shifts import ShiftCalendar
 from plantstream.schemas.config import PlantConfig
@@ -186,6 +186,14 @@ def oee_tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
     return split_tables("oee", tagged, ("oee_facts", "downtime_events", "deadletter"))
 
 
-oee = register("oee")(MachineFlow(
+oee = MachineFlow(
     oee_step, oee_tables,
-    doc="OEE facts per machine and window, downtime events, late data to the dead letter."))
+    doc="OEE facts per machine and window, downtime events, late data to the dead letter.")
+
+FLOW = Flow(
+    name="oee", build=oee, doc=oee.doc, config="losses",
+    tables={"oee_facts": "010_oee_facts.sql", "downtime_events": "011_downtime_events.sql"},
+    topics={"oee_facts": "plantstream.oee", "downtime_events": "plantstream.downtime"},
+    cloud={"oee_facts": "rollup", "downtime_events": "coalesce"},
+    kpi=("oee", "downtime"),
+)

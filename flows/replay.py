@@ -24,8 +24,8 @@ from confluent_kafka import Producer
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import EmbeddedRuntime
-from plantstream.flows.main import build_dataflow, clickhouse_factory
-from plantstream.flows.registry import FlowFn
+from plantstream.flows.main import build_dataflow, check_start, clickhouse_factory, create_topics
+from plantstream.flows.registry import Flow, FlowFn
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConnectorError
 from plantstream.schemas.measurement import parse_ts
@@ -99,24 +99,29 @@ class ReplaySummary:
 
 
 def run_flow_to_end(config: PlantConfig, kafka_conf: Mapping[str, Any], *, dsn: str | None,
-                    flows: Mapping[str, FlowFn] | None = None,
+                    flows: Mapping[str, Flow | FlowFn] | None = None,
                     recovery_dir: Path | None = None,
                     epoch_interval: timedelta = timedelta(seconds=5),
                     results_to_kafka: bool = True) -> ch.SinkStats:
     """Run the flows over ``plantstream.measurements`` until the end offsets seen at start.
 
-    The target ClickHouse database is migrated first (idempotent).
+    The target ClickHouse database is migrated first (idempotent); then every table a flow
+    writes must exist (a :class:`ConfigError` naming the migration to add stops it before any
+    input is read), and the flows' result topics are created.
     """
     migrate_target = clickhouse_factory(config, dsn)()
     try:
         ch.migrate(migrate_target)
+        chosen = check_start(config, flows, migrate_target)
     finally:
         migrate_target.close()
+    if results_to_kafka:
+        create_topics(kafka_conf, chosen, config.kafka.partitions)
     sink = ch.ClickHouseSink(clickhouse_factory(config, dsn), batch_rows=config.clickhouse.batch_rows,
                              retry_initial_s=config.clickhouse.retry_initial_s,
                              retry_max_s=config.clickhouse.retry_max_s)
     dataflow = build_dataflow(
-        config, kafka.KafkaInput(kafka_conf, stop="end"), sink, flows=flows,
+        config, kafka.KafkaInput(kafka_conf, stop="end"), sink, flows=chosen,
         kafka_sink=kafka.KafkaOutput(kafka_conf) if results_to_kafka else None,
     )
     recovery = None
@@ -130,9 +135,12 @@ def run_flow_to_end(config: PlantConfig, kafka_conf: Mapping[str, Any], *, dsn: 
 
 
 def replay(path: str | Path, config: PlantConfig, *, dsn: str | None = None,
-           flows: Mapping[str, FlowFn] | None = None, workdir: str | Path = ".plantstream",
+           flows: Mapping[str, Flow | FlowFn] | None = None, workdir: str | Path = ".plantstream",
            database: str | None = None) -> ReplaySummary:
-    """Replay a JSONL file through the flows via the embedded broker; returns the summary."""
+    """Replay a JSONL file through the flows via the embedded broker; returns the summary.
+
+    The flows are checked before a line is sent (config sections, tables: see
+    :func:`~plantstream.flows.main.check_start`)."""
     started = time.perf_counter()
     src = Path(path)
     if not src.is_file():
@@ -144,6 +152,11 @@ def replay(path: str | Path, config: PlantConfig, *, dsn: str | None = None,
         local = local.model_copy(update={
             "clickhouse": local.clickhouse.model_copy(update={"database": database})})
     with EmbeddedRuntime(local, dsn=dsn, workdir=workdir) as rt, src.open("rb") as fh:
+        client = rt.clickhouse()  # migrated by the runtime
+        try:
+            flows = check_start(local, flows, client)
+        finally:
+            client.close()
         n = produce_lines(rt.kafka_conf, fh)
         stats = run_flow_to_end(local, rt.kafka_conf, dsn=rt.dsn, flows=flows)
     return ReplaySummary(n, dict(stats.rows), time.perf_counter() - started)

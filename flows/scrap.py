@@ -40,7 +40,7 @@ from bytewax.inputs import Source
 from plantstream.connectors import kafka
 from plantstream.connectors.kafka import RawMessage
 from plantstream.flows.engine import MachineFlow, MachineStep, per_machine
-from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.flows.registry import Flow, FlowContext, Results, Row
 from plantstream.operators.scrap import (
     SCRAP_METRICS,
     CostJoin,
@@ -223,6 +223,14 @@ def _results(ctx: FlowContext, flat: Stream[Output]) -> Results:
     return results
 
 
-scrap = register("scrap")(MachineFlow(
+scrap = MachineFlow(
     lambda ctx: scrap_step(ctx.config), _results,
-    doc="Scrap events (reason, category, part, work order, cost) and rolling scrap rate / FPY."))
+    doc="Scrap events (reason, category, part, work order, cost) and rolling scrap rate / FPY.")
+
+FLOW = Flow(
+    name="scrap", build=scrap, doc=scrap.doc, config="scrap",
+    tables={"scrap_events": "020_scrap_events.sql", "scrap_rate": "021_scrap_rate.sql"},
+    topics={"scrap_events": "plantstream.scrap"},
+    cloud={"scrap_events": "coalesce"},
+    kpi=("scrap",),
+)

@@ -18,7 +18,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from plantstream.flows.engine import MachineFlow
-from plantstream.flows.registry import FlowContext, Results, Row, register
+from plantstream.flows.registry import Flow, FlowContext, Results, Row
 from plantstream.operators.logic import LogicSpec
 from plantstream.operators.status import StatusState, status_spec
 
@@ -32,6 +32,11 @@ def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
     return {"machine_status": op.map("status_rows", tagged, lambda tr: tr[1])}
 
 
-status = register("status")(MachineFlow(
+status = MachineFlow(
     status_step, _tables,
-    doc="Keep ``machine_status`` current (throttled per ``status.throttle_s`` of event time)."))
+    doc="Keep ``machine_status`` current (throttled per ``status.throttle_s`` of event time).")
+
+FLOW = Flow(
+    name="status", build=status, doc=status.doc, config="status",
+    tables={"machine_status": "040_machine_status.sql"},
+)

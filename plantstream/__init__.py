@@ -6,6 +6,8 @@ One import name for the whole distribution. Its subpackages, in the order import
 - :mod:`plantstream.schemas`: records, the plant config model, ClickHouse migrations;
 - :mod:`plantstream.operators`: the domain logic (no I/O);
 - :mod:`plantstream.connectors`: everything that touches another system;
+- :mod:`plantstream.simulators`: the simulated plants of the demo and the tests (their own
+  distribution, ``plantstream-simulators``; not in the production install);
 - :mod:`plantstream.flows`: the Bytewax dataflows;
 - :mod:`plantstream.cli`: the ``plantstream`` command line.
 """

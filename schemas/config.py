@@ -238,6 +238,9 @@ class PlantConfig(Frozen):
     """How often the machine digital twin (``machine_status``) is written."""
     opcua: OpcUaConfig = OpcUaConfig()
     """The OPC UA → Kafka connector: endpoint, security, nodes/browse, subscription settings."""
+    flows: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-flow settings: flow name → its section, validated by the model the flow declares
+    (``config=`` of its ``FLOW``) when the flows are built; a name that is no flow is an error."""
 
     @field_validator("timezone")
     @classmethod

@@ -30,7 +30,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _with_bakery_tags(cfg: PlantConfig) -> PlantConfig:
-    from plantstream.connectors.simulators.bakery import bakery_config
+    from plantstream.simulators.bakery import bakery_config
 
     bakery = bakery_config(15)
     data = cfg.model_dump()
@@ -103,8 +103,8 @@ def simulate_bakery(
 ) -> None:
     """Publish the Contoso bakery (mixer, divider, proofer, fryer, glazer; 3 plants) over MQTT."""
     from plantstream.connectors.embedded import AmqttBroker
-    from plantstream.connectors.simulators.bakery import BakerySim, publish
     from plantstream.schemas.measurement import parse_ts
+    from plantstream.simulators.bakery import BakerySim, publish
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start_ms = int(time.time() * 1000) if start is None else parse_ts(start)

@@ -26,7 +26,7 @@ DEFAULT_PORT = 4840
 
 
 def _with_plc_tags(cfg: PlantConfig) -> PlantConfig:
-    from plantstream.connectors.simulators.opcua_server import plc_tag_dictionary
+    from plantstream.simulators.opcua_server import plc_tag_dictionary
 
     data = cfg.model_dump(mode="json")
     data["tags"] = {**plc_tag_dictionary(), **data.get("tags", {})}
@@ -59,7 +59,7 @@ def connect_opcua(
     try:
         cfg = config_from(config)
         if preset == "plc":
-            from plantstream.connectors.simulators.opcua_server import PLC_IGNORE
+            from plantstream.simulators.opcua_server import PLC_IGNORE
 
             cfg = _with_plc_tags(cfg)
             update: dict[str, object] = {"ignore": (*cfg.opcua.ignore, *PLC_IGNORE)}
@@ -117,8 +117,8 @@ def simulate_plc(
         "--replay-file", help="Write the Measurements as JSONL instead of serving OPC UA.")] = None,
 ) -> None:
     """Simulate a PLC line (states, counts, scrap, anomalies) and serve it over OPC UA."""
-    from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
-    from plantstream.connectors.simulators.plc import PlcLine
+    from plantstream.simulators.opcua_server import PlcOpcUaServer
+    from plantstream.simulators.plc import PlcLine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -13,11 +13,11 @@ from collections import defaultdict
 from typing import Any
 
 from plantstream.connectors.mqtt import parse_payload
-from plantstream.connectors.simulators.bakery import BakerySim, bakery_config
 from plantstream.connectors.tags import TagMapper
 from plantstream.operators.alerts import AlertEngine
 from plantstream.operators.scrap import ScrapTracker
 from plantstream.schemas.measurement import Measurement
+from plantstream.simulators.bakery import BakerySim, bakery_config
 
 T0 = 1_763_791_200_000
 

@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from plantstream.cli.main import app
-from plantstream.connectors.simulators import plc
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000
 RUN_MS = 8 * 3_600_000

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from plantstream.connectors.simulators import plc
 from plantstream.flows.engine import run_engine
 from plantstream.operators.alerts import alert_spec
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000
 

@@ -1,7 +1,7 @@
 """The anomaly flow on the PLC line simulator's injected anomalies (ground truth known).
 
 Bearing wear (vibration RMS ramping into ISO 10816 zone C) and overheating (motor temperature
-ramping 18–25 °C above its ambient-adjusted normal) are injected by ``connectors/simulators/plc.py``
+ramping 18–25 °C above its ambient-adjusted normal) are injected by ``simulators/plc.py``
 at seeded times; the flow runs on one Bytewax worker with the default (empty) anomaly config.
 """
 
@@ -15,10 +15,10 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from plantstream.connectors.simulators.plc import PlcLine
 from plantstream.flows.anomaly import anomaly
 from plantstream.flows.registry import FlowContext
 from plantstream.schemas.config import PlantConfig
+from plantstream.simulators.plc import PlcLine
 
 
 @pytest.mark.parametrize(("seed", "hours"), [(2, 30), (1, 48)])

@@ -27,8 +27,8 @@ from plantstream.connectors import kafka
 from plantstream.connectors.embedded import AmqttBroker, TansuBroker
 from plantstream.connectors.mqtt import MqttConnector
 from plantstream.connectors.producer import SpoolingProducer
-from plantstream.connectors.simulators.bakery import BakerySim, bakery_config, publish
 from plantstream.schemas.tags_config import ProducerConfig
+from plantstream.simulators.bakery import BakerySim, bakery_config, publish
 
 START = 1763791200000
 

@@ -24,9 +24,9 @@ from typing import Any
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import TansuBroker
 from plantstream.connectors.opcua import OpcUaConnector
-from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer, plc_tag_dictionary
-from plantstream.connectors.simulators.plc import PlcLine
 from plantstream.schemas.config import build_config
+from plantstream.simulators.opcua_server import PlcOpcUaServer, plc_tag_dictionary
+from plantstream.simulators.plc import PlcLine
 
 START = 1763791200000
 H = 3_600_000

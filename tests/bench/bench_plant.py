@@ -90,7 +90,7 @@ from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import free_port, kafka_only
 from plantstream.flows.demo import demo_config
-from plantstream.flows.main import build_dataflow
+from plantstream.flows.main import build_dataflow, create_topics
 from plantstream.flows.registry import select as select_flows
 from plantstream.schemas.config import EXAMPLE_CONFIG, PlantConfig, load_config
 
@@ -180,8 +180,8 @@ class DataSpec:
 def generate(spec: DataSpec) -> Iterator[tuple[int, bytes, bytes]]:
     """(ts, key, value) of the simulated plant, one minute of event time at a time."""
     from plantstream.connectors.mqtt import MqttConnector
-    from plantstream.connectors.simulators.bakery import BakerySim, bakery_config
-    from plantstream.connectors.simulators.plc import PlcLine
+    from plantstream.simulators.bakery import BakerySim, bakery_config
+    from plantstream.simulators.plc import PlcLine
 
     n_plc, n_bak = split_machines(spec.machines)
     plc = PlcLine(SEED, machines=n_plc, start_ms=T0, config=load_config(EXAMPLE_CONFIG, {}),
@@ -417,7 +417,9 @@ def table_counts(dsn: str, *, final: bool = False) -> dict[str, int]:
 def plant_flow(config: PlantConfig, conf: dict[str, Any], dsn: str, stop: kafka.StopWhen) -> Dataflow:
     """The production dataflow: every flow, Kafka in, ClickHouse and Kafka results out."""
     sink = ch.ClickHouseSink(ch.config_factory(config.clickhouse, dsn), batch_rows=config.clickhouse.batch_rows)
-    return build_dataflow(config, kafka.KafkaInput(conf, stop=stop), sink, flows=select_flows(None),
+    flows = select_flows(None)
+    create_topics(conf, flows, PARTITIONS)  # the result topics the flows declare, as before the run
+    return build_dataflow(config, kafka.KafkaInput(conf, stop=stop), sink, flows=flows,
                           kafka_sink=kafka.KafkaOutput(conf))
 
 

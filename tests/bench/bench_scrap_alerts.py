@@ -1,7 +1,7 @@
 """Benchmark of the scrap and alerts flows: samples per second and per-machine state size.
 
 Run: ``.venv/bin/python tests/bench/bench_scrap_alerts.py [--machines N] [--hours H]``. The PLC
-simulator (``connectors/simulators/plc.py``) generates the stream. Figures: the pure operators
+simulator (``simulators/plc.py``) generates the stream. Figures: the pure operators
 (:class:`operators.scrap.ScrapTracker`, :class:`operators.alerts.AlertEngine`, no Bytewax) and the
 registered ``scrap`` and ``alerts`` flows on one Bytewax worker (``TestingSource`` → flow →
 ``TestingSink``). Prints a table and writes ``tests/bench/results/bench_scrap_alerts.json``.
@@ -23,7 +23,6 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from plantstream.connectors.simulators import plc
 from plantstream.flows.alerts import alerts
 from plantstream.flows.registry import FlowContext, FlowFn
 from plantstream.flows.scrap import scrap
@@ -31,6 +30,7 @@ from plantstream.operators.alerts import ALERTS_CODEC, AlertEngine
 from plantstream.operators.scrap import ScrapTracker
 from plantstream.schemas.config import PlantConfig, build_config
 from plantstream.schemas.measurement import Measurement
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000
 

@@ -96,7 +96,7 @@ def produce_measurements(conf: dict[str, Any], topic: str, messages: int, machin
     """Produce ``messages`` simulated PLC measurements (1 s samples), keyed by machine."""
     from confluent_kafka import Producer
 
-    from plantstream.connectors.simulators.plc import PlcLine
+    from plantstream.simulators.plc import PlcLine
 
     producer = Producer({**conf, "linger.ms": 50, "compression.type": "lz4"})
     line = PlcLine(seed=1, machines=machines, start_ms=T0, sample_ms=1000)

@@ -28,8 +28,6 @@ from plantstream.connectors import clickhouse as chc
 from plantstream.connectors import kpi
 from plantstream.connectors.kafka import RawMessage
 from plantstream.connectors.mqtt import MqttConnector
-from plantstream.connectors.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
-from plantstream.connectors.simulators.plc import GroundTruth, simulate
 from plantstream.flows.anomaly import anomaly
 from plantstream.flows.archive import archive
 from plantstream.flows.demo import demo_config
@@ -39,6 +37,8 @@ from plantstream.flows.scrap import scrap
 from plantstream.flows.status import status
 from plantstream.schemas.config import EXAMPLE_CONFIG, load_config
 from plantstream.schemas.measurement import Measurement
+from plantstream.simulators.bakery import OIL_TARGET_F, BakerySim, bakery_config
+from plantstream.simulators.plc import GroundTruth, simulate
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "helm" / "plantstream" / "dashboards"
 UIDS = {"shop-floor": "plantstream-shop-floor", "supervisor": "plantstream-supervisor",
@@ -359,8 +359,9 @@ def test_current_product_and_shift_match_the_ground_truth(plant: Plant, ch_dsn: 
         if machine in last:
             assert (row["part_number"], row["work_order"]) == (last[machine].part_number,
                                                                last[machine].work_order)
-        else:  # the bakery line bakes pastries all morning (seed 2; the product changes after 10:00)
-            assert (row["part_number"], row["work_order"]) == ("pastries", "")
+        else:  # the bakery line bakes pastries all morning (seed 2; the product changes after 10:00),
+            # its first work order of the run
+            assert (row["part_number"], row["work_order"]) == ("pastries", f"WO-{machine.upper()}-0001")
 
 
 @pytest.mark.integration

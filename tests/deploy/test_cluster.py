@@ -28,9 +28,9 @@ import pytest
 import yaml
 
 from plantstream.connectors.embedded import TansuBroker, free_port
-from plantstream.connectors.simulators.synthetic import synthetic_stream
 from plantstream.flows.registry import available
 from plantstream.flows.replay import produce_lines
+from plantstream.simulators.synthetic import synthetic_stream
 
 pytestmark = pytest.mark.integration
 

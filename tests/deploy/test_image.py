@@ -1,8 +1,8 @@
 """What the container image relies on (the image itself is not built here: no Docker engine).
 
 The Dockerfile installs plantstream without the ``embedded`` extra (no chDB, no embedded Kafka or
-MQTT broker) and removes ``connectors/simulators`` unless asked: every production entry point
-must still import. The chart runs pods with ``runAsNonRoot``, which Kubernetes can only verify
+MQTT broker) and without the plantstream-simulators distribution unless asked (nothing is
+deleted after installing): every production entry point must still import. The chart runs pods with ``runAsNonRoot``, which Kubernetes can only verify
 for a numeric user.
 """
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Import every production entry point while the packages the image leaves out cannot be found.
 PROBE = r"""
 import importlib.abc, sys
-BLOCKED = ("chdb", "amqtt", "calfkit", "plantstream.connectors.simulators")
+BLOCKED = ("chdb", "amqtt", "calfkit", "plantstream.simulators")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if any(name == b or name.startswith(b + ".") for b in BLOCKED):
@@ -53,3 +53,13 @@ def test_dockerfile_runs_as_a_numeric_non_root_user_without_embedded_extras() ->
     assert 'ENTRYPOINT ["plantstream"]' in text
     assert "PYTHONDONTWRITEBYTECODE=1" in text
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS build$", text, re.MULTILINE)  # multi-stage
+
+
+def test_dockerfile_installs_the_simulators_wheel_only_when_asked() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "rm -rf" not in text.replace("rm -rf /wheels", "")  # nothing removed from the install
+    assert re.search(r"^ARG SIMULATORS=false$", text, re.MULTILINE)
+    assert re.search(r'if \[ "\$SIMULATORS" = "true" \]; then pip wheel --no-deps --wheel-dir /wheels '
+                     r"\./simulators", text)
+    assert re.search(r'if \[ "\$SIMULATORS" = "true" \]; then echo plantstream-simulators', text)
+    assert "COPY simulators ./simulators" in text

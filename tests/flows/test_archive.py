@@ -45,8 +45,14 @@ def test_archive_turns_each_measurement_into_one_row() -> None:
     assert rows[2]["value"] == 1.0 and rows[2]["quality"] == "bad"
 
 
-def test_archive_is_registered_by_name() -> None:
-    assert available()["archive"] is archive
+def test_archive_is_declared_by_its_module() -> None:
+    from plantstream.flows import archive as module
+
+    flow = available()["archive"]
+    assert flow is module.FLOW and flow.build is archive
+    assert dict(flow.tables) == {"measurements": "001_measurements.sql",
+                                 "measurements_json": "002_measurements_json.sql"}
+    assert not flow.topics and not flow.cloud  # raw measurements stay in the plant
 
 
 def test_the_plant_dataflow_archives_every_kind_of_sample_through_clickhouse_json(ch_dsn: str, ch_db: str,

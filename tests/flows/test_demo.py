@@ -1,5 +1,6 @@
 """The README's demo, as a user runs it: `plantstream demo`, then `plantstream query` with no
-other arguments reads what the demo left in the embedded ClickHouse of the working directory."""
+other arguments reads what the demo left in the embedded ClickHouse of the working directory,
+and `plantstream kpi scrap --by reason` prices the scrap with the demo plant's work orders."""
 
 from __future__ import annotations
 
@@ -44,3 +45,25 @@ def test_demo_leaves_rows_that_a_plain_query_reports(tmp_path: Path) -> None:
     assert len(machines) >= 10, machines  # the PLC line and the bakery's three plants
     bad = [m for m in machines if not m["line"] or (m["parts"] > 0 and m["ideal_s"] <= 0)]
     assert not bad, bad
+
+    # The demo plant carries its work-order reference data: the scrap of both plants is costed
+    # (quantity x material cost per unit + labor at the labor rate), not 0.00.
+    out = subprocess.run([*exe, "query", "select work_order, quantity, material_cost, labor_cost, cost, costed "
+                          "from scrap_events final where work_order != ''", "--format", "json"],
+                         cwd=tmp_path, env=env_free, capture_output=True, timeout=120, check=True)
+    events = orjson.loads(out.stdout)
+    plants = {"plc" if e["work_order"].split("-")[1] in ("PRESS", "CNC", "MOLDER") else "bakery"
+              for e in events}
+    assert plants == {"plc", "bakery"}, events
+    by_type = {"PRESS": 1.85, "CNC": 4.20, "MOLDER": 0.65, "MIXER": 0.12, "DIVIDER": 0.18, "PROOFER": 0.22,
+               "FRYER": 0.35, "GLAZER": 0.48}
+    for e in events:
+        assert e["costed"] == 1, e
+        unit = next(v for k, v in by_type.items() if f"-{k}-" in e["work_order"])
+        assert e["material_cost"] == pytest.approx(e["quantity"] * unit), e
+        assert e["labor_cost"] > 0 and e["cost"] == pytest.approx(e["material_cost"] + e["labor_cost"]), e
+    out = subprocess.run([*exe, "kpi", "scrap", "--by", "reason", "--format", "json"],
+                         cwd=tmp_path, env=env_free, capture_output=True, timeout=120, check=True)
+    reasons = orjson.loads(out.stdout)
+    assert reasons and all(r["cost"] > 0 and r["all_costed"] == 1 for r in reasons), reasons
+    assert sum(r["cost"] for r in reasons) == pytest.approx(sum(e["cost"] for e in events))

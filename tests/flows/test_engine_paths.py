@@ -25,10 +25,10 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from plantstream.connectors.clickhouse import JsonRows
 from plantstream.connectors.kafka import MEASUREMENTS, RawMessage
-from plantstream.connectors.simulators.plc import PlcLine
 from plantstream.flows.main import build_dataflow
 from plantstream.flows.registry import FlowFn, available
 from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.simulators.plc import PlcLine
 
 T0 = 1_763_791_200_000
 BATCH = 400

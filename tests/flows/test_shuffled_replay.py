@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from plantstream.connectors import clickhouse as chc
-from plantstream.connectors.simulators import plc
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z
 MACHINES = 20

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from plantstream.cli.main import app
 from plantstream.connectors.embedded import free_port
-from plantstream.connectors.simulators.bakery import BakerySim
+from plantstream.simulators.bakery import BakerySim
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import pytest
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import TansuBroker
 from plantstream.connectors.mqtt import MqttConnector
-from plantstream.connectors.simulators.bakery import BakerySim, bakery_config, publish
 from plantstream.schemas.measurement import Measurement, decode
+from plantstream.simulators.bakery import BakerySim, bakery_config, publish
 from tests.connectors.test_producer import consume_all
 from tests.mqtt.conftest import Mosquitto, wait_until
 

@@ -31,10 +31,10 @@ from cryptography.x509.oid import NameOID
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import AmqttBroker, TansuBroker, free_port
 from plantstream.connectors.mqtt import MqttConnector
-from plantstream.connectors.simulators.bakery import BakerySim, bakery_config, publish
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConnectorError
 from plantstream.schemas.measurement import Measurement, decode
+from plantstream.simulators.bakery import BakerySim, bakery_config, publish
 from tests.mqtt.conftest import Mosquitto, wait_until
 from tests.mqtt.test_pipeline import START, check_against_truth, expected_records, measurements
 

@@ -11,11 +11,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from plantstream.connectors.simulators import plc
 from plantstream.flows.oee import accounting_factory, oee
 from plantstream.flows.registry import FlowContext
 from plantstream.schemas.config import build_config
 from plantstream.schemas.measurement import Measurement
+from plantstream.simulators import plc
 from tests.oee.test_ground_truth import CONFIG, T0
 
 CFG = build_config(CONFIG, {})

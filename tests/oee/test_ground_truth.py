@@ -1,6 +1,6 @@
 """OEE and downtime against the PLC simulator's ground truth: two 8-hour shifts via replay.
 
-The simulator (``connectors/simulators/plc.py``) knows the true state intervals, counts per
+The simulator (``simulators/plc.py``) knows the true state intervals, counts per
 shift and downtime events with their reasons. Its Measurement stream goes through
 ``plantstream replay`` (embedded Kafka, the oee flow, chDB) and ``plantstream kpi`` must give
 planned, run and loss minutes within 0.1 % and exact counts per machine and shift, and one
@@ -18,8 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from plantstream.cli.main import app
-from plantstream.connectors.simulators import plc
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z, a Saturday
 SHIFT_MS = 8 * 3_600_000

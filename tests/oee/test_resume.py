@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from plantstream.cli.main import app
 from plantstream.connectors import clickhouse as chc
-from plantstream.connectors.simulators import plc
 from plantstream.flows.oee import oee
 from plantstream.flows.replay import produce_lines, run_flow_to_end
 from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.simulators import plc
 from tests.flows.test_resume import Crash, crashing_after
 from tests.oee.test_ground_truth import CONFIG, T0
 

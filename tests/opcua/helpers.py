@@ -11,9 +11,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from plantstream.connectors.kafka import DEADLETTER, MEASUREMENTS
-from plantstream.connectors.simulators.opcua_server import plc_tag_dictionary
 from plantstream.schemas.config import PlantConfig, build_config
 from plantstream.schemas.measurement import Measurement, decode
+from plantstream.simulators.opcua_server import plc_tag_dictionary
 
 START = 1763791200000  # 2025-11-22 06:00Z
 H = 3_600_000

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from plantstream.cli.main import app
 from plantstream.connectors.embedded import EmbeddedRuntime, free_port
-from plantstream.connectors.simulators.opcua_server import start_plc_pipeline
-from plantstream.connectors.simulators.plc import load_ground_truth
 from plantstream.schemas.config import build_config
 from plantstream.schemas.measurement import decode
+from plantstream.simulators.opcua_server import start_plc_pipeline
+from plantstream.simulators.plc import load_ground_truth
 from tests.opcua.helpers import START, measurements, per_machine_states, truth_states
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from plantstream.connectors.opcua import OpcUaConnector
-from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
-from plantstream.connectors.simulators.plc import PlcLine
+from plantstream.simulators.opcua_server import PlcOpcUaServer
+from plantstream.simulators.plc import PlcLine
 from tests.opcua.helpers import START, H, measurements, plant_config, quiet, until
 
 pytestmark = pytest.mark.integration

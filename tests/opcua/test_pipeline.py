@@ -13,9 +13,9 @@ import pytest
 
 from plantstream.connectors.embedded import TansuBroker
 from plantstream.connectors.opcua import OpcUaConnector
-from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
-from plantstream.connectors.simulators.plc import PlcLine
 from plantstream.schemas.config import build_config
+from plantstream.simulators.opcua_server import PlcOpcUaServer
+from plantstream.simulators.plc import PlcLine
 from tests.opcua.helpers import (
     START,
     H,

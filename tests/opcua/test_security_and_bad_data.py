@@ -17,10 +17,10 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from plantstream.connectors.opcua import OpcUaConnector
-from plantstream.connectors.simulators.opcua_server import PlcOpcUaServer
-from plantstream.connectors.simulators.plc import PlcLine
 from plantstream.schemas.errors import ConnectorError
 from plantstream.schemas.measurement import now_ms
+from plantstream.simulators.opcua_server import PlcOpcUaServer
+from plantstream.simulators.plc import PlcLine
 from tests.opcua.helpers import (
     START,
     H,

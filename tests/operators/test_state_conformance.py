@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 
-from plantstream.connectors.simulators.plc import PlcLine
 from plantstream.flows.engine import EngineRun, MachineFlow, Snapshot, Spec, as_spec
 from plantstream.flows.registry import FlowContext, available
 from plantstream.operators.state import StateCodec, StateError, decode_header
 from plantstream.schemas.config import PlantConfig, build_config
 from plantstream.schemas.measurement import Measurement
+from plantstream.simulators.plc import PlcLine
 
 T0 = 1_763_791_200_000
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "state"

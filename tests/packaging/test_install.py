@@ -2,12 +2,15 @@
 
 The wheel test builds the distribution, installs it with its dependencies into a new virtualenv
 and runs the command line from a folder outside the checkout, so nothing of the source tree can
-be imported by accident.
+be imported by accident. The simulators are a distribution of their own, plantstream-simulators
+(``simulators/``): the main wheel does not hold them, and installed beside it they add
+``plantstream.simulators`` to the same import name.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -45,6 +48,34 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return whl
 
 
+@pytest.fixture(scope="module")
+def simulators_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # built from a copy: an in-tree build would leave build/ inside the package folder
+    src = tmp_path_factory.mktemp("simsrc") / "simulators"
+    shutil.copytree(ROOT / "simulators", src, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    out = tmp_path_factory.mktemp("simdist")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], cwd=out)
+    [whl] = out.glob("plantstream_simulators-*.whl")
+    return whl
+
+
+def test_the_main_wheel_holds_no_simulators_and_theirs_holds_only_them(wheel: Path,
+                                                                       simulators_wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as z:
+        assert not [n for n in z.namelist() if "simulators" in n]
+    with zipfile.ZipFile(simulators_wheel) as z:
+        names = z.namelist()
+        [top] = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+        assert z.read(top).decode().split() == ["plantstream"]
+        [meta] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "Requires-Dist: plantstream==0.1.0" in z.read(meta).decode()
+        code = sorted(n for n in names if not n.split("/")[0].endswith(".dist-info"))
+    # plantstream/__init__.py stays the main distribution's: no file of this wheel outside its package
+    assert code == ["plantstream/simulators/__init__.py", "plantstream/simulators/bakery.py",
+                    "plantstream/simulators/opcua_server.py", "plantstream/simulators/plc.py",
+                    "plantstream/simulators/synthetic.py"]
+
+
 def test_wheel_holds_one_top_level_package(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
@@ -58,7 +89,8 @@ def test_wheel_holds_one_top_level_package(wheel: Path) -> None:
 
 
 @pytest.mark.integration
-def test_wheel_in_a_clean_venv_runs_every_command_group(wheel: Path, tmp_path: Path) -> None:
+def test_wheel_in_a_clean_venv_runs_every_command_group(wheel: Path, simulators_wheel: Path,
+                                                        tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     bin_dir = env_dir / "bin"
@@ -76,6 +108,24 @@ def test_wheel_in_a_clean_venv_runs_every_command_group(wheel: Path, tmp_path: P
     res = subprocess.run([str(bin_dir / "python"), "-c", "import flows"], cwd=tmp_path, capture_output=True,
                          text=True, env=_clean_env(), check=False)
     assert res.returncode != 0 and "No module named 'flows'" in res.stderr
+    # the production install has no simulators ...
+    res = subprocess.run([str(bin_dir / "python"), "-c", "import plantstream.simulators"], cwd=tmp_path,
+                         capture_output=True, text=True, env=_clean_env(), check=False)
+    assert res.returncode != 0 and "No module named 'plantstream.simulators'" in res.stderr
+    # ... the demo's install adds their wheel: same import name, plantstream still the main package
+    _run([str(bin_dir / "pip"), "install", "-q", "--disable-pip-version-check", str(simulators_wheel)],
+         cwd=tmp_path, env=_clean_env())
+    where = _run([str(bin_dir / "python"), "-c",
+                  "import plantstream, plantstream.simulators.plc as p; print(plantstream.__file__);"
+                  "print(p.__file__); print(plantstream.__version__)"], cwd=tmp_path, env=_clean_env()).split()
+    assert where[0] == str(env_dir / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+                           / "site-packages" / "plantstream" / "__init__.py")
+    assert where[1].startswith(str(env_dir)) and where[2] == "0.1.0"
+    replay_file = tmp_path / "plc.jsonl"
+    _run([str(bin_dir / "plantstream"), "simulate", "plc", "--seed", "3", "--machines", "2", "--start",
+          "2025-11-22T06:00:00Z", "--duration", "0.25", "--replay-file", str(replay_file)],
+         cwd=tmp_path, env=_clean_env())
+    assert len(replay_file.read_bytes().splitlines()) > 100
 
 
 def test_editable_install_runs_outside_the_checkout(tmp_path: Path) -> None:
@@ -85,6 +135,13 @@ def test_editable_install_runs_outside_the_checkout(tmp_path: Path) -> None:
     out = _run([sys.executable, "-c", "import plantstream.flows.oee as m; print(m.__file__)"], cwd=tmp_path,
                env=_clean_env())
     assert Path(out.strip()).resolve() == (ROOT / "flows" / "oee.py").resolve()
+    # the simulators come from the checkout too (plantstream/simulators -> simulators/), while
+    # plantstream itself stays the editable main distribution's regular package
+    out = _run([sys.executable, "-c", "import plantstream, plantstream.simulators.plc as p;"
+                "print(plantstream.__file__); print(p.__file__)"], cwd=tmp_path, env=_clean_env())
+    init, plc = out.split()
+    assert Path(init).resolve() == (ROOT / "plantstream" / "__init__.py").resolve()
+    assert Path(plc).resolve() == (ROOT / "simulators" / "plc.py").resolve()
 
 
 def test_every_logger_is_under_plantstream() -> None:

@@ -1,6 +1,6 @@
 """``plantstream report daily`` on a simulated PLC day, rendered by headless Chromium and read by OCR.
 
-Two 8-hour shifts of the PLC simulator (``connectors/simulators/plc.py``), with a bearing wear
+Two 8-hour shifts of the PLC simulator (``simulators/plc.py``), with a bearing wear
 injected on one machine, go through every flow via ``replay`` into a per-test chDB database.
 The report's numbers are checked against the simulator's ground truth — good and reject counts,
 downtime minutes and events by reason, rejects by reason with costs from a work-order file,
@@ -29,10 +29,10 @@ from typer.testing import CliRunner
 
 import plantstream.cli.report
 from plantstream.cli.main import app
-from plantstream.connectors.simulators import plc
 from plantstream.flows.replay import replay
 from plantstream.operators.report import DailyReport, OeeRow, num, oee_colour, oee_figure, pct
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z, a Saturday
 DAY = dt.date(2025, 11, 22)

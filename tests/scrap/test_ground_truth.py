@@ -18,8 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from plantstream.cli.main import app
-from plantstream.connectors.simulators import plc
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000  # 2025-11-22T06:00Z
 RUN_MS = 4 * 3_600_000

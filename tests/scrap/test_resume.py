@@ -11,11 +11,11 @@ import pytest
 from bytewax.errors import BytewaxRuntimeError
 
 from plantstream.connectors import clickhouse as chc
-from plantstream.connectors.simulators import plc
 from plantstream.flows.alerts import alerts
 from plantstream.flows.replay import produce_lines, run_flow_to_end
 from plantstream.flows.scrap import scrap
 from plantstream.schemas.config import PlantConfig, build_config
+from plantstream.simulators import plc
 from tests.flows.test_resume import Crash, crashing_after
 
 T0 = 1_763_791_200_000

@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import Producer
 
 from plantstream.connectors import kafka
-from plantstream.connectors.simulators import plc
 from plantstream.flows.registry import select
 from plantstream.flows.replay import produce_lines, run_flow_to_end
 from plantstream.schemas.config import build_config
+from plantstream.simulators import plc
 
 T0 = 1_763_791_200_000
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from plantstream.connectors.simulators.plc import (
+from plantstream.schemas.config import build_config, load_config
+from plantstream.schemas.measurement import STATES, decode
+from plantstream.simulators.plc import (
     FAULT_CODES,
     OPERATOR_REASONS,
     AnomalySpec,
@@ -23,8 +25,6 @@ from plantstream.connectors.simulators.plc import (
     simulate,
     state_changes,
 )
-from plantstream.schemas.config import build_config, load_config
-from plantstream.schemas.measurement import STATES, decode
 
 START = 1763791200000  # 2025-11-22 06:00:00 UTC (a Saturday)
 H = 3_600_000
@@ -270,7 +270,7 @@ def test_example_config_runs() -> None:
 
 
 def test_losses_config_is_a_valid_plant_config_section() -> None:
-    from plantstream.connectors.simulators.plc import losses_config
+    from plantstream.simulators.plc import losses_config
 
     cfg = build_config({"losses": losses_config()}, {})
     for code, (reason, category) in FAULT_CODES.items():

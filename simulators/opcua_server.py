@@ -2,7 +2,7 @@
 # (asyncua annotates NodeId/DataValue fields with its own NewTypes of int, str and datetime)
 """An OPC UA server serving a simulated PLC line (asyncua), at real time or faster.
 
-:class:`PlcOpcUaServer` publishes the tags of a :class:`~connectors.simulators.plc.PlcLine`
+:class:`PlcOpcUaServer` publishes the tags of a :class:`~simulators.plc.PlcLine`
 KEPServerEX-style: one folder per machine under a channel folder, one variable per tag, with
 string NodeIds ``ns=<urn:plantstream:plc>;s=Channel1.<machine>.<Tag>`` and browse path
 ``Objects/Channel1/<machine>/<Tag>``. Every value carries the simulated event time as its
@@ -48,9 +48,9 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.history import HistoryDict
 
 from plantstream.connectors.embedded import free_port
-from plantstream.connectors.simulators.plc import TAGS, PlcLine, TagUpdate
 from plantstream.schemas.errors import ConnectorError
 from plantstream.schemas.tags_config import TagMapping
+from plantstream.simulators.plc import TAGS, PlcLine, TagUpdate
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def plc_tag_dictionary(channel: str = "Channel1", *, line: str = "") -> dict[str
     >>> d["Channel1.{machine}.MachineState"]["states"]["5"]
     'planned_stop'
     """
-    from plantstream.connectors.simulators.plc import STATE_CODES
+    from plantstream.simulators.plc import STATE_CODES
 
     out: dict[str, dict[str, Any]] = {}
     for tag, (metric, unit) in TAGS.items():

@@ -5,7 +5,7 @@ event time, from a seed, a start time and the plant config's shift calendar. It 
 KEPServerEX-style tag updates a PLC would publish (:meth:`PlcLine.run_tags`), the canonical
 :class:`~schemas.measurement.Measurement` stream the OPC UA connector delivers after tag mapping
 (:meth:`PlcLine.run`), and the **ground truth** the KPI tests check against
-(:meth:`PlcLine.ground_truth`). The OPC UA server (``connectors/simulators/opcua_server.py``)
+(:meth:`PlcLine.ground_truth`). The OPC UA server (``simulators/opcua_server.py``)
 serves the same tag updates at any speed; tests and replays use the core directly.
 
 What it simulates, per machine

@@ -12,7 +12,8 @@ object per machine and second in which something changed, on topic
 
 Fields (only those that changed, plus condition samples every ``sample_ms``): ``state`` (PLC
 integer, :data:`STATE_CODES`), ``lost_time_reason`` (with each stop, :data:`LOST_TIME_REASONS`),
-``product``, ``waste_reason`` (before the waste it explains: ``Overcooked``, ``Undercooked``,
+``product`` with its ``work_order`` (``WO-<MACHINE>-0001`` at the start, the next number at
+each product changeover), ``waste_reason`` (before the waste it explains: ``Overcooked``, ``Undercooked``,
 ``Machine Error``), cumulative ``good_count`` / ``waste_count``, and per machine type the
 condition signals: fryer ``oil_temp_f`` against ``oil_temp_target_f`` = 375 °F and
 ``oil_level_pct``; mixer ``dough_temp_f``; divider ``dough_weight_g``; proofer
@@ -33,7 +34,7 @@ What happens, per machine
   above target (``Overcooked`` waste) until a ``Machine Error`` fault stops the fryer.
 
 Ground truth (JSONL, :meth:`BakerySim.write_ground_truth`), one object per line with a ``kind``
-as in ``connectors/simulators/plc.py``: ``meta``; ``state`` (``machine, site, line, start_ms,
+as in ``simulators/plc.py``: ``meta``; ``state`` (``machine, site, line, start_ms,
 end_ms, state, reason, category, microstop, shift`` — intervals ``[start_ms, end_ms)`` in order,
 the open ones closed at the end of the run); ``counts`` (``good, reject, total,
 rejects_by_reason``); ``anomaly`` (``type, signal, start_ms, end_ms, peak``); ``final`` (the
@@ -189,6 +190,12 @@ class _Machine:
     drift_peak: float = 0.0
     interval_start: int = 0
     last: dict[str, Any] = field(default_factory=dict)
+    order_seq: int = 1
+
+    @property
+    def work_order(self) -> str:
+        """The work order the machine runs: one per product run, numbered per machine."""
+        return f"WO-{self.id.upper()}-{self.order_seq:04d}"
 
 
 class BakerySim:
@@ -249,8 +256,8 @@ class BakerySim:
             for m in self._machines:
                 if in_sanitation(self.now_ms):
                     m.state, m.reason = "planned_stop", "Sanitation"
-                fields = {"state": STATE_CODES[m.state], "product": m.product, "good_count": 0,
-                          "waste_count": 0}
+                fields = {"state": STATE_CODES[m.state], "product": m.product,
+                          "work_order": m.work_order, "good_count": 0, "waste_count": 0}
                 if m.type == "fryer":
                     fields["oil_temp_target_f"] = OIL_TARGET_F
                 fields.update(self._conditions(m, self.now_ms, force=True))
@@ -302,7 +309,9 @@ class BakerySim:
         elif not san and m.state == "planned_stop":
             if rng.random() < 0.4:
                 m.product = rng.choice([p for p in PRODUCTS if p != m.product])
+                m.order_seq += 1
                 fields["product"] = m.product
+                fields["work_order"] = m.work_order
                 self._stop(m, t, "Product Changeover", fields, 8 * 60, 15 * 60)
             else:
                 self._set_state(m, t, "running", "", fields)
@@ -476,6 +485,7 @@ def bakery_tags(prefix: str = "contoso") -> dict[str, TagMapping]:
         "state": {"metric": "machine_state", "states": {str(v): k for k, v in STATE_CODES.items()}},
         "lost_time_reason": {"metric": "reason_code"},
         "product": {"metric": "part_number"},
+        "work_order": {"metric": "work_order"},
         "waste_reason": {"metric": "scrap_reason"},
         "good_count": {"metric": "good_count", "unit": "count"},
         "waste_count": {"metric": "reject_count", "unit": "count"},
