@@ -9,6 +9,8 @@ from plantstream.cli.output import emit
 def cloud_settings(config: ConfigOpt = None) -> None:
     """Show where the cloud sink sends (librdkafka settings, secrets masked) and what."""
     from plantstream.connectors.eventhubs import target_from_config
+    from plantstream.flows.cloud import policy
+    from plantstream.flows.registry import select
 
     cfg = config_from(config)
     target = target_from_config(cfg.eventhubs)
@@ -20,6 +22,4 @@ def cloud_settings(config: ConfigOpt = None) -> None:
     rows = [[k, "***" if "password" in k else str(v)] for k, v in sorted(target.conf.items())]
     rows.insert(0, ["topic", target.topic])
     emit(["setting", "value"], rows)
-    rollup = f"summed per {cfg.eventhubs.oee_rollup_s}s" if cfg.eventhubs.oee_rollup_s else "as computed"
-    out.print(f"sends {', '.join(cfg.eventhubs.tables)}; {', '.join(cfg.eventhubs.rollup_tables)} "
-              f"{rollup}; never raw measurements", markup=False)
+    out.print(policy(cfg.eventhubs, select(None).values()).describe(cfg.eventhubs), markup=False)

@@ -47,3 +47,6 @@ def test_cloud_settings_masks_the_connection_string(monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 0, result.output
     assert "contoso.servicebus.windows.net:9093" in result.output and "kpis" in result.output
     assert "SECRETKEY" not in result.output and "never raw measurements" in result.output
+    # what is sent comes from the flows' declarations (the cloud policy), not a list of its own
+    sends = next(line for line in result.output.splitlines() if line.startswith("sends "))
+    assert "oee_facts" in sends and "downtime_events" in sends and "measurements" not in sends.split(";")[0]
