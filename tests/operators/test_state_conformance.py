@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from plantstream.connectors.simulators.plc import PlcLine
-from plantstream.flows.engine import EngineRun, MachineFlow, Snapshot, Spec, as_spec
+from plantstream.flows.engine import EngineRun, MachineFlow, Snapshot, Spec
 from plantstream.flows.registry import FlowContext, available
 from plantstream.operators.state import StateCodec, StateError, decode_header
 from plantstream.schemas.config import PlantConfig, build_config
@@ -301,7 +301,7 @@ def test_the_suite_covers_every_per_machine_flow() -> None:
     assert machine_flows <= {c.flow for c in CASES}
     assert {"status", "anomaly", "alerts"} <= machine_flows
     for c in CASES:
-        assert as_spec(c.spec).codec.kind  # every spec carries a codec
+        assert c.spec.codec.kind  # every spec carries a codec
 
 
 if __name__ == "__main__":
