@@ -58,13 +58,15 @@ Examples
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from plantstream.operators.downtime import DowntimeTracker, Stop, fault_text
-from plantstream.operators.ledger import Emitted, Event, Ledger, Output
+from plantstream.operators.ledger import ORIGIN, Emitted, Event, Ledger, Output, order_key, upgrade_ledger_v1
 from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
 from plantstream.operators.shifts import ShiftCalendar, Span
 from plantstream.operators.state import StateCodec
@@ -175,8 +177,14 @@ class OeeState:
     """The fold's :class:`Account` (:meth:`OeeFold.dump_state`)."""
 
 
-OEE_STATE: StateCodec[OeeState] = StateCodec("oee", 1, OeeState)
-"""The versioned codec of :class:`OeeState` (kind ``oee``, format 1)."""
+def _upgrade_oee_v1(p: dict[str, Any]) -> dict[str, Any]:
+    return p | {"ledger": upgrade_ledger_v1(p["ledger"])}
+
+
+OEE_STATE: StateCodec[OeeState] = StateCodec("oee", 2, OeeState, upgrades={1: _upgrade_oee_v1})
+"""The versioned codec of :class:`OeeState` (kind ``oee``). Format 2: the ledger's journal by
+column (:func:`~plantstream.operators.ledger.pack_events`); format 1 (segments of pickled sample
+tuples) is upgraded on decode."""
 
 
 def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
@@ -185,6 +193,55 @@ def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
 
 def _stop_of(p: dict[str, Any] | None) -> Stop | None:
     return None if p is None else Stop(**(p | {"context": dict(p["context"])}))
+
+
+def _account_payload(a: Account) -> dict[str, Any]:
+    """An :class:`Account` as plain data (the OEE fold's state)."""
+    return {
+        "cursor": a.cursor, "state": a.state, "state_since": a.state_since, "part": a.part,
+        "work_order": a.work_order, "ideal_override_ms": a.ideal_override_ms, "fault": a.fault,
+        "counters": {k: c.last for k, c in a.counters.items()},
+        "has_reject": a.has_reject, "has_total": a.has_total,
+        "windows": {ws: {key: list(vec) for key, vec in win.items()} for ws, win in a.windows.items()},
+        "pending": None if a.pending is None else list(a.pending),
+        "stop_resolved": a.stop_resolved,
+        "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
+    }
+
+
+def pre_ledger_payload(blob: bytes) -> dict[str, Any]:
+    """An OEE accounting's snapshot from before the event-time ledger (a pickled tuple of
+    machine, :class:`Account`, buffer, watermark, journal of pickled checkpoints …, found in
+    alert states of format 1) as an :class:`OeeState` payload of format 1.
+
+    Site and line were not kept then: they are left empty, so the resumed accounting keeps the
+    plant config's (:meth:`OeeAccounting.restore`) until a sample names them. A segment's ``from`` is its checkpoint's time; the
+    first segment, taken before any sample, reaches back to the origin, as in the ledger.
+    """
+    (machine, acc, buffer, max_ts, seq, version, journal, ckpt, recent,
+     _dt_starts) = pickle.loads(blob)  # our own recovery store, of the release before
+
+    def start(ts: int, account: Account) -> int:
+        return ORIGIN if account.cursor < 0 else ts
+
+    segments = []
+    for ts, seg in journal:
+        ck_blob, evs = pickle.loads(zlib.decompress(seg))
+        ck: Account = pickle.loads(ck_blob)
+        segments.append((start(ts, ck), zlib.compress(pickle.dumps(
+            (_account_payload(ck), [tuple(e) for e in evs]), pickle.HIGHEST_PROTOCOL))))
+    open_from = open_state = None
+    open_since = 0
+    if ckpt is not None:
+        ck = pickle.loads(ckpt[1])
+        open_from, open_since, open_state = start(ckpt[0], ck), ckpt[0], _account_payload(ck)
+    events = [tuple(e) for e in recent]
+    ledger = {"max_ts": max_ts, "seq": seq, "version": version, "pos": acc.cursor,
+              "last_key": order_key(events[-1]) if events else None,
+              "buffer": sorted((tuple(e) for e in buffer), key=order_key), "segments": segments,
+              "open_from": open_from, "open_since": open_since, "open_state": open_state,
+              "recent": events}
+    return {"machine": machine, "site": "", "line": "", "ledger": ledger, "account": _account_payload(acc)}
 
 
 class OeeAccounting(Ledger):
@@ -249,8 +306,9 @@ class OeeAccounting(Ledger):
         self.restore(OEE_STATE.decode(blob))
 
     def restore(self, st: OeeState) -> None:
-        """Continue from a decoded state (of this machine)."""
-        self.site, self.line = st.site, st.line
+        """Continue from a decoded state (of this machine); an empty site or line (not known
+        when the state was written) keeps the plant config's."""
+        self.site, self.line = st.site or self.site, st.line or self.line
         self.load_ledger(st.ledger)
         self.acc_fold.load_state(st.account)
 
@@ -337,17 +395,7 @@ class OeeFold:
         return out
 
     def dump_state(self) -> dict[str, Any]:
-        a = self.acc
-        return {
-            "cursor": a.cursor, "state": a.state, "state_since": a.state_since, "part": a.part,
-            "work_order": a.work_order, "ideal_override_ms": a.ideal_override_ms, "fault": a.fault,
-            "counters": {k: c.last for k, c in a.counters.items()},
-            "has_reject": a.has_reject, "has_total": a.has_total,
-            "windows": {ws: {key: list(vec) for key, vec in win.items()} for ws, win in a.windows.items()},
-            "pending": None if a.pending is None else list(a.pending),
-            "stop_resolved": a.stop_resolved,
-            "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
-        }
+        return _account_payload(self.acc)
 
     def load_state(self, p: dict[str, Any]) -> None:
         self.acc = Account(
