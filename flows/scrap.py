@@ -46,8 +46,8 @@ from plantstream.flows.engine import MachineFlow, per_machine
 from plantstream.flows.registry import FlowContext, Results, Row, register
 from plantstream.operators.logic import LogicSpec
 from plantstream.operators.scrap import (
-    JoinLogic,
     Joined,
+    JoinLogic,
     Output,
     RateLogic,
     ScrapState,

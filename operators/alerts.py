@@ -59,7 +59,14 @@ from typing import Any
 
 from plantstream.operators.anomaly import ISO10816_ZONES, iso10816_zone
 from plantstream.operators.logic import LogicSpec, MachineLogic
-from plantstream.operators.oee import OEE_METRICS, OEE_STATE, Counter, OeeAccounting, OeeState, pre_ledger_payload
+from plantstream.operators.oee import (
+    OEE_METRICS,
+    OEE_STATE,
+    Counter,
+    OeeAccounting,
+    OeeState,
+    pre_ledger_payload,
+)
 from plantstream.operators.scrap import RollingCounts
 from plantstream.operators.shifts import ShiftCalendar
 from plantstream.operators.state import MAGIC, StateCodec, StateError, decode_header

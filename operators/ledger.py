@@ -222,9 +222,10 @@ def pack_events(events: Sequence[Event]) -> tuple[Any, ...]:
         ints.append(v - last.get(code, 0))
         last[code] = v
     code_bytes = bytes(codes) if len(names) < 256 else np.array(codes, dtype=np.uint16).tobytes()
-    ts_d = np.diff(np.array(ts, dtype=np.int64))
-    return (tuple(names), (ts[0], pack_ints(ts_d)), pack_ints(np.diff(np.array(seq, dtype=np.int64), prepend=0)),
-            code_bytes, bytes(kinds), pack_ints(ints), np.array(floats, dtype=np.float64).tobytes(), other)
+    ts_d = pack_ints(np.diff(np.array(ts, dtype=np.int64)))
+    seq_d = pack_ints(np.diff(np.array(seq, dtype=np.int64), prepend=0))
+    floats_b = np.array(floats, dtype=np.float64).tobytes()
+    return (tuple(names), (ts[0], ts_d), seq_d, code_bytes, bytes(kinds), pack_ints(ints), floats_b, other)
 
 
 def unpack_events(cols: Sequence[Any]) -> list[Event]:

@@ -215,8 +215,9 @@ def pre_ledger_payload(blob: bytes) -> dict[str, Any]:
     alert states of format 1) as an :class:`OeeState` payload of format 1.
 
     Site and line were not kept then: they are left empty, so the resumed accounting keeps the
-    plant config's (:meth:`OeeAccounting.restore`) until a sample names them. A segment's ``from`` is its checkpoint's time; the
-    first segment, taken before any sample, reaches back to the origin, as in the ledger.
+    plant config's (:meth:`OeeAccounting.restore`) until a sample names them. A segment's
+    ``from`` is its checkpoint's time; the first segment, taken before any sample, reaches back
+    to the origin, as in the ledger.
     """
     (machine, acc, buffer, max_ts, seq, version, journal, ckpt, recent,
      _dt_starts) = pickle.loads(blob)  # our own recovery store, of the release before
@@ -798,7 +799,8 @@ def _oee_rows(out: list[Output]) -> list[Output]:
     return out
 
 
-def oee_spec(config: PlantConfig, now: Callable[[], datetime] = _utc_now) -> LogicSpec[OeeState, list[Output]]:
+def oee_spec(config: PlantConfig,
+             now: Callable[[], datetime] = _utc_now) -> LogicSpec[OeeState, list[Output]]:
     """The OEE flow's per-machine logic: usable OEE samples and ticks of each machine into its
     :class:`OeeLogic` (``now``: the wall clock of its timers, injected for tests).
 

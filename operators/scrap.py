@@ -587,8 +587,8 @@ def scrap_spec(config: PlantConfig) -> LogicSpec[ScrapState, list[Output]]:
     >>> logic.on_batch([Measurement(0, "m1", "reject_count", 3)])
     []
     >>> st = spec.codec.decode(spec.codec.encode(logic.state()))
-    >>> st.machine, st.fold["counters"]
-    ('m1', {'reject_count': 3.0})
+    >>> st.machine, st.ledger["buffer"]   # waiting for the watermark (allowed lateness)
+    ('m1', [(0, 1, 'reject_count', 3)])
     """
 
     def make(machine: str, site: str, line: str) -> ScrapTracker:
