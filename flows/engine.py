@@ -26,10 +26,6 @@ around it):
 
 Rows leave as ``(flow, table, row)`` triples, one list per activation, and each flow's ``post``
 wires its own downstream steps (scrap's rate and cost joins, the alert webhook).
-
-:class:`MachineStep` is the earlier form of a step (a Bytewax ``StatefulLogic`` builder); the
-engine runs it through an adapter (:meth:`MachineStep.spec`) until the OEE and scrap logics move
-onto the protocol.
 """
 
 from __future__ import annotations
@@ -47,7 +43,6 @@ from bytewax.dataflow import Stream
 from plantstream.connectors.clickhouse import JsonRows
 from plantstream.flows.registry import Decoded, FlowContext, Results, Row
 from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
-from plantstream.operators.state import StateCodec, StateError
 from plantstream.schemas.measurement import Measurement
 
 SHARDS = 32
@@ -62,116 +57,15 @@ Tagged = tuple[str, str, Row]
 """(flow name, table, row)"""
 
 Spec = LogicSpec[Any, Any]
-
-
-# -- the earlier step form, adapted (OEE and scrap until they move onto the protocol) ----------
-
-
-@dataclass
-class LegacyState:
-    """The snapshot of a Bytewax ``StatefulLogic`` run through :class:`MachineStep` (bytes)."""
-
-    blob: bytes = b""
-
-
-class _LegacyLogic(MachineLogic[LegacyState, Any]):
-    """A Bytewax ``StatefulLogic`` (``on_item`` per sample, bytes snapshot) as a machine logic.
-
-    After a call that asks to discard, the next sample goes to a fresh logic, as Bytewax does.
-    """
-
-    def __init__(self, builder: Callable[[Any], op.StatefulLogic[Measurement, Any, Any]],
-                 state: LegacyState | None) -> None:
-        self.builder = builder
-        self.logic = builder(state.blob if state is not None and state.blob else None)
-        self.discarded = False
-
-    def on_batch(self, samples: list[Measurement]) -> list[Any]:
-        out: list[Any] = []
-        logic = self.logic
-        for m in samples:
-            if self.discarded:
-                logic = self.logic = self.builder(None)
-            items, self.discarded = logic.on_item(m)
-            if items:
-                out.extend(items)
-        return out
-
-    def notify_at(self) -> datetime | None:
-        return self.logic.notify_at()
-
-    def on_notify(self) -> list[Any]:
-        items, self.discarded = self.logic.on_notify()
-        return list(items)
-
-    def on_eof(self) -> list[Any]:
-        items, self.discarded = self.logic.on_eof()
-        return list(items)
-
-    def discard(self) -> bool:
-        return self.discarded
-
-    def state(self) -> LegacyState:
-        snap = self.logic.snapshot()
-        if not isinstance(snap, bytes):
-            msg = f"{type(self.logic).__name__}.snapshot() must return bytes to run in the machine engine"
-            raise StateError(msg)
-        return LegacyState(snap)
-
-
-@dataclass(frozen=True)
-class MachineStep:
-    """The earlier form of a flow's per-machine step: a Bytewax ``StatefulLogic`` builder.
-
-    ``relevant`` picks the measurements the flow sees (None: all of them); ``builder`` makes the
-    logic of one machine from its ``bytes`` snapshot (or None); ``rows`` turns one output of the
-    logic into ``(table, row)`` pairs. The engine runs it as :meth:`spec` (an adapter); new
-    logics implement :class:`~plantstream.operators.logic.MachineLogic` and give a
-    :class:`~plantstream.operators.logic.LogicSpec` directly.
-    """
-
-    name: str
-    relevant: Callable[[Measurement], bool] | None
-    builder: Callable[[Any], op.StatefulLogic[Measurement, Any, Any]]
-    rows: Callable[[Any], Iterable[tuple[str, Row]]]
-    engine_filters: bool = True
-    """False when the logic skips irrelevant samples itself (cheaper than a filter call per sample)."""
-    timers: bool = True
-    """False when the logic never asks for a timer (``notify_at`` is always None)."""
-    fed: tuple[str, Callable[[], MachineStep]] | None = None
-    upstream: str | None = None
-
-    def spec(self) -> Spec:
-        """This step as a logic spec (state: the logic's bytes snapshot, kind ``<name>_legacy``)."""
-        if self.upstream is not None or self.fed is not None:
-            msg = f"step {self.name!r}: feeds need a LogicSpec (a MachineLogic with on_upstream)"
-            raise LogicError(msg)
-        builder = self.builder
-
-        def build(state: LegacyState | None) -> _LegacyLogic:
-            return _LegacyLogic(builder, state)
-
-        return LogicSpec(self.name, StateCodec(f"{self.name}_legacy", 1, LegacyState), build, self.rows,
-                         filters=self.relevant if self.engine_filters else None, timers=self.timers,
-                         discards=True)
-
-
-Step = Spec | MachineStep
-"""What a flow gives the engine: a logic spec (or, until OEE and scrap move, a MachineStep)."""
-
-
-def as_spec(step: Step) -> Spec:
-    """The logic spec of a step."""
-    return step.spec() if isinstance(step, MachineStep) else step
+"""What a flow gives the engine: its per-machine logic spec."""
 
 
 # -- flows -------------------------------------------------------------------------------------
 
 
-def per_machine(step: Step, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
-    """One flow's step over a ``Stream[Measurement]``: a machine engine of its own (step id
+def per_machine(spec: Spec, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
+    """One flow's spec over a ``Stream[Measurement]``: a machine engine of its own (step id
     ``<flow>_machines``), ``(table, row)`` pairs out."""
-    spec = as_spec(step)
     shards = op.map(f"{spec.kind}_machine_shards", measurements,
                     lambda m: (shard_of(m.machine), {m.machine: [m]}))
     tagged = engine_step(f"{spec.kind}_machines", shards, [spec])
@@ -190,7 +84,7 @@ class MachineFlow:
     MachineFlow runs its step in a machine engine of its own (:func:`per_machine`).
     """
 
-    step: Callable[[FlowContext], Step | None]
+    step: Callable[[FlowContext], Spec | None]
     post: Post
     doc: str = ""
 
@@ -198,15 +92,14 @@ class MachineFlow:
         object.__setattr__(self, "__doc__", self.doc)  # what `plantstream flows` lists
 
     def __call__(self, ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
-        step = self.step(ctx)
-        if step is None:
+        spec = self.step(ctx)
+        if spec is None:
             return {}
-        return self.post(ctx, per_machine(step, measurements))
+        return self.post(ctx, per_machine(spec, measurements))
 
     def spec(self, ctx: FlowContext) -> Spec | None:
         """The flow's logic spec for ``ctx`` (None when the config turns the flow off)."""
-        step = self.step(ctx)
-        return None if step is None else as_spec(step)
+        return self.step(ctx)
 
 
 @dataclass(frozen=True)
@@ -458,18 +351,17 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
         return {s.kind: dict(self.snaps[i]) for i, s in enumerate(self.specs)}
 
 
-def with_feeds(steps: Sequence[Step]) -> list[Spec]:
-    """The specs of ``steps``, each replaced by its ``fed`` variant when the flow that feeds it
-    runs in the same engine."""
-    specs = [as_spec(s) for s in steps]
+def with_feeds(specs: Sequence[Spec]) -> list[Spec]:
+    """``specs``, each replaced by its ``fed`` variant when the flow that feeds it runs in the
+    same engine."""
     names = {s.kind for s in specs}
     return [s.fed[1]() if s.fed is not None and s.fed[0] in names else s for s in specs]
 
 
-def engine_step(step_id: str, shards: Any, steps: Sequence[Step]) -> Stream[Tagged]:
-    """Run ``steps`` over ``(shard, measurements)`` batches; one ``(flow, table, row)`` per row."""
-    specs = with_feeds(steps)
-    outputs = op.stateful_batch(step_id, shards, lambda resume: MachineEngine(specs, resume))
+def engine_step(step_id: str, shards: Any, specs: Sequence[Spec]) -> Stream[Tagged]:
+    """Run ``specs`` over ``(shard, measurements)`` batches; one ``(flow, table, row)`` per row."""
+    fed = with_feeds(specs)
+    outputs = op.stateful_batch(step_id, shards, lambda resume: MachineEngine(fed, resume))
     return op.flat_map(f"{step_id}_rows", outputs, lambda kv: kv[1])
 
 
@@ -492,8 +384,8 @@ class EngineRun:
     ([], 1)
     """
 
-    def __init__(self, *steps: Step, resume: Snapshot | None = None) -> None:
-        self.engine = MachineEngine(with_feeds(steps), resume)
+    def __init__(self, *specs: Spec, resume: Snapshot | None = None) -> None:
+        self.engine = MachineEngine(with_feeds(specs), resume)
 
     @staticmethod
     def _flat(outputs: Iterable[list[Tagged]]) -> list[Tagged]:
@@ -531,11 +423,11 @@ class EngineRun:
         return self.engine.snapshot()
 
 
-def run_engine(steps: Sequence[Step], samples: Sequence[Measurement], *, batch_size: int = 0,
+def run_engine(specs: Sequence[Spec], samples: Sequence[Measurement], *, batch_size: int = 0,
                eof: bool = True) -> list[Tagged]:
-    """The rows of ``steps`` over ``samples`` in batches of ``batch_size`` (0: one batch),
+    """The rows of ``specs`` over ``samples`` in batches of ``batch_size`` (0: one batch),
     then the end of input (``eof``)."""
-    run = EngineRun(*steps)
+    run = EngineRun(*specs)
     size = batch_size or max(1, len(samples))
     out: list[Tagged] = []
     for start in range(0, len(samples), size):

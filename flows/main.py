@@ -28,7 +28,7 @@ from plantstream.flows import cloud
 from plantstream.flows.engine import (
     BatchFlow,
     MachineFlow,
-    Step,
+    Spec,
     Tagged,
     by_shard,
     engine_step,
@@ -184,7 +184,7 @@ def build_dataflow(
     tables: list[Stream[tuple[str, Any]]] = [
         op.flat_map("tag_deadletter", decoded, lambda d: [("deadletter", r) for r in d.deadletters])
     ]
-    steps: list[tuple[str, MachineFlow, Step]] = []
+    steps: list[tuple[str, MachineFlow, Spec]] = []
     plain: list[Flow] = []
     for name, declared in chosen.items():
         fn = declared.build

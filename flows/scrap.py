@@ -1,15 +1,20 @@
 """The scrap flow: scrap events with reason and cost, rolling scrap rate and first-pass yield.
 
-Three keyed steps (see :mod:`operators.scrap`):
+Three keyed steps (see :mod:`plantstream.operators.scrap`):
 
-1. ``scrap_tracker`` keyed by machine: reject deltas → scrap events (uncosted), hop-boundary
-   rate contributions, samples beyond the restatement horizon to the dead letter; the scrap
-   fold on the machine's event-time ledger (:mod:`operators.ledger`). Snapshot: one ``bytes``
-   value (:data:`operators.scrap.SCRAP_STATE`: kind, format version and plain data).
-2. ``scrap_rate`` keyed by ``scope|key`` (machine, line, part): sums contributions into
-   ``scrap_rate`` rows.
-3. ``scrap_cost`` keyed by work order: joins the events with the work-order reference data and
-   writes ``scrap_events``.
+1. per machine, in the machine engine (:mod:`plantstream.flows.engine`): a
+   :class:`~plantstream.operators.scrap.ScrapLogic` (spec
+   :func:`~plantstream.operators.scrap.scrap_spec`) turns reject deltas into scrap events
+   (uncosted), hop-boundary rate contributions, and samples beyond the restatement horizon into
+   dead letters; the scrap fold on the machine's event-time ledger
+   (:mod:`plantstream.operators.ledger`). State: :class:`~plantstream.operators.scrap.ScrapState`,
+   encoded by :data:`~plantstream.operators.scrap.SCRAP_STATE`.
+2. ``scrap_rate`` keyed by ``scope|key`` (machine, line, part): a
+   :class:`~plantstream.operators.scrap.RateLogic` sums contributions into ``scrap_rate`` rows
+   (snapshot: :data:`~plantstream.operators.scrap.RATE_STATE` bytes).
+3. ``scrap_cost`` keyed by work order: a :class:`~plantstream.operators.scrap.JoinLogic` joins
+   the events with the work-order reference data and writes ``scrap_events`` (snapshot:
+   :data:`~plantstream.operators.scrap.JOIN_STATE` bytes).
 
 Work-order reference data enters in two ways, both optional: ``scrap.workorders_file`` is read
 when the flow is built (a static table), and — when ``scrap.workorders_topic`` is on and
@@ -29,9 +34,7 @@ themselves.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -39,69 +42,22 @@ from bytewax.inputs import Source
 
 from plantstream.connectors import kafka
 from plantstream.connectors.kafka import RawMessage
-from plantstream.flows.engine import MachineFlow, MachineStep, per_machine
+from plantstream.flows.engine import MachineFlow, per_machine
 from plantstream.flows.registry import Flow, FlowContext, Results, Row
+from plantstream.operators.logic import LogicSpec
 from plantstream.operators.scrap import (
-    SCRAP_METRICS,
-    CostJoin,
+    Joined,
+    JoinLogic,
     Output,
-    RateAggregator,
-    ScrapTracker,
+    RateLogic,
+    ScrapState,
     WorkOrderRef,
     decode_workorder,
     load_workorders,
+    scrap_spec,
 )
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.measurement import Measurement
-
-Emit = tuple[list[list[Output]], bool]
-
-
-class ScrapLogic(op.StatefulLogic[Measurement, list[Output], bytes]):
-    """Bytewax glue for one machine's :class:`ScrapTracker`; the snapshot is bytes."""
-
-    def __init__(self, make: Callable[[str, str, str], ScrapTracker], resume: bytes | None) -> None:
-        self.make = make
-        self.tracker: ScrapTracker | None = None
-        if resume:
-            self.tracker = make(*ScrapTracker.identity_of(resume))
-            self.tracker.load(resume)
-
-    def on_item(self, value: Measurement) -> Emit:
-        if self.tracker is None:
-            self.tracker = self.make(value.machine, value.site, value.line)
-        self.tracker.on_sample(value.ts, value.metric, value.value, value)
-        out = self.tracker.take()
-        return ([out] if out else []), op.StatefulLogic.RETAIN
-
-    def on_items(self, values: list[Measurement]) -> Emit:
-        """Samples of this machine that arrived together (one engine batch), at once: late
-        ones among them restate once."""
-        if not values:
-            return [], op.StatefulLogic.RETAIN
-        if self.tracker is None:
-            first = values[0]
-            self.tracker = self.make(first.machine, first.site, first.line)
-        self.tracker.ingest(((m.ts, m.metric, m.value) for m in values), values)
-        out = self.tracker.take()
-        return ([out] if out else []), op.StatefulLogic.RETAIN
-
-    def on_eof(self) -> Emit:
-        if self.tracker is None:
-            return [], op.StatefulLogic.RETAIN
-        out = self.tracker.finish()
-        return ([out] if out else []), op.StatefulLogic.RETAIN
-
-    def snapshot(self) -> bytes:
-        return b"" if self.tracker is None else self.tracker.dump()
-
-
-Joined = tuple[str, Any]
-"""("ref", WorkOrderRef) or ("event", uncosted scrap event row)."""
-
-
-def _relevant(m: Measurement) -> bool:
-    return m.metric in SCRAP_METRICS and m.quality != "bad"
 
 
 def _kind(name: str) -> Callable[[Output], Row | None]:
@@ -129,53 +85,9 @@ def decode_workorders(raw: Stream[RawMessage]) -> tuple[Stream[WorkOrderRef], St
     return refs, bad
 
 
-class _RateLogic(op.StatefulLogic[Row, Row, bytes]):
-    """One scope key's :class:`RateAggregator`; the snapshot is bytes (cheap per-epoch copy)."""
-
-    def __init__(self, window_ms: int, keep_ms: int, resume: bytes | None) -> None:
-        self.agg: RateAggregator = pickle.loads(resume) if resume else RateAggregator(window_ms, keep_ms)
-
-    def on_item(self, value: Row) -> tuple[list[Row], bool]:
-        return [self.agg.on_contribution(value)], op.StatefulLogic.RETAIN
-
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.agg, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-class _JoinLogic(op.StatefulLogic[Joined, Row, CostJoin]):
-    def __init__(self, config: PlantConfig, static: dict[str, WorkOrderRef], resume: CostJoin | None) -> None:
-        self.config = config
-        self.static = static
-        self.join = resume or CostJoin()
-
-    def _ideal(self, row: Row) -> float | None:
-        return self.config.machine(str(row["machine"])).ideal_for_part(str(row.get("part_number", "")))
-
-    def on_item(self, value: Joined) -> tuple[list[Row], bool]:
-        kind, item = value
-        if kind == "ref":
-            return self.join.on_ref(item, self._ideal), op.StatefulLogic.RETAIN
-        fallback = self.static.get(str(item.get("work_order", "")))
-        rows = self.join.on_event(item, fallback, self.config.scrap.max_pending_per_work_order,
-                                  self._ideal(item))
-        return rows, op.StatefulLogic.RETAIN
-
-    def snapshot(self) -> CostJoin:
-        return CostJoin(self.join.ref, dict(self.join.pending))
-
-
-def _outputs(out: list[Output]) -> list[Output]:
-    return out
-
-
-def scrap_step(config: PlantConfig) -> MachineStep:
-    """Reject deltas of each machine into its :class:`ScrapTracker` (step 1)."""
-
-    def make(machine: str, site: str, line: str) -> ScrapTracker:
-        return ScrapTracker.for_config(config, machine, site, line)
-
-    return MachineStep("scrap", _relevant, lambda resume: ScrapLogic(make, resume), _outputs,
-                       timers=False)
+def scrap_step(config: PlantConfig) -> LogicSpec[ScrapState, list[Output]]:
+    """Reject deltas of each machine into its :class:`~plantstream.operators.scrap.ScrapLogic` (step 1)."""
+    return scrap_spec(config)
 
 
 def scrap_tables(config: PlantConfig, flat: Stream[Output],
@@ -187,7 +99,7 @@ def scrap_tables(config: PlantConfig, flat: Stream[Output],
     contributions = op.filter_map("scrap_contributions", flat, _kind("rate"))
     by_scope = op.key_on("scrap_rate_key", contributions, lambda c: f"{c['scope']}|{c['key']}")
     keep_ms = max(round(config.lateness.restatement_horizon_s * 1000), 2 * window_ms)
-    rates = op.stateful("scrap_rate", by_scope, lambda resume: _RateLogic(window_ms, keep_ms, resume))
+    rates = op.stateful("scrap_rate", by_scope, lambda resume: RateLogic(window_ms, keep_ms, resume))
     rate_rows = op.map("scrap_rate_rows", rates, lambda kv: kv[1])
 
     events = op.filter_map("scrap_event_rows", flat, _kind("scrap_events"))
@@ -197,7 +109,7 @@ def scrap_tables(config: PlantConfig, flat: Stream[Output],
         tagged = op.merge("scrap_join_in", tagged, tagged_refs)
     by_wo = op.key_on("scrap_wo_key", tagged,
                       lambda kv: kv[1].work_order if kv[0] == "ref" else str(kv[1].get("work_order", "")))
-    costed = op.stateful("scrap_cost", by_wo, lambda resume: _JoinLogic(config, static, resume))
+    costed = op.stateful("scrap_cost", by_wo, lambda resume: JoinLogic(config, static, resume))
     event_rows = op.map("scrap_events_rows", costed, lambda kv: kv[1])
     return {
         "scrap_events": event_rows,

@@ -59,10 +59,17 @@ from typing import Any
 
 from plantstream.operators.anomaly import ISO10816_ZONES, iso10816_zone
 from plantstream.operators.logic import LogicSpec, MachineLogic
-from plantstream.operators.oee import OEE_METRICS, Counter, OeeAccounting
+from plantstream.operators.oee import (
+    OEE_METRICS,
+    OEE_STATE,
+    Counter,
+    OeeAccounting,
+    OeeState,
+    pre_ledger_payload,
+)
 from plantstream.operators.scrap import RollingCounts
 from plantstream.operators.shifts import ShiftCalendar
-from plantstream.operators.state import StateCodec
+from plantstream.operators.state import MAGIC, StateCodec, StateError, decode_header
 from plantstream.schemas.alerts_config import AlertsConfig
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.measurement import (
@@ -159,14 +166,14 @@ class _AState:
 @dataclass
 class AlertState:
     """The state of one machine's alert logic: who it is, the rules' state and, when the engine
-    keeps its own OEE accounting, that accounting's snapshot (its own format, as bytes)."""
+    keeps its own OEE accounting, that accounting's state (the OEE flow's :class:`OeeState`)."""
 
     machine: str = ""
     """Empty until the machine's first sample (a builder does not get the key)."""
     site: str = ""
     line: str = ""
     rules: _AState = field(default_factory=_AState)
-    oee: bytes = b""
+    oee: OeeState | None = None
 
 
 class AlertEngine:
@@ -206,14 +213,14 @@ class AlertEngine:
     def state(self) -> AlertState:
         """The engine's state (live: encode it at once, :data:`ALERTS_CODEC`)."""
         return AlertState(self.machine, self.site, self.line, self.s,
-                          self.oee.dump() if self.oee is not None else b"")
+                          self.oee.state() if self.oee is not None else None)
 
     def restore(self, state: AlertState) -> None:
         """Continue from ``state`` (of this machine; its OEE accounting only when it keeps one)."""
         self.site, self.line, self.s = state.site, state.line, state.rules
         self._next = _UNKNOWN
-        if self.oee is not None and state.oee:
-            self.oee.load(state.oee)
+        if self.oee is not None and state.oee is not None:
+            self.oee.restore(state.oee)
 
     @property
     def now(self) -> int:
@@ -583,7 +590,8 @@ def _dump_alerts(st: AlertState) -> dict[str, Any]:
     s = st.rules
     rolling = s.rolling
     return {
-        "machine": st.machine, "site": st.site, "line": st.line, "oee": st.oee,
+        "machine": st.machine, "site": st.site, "line": st.line,
+        "oee": None if st.oee is None else (OEE_STATE.version, OEE_STATE.payload(st.oee)),
         "now": s.now, "version": s.version, "state": s.state, "state_bucket": s.state_bucket,
         "active_since": s.active_since, "down_since": s.down_since, "down_state": s.down_state,
         "last_seen": dict(s.last_seen),
@@ -613,14 +621,35 @@ def _load_alerts(p: dict[str, Any]) -> AlertState:
         shift_facts={(k[0], k[1], k[2]): (v[0], v[1], v[2], v[3]) for k, v in p["shift_facts"]},
         shift_sums=list(p["shift_sums"]),
     )
-    return AlertState(p["machine"], p["site"], p["line"], rules, p["oee"])
+    oee = p["oee"]
+    return AlertState(p["machine"], p["site"], p["line"], rules,
+                      None if oee is None else OEE_STATE.from_payload(oee[1], oee[0]))
 
 
-ALERTS_CODEC: StateCodec[AlertState] = StateCodec("alerts", 1, AlertState, _dump_alerts, _load_alerts)
-"""Format 1: machine, site, line; the rules' state field by field (open alerts as tuples of
+def _upgrade_alerts_v1(p: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 kept the embedded OEE accounting as bytes: its codec's (``PS1`` header), or,
+    written before the event-time ledger, a pickle of its own (:func:`pre_ledger_payload`)."""
+    blob = p["oee"]
+    oee: tuple[int, Any] | None = None
+    if blob and bytes(blob[:len(MAGIC)]) == MAGIC:
+        kind, version, payload = decode_header(blob)
+        if kind != OEE_STATE.kind:
+            msg = f"alerts state holds {kind!r} state where the OEE accounting's belongs"
+            raise StateError(msg)
+        oee = (version, payload)
+    elif blob:
+        oee = (1, pre_ledger_payload(blob))
+    return p | {"oee": oee}
+
+
+ALERTS_CODEC: StateCodec[AlertState] = StateCodec("alerts", 2, AlertState, _dump_alerts, _load_alerts,
+                                                  upgrades={1: _upgrade_alerts_v1})
+"""Format 2: machine, site, line; the rules' state field by field (open alerts as tuples of
 their episode, counters as their last value, the rolling scrap counts as (window, hop,
-buckets), the shift key's day as an ISO date); ``oee``: the embedded OEE accounting's own
-snapshot bytes (empty when the OEE flow feeds the rules)."""
+buckets), the shift key's day as an ISO date); ``oee``: the embedded OEE accounting's state as
+``(OEE format version, payload)`` of :data:`~plantstream.operators.oee.OEE_STATE` (None when the
+OEE flow feeds the rules), so the OEE codec's own upgrades apply to it. Format 1 held that
+accounting's bytes (:func:`_upgrade_alerts_v1`)."""
 
 
 # -- the machine logic -------------------------------------------------------------------------

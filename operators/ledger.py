@@ -27,7 +27,13 @@ than the horizon are dead-lettered (reason ``late``). Samples that arrive togeth
 ``ingest`` call, e.g. one Kafka poll of a machine) restate once.
 
 State is plain data (:meth:`Ledger.ledger_payload`), encoded with the fold's state by the
-owner's :class:`operators.state.StateCodec`.
+owner's :class:`operators.state.StateCodec`. The journal is kept compact, in memory and in
+snapshots: a closed segment is one zlib blob of its checkpoint and its samples *by column*
+(:func:`pack_events`: time and arrival deltas as packed int64, metric codes, integer values as
+deltas per metric), about 2 bytes a sample instead of 8; the open segment's samples are packed
+the same way once enough of them gathered (:data:`Ledger.PACK_EVERY`), so a snapshot re-encodes
+only the last few. :func:`upgrade_ledger_v1` turns a format-1 ledger payload (segments of
+pickled sample tuples) into this one.
 
 Examples
 --------
@@ -62,10 +68,13 @@ A fold that counts samples per minute (a window closes when event time passes it
 from __future__ import annotations
 
 import bisect
+import math
 import pickle
 import zlib
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Protocol
+
+import numpy as np
 
 Event = tuple[int, int, str, Any]
 """(ts, arrival sequence, metric, value): one sample as the ledger journals it."""
@@ -135,6 +144,139 @@ def order_key(ev: Event) -> tuple[int, int, float, int]:
     return ts, rank, tie, seq
 
 
+# -- the journal's columns ---------------------------------------------------------------------
+
+_INT, _FLOAT, _WHOLE, _OTHER = 0, 1, 2, 3
+_INT_LIMIT = 2**62
+
+
+def pack_ints(values: Any) -> bytes:
+    """int64 values as bytes that compress well: zigzag (small magnitudes, either sign, small
+    numbers), the narrowest of 1, 2, 4 or 8 bytes that holds them all, byte planes one after
+    the other (all low bytes, then all next bytes …); the first byte is the width.
+
+    >>> unpack_ints(pack_ints([0, 1, -1, 1_300, -70_000, 2**62])).tolist()
+    [0, 1, -1, 1300, -70000, 4611686018427387904]
+    """
+    a = np.asarray(values, dtype=np.int64)
+    if not a.size:
+        return b""
+    z = (a.astype(np.uint64) << np.uint64(1)) ^ (a >> np.int64(63)).astype(np.uint64)
+    top = int(z.max())
+    width = 1 if top < 2**8 else 2 if top < 2**16 else 4 if top < 2**32 else 8
+    planes = z.astype(f"<u{width}").view(np.uint8).reshape(-1, width).T
+    return bytes([width]) + planes.tobytes()
+
+
+def unpack_ints(blob: bytes) -> Any:
+    """The int64 array of :func:`pack_ints`."""
+    if not blob:
+        return np.zeros(0, dtype=np.int64)
+    width = blob[0]
+    planes = np.frombuffer(blob, dtype=np.uint8, offset=1).reshape(width, -1)
+    z = np.ascontiguousarray(planes.T).view(f"<u{width}").reshape(-1).astype(np.uint64)
+    return ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).astype(np.int64)
+
+
+def pack_events(events: Sequence[Event]) -> tuple[Any, ...]:
+    """Samples as plain columns: ``(metric names, ts deltas, seq deltas, metric codes, value
+    kinds, int deltas, floats, other values)``. Times and arrival numbers are deltas
+    (:func:`pack_ints`); integer values — and floats that are whole numbers, as OPC UA counters
+    often are — are int64 deltas from the previous one of the same metric, so a counter that
+    rises by one costs a byte after compression; other floats are float64; strings, bools
+    and the rest stay values. :func:`unpack_events` gives back the same samples, types and all.
+
+    >>> evs = [(1_000, 1, "good_count", 7), (1_900, 2, "good_count", 8), (1_900, 3, "part_number", "P-1"),
+    ...        (2_500, 5, "temperature_c", 41.25), (2_600, 4, "good_count", 9.0), (2_700, 6, "flag", True)]
+    >>> unpack_events(pack_events(evs)) == evs
+    True
+    >>> [type(e[3]).__name__ for e in unpack_events(pack_events(evs))]
+    ['int', 'int', 'str', 'float', 'float', 'bool']
+    """
+    if not events:
+        return ((), (0, b""), b"", b"", b"", b"", b"", [])
+    ts, seq, metrics, values = zip(*events, strict=True)
+    names = list(dict.fromkeys(metrics))
+    index = {m: i for i, m in enumerate(names)}
+    codes = [index[m] for m in metrics]
+    kinds = bytearray()
+    ints: list[int] = []
+    floats: list[float] = []
+    other: list[Any] = []
+    last: dict[int, int] = {}
+    for code, v in zip(codes, values, strict=True):
+        t = type(v)
+        if t is int and -_INT_LIMIT < v < _INT_LIMIT:
+            kinds.append(_INT)
+        elif t is float and v.is_integer() and abs(v) < 2**53 and math.copysign(1.0, v) > 0:
+            kinds.append(_WHOLE)
+            v = int(v)
+        elif t is float:
+            kinds.append(_FLOAT)
+            floats.append(v)
+            continue
+        else:
+            kinds.append(_OTHER)
+            other.append(v)
+            continue
+        ints.append(v - last.get(code, 0))
+        last[code] = v
+    code_bytes = bytes(codes) if len(names) < 256 else np.array(codes, dtype=np.uint16).tobytes()
+    ts_d = pack_ints(np.diff(np.array(ts, dtype=np.int64)))
+    seq_d = pack_ints(np.diff(np.array(seq, dtype=np.int64), prepend=0))
+    floats_b = np.array(floats, dtype=np.float64).tobytes()
+    return (tuple(names), (ts[0], ts_d), seq_d, code_bytes, bytes(kinds), pack_ints(ints), floats_b, other)
+
+
+def unpack_events(cols: Sequence[Any]) -> list[Event]:
+    """The samples of :func:`pack_events`' columns, in their order."""
+    names, ts_b, seq_b, code_b, kinds, ints_b, floats_b, other = cols
+    if not kinds:
+        return []
+    first, ts_b = ts_b
+    ts = [first, *(first + np.cumsum(unpack_ints(ts_b))).tolist()]
+    seq = np.cumsum(unpack_ints(seq_b)).tolist()
+    codes = list(code_b) if len(names) < 256 else np.frombuffer(code_b, dtype=np.uint16).tolist()
+    ints = iter(unpack_ints(ints_b).tolist())
+    floats = iter(np.frombuffer(floats_b, dtype=np.float64).tolist())
+    others = iter(other)
+    last: dict[int, int] = {}
+    values: list[Any] = []
+    for code, kind in zip(codes, kinds, strict=True):
+        if kind == _FLOAT:
+            values.append(next(floats))
+        elif kind == _OTHER:
+            values.append(next(others))
+        else:
+            v = last[code] = last.get(code, 0) + next(ints)
+            values.append(v if kind == _INT else float(v))
+    return [(t, q, names[c], v) for t, q, c, v in zip(ts, seq, codes, values, strict=True)]
+
+
+def pack_segment(checkpoint: Any, events: Sequence[Event]) -> bytes:
+    """A closed journal segment: its checkpoint (the fold's plain state) and samples, compressed."""
+    return zlib.compress(pickle.dumps((checkpoint, pack_events(events)), pickle.HIGHEST_PROTOCOL), 6)
+
+
+def unpack_segment(blob: bytes) -> tuple[Any, list[Event]]:
+    checkpoint, cols = pickle.loads(zlib.decompress(blob))  # our own journal
+    return checkpoint, unpack_events(cols)
+
+
+def upgrade_ledger_v1(p: dict[str, Any]) -> dict[str, Any]:
+    """A ledger payload of format 1 (segments of pickled sample tuples, the open segment's
+    samples as a list) in today's form: segments packed by column, ``recent`` unchanged (a
+    list of samples, packed at the next snapshot), no packed prefix."""
+    out = dict(p)
+    segments = []
+    for start, blob in p["segments"]:
+        checkpoint, events = pickle.loads(zlib.decompress(blob))  # format 1: our own journal
+        segments.append((start, pack_segment(checkpoint, [tuple(e) for e in events])))
+    out["segments"] = segments
+    out["recent_packed"] = None
+    return out
+
+
 class Ledger:
     """One machine's event-time ledger around a :class:`Fold`.
 
@@ -144,6 +286,10 @@ class Ledger:
 
     CHECKPOINT_MS = 600_000
     """A segment of the journal covers at most this much event time (one checkpoint each)."""
+
+    PACK_EVERY = 64
+    """The open segment's samples are packed again for a snapshot once this many are not yet
+    (a snapshot encodes the packed ones as they were, and at most this many as tuples)."""
 
     def __init__(self, fold: Fold, lateness_ms: int, horizon_ms: int,
                  late_row: Callable[[Event, Any], dict[str, Any]]) -> None:
@@ -161,20 +307,38 @@ class Ledger:
         before it is late)."""
         self.buffer: list[Event] = []
         self.segments: list[tuple[int, bytes]] = []
-        """Closed journal segments: (from, zlib(pickle((checkpoint, events))))."""
+        """Closed journal segments: (from, :func:`pack_segment` of checkpoint and samples)."""
         self.open_from: int | None = None
         self.open_since = 0
         self.open_state: Any = None
         self.recent: list[Event] = []
+        self._packed: tuple[bytes, int] | None = None
+        """The first n samples of ``recent``, packed (zlib of :func:`pack_events`), and n."""
         self._out: list[Output] = []
 
     # -- state ---------------------------------------------------------------------------------
-    def ledger_payload(self) -> dict[str, Any]:
-        """The ledger's own state as plain data (the fold's is the owner's to add)."""
+    def _fields(self) -> dict[str, Any]:
         return {"max_ts": self.max_ts, "seq": self.seq, "version": self.version, "pos": self.pos,
                 "last_key": self.last_key, "buffer": list(self.buffer), "segments": list(self.segments),
                 "open_from": self.open_from, "open_since": self.open_since,
-                "open_state": self.open_state, "recent": list(self.recent)}
+                "open_state": self.open_state}
+
+    def ledger_payload(self) -> dict[str, Any]:
+        """The ledger's own state as plain data (the fold's is the owner's to add).
+
+        ``recent_packed`` is the open segment's first samples packed by column (or None) and
+        ``recent`` the rest of them as ``(ts, seq, metric, value)`` tuples.
+        """
+        recent, packed = self.recent, self._packed
+        done = 0 if packed is None else packed[1]
+        if len(recent) - done >= self.PACK_EVERY:
+            blob = zlib.compress(pickle.dumps(pack_events(recent), pickle.HIGHEST_PROTOCOL), 6)
+            packed = self._packed = (blob, len(recent))
+            done = len(recent)
+        p = self._fields()
+        p["recent_packed"] = None if packed is None else packed[0]
+        p["recent"] = recent[done:]
+        return p
 
     def load_ledger(self, p: dict[str, Any]) -> None:
         self.max_ts, self.seq, self.version, self.pos = p["max_ts"], p["seq"], p["version"], p["pos"]
@@ -183,7 +347,10 @@ class Ledger:
         self.segments = [tuple(s) for s in p["segments"]]
         self.open_from, self.open_since = p["open_from"], p["open_since"]
         self.open_state = p["open_state"]
-        self.recent = [tuple(e) for e in p["recent"]]
+        blob = p["recent_packed"]
+        head = [] if blob is None else unpack_events(pickle.loads(zlib.decompress(blob)))
+        self._packed = None if blob is None else (blob, len(head))
+        self.recent = head + [tuple(e) for e in p["recent"]]
         self._out = []
 
     @property
@@ -241,13 +408,16 @@ class Ledger:
         """
         if self.max_ts < 0:
             return
-        keep = pickle.dumps((self.ledger_payload(), self.fold.dump_state()), protocol=pickle.HIGHEST_PROTOCOL)
+        keep = pickle.dumps((self._fields(), self.recent, self.fold.dump_state()),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+        packed = self._packed
         self._drain(self.max_ts)
         self.fold.finish()
         self._emit(self.fold.take())
         version, out = self.version, self._out
-        ledger, fold = pickle.loads(keep)
-        self.load_ledger(ledger)
+        ledger, recent, fold = pickle.loads(keep)
+        self.load_ledger(ledger | {"recent_packed": None, "recent": recent})
+        self._packed = packed
         self.fold.load_state(fold)
         self.version, self._out = version, out
 
@@ -286,11 +456,10 @@ class Ledger:
 
     def _close_segment(self, ts: int) -> None:
         assert self.open_from is not None
-        blob = zlib.compress(pickle.dumps((self.open_state, self.recent), pickle.HIGHEST_PROTOCOL), 6)
-        self.segments.append((self.open_from, blob))
+        self.segments.append((self.open_from, pack_segment(self.open_state, self.recent)))
         self.open_from, self.open_since = self.pos, ts
         self.open_state = self.fold.dump_state()
-        self.recent = []
+        self.recent, self._packed = [], None
         floor = self.max_ts - self.horizon_ms
         segs = self.segments
         drop = 0
@@ -312,10 +481,10 @@ class Ledger:
         state: Any = None
         events: list[Event] = []
         for i in range(idx, len(self.segments)):
-            ck, evs = pickle.loads(zlib.decompress(self.segments[i][1]))
+            ck, evs = unpack_segment(self.segments[i][1])
             if i == idx:
                 state = ck
-            events.extend(tuple(e) for e in evs)
+            events.extend(evs)
         if idx == len(self.segments):
             state = self.open_state
         events.extend(self.recent)
@@ -332,7 +501,7 @@ class Ledger:
         start = froms[idx]
         del self.segments[idx:]
         self.fold.load_state(state)
-        self.open_from, self.open_state, self.recent = start, state, []
+        self.open_from, self.open_state, self.recent, self._packed = start, state, [], None
         self.open_since = events[0][0] if events else late[0][0]
         self.pos = start if start != ORIGIN else -1
         self.last_key = None

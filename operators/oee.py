@@ -58,13 +58,16 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+import pickle
+import zlib
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from plantstream.operators.downtime import DowntimeTracker, Stop, fault_text
-from plantstream.operators.ledger import Emitted, Event, Ledger, Output
+from plantstream.operators.ledger import ORIGIN, Emitted, Event, Ledger, Output, order_key, upgrade_ledger_v1
+from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
 from plantstream.operators.shifts import ShiftCalendar, Span
 from plantstream.operators.state import StateCodec
 from plantstream.schemas.config import PlantConfig
@@ -174,8 +177,14 @@ class OeeState:
     """The fold's :class:`Account` (:meth:`OeeFold.dump_state`)."""
 
 
-OEE_STATE: StateCodec[OeeState] = StateCodec("oee", 1, OeeState)
-"""The versioned codec of :class:`OeeState` (kind ``oee``, format 1)."""
+def _upgrade_oee_v1(p: dict[str, Any]) -> dict[str, Any]:
+    return p | {"ledger": upgrade_ledger_v1(p["ledger"])}
+
+
+OEE_STATE: StateCodec[OeeState] = StateCodec("oee", 2, OeeState, upgrades={1: _upgrade_oee_v1})
+"""The versioned codec of :class:`OeeState` (kind ``oee``). Format 2: the ledger's journal by
+column (:func:`~plantstream.operators.ledger.pack_events`); format 1 (segments of pickled sample
+tuples) is upgraded on decode."""
 
 
 def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
@@ -184,6 +193,56 @@ def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
 
 def _stop_of(p: dict[str, Any] | None) -> Stop | None:
     return None if p is None else Stop(**(p | {"context": dict(p["context"])}))
+
+
+def _account_payload(a: Account) -> dict[str, Any]:
+    """An :class:`Account` as plain data (the OEE fold's state)."""
+    return {
+        "cursor": a.cursor, "state": a.state, "state_since": a.state_since, "part": a.part,
+        "work_order": a.work_order, "ideal_override_ms": a.ideal_override_ms, "fault": a.fault,
+        "counters": {k: c.last for k, c in a.counters.items()},
+        "has_reject": a.has_reject, "has_total": a.has_total,
+        "windows": {ws: {key: list(vec) for key, vec in win.items()} for ws, win in a.windows.items()},
+        "pending": None if a.pending is None else list(a.pending),
+        "stop_resolved": a.stop_resolved,
+        "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
+    }
+
+
+def pre_ledger_payload(blob: bytes) -> dict[str, Any]:
+    """An OEE accounting's snapshot from before the event-time ledger (a pickled tuple of
+    machine, :class:`Account`, buffer, watermark, journal of pickled checkpoints …, found in
+    alert states of format 1) as an :class:`OeeState` payload of format 1.
+
+    Site and line were not kept then: they are left empty, so the resumed accounting keeps the
+    plant config's (:meth:`OeeAccounting.restore`) until a sample names them. A segment's
+    ``from`` is its checkpoint's time; the first segment, taken before any sample, reaches back
+    to the origin, as in the ledger.
+    """
+    (machine, acc, buffer, max_ts, seq, version, journal, ckpt, recent,
+     _dt_starts) = pickle.loads(blob)  # our own recovery store, of the release before
+
+    def start(ts: int, account: Account) -> int:
+        return ORIGIN if account.cursor < 0 else ts
+
+    segments = []
+    for ts, seg in journal:
+        ck_blob, evs = pickle.loads(zlib.decompress(seg))
+        ck: Account = pickle.loads(ck_blob)
+        segments.append((start(ts, ck), zlib.compress(pickle.dumps(
+            (_account_payload(ck), [tuple(e) for e in evs]), pickle.HIGHEST_PROTOCOL))))
+    open_from = open_state = None
+    open_since = 0
+    if ckpt is not None:
+        ck = pickle.loads(ckpt[1])
+        open_from, open_since, open_state = start(ckpt[0], ck), ckpt[0], _account_payload(ck)
+    events = [tuple(e) for e in recent]
+    ledger = {"max_ts": max_ts, "seq": seq, "version": version, "pos": acc.cursor,
+              "last_key": order_key(events[-1]) if events else None,
+              "buffer": sorted((tuple(e) for e in buffer), key=order_key), "segments": segments,
+              "open_from": open_from, "open_since": open_since, "open_state": open_state,
+              "recent": events}
+    return {"machine": machine, "site": "", "line": "", "ledger": ledger, "account": _account_payload(acc)}
 
 
 class OeeAccounting(Ledger):
@@ -244,8 +303,13 @@ class OeeAccounting(Ledger):
         return OEE_STATE.encode(self.state())
 
     def load(self, blob: bytes) -> None:
-        st = OEE_STATE.decode(blob)
-        self.site, self.line = st.site, st.line
+        """Continue from a :meth:`dump`."""
+        self.restore(OEE_STATE.decode(blob))
+
+    def restore(self, st: OeeState) -> None:
+        """Continue from a decoded state (of this machine); an empty site or line (not known
+        when the state was written) keeps the plant config's."""
+        self.site, self.line = st.site or self.site, st.line or self.line
         self.load_ledger(st.ledger)
         self.acc_fold.load_state(st.account)
 
@@ -332,17 +396,7 @@ class OeeFold:
         return out
 
     def dump_state(self) -> dict[str, Any]:
-        a = self.acc
-        return {
-            "cursor": a.cursor, "state": a.state, "state_since": a.state_since, "part": a.part,
-            "work_order": a.work_order, "ideal_override_ms": a.ideal_override_ms, "fault": a.fault,
-            "counters": {k: c.last for k, c in a.counters.items()},
-            "has_reject": a.has_reject, "has_total": a.has_total,
-            "windows": {ws: {key: list(vec) for key, vec in win.items()} for ws, win in a.windows.items()},
-            "pending": None if a.pending is None else list(a.pending),
-            "stop_resolved": a.stop_resolved,
-            "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
-        }
+        return _account_payload(self.acc)
 
     def load_state(self, p: dict[str, Any]) -> None:
         self.acc = Account(
@@ -610,3 +664,159 @@ class OeeFold:
     def _downtime(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             self._out.append(("downtime_events", r["start"], [self._base_row() | r | {"deleted": 0}]))
+
+
+# -- the machine logic -------------------------------------------------------------------------
+
+
+def accounting_factory(config: PlantConfig) -> Callable[[str], OeeAccounting]:
+    """Machine id → its accounting; one shift calendar shared by every machine."""
+    calendar = ShiftCalendar.from_config(config)
+    return lambda machine: OeeAccounting.for_config(config, machine, calendar)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OeeLogic(MachineLogic[OeeState, list[Output]]):
+    """One machine's :class:`OeeAccounting`, run by the machine engine (:func:`oee_spec`).
+
+    A batch's OEE samples (:data:`OEE_METRICS`) go to the accounting at once (late ones among
+    them restate once); its other samples are ticks of the machine's event time (the newest
+    counts). The accounting is built from the first OEE sample's machine id, or from the resumed
+    state; the source's site and line win over the plant config's, as in every other table,
+    and are part of the state. A machine that sends no OEE metric at all (a sensor-only asset)
+    has no accounting: the logic asks to be discarded (:meth:`discard`), so it keeps no state.
+
+    When a machine goes quiet with samples still waiting for the watermark (a machine that stops
+    sends nothing more), a timer ``allowed_lateness_s`` of wall time later applies them
+    (:meth:`OeeAccounting.flush`), so the open stop is visible while it lasts. ``now`` is the
+    wall clock (injected for tests). Each output is the list of ``(table, row)`` that one call
+    made final.
+    """
+
+    def __init__(self, make: Callable[[str], OeeAccounting], state: OeeState | None,
+                 now: Callable[[], datetime] = _utc_now) -> None:
+        self.make = make
+        self.now = now
+        self.acc: OeeAccounting | None = None
+        self.due: datetime | None = None
+        if state is not None:
+            self.acc = make(state.machine)
+            self.acc.restore(state)
+
+    def on_batch(self, samples: list[Measurement]) -> list[list[Output]]:
+        acc = self.acc
+        batch: list[tuple[int, str, object]] = []
+        raws: list[Measurement] = []
+        tick = -1
+        for m in samples:
+            if m.metric not in OEE_METRICS:
+                if m.ts > tick:
+                    tick = m.ts
+                continue
+            if acc is None:
+                acc = self.acc = self.make(m.machine)
+            if m.site and m.site != acc.site:
+                acc.site = m.site
+            if m.line and m.line != acc.line:
+                acc.line = m.line
+            batch.append((m.ts, m.metric, m.value))
+            raws.append(m)
+        if acc is None:  # ticks of a sensor-only asset: no OEE, nothing kept (see discard)
+            return []
+        if batch:
+            acc.ingest(batch, raws)
+            self.due = self.now() + timedelta(milliseconds=acc.lateness_ms) if acc.buffer else None
+        if tick >= 0:
+            acc.on_tick(tick)
+        out = acc.take()
+        return [out] if out else []
+
+    def notify_at(self) -> datetime | None:
+        return self.due
+
+    def on_notify(self) -> list[list[Output]]:
+        self.due = None
+        if self.acc is None:
+            return []
+        out = self.acc.flush()
+        return [out] if out else []
+
+    def on_eof(self) -> list[list[Output]]:
+        if self.acc is None:
+            return []
+        out = self.acc.finish()
+        return [out] if out else []
+
+    def discard(self) -> bool:
+        return self.acc is None
+
+    def state(self) -> OeeState:
+        if self.acc is None:
+            msg = "an OEE logic without accounting has no state: the engine discards it (spec: discards=True)"
+            raise LogicError(msg)
+        return self.acc.state()
+
+
+class Ticks:
+    """What the OEE logic needs to see: every usable OEE sample, and of a machine's other
+    metrics at most one every ``step_ms`` of event time (5 s). Sensors report every second or
+    faster; a tick every few seconds closes windows just as well, and spares the logic the
+    rest. The cost: at the end of a replay a machine's time is known up to its last tick, at
+    most ``step_ms`` before its last sample. Dropping a tick is always safe (the next one, or
+    the next OEE sample, does its work), so this memory of one number per machine is not part
+    of any snapshot.
+
+    >>> keep = Ticks(step_ms=5_000)
+    >>> def m(ts, metric="temperature_c", quality="good"):
+    ...     return Measurement(ts=ts, site="s", line="l", machine="m1", metric=metric,
+    ...                        value=1.0, quality=quality, source="t")
+    >>> [keep(m(t)) for t in (60_000, 61_000, 64_999, 65_000, 66_000, 80_000)]
+    [True, False, False, True, False, True]
+    >>> keep(m(80_001, "machine_state")), keep(m(90_000, quality="bad"))
+    (True, False)
+    """
+
+    def __init__(self, step_ms: int = 5_000) -> None:
+        self.step_ms = step_ms
+        self.last: dict[str, int] = {}
+
+    def __call__(self, m: Measurement) -> bool:
+        if m.quality == "bad":
+            return False
+        if m.metric in OEE_METRICS:
+            return True
+        slot = m.ts // self.step_ms
+        if slot <= self.last.get(m.machine, slot - 1):
+            return False
+        self.last[m.machine] = slot
+        return True
+
+
+def _oee_rows(out: list[Output]) -> list[Output]:
+    return out
+
+
+def oee_spec(config: PlantConfig,
+             now: Callable[[], datetime] = _utc_now) -> LogicSpec[OeeState, list[Output]]:
+    """The OEE flow's per-machine logic: usable OEE samples and ticks of each machine into its
+    :class:`OeeLogic` (``now``: the wall clock of its timers, injected for tests).
+
+    >>> from plantstream.schemas.config import build_config
+    >>> spec = oee_spec(build_config({}, {}))
+    >>> logic = spec.build(None)
+    >>> logic.on_batch([Measurement(0, "m1", "temperature_c", 40.0)]), logic.discard()
+    ([], True)
+    >>> logic.on_batch([Measurement(0, "m1", "machine_state", "running")]), logic.discard()
+    ([], False)
+    >>> spec.build(spec.codec.decode(spec.codec.encode(logic.state()))).state().machine
+    'm1'
+    """
+    make = accounting_factory(config)
+
+    def build(state: OeeState | None) -> OeeLogic:
+        return OeeLogic(make, state, now)
+
+    return LogicSpec("oee", OEE_STATE, build, _oee_rows, filters=Ticks(), timers=True, discards=True)

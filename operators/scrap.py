@@ -54,15 +54,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bytewax.operators as op
 import orjson
 import yaml
 
-from plantstream.operators.ledger import Emitted, Event, Ledger, Output
+from plantstream.operators.ledger import Emitted, Event, Ledger, Output, upgrade_ledger_v1
+from plantstream.operators.logic import LogicSpec, MachineLogic
 from plantstream.operators.oee import Counter
 from plantstream.operators.state import StateCodec
 from plantstream.schemas.config import PlantConfig
@@ -265,8 +267,14 @@ class ScrapState:
     """The fold's state (:meth:`ScrapFold.dump_state`)."""
 
 
-SCRAP_STATE: StateCodec[ScrapState] = StateCodec("scrap", 1, ScrapState)
-"""The versioned codec of :class:`ScrapState` (kind ``scrap``, format 1)."""
+def _upgrade_scrap_v1(p: dict[str, Any]) -> dict[str, Any]:
+    return p | {"ledger": upgrade_ledger_v1(p["ledger"])}
+
+
+SCRAP_STATE: StateCodec[ScrapState] = StateCodec("scrap", 2, ScrapState, upgrades={1: _upgrade_scrap_v1})
+"""The versioned codec of :class:`ScrapState` (kind ``scrap``). Format 2: the ledger's journal
+by column (:func:`~plantstream.operators.ledger.pack_events`); format 1 (segments of pickled
+sample tuples) is upgraded on decode."""
 
 
 class ScrapFold:
@@ -485,7 +493,11 @@ class ScrapTracker(Ledger):
         return SCRAP_STATE.encode(self.state())
 
     def load(self, blob: bytes) -> None:
-        st = SCRAP_STATE.decode(blob)
+        """Continue from a :meth:`dump`."""
+        self.restore(SCRAP_STATE.decode(blob))
+
+    def restore(self, st: ScrapState) -> None:
+        """Continue from a decoded state (of this machine)."""
         self.scrap_fold.site, self.scrap_fold.line = st.site, st.line
         self.load_ledger(st.ledger)
         self.scrap_fold.load_state(st.fold)
@@ -517,6 +529,75 @@ class ScrapTracker(Ledger):
         m = raw or Measurement(ev[0], self.machine, ev[2], ev[3], self.site, self.line)
         return {"ts": ev[0], "source": f"scrap:{self.machine}:{ev[2]}", "reason": "late",
                 "raw": m.to_json().decode()}
+
+
+class ScrapLogic(MachineLogic[ScrapState, list[Output]]):
+    """One machine's :class:`ScrapTracker`, run by the machine engine (:func:`scrap_spec`).
+
+    A batch's samples (already the scrap metrics of usable quality: the spec's filter) go to
+    the tracker at once, so late ones among them restate once. The tracker is built from the
+    first sample's machine, site and line (a source that sends them wins over the plant
+    config), or from the resumed state. Each output is the list of ``(table, row)`` that one
+    call made final.
+    """
+
+    def __init__(self, make: Callable[[str, str, str], ScrapTracker], state: ScrapState | None) -> None:
+        self.make = make
+        self.tracker: ScrapTracker | None = None
+        if state is not None:
+            self.tracker = make(state.machine, state.site, state.line)
+            self.tracker.restore(state)
+
+    def on_batch(self, samples: list[Measurement]) -> list[list[Output]]:
+        tracker = self.tracker
+        if tracker is None:
+            first = samples[0]
+            tracker = self.tracker = self.make(first.machine, first.site, first.line)
+        tracker.ingest([(m.ts, m.metric, m.value) for m in samples], samples)
+        out = tracker.take()
+        return [out] if out else []
+
+    def on_eof(self) -> list[list[Output]]:
+        if self.tracker is None:
+            return []
+        out = self.tracker.finish()
+        return [out] if out else []
+
+    def state(self) -> ScrapState:
+        if self.tracker is None:  # never asked: the engine builds a logic for a sample
+            return ScrapState("", "", "", {}, {})
+        return self.tracker.state()
+
+
+def relevant(m: Measurement) -> bool:
+    """What the scrap logic sees: the scrap metrics (:data:`SCRAP_METRICS`) of usable quality."""
+    return m.metric in SCRAP_METRICS and m.quality != "bad"
+
+
+def _scrap_rows(out: list[Output]) -> list[Output]:
+    return out
+
+
+def scrap_spec(config: PlantConfig) -> LogicSpec[ScrapState, list[Output]]:
+    """The scrap flow's per-machine logic: each machine's scrap metrics into its :class:`ScrapLogic`.
+
+    >>> from plantstream.schemas.config import build_config
+    >>> spec = scrap_spec(build_config({}, {}))
+    >>> logic = spec.build(None)
+    >>> logic.on_batch([Measurement(0, "m1", "reject_count", 3)])
+    []
+    >>> st = spec.codec.decode(spec.codec.encode(logic.state()))
+    >>> st.machine, st.ledger["buffer"]   # waiting for the watermark (allowed lateness)
+    ('m1', [(0, 1, 'reject_count', 3)])
+    """
+
+    def make(machine: str, site: str, line: str) -> ScrapTracker:
+        return ScrapTracker.for_config(config, machine, site, line)
+
+    def build(state: ScrapState | None) -> ScrapLogic:
+        return ScrapLogic(make, state)
+
+    return LogicSpec("scrap", SCRAP_STATE, build, _scrap_rows, filters=relevant)
 
 
 # -- per scope key ---------------------------------------------------------------------------
@@ -624,6 +705,74 @@ class CostJoin:
         rows = [self.costed(r, ref, ideal(r) if ideal else None) for r in self.pending.values()]
         self.pending.clear()
         return rows
+
+
+RATE_STATE: StateCodec[RateAggregator] = StateCodec("scrap_rate", 1, RateAggregator)
+"""The versioned codec of a scope key's :class:`RateAggregator` (kind ``scrap_rate``, format 1:
+its fields; ``by_end`` boundary → machine → (mg, mr, wg, wr), ``totals`` boundary → sums)."""
+
+
+def _dump_join(j: CostJoin) -> dict[str, Any]:
+    ref = j.ref
+    return {"ref": None if ref is None else (ref.work_order, ref.part_number, ref.material_cost,
+                                             ref.labor_rate, ref.labor_s_per_unit, ref.currency),
+            "pending": [(k, dict(row)) for k, row in j.pending.items()]}
+
+
+def _load_join(p: dict[str, Any]) -> CostJoin:
+    ref = p["ref"]
+    return CostJoin(None if ref is None else WorkOrderRef(*ref),
+                    {(str(k[0]), int(k[1])): dict(row) for k, row in p["pending"]})
+
+
+JOIN_STATE: StateCodec[CostJoin] = StateCodec("scrap_cost", 1, CostJoin, _dump_join, _load_join)
+"""The versioned codec of a work order's :class:`CostJoin` (kind ``scrap_cost``, format 1: the
+reference as a tuple of its fields, the events waiting for it as ``((machine, ts), row)``
+pairs in arrival order)."""
+
+
+class RateLogic(op.StatefulLogic[dict[str, Any], dict[str, Any], bytes]):
+    """The Bytewax step of one scope key (``scope|key``): its :class:`RateAggregator`; the
+    snapshot is the aggregator encoded by :data:`RATE_STATE`."""
+
+    def __init__(self, window_ms: int, keep_ms: int, resume: bytes | None) -> None:
+        self.agg = RATE_STATE.decode(resume) if resume else RateAggregator(window_ms, keep_ms)
+
+    def on_item(self, value: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        return [self.agg.on_contribution(value)], op.StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return RATE_STATE.encode(self.agg)
+
+
+Joined = tuple[str, Any]
+"""("ref", WorkOrderRef) or ("event", uncosted scrap event row)."""
+
+
+class JoinLogic(op.StatefulLogic[Joined, dict[str, Any], bytes]):
+    """The Bytewax step of one work order: its :class:`CostJoin` with the reference data
+    (``static``: the work-order file, the fallback until the topic sends a record); the
+    snapshot is the join encoded by :data:`JOIN_STATE`."""
+
+    def __init__(self, config: PlantConfig, static: dict[str, WorkOrderRef], resume: bytes | None) -> None:
+        self.config = config
+        self.static = static
+        self.join = JOIN_STATE.decode(resume) if resume else CostJoin()
+
+    def _ideal(self, row: dict[str, Any]) -> float | None:
+        return self.config.machine(str(row["machine"])).ideal_for_part(str(row.get("part_number", "")))
+
+    def on_item(self, value: Joined) -> tuple[list[dict[str, Any]], bool]:
+        kind, item = value
+        if kind == "ref":
+            return self.join.on_ref(item, self._ideal), op.StatefulLogic.RETAIN
+        fallback = self.static.get(str(item.get("work_order", "")))
+        rows = self.join.on_event(item, fallback, self.config.scrap.max_pending_per_work_order,
+                                  self._ideal(item))
+        return rows, op.StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return JOIN_STATE.encode(self.join)
 
 
 def iter_rate_rows(rows: Iterable[Output]) -> Iterator[dict[str, Any]]:

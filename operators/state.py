@@ -128,6 +128,22 @@ class StateCodec(Generic[S]):
             msg = (f"snapshot holds {kind!r} state, not {self.kind!r}: "
                    "the recovery store belongs to another flow")
             raise StateError(msg)
+        return self.from_payload(payload, version)
+
+    def from_payload(self, payload: Payload, version: int | None = None) -> S:
+        """The state of a ``payload`` of format ``version`` (default: the current one), through
+        the upgrades of every later version — for a state kept inside another state (the OEE
+        accounting an alert engine keeps) as its kind's payload and version.
+
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Seen:
+        ...     count: int = 0
+        >>> StateCodec("seen", 2, Seen, upgrades={1: lambda p: {"count": p["n"]}}).from_payload({"n": 4}, 1)
+        Seen(count=4)
+        """
+        if version is None:
+            version = self.version
         if version > self.version:
             msg = (f"{self.kind} state is format version {version}, this release reads up to {self.version}: "
                    "resume with the release that wrote it, or start from a fresh recovery store")

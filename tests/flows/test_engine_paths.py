@@ -134,12 +134,6 @@ def run(flows: Mapping[str, FlowFn], *, workers: int = 1, abort_at: int | None =
 
 CHOICES = {**{name: {name: fn} for name, fn in FLOWS.items()}, "all": dict(FLOWS)}
 
-OEE_RESUME = ("OeeAccounting.dump() keeps no site/line (operators/oee.py): after a resume a machine's "
-              "facts carry the plant config's line until its next OEE sample; the OEE rewrite must keep them")
-"""A finding of this test, left to the OEE rewrite; strict, so the fix turns it into a failure
-that asks for the marker to go."""
-
-
 @cache
 def reference(name: str) -> dict[str, dict[bytes, Any]]:
     """One worker, uninterrupted: what the tables keep."""
@@ -161,8 +155,7 @@ def test_two_workers_write_the_same_rows_as_one(name: str) -> None:
     _same(as_kept(run(CHOICES[name], workers=2)), reference(name), "two workers")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=OEE_RESUME))
-                                  if "oee" in CHOICES[n] else n for n in CHOICES])
+@pytest.mark.parametrize("name", list(CHOICES))
 def test_an_aborted_and_resumed_run_writes_the_same_rows(name: str, tmp_path: Path) -> None:
     resumed = as_kept(run(CHOICES[name], abort_at=len(messages()) // 2, recovery=tmp_path / "recovery"))
     _same(resumed, reference(name), "an aborted and resumed run")

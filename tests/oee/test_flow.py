@@ -86,32 +86,42 @@ def test_one_and_two_workers_give_the_accounting_result() -> None:
 def test_a_machine_that_stops_sending_shows_its_open_stop_after_the_allowed_lateness() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from plantstream.flows.oee import OeeLogic
+    from plantstream.flows.engine import EngineRun
+    from plantstream.operators.logic import ManualClock
+    from plantstream.operators.oee import oee_spec
 
-    clock = [datetime(2026, 11, 22, 6, tzinfo=UTC)]
-    logic = OeeLogic(accounting_factory(CFG), None, now=lambda: clock[0])
-    emitted: list[Any] = []
-    for ts, metric, value in ((T0, "machine_state", "running"), (T0 + 30_000, "fault_code", 101),
-                              (T0 + 30_000, "machine_state", "fault")):
-        emitted += logic.on_item(Measurement(ts, "press-01", metric, value))[0]
-    assert not [r for rows in emitted for t, r in rows if t == "downtime_events"]
+    clock = ManualClock(datetime(2026, 11, 22, 6, tzinfo=UTC))
+    run = EngineRun(oee_spec(CFG, now=clock))
+    emitted = run.batch([Measurement(ts, "press-01", metric, value) for ts, metric, value in (
+        (T0, "machine_state", "running"), (T0 + 30_000, "fault_code", 101),
+        (T0 + 30_000, "machine_state", "fault"))])
+    assert not [r for _, t, r in emitted if t == "downtime_events"]
     # nothing more arrives: the timer is due one allowed lateness (60 s) of wall time later
-    assert logic.notify_at() == clock[0] + timedelta(seconds=60)
-    clock[0] += timedelta(seconds=61)
-    rows, _ = logic.on_notify()
-    [event] = [r for batch in rows for t, r in batch if t == "downtime_events"]
+    assert run.notify(clock.advance(timedelta(seconds=59))) == []
+    rows = run.notify(clock.advance(timedelta(seconds=2)))
+    [event] = [r for _, t, r in rows if t == "downtime_events"]
     assert (event["start"], event["end"], event["is_open"], event["reason"]) == (
         T0 + 30_000, None, 1, "hydraulic_pressure_low")
-    assert logic.notify_at() is None
+    assert run.engine.notify_at() is None
     # a sample from before the flushed point restates instead of being applied out of order
-    rows, _ = logic.on_item(Measurement(T0 + 20_000, "press-01", "machine_state", "idle"))
-    rows += logic.on_eof()[0]
+    rows = run.batch([Measurement(T0 + 20_000, "press-01", "machine_state", "idle")]) + run.eof()
     events: dict[int, dict[str, Any]] = {}
-    for batch in rows:
-        for t, r in batch:
-            if t == "downtime_events" and r["version"] > events.get(r["start"], {"version": -1})["version"]:
-                events[r["start"]] = r
+    for _, t, r in rows:
+        if t == "downtime_events" and r["version"] > events.get(r["start"], {"version": -1})["version"]:
+            events[r["start"]] = r
     assert events[T0 + 20_000]["state"] == "idle" and events[T0 + 20_000]["end"] == T0 + 30_000
+
+
+def test_a_sensor_only_machine_keeps_no_oee_state() -> None:
+    from plantstream.flows.engine import EngineRun
+    from plantstream.operators.oee import oee_spec
+
+    run = EngineRun(oee_spec(CFG))
+    sensor = [Measurement(T0 + k * 5_000, "chiller-1", "temperature_c", 4.0) for k in range(20)]
+    assert run.batch(sensor) == [] and run.eof() == []
+    assert run.snapshot() == {"oee": {}}
+    run.batch([Measurement(T0 + 200_000, "chiller-1", "machine_state", "running")])
+    assert set(run.snapshot()["oee"]) == {"chiller-1"}
 
 
 def test_facts_and_events_carry_the_site_and_line_the_source_sent() -> None:

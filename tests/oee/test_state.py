@@ -1,9 +1,11 @@
 """The OEE and scrap states are versioned plain data (``operators.state.StateCodec``): checked-in
-snapshots of format version 1 decode, resume, and continue exactly like an uninterrupted run.
+snapshots of format version 1 decode (through the upgrade to today's format, whose journal is
+packed by column), resume, and continue exactly like an uninterrupted run.
 
-The fixtures ``tests/fixtures/state/oee_v1.bin`` and ``scrap_v1.bin`` were written by
-:func:`write_fixtures` (``python -m tests.oee.test_state``); they must never be rewritten for a
-format change: raise the codec's version, add an upgrade, and add a fixture of the new version.
+The fixtures ``tests/fixtures/state/oee_v1.bin`` and ``scrap_v1.bin`` were written when format 1
+was introduced, from :func:`samples` (the state after :data:`HALF` of them); they are never
+rewritten. Fixtures of today's format are the conformance suite's
+(``tests/operators/test_state_conformance.py``).
 """
 
 from __future__ import annotations
@@ -49,17 +51,6 @@ def samples() -> list[tuple[int, str, Any]]:
 HALF = 700  # the fixtures hold the state after this many samples
 
 
-def write_fixtures() -> None:
-    """Write the format-1 fixtures (run once, when format 1 was introduced)."""
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    acc = OeeAccounting.for_config(CONFIG, "press-01")
-    acc.process(samples()[:HALF])
-    (FIXTURES / "oee_v1.bin").write_bytes(acc.dump())
-    tracker = ScrapTracker.for_config(CONFIG, "press-01")
-    tracker.process(samples()[:HALF])
-    (FIXTURES / "scrap_v1.bin").write_bytes(tracker.dump())
-
-
 def latest(rows: list[tuple[str, dict[str, Any]]], key: tuple[str, ...]) -> dict[Any, Any]:
     best: dict[Any, dict[str, Any]] = {}
     for table, r in rows:
@@ -77,6 +68,11 @@ def test_the_oee_v1_fixture_decodes_to_plain_data_and_resumes_like_an_uninterrup
     state = OEE_STATE.decode(blob)
     assert (state.machine, state.site, state.line) == ("press-01", "plant", "line-1")
     assert state.ledger["max_ts"] == samples()[HALF - 1][0]
+    assert OEE_STATE.version > 1 and decode_header(OEE_STATE.encode(state))[1] == OEE_STATE.version
+    # the upgraded state is the one today's code writes after the same samples
+    today = OeeAccounting.for_config(CONFIG, "press-01")
+    today.process(samples()[:HALF])
+    assert OEE_STATE.payload(state) | {"ledger": None} == OEE_STATE.payload(today.state()) | {"ledger": None}
     assert OeeAccounting.machine_of(blob) == "press-01"
 
     resumed = OeeAccounting.for_config(CONFIG, OeeAccounting.machine_of(blob))
@@ -119,6 +115,3 @@ def test_snapshots_round_trip_and_are_isolated_from_the_live_state() -> None:
     assert OEE_STATE.decode(acc.dump()) != before and OEE_STATE.decode(snap) == before
     assert OEE_STATE.decode(again.dump()) == before
 
-
-if __name__ == "__main__":
-    write_fixtures()
