@@ -29,7 +29,8 @@ from datetime import date
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -424,8 +425,10 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _annotation_args(ann: Any) -> tuple[Any, ...]:
-    args = get_args(ann)
-    return args if args else (ann,)
+    """The members of a union (``X | None``), else the annotation itself."""
+    if get_origin(ann) in (Union, UnionType):
+        return get_args(ann)
+    return (ann,)
 
 
 def _is_secret_path(path: list[str]) -> bool:
