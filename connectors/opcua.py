@@ -637,7 +637,8 @@ def check_server_certificate(der: bytes, sec: OpcUaSecurity, endpoint: str,
     when = now or datetime.now(UTC)
     if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
         msg = (f"OPC UA server {endpoint} presents a certificate ({subject}) valid only from "
-               f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}; renew it on the server")
+               f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}; "
+               "renew it on the server")
         raise ConnectorError(msg)
     trusted = trusted_certificates(sec)
     if trusted or not sec.trust_on_first_use:

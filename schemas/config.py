@@ -49,6 +49,7 @@ from plantstream.schemas.alerts_config import AlertsConfig
 from plantstream.schemas.anomaly_config import AnomalyConfig
 from plantstream.schemas.errors import ConfigError
 from plantstream.schemas.oee_config import LossConfig
+from plantstream.schemas.opcua_config import OpcUaConfig
 from plantstream.schemas.redact import (
     Setting,
     has_credentials,
@@ -56,7 +57,6 @@ from plantstream.schemas.redact import (
     reveal_settings,
     wrap_secret_settings,
 )
-from plantstream.schemas.opcua_config import OpcUaConfig
 from plantstream.schemas.scrap_config import ScrapConfig
 from plantstream.schemas.sinks_config import EventHubsConfig, StatusConfig
 from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
@@ -436,8 +436,10 @@ def _is_secret_path(path: list[str]) -> bool:
     ``dict[str, SecretStr]`` (webhook headers), or a pass-through setting named like one
     (``kafka.extra.sasl.password``).
 
-    >>> _is_secret_path(["clickhouse", "password"]), _is_secret_path(["alerts", "webhook", "headers", "x-key"])
-    (True, True)
+    >>> _is_secret_path(["clickhouse", "password"])
+    True
+    >>> _is_secret_path(["alerts", "webhook", "headers", "x-key"])
+    True
     >>> _is_secret_path(["kafka", "extra", "sasl.password"]), _is_secret_path(["clickhouse", "url"])
     (True, False)
     """

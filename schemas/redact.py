@@ -12,8 +12,10 @@ Examples
 'https://ops:***@ch.plant.local:8443/db?x=***'
 >>> url_destination("https://prod.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=s3cr3t")
 'https://prod.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?…'
->>> is_secret_key("sasl.oauthbearer.client.secret"), is_secret_key("ssl.key.pem"), is_secret_key("sasl.username")
-(True, True, False)
+>>> is_secret_key("sasl.oauthbearer.client.secret"), is_secret_key("ssl.key.pem")
+(True, True)
+>>> is_secret_key("sasl.username")
+False
 >>> mask_setting("sasl.password", "s3cret"), mask_setting("bootstrap.servers", "k:9092")
 ('***', 'k:9092')
 """
