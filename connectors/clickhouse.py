@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 import clickhouse_connect
@@ -37,6 +37,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from plantstream.schemas.errors import ConfigError, ConnectorError
+from plantstream.schemas.redact import has_credentials, mask_text, mask_url, warn_once
 
 if TYPE_CHECKING:
     from plantstream.schemas.config import ClickHouseConfig
@@ -97,7 +98,7 @@ def connect(
         raise ConfigError(msg) from None
     if parsed.scheme not in {"chdb", "http", "https"}:
         msg = (
-            f"ClickHouse DSN {dsn!r} has scheme {parsed.scheme!r}; use chdb:///path for the "
+            f"ClickHouse DSN {_redact(dsn)!r} has scheme {parsed.scheme!r}; use chdb:///path for the "
             "embedded engine or http(s)://host:8123 for a server"
         )
         raise ConfigError(msg)
@@ -123,13 +124,48 @@ def connect(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
                 msg = f"ClickHouse database name {database!r} must be an identifier"
                 raise ConfigError(msg)
-            client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+            if not (settings or {}).get("readonly"):  # a read-only session cannot create it
+                client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
             client.close()
             client = clickhouse_connect.get_client(**kwargs, database=database)
     except ClickHouseError as exc:
-        msg = f"cannot open ClickHouse at {_redact(dsn)}: {exc}"
+        msg = f"cannot open ClickHouse at {_redact(dsn)}: {mask_text(str(exc))}"
         raise ConnectorError(msg) from exc
+    if not is_embedded(dsn) and (password or has_credentials(dsn)) and not kwargs.get("secure"):
+        warn_once(log, f"ClickHouse: the password of user {username or 'default'!r} is sent in clear over "
+                       f"{_redact(dsn)}; use an https:// URL (port 8443) or clickhouse.secure: true")
     return client
+
+
+Account = Literal["writer", "reader", "migrator"]
+"""Which ClickHouse account a client connects as (see
+:class:`~plantstream.schemas.config.ClickHouseConfig`)."""
+
+
+def account_credentials(cfg: ClickHouseConfig, account: Account = "writer") -> tuple[str | None, str | None]:
+    """User name and password of ``account``: its own section, else the writer's (``username``).
+
+    >>> from plantstream.schemas.config import ClickHouseConfig
+    >>> cfg = ClickHouseConfig.model_validate({"username": "flows", "password": "w",
+    ...     "reader": {"username": "grafana", "password": "r"}})
+    >>> account_credentials(cfg, "reader"), account_credentials(cfg, "migrator")
+    (('grafana', 'r'), ('flows', 'w'))
+    """
+    own = {"reader": cfg.reader, "migrator": cfg.migrator}.get(account)
+    if own is not None:
+        return own.username, own.password.get_secret_value() if own.password else None
+    return cfg.username, cfg.password.get_secret_value() if cfg.password else None
+
+
+def readonly_settings(final: bool = False) -> dict[str, int]:
+    """Session settings of a read-only client: ClickHouse refuses writes, DDL and raising ``readonly``.
+
+    ``final`` comes first: once ``readonly=1`` applies, no setting may change any more.
+
+    >>> readonly_settings(final=True)
+    {'final': 1, 'readonly': 1}
+    """
+    return {"final": 1, "readonly": 1} if final else {"readonly": 1}
 
 
 def _tls_kwargs(dsn: str, secure: bool | None, verify: bool, ca_cert: str | None,
@@ -163,25 +199,32 @@ def _tls_kwargs(dsn: str, secure: bool | None, verify: bool, ca_cert: str | None
     return out
 
 
-def connect_config(cfg: ClickHouseConfig, dsn: str | None = None) -> Client:
-    """Open a client from the ``clickhouse:`` config section (``dsn`` overrides its ``url``)."""
+def connect_config(cfg: ClickHouseConfig, dsn: str | None = None, *, account: Account = "writer",
+                   settings: Mapping[str, Any] | None = None) -> Client:
+    """Open a client from the ``clickhouse:`` config section (``dsn`` overrides its ``url``).
+
+    ``account`` picks the credentials (:func:`account_credentials`); ``settings`` are session
+    settings sent with every query (e.g. :func:`readonly_settings`).
+    """
+    username, password = account_credentials(cfg, account)
     return connect(
-        dsn or cfg.url, database=cfg.database, username=cfg.username,
-        password=cfg.password.get_secret_value() if cfg.password else None,
+        dsn or cfg.url, database=cfg.database, username=username, password=password, settings=settings,
         secure=cfg.secure, verify=cfg.verify, ca_cert=cfg.ca_cert, client_cert=cfg.client_cert,
         client_cert_key=cfg.client_cert_key,
     )
 
 
 @contextmanager
-def client_session(cfg: ClickHouseConfig, dsn: str | None = None) -> Iterator[Client]:
+def client_session(cfg: ClickHouseConfig, dsn: str | None = None, *, account: Account = "reader",
+                   settings: Mapping[str, Any] | None = None) -> Iterator[Client]:
     """A client from the ``clickhouse:`` config section, closed when the block ends.
 
     The one way a reader (``plantstream kpi …``, ``query``, ``status``, the daily report) opens
     ClickHouse: ``with client_session(cfg.clickhouse, dsn) as client: …``. ``dsn`` overrides the
-    section's ``url``, as in :func:`connect_config`.
+    section's ``url``, as in :func:`connect_config`. Readers connect as the ``reader`` account
+    (the writer's when none is configured); ``db migrate`` passes ``account="migrator"``.
     """
-    client = connect_config(cfg, dsn)
+    client = connect_config(cfg, dsn, account=account, settings=settings)
     try:
         yield client
     finally:
@@ -198,7 +241,7 @@ def config_factory(cfg: ClickHouseConfig, dsn: str | None = None) -> ClientFacto
 
 
 def _redact(dsn: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+    return mask_url(dsn)
 
 
 # -- migrations ------------------------------------------------------------------------------
@@ -259,29 +302,81 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _server_statement(statement: str, client: Client, environ: Mapping[str, str]) -> str:
+def _reader_password(cfg: ClickHouseConfig | None, environ: Mapping[str, str]) -> str | None:
+    if cfg is not None and cfg.reader is not None and cfg.reader.password is not None:
+        return cfg.reader.password.get_secret_value()
+    return environ.get(GRAFANA_PASSWORD_ENV) or None
+
+
+def _server_statement(statement: str, client: Client, environ: Mapping[str, str],
+                      cfg: ClickHouseConfig | None = None) -> str:
     """Fill the placeholders of an access-control statement: ``{database}``, ``{grafana_password}``."""
     if "{database}" in statement:
         statement = statement.replace("{database}", f"`{client.database or 'default'}`")
     if "{grafana_password}" in statement:
-        password = environ.get(GRAFANA_PASSWORD_ENV)
+        password = _reader_password(cfg, environ)
         if not password:
             msg = (f"migrating a ClickHouse server creates the read-only user 'grafana': set "
-                   f"{GRAFANA_PASSWORD_ENV} to its password before `plantstream db migrate`")
+                   f"{GRAFANA_PASSWORD_ENV} (or clickhouse.reader.password) to its password before "
+                   "`plantstream db migrate`")
             raise ConfigError(msg)
         statement = statement.replace("{grafana_password}", _quote(password))
     return statement
 
 
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "") + "`"
+
+
+def user_statements(cfg: ClickHouseConfig | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The statements that create the reader and writer accounts and (re)set their passwords.
+
+    Run by :func:`migrate` on a server after the numbered migrations, every time: ``CREATE USER
+    IF NOT EXISTS`` for a first install, ``ALTER USER … IDENTIFIED`` so that a rotated password
+    (a changed Secret) takes effect. The reader is ``clickhouse.reader`` (default ``grafana``,
+    password from ``clickhouse.reader.password`` or ``PLANTSTREAM_GRAFANA_PASSWORD``); the
+    writer is ``clickhouse.username`` when a separate ``clickhouse.migrator`` runs the migration.
+
+    >>> from plantstream.schemas.config import ClickHouseConfig
+    >>> cfg = ClickHouseConfig.model_validate({"username": "flows", "password": "w1",
+    ...     "migrator": {"username": "admin", "password": "a"}})
+    >>> for s in user_statements(cfg, {"PLANTSTREAM_GRAFANA_PASSWORD": "g"}): print(s[:60])
+    CREATE USER IF NOT EXISTS `grafana` IDENTIFIED WITH sha256_p
+    ALTER USER `grafana` IDENTIFIED WITH sha256_password BY 'g'
+    GRANT plantstream_reader TO `grafana`
+    CREATE USER IF NOT EXISTS `flows` IDENTIFIED WITH sha256_pas
+    ALTER USER `flows` IDENTIFIED WITH sha256_password BY 'w1' D
+    GRANT plantstream_writer TO `flows`
+    """
+    env = os.environ if environ is None else environ
+    out: list[str] = []
+    accounts: list[tuple[str, str, str, str]] = []
+    reader = cfg.reader.username if cfg is not None and cfg.reader is not None else "grafana"
+    reader_pw = _reader_password(cfg, env)
+    if reader_pw:
+        accounts.append((reader, reader_pw, "plantstream_reader", " SETTINGS PROFILE 'plantstream_grafana'"))
+    if cfg is not None and cfg.migrator is not None and cfg.username and cfg.password is not None \
+            and cfg.username not in (cfg.migrator.username, reader):
+        accounts.append((cfg.username, cfg.password.get_secret_value(), "plantstream_writer", ""))
+    for name, password, role, profile in accounts:
+        auth = f"IDENTIFIED WITH sha256_password BY {_quote(password)}"
+        out += [f"CREATE USER IF NOT EXISTS {_ident(name)} {auth}{profile} DEFAULT ROLE {role}",
+                f"ALTER USER {_ident(name)} {auth}{profile} DEFAULT ROLE {role}",
+                f"GRANT {role} TO {_ident(name)}"]
+    return out
+
+
 def migrate(client: Client, directory: Traversable = MIGRATIONS_DIR,
-            environ: Mapping[str, str] | None = None) -> list[str]:
+            environ: Mapping[str, str] | None = None, users: ClickHouseConfig | None = None) -> list[str]:
     """Apply the migrations not applied yet; return their names. Safe to run again.
 
     Access-control statements (``CREATE USER``, ``CREATE ROLE``, ``CREATE SETTINGS PROFILE``,
     ``GRANT`` …) only make sense on a server: embedded chDB has no user directory and refuses
     them, so there they are skipped with a log line naming each one. On a server their
     placeholders are filled: ``{database}`` (the client's database) and ``{grafana_password}``
-    (from ``PLANTSTREAM_GRAFANA_PASSWORD``; migrating a server without it is an error).
+    (from ``PLANTSTREAM_GRAFANA_PASSWORD``; migrating a server without it is an error). Then,
+    on a server, the accounts of ``users`` (the ``clickhouse:`` section) are created or have
+    their passwords reset (:func:`user_statements`), so password rotation is a migration.
     """
     env = os.environ if environ is None else environ
     embedded = is_embedded_client(client)
@@ -300,7 +395,7 @@ def migrate(client: Client, directory: Traversable = MIGRATIONS_DIR,
                 if embedded:
                     skipped.append(" ".join(statement.split()[:3]))
                     continue
-                statement = _server_statement(statement, client, env)
+                statement = _server_statement(statement, client, env, users)
             client.command(statement)
         if skipped:
             log.warning("migration %03d_%s: skipped %d access-control statements on embedded "
@@ -308,6 +403,9 @@ def migrate(client: Client, directory: Traversable = MIGRATIONS_DIR,
                         mig.version, mig.name, len(skipped), "; ".join(skipped))
         client.insert("schema_migrations", [[mig.version, mig.name]], column_names=["version", "name"])
         applied.append(f"{mig.version:03d}_{mig.name}")
+    if not embedded:
+        for statement in user_statements(users, env):
+            client.command(statement)
     return applied
 
 

@@ -42,6 +42,7 @@ from confluent_kafka import KafkaError, Producer
 
 from plantstream.connectors import kafka
 from plantstream.schemas.errors import ConfigError, ConnectorError
+from plantstream.schemas.redact import mask_settings, mask_text, reveal_settings, secret_keys_of
 from plantstream.schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
 
 log = logging.getLogger(__name__)
@@ -151,15 +152,28 @@ EVENTHUBS_TUNING: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Target:
-    """Where the cloud records go: librdkafka settings and the topic (event hub)."""
+    """Where the cloud records go: librdkafka settings and the topic (event hub).
+
+    ``secret_keys`` names the settings that came from a secret (the connection string, secret
+    ``extra`` settings); :meth:`masked` hides those and every setting named like a secret.
+
+    >>> t = Target({"sasl.oauthbearer.client.secret": "x", "ssl.key.pem": "-----BEGIN", "custom": "y",
+    ...             "linger.ms": 5}, "kpis", eventhubs=False, secret_keys=frozenset({"custom"}))
+    >>> t.masked()
+    {'sasl.oauthbearer.client.secret': '***', 'ssl.key.pem': '***', 'custom': '***', 'linger.ms': 5}
+    """
 
     conf: dict[str, Any]
     topic: str
     eventhubs: bool
+    secret_keys: frozenset[str] = frozenset()
 
-    def __repr__(self) -> str:  # never print the password
-        safe = {k: ("***" if "password" in k else v) for k, v in self.conf.items()}
-        return f"Target(topic={self.topic!r}, eventhubs={self.eventhubs}, conf={safe})"
+    def masked(self) -> dict[str, Any]:
+        """The settings as they may be printed or logged."""
+        return mask_settings(self.conf, self.secret_keys)
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"Target(topic={self.topic!r}, eventhubs={self.eventhubs}, conf={self.masked()})"
 
 
 def target_from_config(cfg: EventHubsConfig, environ: Mapping[str, str] | None = None) -> Target | None:
@@ -175,12 +189,14 @@ def target_from_config(cfg: EventHubsConfig, environ: Mapping[str, str] | None =
             msg = ("Event Hubs connection string has no EntityPath=…: append ;EntityPath=EVENTHUB "
                    "(the event hub to write) or set eventhubs.topic")
             raise ConfigError(msg)
-        conf: dict[str, Any] = {**EVENTHUBS_TUNING, **eventhubs_client_config(secret), **cfg.extra}
-        return Target(conf, topic, eventhubs=True)
+        conf: dict[str, Any] = {**EVENTHUBS_TUNING, **eventhubs_client_config(secret),
+                                **reveal_settings(cfg.extra)}
+        return Target(conf, topic, eventhubs=True,
+                      secret_keys=secret_keys_of(cfg.extra) | {"sasl.password"})
     if cfg.bootstrap_servers:
         assert cfg.topic is not None  # validated by EventHubsConfig
-        return Target({"bootstrap.servers": cfg.bootstrap_servers, **cfg.extra}, cfg.topic,
-                      eventhubs=False)
+        return Target({"bootstrap.servers": cfg.bootstrap_servers, **reveal_settings(cfg.extra)}, cfg.topic,
+                      eventhubs=False, secret_keys=secret_keys_of(cfg.extra))
     return None
 
 
@@ -302,7 +318,8 @@ class _EventHubsPartition(StatefulSinkPartition[tuple[str, Row], None]):
     def _raise_errors(self) -> None:
         if self._errors:
             errors, self._errors = self._errors, []
-            msg = f"the cloud sink (topic {self._topic!r}) refused {len(errors)} records, first: {errors[0]}"
+            msg = (f"the cloud sink (topic {self._topic!r}) refused {len(errors)} records, "
+                   f"first: {mask_text(errors[0])}")
             raise ConnectorError(msg)
 
     def close(self) -> None:

@@ -27,8 +27,11 @@ reason. The connector never stops on bad data.
   ``state_file``, which also survives restarts); values already delivered are recognised by
   their time and value and not sent again.
 - **Security**: ``None``, or Basic256Sha256 ``Sign`` / ``SignAndEncrypt`` with the client
-  certificate and key; username/password. Rejected credentials or certificates raise
-  :class:`~schemas.errors.ConnectorError` at once (no retry loop).
+  certificate and key; username/password. The server's certificate must be in the trust list
+  (``security.trust``, ``security.server_certificate``) or, by explicit opt-in, pinned on first
+  use (:func:`check_server_certificate`). Rejected credentials or certificates raise
+  :class:`~schemas.errors.ConnectorError` at once (no retry loop). A user name over
+  SecurityPolicy None logs a warning at start.
 
 Delivery guarantee: at-least-once per value the server delivered or kept in history, in order
 per machine; duplicates (after a crash) are harmless for cumulative counters and states.
@@ -36,7 +39,7 @@ Unit of parallelism: one connector per OPC UA server (one asyncio task, one prod
 
 Examples
 --------
->>> from plantstream.schemas.config import PlantConfig
+>>> from plantstream.schemas.config import PlantConfig, cleartext_credentials
 >>> OpcUaConnector(PlantConfig(), {"bootstrap.servers": "127.0.0.1:1"}).stats.received
 0
 >>> quality_of(ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue))
@@ -48,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -59,13 +63,16 @@ from typing import Any
 import orjson
 from asyncua import Client, Node, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from plantstream.connectors.producer import SpoolingProducer
 from plantstream.connectors.tags import TagMapper
-from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.config import PlantConfig, cleartext_credentials
 from plantstream.schemas.errors import ConnectorError
 from plantstream.schemas.measurement import DeadLetter, Measurement, now_ms
-from plantstream.schemas.opcua_config import OpcUaConfig
+from plantstream.schemas.opcua_config import OpcUaConfig, OpcUaSecurity
+from plantstream.schemas.redact import warn_once
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +290,10 @@ class OpcUaConnector:
             mode = (ua.MessageSecurityMode.Sign if sec.mode == "Sign"
                     else ua.MessageSecurityMode.SignAndEncrypt)
             pw = sec.private_key_password.get_secret_value() if sec.private_key_password else None
+            server_der = await self._trusted_server_certificate(mode)
             try:
                 await client.set_security(SecurityPolicyBasic256Sha256, sec.certificate, sec.private_key,
-                                          pw, sec.server_certificate, mode)
+                                          pw, server_der, mode)
             except (TimeoutError, OSError):
                 raise
             except Exception as exc:
@@ -315,6 +323,33 @@ class OpcUaConnector:
                 raise ConnectorError(msg) from exc
             raise
         return client
+
+    async def _trusted_server_certificate(self, mode: ua.MessageSecurityMode) -> bytes:
+        """The server's certificate (DER) for the secure channel, once it is known to be trusted.
+
+        The endpoint description (read over an unsecured channel, as every UA client does) only
+        says which certificate the server claims; it is used only when it is in the trust list,
+        the pinned ``server_certificate``, or (opt-in) pinned on first use. The secure channel
+        then proves the server holds its key.
+        """
+        oc, sec = self.oc, self.oc.security
+        probe = Client(oc.endpoint, timeout=oc.connect_timeout_s)
+        try:
+            endpoints = await probe.connect_and_get_server_endpoints()
+        except ua.UaStatusCodeError:
+            raise
+        try:
+            endpoint = Client.find_endpoint(endpoints, mode, SecurityPolicyBasic256Sha256.URI)
+        except ua.UaError as exc:
+            msg = (f"OPC UA server {oc.endpoint} offers no endpoint for opcua.security policy "
+                   f"{sec.policy!r} mode {sec.mode!r} ({exc}); use one the server offers")
+            raise ConnectorError(msg) from exc
+        der = first_certificate(bytes(endpoint.ServerCertificate or b""))
+        if not der:
+            msg = f"OPC UA server {oc.endpoint} presents no certificate for Basic256Sha256"
+            raise ConnectorError(msg)
+        check_server_certificate(der, sec, oc.endpoint)
+        return der
 
     async def _resolve(self, client: Client) -> list[tuple[Node, str]]:
         """The nodes to subscribe, with their source tag names."""
@@ -491,6 +526,8 @@ class OpcUaConnector:
         Raises :class:`ConnectorError` for configuration and authentication problems.
         """
         stop = stop or asyncio.Event()
+        for warning in cleartext_credentials(self.config, ("opcua", "kafka")):
+            warn_once(log, warning)
         if self._producer is None:
             self._producer = SpoolingProducer(self.kafka_conf, self.config.producer, name="opcua").start()
         delay = self.oc.reconnect_initial_s
@@ -524,6 +561,107 @@ class OpcUaConnector:
     @property
     def producer(self) -> SpoolingProducer | None:
         return self._producer
+
+
+# -- server certificate trust ------------------------------------------------------------------
+
+_CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
+
+
+def first_certificate(chain: bytes) -> bytes:
+    """The first DER certificate of a concatenated chain (a ServerCertificate may carry one).
+
+    >>> first_certificate(bytes([0x30, 0x02, 1, 2, 0x30, 0x01, 9]))
+    b'0\\x02\\x01\\x02'
+    """
+    if len(chain) < 2 or chain[0] != 0x30:
+        return chain
+    n = chain[1]
+    if n < 0x80:
+        return chain[:2 + n]
+    k = n & 0x7F
+    return chain[:2 + k + int.from_bytes(chain[2:2 + k], "big")]
+
+
+def _der_of(path: Path) -> bytes:
+    data = path.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    return first_certificate(data)
+
+
+def fingerprint(der: bytes) -> str:
+    """SHA-256 fingerprint of a DER certificate, as ``AB:CD:…``."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def trusted_certificates(sec: OpcUaSecurity) -> dict[str, Path]:
+    """Fingerprint → file of every certificate in ``trust`` (files and folders) and ``server_certificate``."""
+    out: dict[str, Path] = {}
+    entries = [*sec.trust, *([sec.server_certificate] if sec.server_certificate else [])]
+    for entry in entries:
+        p = Path(entry)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in _CERT_SUFFIXES and f.is_file())
+        elif p.is_file():
+            files = [p]
+        else:
+            msg = (f"opcua.security.trust: {entry!r} is neither a certificate file nor a folder; give "
+                   "the server certificate (DER/PEM) or a folder of them")
+            raise ConnectorError(msg)
+        for f in files:
+            try:
+                out[fingerprint(_der_of(f))] = f
+            except (ValueError, OSError) as exc:
+                msg = f"opcua.security.trust: {str(f)!r} is not a certificate ({exc})"
+                raise ConnectorError(msg) from exc
+    return out
+
+
+def check_server_certificate(der: bytes, sec: OpcUaSecurity, endpoint: str,
+                             now: datetime | None = None) -> str:
+    """Refuse a server certificate that is not trusted or not valid now; return how it was trusted.
+
+    Trusted = in the trust list (or the pinned ``server_certificate``); else, only with
+    ``trust_on_first_use``, equal to the certificate pinned in ``pinned_certificate_file`` (the
+    first one seen is pinned there). Raises :class:`ConnectorError` naming the fingerprint and
+    the field to change.
+    """
+    fp = fingerprint(der)
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        msg = f"OPC UA server {endpoint} presents a certificate that cannot be read ({exc})"
+        raise ConnectorError(msg) from exc
+    subject = cert.subject.rfc4514_string()
+    when = now or datetime.now(UTC)
+    if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+        msg = (f"OPC UA server {endpoint} presents a certificate ({subject}) valid only from "
+               f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}; "
+               "renew it on the server")
+        raise ConnectorError(msg)
+    trusted = trusted_certificates(sec)
+    if trusted or not sec.trust_on_first_use:
+        if fp in trusted:
+            return f"trusted ({trusted[fp]})"
+        msg = (f"OPC UA server {endpoint} presents a certificate that is not trusted ({subject}, SHA-256 "
+               f"{fp}); if this is your server, add its certificate to opcua.security.trust")
+        raise ConnectorError(msg)
+    pinned = Path(sec.pinned_certificate_file)
+    if pinned.is_file():
+        if fingerprint(first_certificate(pinned.read_bytes())) == fp:
+            return f"pinned on first use ({pinned})"
+        msg = (f"OPC UA server {endpoint} presents a different certificate ({subject}, SHA-256 {fp}) from "
+               f"the one pinned on first use in {str(pinned)!r}; if the server's certificate was "
+               "renewed on purpose, delete that file to pin the new one")
+        raise ConnectorError(msg)
+    pinned.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pinned.with_suffix(pinned.suffix + ".tmp")
+    tmp.write_bytes(der)
+    tmp.replace(pinned)
+    log.warning("OPC UA: trust on first use: pinned the certificate of %s (%s, SHA-256 %s) in %s",
+                endpoint, subject, fp, pinned)
+    return f"pinned now ({pinned})"
 
 
 def _tag_name(nid: ua.NodeId, path: list[str]) -> str:

@@ -5,11 +5,17 @@ small relay). Each record is one ``POST`` with ``Content-Type: application/json`
 header ``Idempotency-Key: <event_id>`` (``alert_id:status:severity``): a receiver that keeps
 the keys it has seen turns the sink's at-least-once delivery into exactly-once.
 
+Redirects are never followed: a 3xx answer is a failure of that record, reported as
+``redirected`` (urllib would re-send a 302 as a GET carrying ``Authorization`` to wherever the
+``Location`` points). The URL and headers are secrets (Teams/Logic Apps URLs carry ``sig=``):
+logs and errors name only the host and path (:func:`~plantstream.schemas.redact.url_destination`).
+
 Retried: connection errors, timeouts, HTTP 408, 425, 429 and 5xx — after ``backoff_initial_s``,
 doubling up to ``backoff_max_s``, at most ``max_attempts`` attempts per record; then the sink
 raises :class:`~schemas.errors.ConnectorError` and the flow stops (a resumed flow re-sends
 from its last snapshot, so nothing is lost). Any other 4xx is a permanent rejection of that
-record: logged, counted in :attr:`WebhookStats.rejected`, and the batch goes on.
+record (a 3xx too): logged, counted in :attr:`WebhookStats.rejected` (3xx also in
+``redirected``), and the batch goes on.
 
 Standard library only (``urllib``).
 
@@ -39,6 +45,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from plantstream.schemas.alerts_config import WebhookConfig
 from plantstream.schemas.errors import ConfigError, ConnectorError
+from plantstream.schemas.redact import mask_text, url_destination
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class WebhookStats:
     attempts: int = 0
     retries: int = 0
     rejected: int = 0
+    redirected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -77,6 +85,17 @@ class _WebhookPartition(StatelessSinkPartition[Any]):
             self.sink.post(row)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: the 3xx reaches the caller as an :class:`urllib.error.HTTPError`."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class WebhookSink(DynamicSink[Any]):
     """POST each record (a row dict, or ``(key, row)``) to ``url`` as JSON."""
 
@@ -84,12 +103,14 @@ class WebhookSink(DynamicSink[Any]):
                  timeout_s: float = 5.0, max_attempts: int = 10, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
         if not url.startswith(("http://", "https://")):
-            msg = f"alerts.webhook.url {url!r}: must start with http:// or https://"
+            msg = f"alerts.webhook.url {url_destination(url)!r}: must start with http:// or https://"
             raise ConfigError(msg)
-        self.url = url
-        self.headers = dict(headers or {})
+        self._url = url
+        self.destination = url_destination(url)
+        """Scheme, host and path of the URL: what logs and errors show."""
+        self._headers = dict(headers or {})
         if token:
-            self.headers["Authorization"] = f"Bearer {token}"
+            self._headers["Authorization"] = f"Bearer {token}"
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
@@ -97,12 +118,16 @@ class WebhookSink(DynamicSink[Any]):
         self.sleep = sleep
         self.stats = WebhookStats()
 
+    def __repr__(self) -> str:
+        return f"WebhookSink({self.destination!r}, headers={sorted(self._headers)})"
+
     @classmethod
     def from_config(cls, cfg: WebhookConfig) -> WebhookSink:
-        if not cfg.url:
+        if cfg.url is None or not cfg.url.get_secret_value():
             msg = "alerts.webhook.url is not set; give the URL alerts are posted to"
             raise ConfigError(msg)
-        return cls(cfg.url, headers=cfg.headers,
+        return cls(cfg.url.get_secret_value(),
+                   headers={k: v.get_secret_value() for k, v in cfg.headers.items()},
                    token=cfg.token.get_secret_value() if cfg.token is not None else None,
                    timeout_s=cfg.timeout_s, max_attempts=cfg.max_attempts,
                    backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s)
@@ -115,33 +140,40 @@ class WebhookSink(DynamicSink[Any]):
         return float(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1)))
 
     def post(self, row: Mapping[str, Any]) -> bool:
-        """Deliver one record; True when accepted, False when permanently rejected (4xx)."""
+        """Deliver one record; True when accepted, False when permanently rejected (4xx, 3xx)."""
         body = orjson.dumps(row, default=_json_default)
         key = str(row.get("event_id") or row.get("alert_id") or "")
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key, **self.headers}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key, **self._headers}
         last = ""
         for attempt in range(1, self.max_attempts + 1):
             self.stats.add(attempts=1)
-            req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                with _OPENER.open(req, timeout=self.timeout_s) as resp:
                     resp.read()
                 self.stats.add(sent=1)
                 return True
             except urllib.error.HTTPError as exc:
+                location = exc.headers.get("Location", "") if exc.headers else ""
                 exc.close()
+                if 300 <= exc.code < 400:
+                    log.error("webhook %s answered HTTP %s (redirect to %s): alert record %s NOT delivered; "
+                              "redirects are not followed, set alerts.webhook.url to the final URL",
+                              self.destination, exc.code, url_destination(location) if location else "?", key)
+                    self.stats.add(rejected=1, redirected=1)
+                    return False
                 if exc.code < 500 and exc.code not in RETRY_STATUS:
-                    log.error("webhook %s rejected alert record %s: HTTP %s", self.url, key, exc.code)
+                    log.error("webhook %s rejected alert record %s: HTTP %s", self.destination, key, exc.code)
                     self.stats.add(rejected=1)
                     return False
                 last = f"HTTP {exc.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = str(getattr(exc, "reason", exc))
+                last = mask_text(str(getattr(exc, "reason", exc))).replace(self._url, self.destination)
             if attempt < self.max_attempts:
                 self.stats.add(retries=1)
                 log.warning("webhook %s attempt %d for %s failed (%s); retrying",
-                            self.url, attempt, key, last)
+                            self.destination, attempt, key, last)
                 self.sleep(self.backoff(attempt))
-        msg = (f"webhook {self.url}: alert record {key} not delivered after {self.max_attempts} attempts "
-               f"({last}); check the receiver or raise alerts.webhook.max_attempts")
+        msg = (f"webhook {self.destination}: alert record {key} not delivered after {self.max_attempts} "
+               f"attempts ({last}); check the receiver or raise alerts.webhook.max_attempts")
         raise ConnectorError(msg)

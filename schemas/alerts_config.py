@@ -131,10 +131,15 @@ class OilTemperatureRule(Frozen):
 
 
 class WebhookConfig(Frozen):
-    """POST every alert record as JSON to ``url`` (e-mail, SMS or Teams bridges)."""
+    """POST every alert record as JSON to ``url`` (e-mail, SMS or Teams bridges).
 
-    url: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    ``url`` and ``headers`` are secrets: Teams and Logic Apps URLs carry a signature (``sig=``)
+    and headers carry keys. They are never printed or logged (logs show the host and path).
+    Redirects are not followed: give the final URL.
+    """
+
+    url: SecretStr | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     token: SecretStr | None = None
     """Sent as ``Authorization: Bearer …``."""
     timeout_s: float = Field(default=5.0, gt=0)

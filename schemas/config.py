@@ -29,7 +29,8 @@ from datetime import date
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -49,6 +50,13 @@ from plantstream.schemas.anomaly_config import AnomalyConfig
 from plantstream.schemas.errors import ConfigError
 from plantstream.schemas.oee_config import LossConfig
 from plantstream.schemas.opcua_config import OpcUaConfig
+from plantstream.schemas.redact import (
+    Setting,
+    has_credentials,
+    is_secret_key,
+    reveal_settings,
+    wrap_secret_settings,
+)
 from plantstream.schemas.scrap_config import ScrapConfig
 from plantstream.schemas.sinks_config import EventHubsConfig, StatusConfig
 from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
@@ -156,8 +164,14 @@ class KafkaConfig(Frozen):
     ssl_ca_location: str | None = None
     partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions of topics plantstream creates (the unit of parallelism of the flows)."""
-    extra: dict[str, str | int | bool] = Field(default_factory=dict)
-    """librdkafka settings passed through unchanged."""
+    extra: dict[str, Setting] = Field(default_factory=dict)
+    """librdkafka settings passed through unchanged; those named like secrets (``sasl.password``,
+    ``ssl.key.pem``, ``sasl.oauthbearer.client.secret`` …) are kept as secrets (masked)."""
+
+    @field_validator("extra")
+    @classmethod
+    def _secret_extra(cls, v: dict[str, Setting]) -> dict[str, Setting]:
+        return wrap_secret_settings(v)
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings for this cluster (without ``bootstrap.servers`` when embedded)."""
@@ -172,17 +186,37 @@ class KafkaConfig(Frozen):
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         if self.ssl_ca_location:
             conf["ssl.ca.location"] = self.ssl_ca_location
-        conf.update(self.extra)
+        conf.update(reveal_settings(self.extra))
         return conf
 
 
+class ClickHouseUser(Frozen):
+    """One ClickHouse account: a user name and its password (rotatable, see docs/deploy.md)."""
+
+    username: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    password: SecretStr | None = None
+
+
 class ClickHouseConfig(Frozen):
-    """Where results go. ``url`` unset = ``PLANTSTREAM_CLICKHOUSE_URL`` or embedded chDB."""
+    """Where results go. ``url`` unset = ``PLANTSTREAM_CLICKHOUSE_URL`` or embedded chDB.
+
+    Three accounts, least privilege (a server only; embedded chDB has no users):
+
+    - ``username``/``password``: the **flows** (the writer: SELECT and INSERT on the database).
+    - ``migrator``: who ``plantstream db migrate`` connects as (DDL, users and grants); unset =
+      the writer's account. ``db migrate`` (re)sets the passwords of the writer and the reader,
+      so rotating one is: change the Secret, migrate, restart its pods.
+    - ``reader``: who reading commands (``query`` without ``--write``, ``kpi``, ``status``, the
+      report, ``helm test``) and Grafana connect as (read-only settings profile); unset = the
+      writer's account, every query still sent with ``readonly`` set.
+    """
 
     url: str | None = None
     database: str | None = None
     username: str | None = None
     password: SecretStr | None = None
+    migrator: ClickHouseUser | None = None
+    reader: ClickHouseUser | None = None
     batch_rows: int = Field(default=50_000, ge=1)
     """A batch is written when it holds this many rows, and at every epoch (snapshot)."""
     retry_initial_s: float = Field(default=0.5, gt=0)
@@ -323,6 +357,48 @@ class MachineInfo(BaseModel):
         return self.config.ideal_cycle_time_ms_by_part.get(part, self.config.ideal_cycle_time_ms)
 
 
+# -- credentials in clear ----------------------------------------------------------------------
+
+TRANSPORTS = ("mqtt", "opcua", "clickhouse", "kafka")
+
+
+def cleartext_credentials(cfg: PlantConfig, transports: tuple[str, ...] = TRANSPORTS) -> list[str]:
+    """One warning per configured transport that would send credentials unencrypted.
+
+    MQTT with a password and no TLS, OPC UA with a user name under SecurityPolicy None,
+    ClickHouse over ``http://`` with a password, Kafka (or the cloud sink) with SASL_PLAINTEXT.
+    Each names the field and the fix; they are logged at start, not refused (test benches).
+
+    >>> cfg = PlantConfig.model_validate({"mqtt": {"username": "u", "password": "p"},
+    ...     "kafka": {"security_protocol": "SASL_PLAINTEXT", "sasl_username": "u"}})
+    >>> [w.split(":")[0] for w in cleartext_credentials(cfg)]
+    ['MQTT', 'Kafka']
+    """
+    out: list[str] = []
+    if "mqtt" in transports and cfg.mqtt.password is not None and cfg.mqtt.tls is None:
+        out.append(f"MQTT: mqtt.password is sent in clear to {cfg.mqtt.host}:{cfg.mqtt.port} (no mqtt.tls); "
+                   "set mqtt.tls (ca_certs, port 8883) or remove the password")
+    if "opcua" in transports and cfg.opcua.username is not None and cfg.opcua.security.policy == "None":
+        out.append(f"OPC UA: user {cfg.opcua.username!r} logs on to {cfg.opcua.endpoint} with SecurityPolicy "
+                   "None: the password may cross the network unencrypted; set opcua.security.policy "
+                   "Basic256Sha256 with mode SignAndEncrypt")
+    ch = cfg.clickhouse
+    url = ch.url or os.environ.get("PLANTSTREAM_CLICKHOUSE_URL", "")
+    passwords = [ch.password] + [u.password for u in (ch.migrator, ch.reader) if u is not None]
+    has_pw = any(p is not None for p in passwords) or (url.startswith("http://") and has_credentials(url))
+    if "clickhouse" in transports and url.startswith("http://") and ch.secure is not True and has_pw:
+        out.append("ClickHouse: passwords are sent in clear over http:// to the server; use an https:// "
+                   "clickhouse.url (port 8443) or set clickhouse.secure: true")
+    if "kafka" in transports:
+        if cfg.kafka.security_protocol == "SASL_PLAINTEXT":
+            out.append("Kafka: kafka.security_protocol SASL_PLAINTEXT sends the SASL credentials and all "
+                       "data unencrypted; use SASL_SSL")
+        if str(cfg.eventhubs.extra.get("security.protocol", "")).upper() == "SASL_PLAINTEXT":
+            out.append("Kafka: eventhubs.extra security.protocol SASL_PLAINTEXT sends the cloud sink's "
+                       "credentials unencrypted; use SASL_SSL")
+    return out
+
+
 # -- loading ---------------------------------------------------------------------------------
 
 
@@ -338,11 +414,52 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 msg = f"environment variable {key} overrides a field that is not a section"
                 raise ConfigError(msg)
+        if _is_secret_path(path):
+            node[path[-1]] = raw  # a password is text: never YAML ("s3cret #2024", "null", "yes")
+            continue
         try:
             node[path[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError:
             node[path[-1]] = raw
     return tree
+
+
+def _annotation_args(ann: Any) -> tuple[Any, ...]:
+    """The members of a union (``X | None``), else the annotation itself."""
+    if get_origin(ann) in (Union, UnionType):
+        return get_args(ann)
+    return (ann,)
+
+
+def _is_secret_path(path: list[str]) -> bool:
+    """True when the config field at ``path`` holds a secret: a ``SecretStr`` field, a value of a
+    ``dict[str, SecretStr]`` (webhook headers), or a pass-through setting named like one
+    (``kafka.extra.sasl.password``).
+
+    >>> _is_secret_path(["clickhouse", "password"])
+    True
+    >>> _is_secret_path(["alerts", "webhook", "headers", "x-key"])
+    True
+    >>> _is_secret_path(["kafka", "extra", "sasl.password"]), _is_secret_path(["clickhouse", "url"])
+    (True, False)
+    """
+    if path and is_secret_key(path[-1]) and len(path) > 1 and path[-2] == "extra":
+        return True
+    anns: list[Any] = [PlantConfig]
+    for part in path:
+        nxt: list[Any] = []
+        for ann in anns:
+            for a in _annotation_args(ann):
+                if isinstance(a, type) and issubclass(a, BaseModel):
+                    field = a.model_fields.get(part)
+                    if field is not None:
+                        nxt.append(field.annotation)
+                elif get_origin(a) is dict:
+                    nxt.append(get_args(a)[1])  # ``part`` is a key of the mapping
+        anns = nxt
+        if not anns:
+            return False
+    return any(a is SecretStr for ann in anns for a in _annotation_args(ann))
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

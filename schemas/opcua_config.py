@@ -3,7 +3,7 @@
 Examples
 --------
 >>> c = OpcUaConfig.model_validate({"endpoint": "opc.tcp://plc:4840", "browse": ["ns=2;s=Channel1"],
-...     "security": {"policy": "Basic256Sha256", "mode": "SignAndEncrypt",
+...     "security": {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "trust": ["pki/trusted"],
 ...                  "certificate": "c.der", "private_key": "k.pem"}})
 >>> c.security.mode, c.queue_size, c.browse
 ('SignAndEncrypt', 1000, ('ns=2;s=Channel1',))
@@ -50,7 +50,16 @@ class OpcUaSecurity(Frozen):
     private_key: str | None = None
     private_key_password: SecretStr | None = None
     server_certificate: str | None = None
-    """Pin the server certificate (default: take it from the endpoint description)."""
+    """Pin the server certificate (a file, DER or PEM): the one certificate trusted."""
+    trust: tuple[str, ...] = ()
+    """Trust list: certificate files (DER or PEM) and folders of them (``*.der``, ``*.pem``,
+    ``*.crt``). With Basic256Sha256 the certificate the server presents must be one of these
+    (or ``server_certificate``); any other is refused before a session is opened."""
+    trust_on_first_use: bool = False
+    """Explicit opt-in: with no trust list, pin the first certificate the server presents in
+    ``pinned_certificate_file`` and refuse any other afterwards."""
+    pinned_certificate_file: str = ".plantstream/opcua-server-cert.der"
+    """Where trust-on-first-use keeps the pinned certificate (DER); delete it to re-pin."""
     application_uri: str = "urn:plantstream:opcua-connector"
 
     @model_validator(mode="after")
@@ -62,6 +71,11 @@ class OpcUaSecurity(Frozen):
         if self.policy != "None" and (not self.certificate or not self.private_key):
             msg = ("opcua.security: Basic256Sha256 needs certificate and private_key (the client's "
                    "application instance certificate and its key)")
+            raise ValueError(msg)
+        if self.policy != "None" and not (self.server_certificate or self.trust or self.trust_on_first_use):
+            msg = ("opcua.security: Basic256Sha256 needs a way to check the server's certificate: set "
+                   "trust (certificate files or a folder of them), server_certificate (one pinned "
+                   "file), or trust_on_first_use: true to pin the first certificate the server presents")
             raise ValueError(msg)
         return self
 

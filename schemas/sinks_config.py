@@ -16,6 +16,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from plantstream.schemas._base import Frozen
+from plantstream.schemas.redact import Setting, wrap_secret_settings
 
 CONNECTION_STRING_ENV = "PLANTSTREAM_EVENTHUBS_CONNECTION_STRING"
 DEFAULT_TABLES = ("oee_facts", "downtime_events", "scrap_events", "anomalies", "alerts")
@@ -50,8 +51,14 @@ class EventHubsConfig(Frozen):
     """Tables whose updates are coalesced; alerts are not, by default: they leave at once."""
     restate_buckets: int = Field(default=2, ge=0, le=48)
     """Closed rollup buckets kept to re-send them (higher version) when a fact is restated."""
-    extra: dict[str, str | int | bool] = Field(default_factory=dict)
-    """librdkafka settings passed through unchanged (after the Event Hubs ones)."""
+    extra: dict[str, Setting] = Field(default_factory=dict)
+    """librdkafka settings passed through unchanged (after the Event Hubs ones); those named like
+    secrets (``sasl.oauthbearer.client.secret``, ``ssl.key.pem`` …) are kept as secrets (masked)."""
+
+    @field_validator("extra")
+    @classmethod
+    def _secret_extra(cls, v: dict[str, Setting]) -> dict[str, Setting]:
+        return wrap_secret_settings(v)
 
     @field_validator("tables")
     @classmethod

@@ -1,4 +1,9 @@
-"""``plantstream cloud settings``: where the cloud sink sends, secrets masked."""
+"""``plantstream cloud settings``: where the cloud sink sends, secrets masked.
+
+A setting is masked when it came from a secret (the connection string, an ``extra`` setting
+named like a secret) or its name says it is one (``sasl.oauthbearer.client.secret``,
+``ssl.key.pem``, ``ssl.key.password`` …); URLs show ``user:***@`` and ``sig=***``.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ def cloud_settings(config: ConfigOpt = None) -> None:
         out.print("no cloud sink: set eventhubs.connection_string (or "
                   "PLANTSTREAM_EVENTHUBS_CONNECTION_STRING), or eventhubs.bootstrap_servers + topic")
         return
-    rows = [[k, "***" if "password" in k else str(v)] for k, v in sorted(target.conf.items())]
+    rows = [[k, str(v)] for k, v in sorted(target.masked().items())]
     rows.insert(0, ["topic", target.topic])
     emit(["setting", "value"], rows)
     out.print(policy(cfg.eventhubs, select(None).values()).describe(cfg.eventhubs), markup=False)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from plantstream.cli.common import (
     ClickHouseOpt,
@@ -22,6 +23,8 @@ from plantstream.cli.common import (
 from plantstream.cli.output import check_format, emit
 from plantstream.connectors import clickhouse as ch
 from plantstream.schemas.config import load_config
+from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.redact import mask_text
 
 
 def replay(
@@ -50,9 +53,14 @@ def replay(
 
 
 def db_migrate(clickhouse_dsn: ClickHouseOpt = None, config: ConfigOpt = None) -> None:
-    """Apply the numbered ClickHouse migrations that are not applied yet (idempotent)."""
-    with clickhouse(clickhouse_dsn, config_from(config)) as client:
-        applied = ch.migrate(client)
+    """Apply the numbered ClickHouse migrations that are not applied yet (idempotent).
+
+    Connects as ``clickhouse.migrator`` (else the writer); on a server it then creates the
+    reader and writer accounts or resets their passwords (rotation).
+    """
+    cfg = config_from(config)
+    with ch.client_session(cfg.clickhouse, clickhouse_dsn, account="migrator") as client:
+        applied = ch.migrate(client, users=cfg.clickhouse)
     out = stdout()
     for name in applied:
         out.print(f"applied {name}", markup=False)
@@ -69,12 +77,38 @@ def query(
     wide: WideOpt = False,
     final: Annotated[bool, typer.Option(
         help="Read ReplacingMergeTree tables FINAL, so replays and restatements never double.")] = True,
+    write: Annotated[bool, typer.Option(
+        "--write", help="Allow statements that change data or schema (as the writer account).")] = False,
 ) -> None:
-    """Run SQL against ClickHouse and print the result."""
+    """Run SQL against ClickHouse and print the result (read-only unless --write).
+
+    Without ``--write`` the session is read-only on the ClickHouse side (``readonly=1``, as the
+    ``reader`` account when one is configured): ClickHouse itself refuses INSERT, ALTER, DROP,
+    CREATE and any attempt to lower ``readonly``; nothing is decided by reading the SQL.
+    """
     check_format(fmt)
-    with clickhouse(clickhouse_dsn, config_from(config)) as client:
-        result = client.query(sql, settings={"final": 1} if final else None)
-        names, rows = list(result.column_names), result.result_rows
+    cfg = config_from(config)
+    if write:
+        with clickhouse(clickhouse_dsn, cfg) as client_w:
+            result = client_w.query(sql, settings={"final": 1} if final else None)
+            names, rows = list(result.column_names), result.result_rows
+        emit(names, rows, fmt, selected=columns, wide=wide)
+        return
+    try:
+        with ch.client_session(cfg.clickhouse, clickhouse_dsn, account="reader",
+                               settings=ch.readonly_settings(final=final)) as client:
+            result = client.query(sql)
+            names, rows = list(result.column_names), result.result_rows
+    except ClickHouseError as exc:
+        text = " ".join(str(exc).split())
+        if "READONLY" in text or "readonly" in text.lower():
+            msg = ("plantstream query is read-only: ClickHouse refused the statement in readonly mode; "
+                   "pass --write to change data or schema")
+            raise ConnectorError(msg) from None
+        msg = f"ClickHouse refused the query: {mask_text(text)[:400]}"
+        if any(code in text for code in ("UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "Unknown table")):
+            msg += "; run `plantstream db migrate` first"
+        raise ConnectorError(msg) from None
     emit(names, rows, fmt, selected=columns, wide=wide)
 
 

@@ -127,6 +127,25 @@ def test_helm_applies_the_schema_when_rendering(tmp_path: Path) -> None:
     ({"plant": {"opcua": {"security": {"private_key_password": "pw"}}}},
      "plant.opcua.security.private_key_password", "connectors.opcua.certificatesSecret"),
     ({"grafana": {"password": "admin"}}, "grafana.password", "grafana.existingSecret"),
+    # librdkafka pass-through settings, header values, secret-bearing URLs (issue 14)
+    ({"plant": {"kafka": {"extra": {"sasl.password": "s3cret"}}}}, "plant.kafka.extra.sasl.password",
+     "kafka.existingSecret"),
+    ({"plant": {"eventhubs": {"extra": {"sasl.oauthbearer.client.secret": "x"}}}},
+     "plant.eventhubs.extra.sasl.oauthbearer.client.secret", "eventhubs.existingSecret"),
+    ({"plant": {"eventhubs": {"extra": {"ssl.key.pem": "-----BEGIN PRIVATE KEY-----"}}}},
+     "plant.eventhubs.extra.ssl.key.pem", "eventhubs.existingSecret"),
+    ({"plant": {"alerts": {"webhook": {"headers": {"Authorization": "Bearer abc"}}}}},
+     "plant.alerts.webhook.headers.Authorization", "webhook.existingSecret"),
+    ({"plant": {"alerts": {"webhook": {"token": "abc"}}}}, "plant.alerts.webhook.token", "webhook.existingSecret"),
+    ({"plant": {"alerts": {"webhook": {"url": "https://prod-01.westeurope.logic.azure.com/workflows/1/"
+                                              "triggers/manual/paths/invoke?api-version=1&sig=AbC123"}}}},
+     "plant.alerts.webhook.url", "webhook.existingSecret"),
+    ({"plant": {"clickhouse": {"url": "http://flows:hunter2@clickhouse:8123"}}}, "plant.clickhouse.url",
+     "clickhouse.existingSecret"),
+    ({"plant": {"mqtt": {"subscriptions": [{"topic": "a"}, {"topic": "mqtt://u:p@broker/x"}]}}},
+     "plant.mqtt.subscriptions[1].topic", "connectors.mqtt.existingSecret"),
+    ({"clickhouse": {"migrator": {"username": "admin", "password": "pw"}}}, "clickhouse.migrator.password",
+     "clickhouse.migrator.existingSecret"),
 ])
 def test_plaintext_secret_is_rejected_naming_the_key_and_the_existing_secret(
         override: dict[str, Any], key: str, instead: str, tmp_path: Path) -> None:
@@ -139,6 +158,47 @@ def test_plaintext_secret_is_rejected_naming_the_key_and_the_existing_secret(
 def test_empty_secret_fields_are_allowed(tmp_path: Path) -> None:
     out = render(merged(EDGE, {"clickhouse": {"password": ""}, "plant": {"mqtt": {"password": None}}}), tmp_path)
     assert out["rendered"], out["error"]
+
+
+def test_secret_references_and_plain_urls_pass_the_guard(tmp_path: Path) -> None:
+    out = render(merged(EDGE, {
+        "webhook": {"existingSecret": "plantstream-webhook"},
+        "clickhouse": {"migrator": {"username": "plantstream_admin", "existingSecret": "ch-admin"}},
+        "plant": {"kafka": {"extra": {"sasl.username": "flows", "ssl.ca.location": "/etc/ssl/ca.pem"}},
+                  "alerts": {"webhook": {"headers": {"X-Plant": "plant-a"}}}}}), tmp_path)
+    assert out["rendered"], out["error"]
+
+
+def test_webhook_url_and_token_come_from_a_secret_for_the_flows_only(tmp_path: Path) -> None:
+    out = render(merged(EDGE, {"webhook": {"existingSecret": "plantstream-webhook"}}), tmp_path)
+    assert out["rendered"], out["error"]
+    sts = by_kind(out["manifests"], "StatefulSet")["edge-plantstream-flows"]
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    assert env["PLANTSTREAM__ALERTS__WEBHOOK__TOKEN"] == {
+        "secretKeyRef": {"name": "plantstream-webhook", "key": "token", "optional": True}}
+    assert env["PLANTSTREAM__ALERTS__WEBHOOK__URL"]["secretKeyRef"]["key"] == "url"
+    for name, dep in by_kind(out["manifests"], "Deployment").items():
+        assert "PLANTSTREAM__ALERTS__WEBHOOK__TOKEN" not in env_of(dep["spec"]["template"]["spec"]["containers"][0]), name
+
+
+def test_three_clickhouse_accounts_and_helm_test_reads_as_the_reader(tmp_path: Path) -> None:
+    out = render(merged(EDGE, {"clickhouse": {"migrator": {"username": "plantstream_admin",
+                                                           "existingSecret": "ch-admin"}}}), tmp_path)
+    assert out["rendered"], out["error"]
+    test_env = env_of(by_kind(out["manifests"], "Pod")["edge-plantstream-test"]["spec"]["containers"][0])
+    assert "PLANTSTREAM__CLICKHOUSE__PASSWORD" not in test_env and "PLANTSTREAM__CLICKHOUSE__USERNAME" not in test_env
+    assert test_env["PLANTSTREAM__CLICKHOUSE__READER__USERNAME"] == "grafana"
+    assert test_env["PLANTSTREAM__CLICKHOUSE__READER__PASSWORD"]["secretKeyRef"]["name"] == "plantstream-grafana"
+    job_env = env_of(by_kind(out["manifests"], "Job")["edge-plantstream-migrate"]["spec"]["template"]["spec"]
+                     ["containers"][0])
+    assert job_env["PLANTSTREAM__CLICKHOUSE__MIGRATOR__USERNAME"] == "plantstream_admin"
+    assert job_env["PLANTSTREAM__CLICKHOUSE__MIGRATOR__PASSWORD"]["secretKeyRef"]["name"] == "ch-admin"
+    # the migration sets the writer's and the reader's passwords: it needs both
+    assert job_env["PLANTSTREAM__CLICKHOUSE__PASSWORD"]["secretKeyRef"]["name"] == "plantstream-clickhouse"
+    assert job_env["PLANTSTREAM_GRAFANA_PASSWORD"]["secretKeyRef"]["name"] == "plantstream-grafana"
+    flows_env = env_of(by_kind(out["manifests"], "StatefulSet")["edge-plantstream-flows"]["spec"]["template"]
+                       ["spec"]["containers"][0])
+    assert not any("MIGRATOR" in n or "READER" in n for n in flows_env)
 
 
 def test_external_kafka_and_clickhouse_must_be_given(tmp_path: Path) -> None:

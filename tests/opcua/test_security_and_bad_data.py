@@ -58,7 +58,7 @@ def test_sign_and_encrypt_with_user_and_wrong_credentials(tmp_path: Path, kafka_
         srv = PlcOpcUaServer(line, speed=0, certificate=c["server_cert"], private_key=c["server_key"],
                              security_none=False, users={"operator": "s3cret"}, allow_anonymous=False)
         sec = {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "certificate": str(c["client_cert"]),
-               "private_key": str(c["client_key"])}
+               "private_key": str(c["client_key"]), "trust": [str(c["server_cert"])]}
         async with srv:
             # wrong password: a clear error, quickly, no retry loop
             bad = plant_config(tmp_path, srv.endpoint, security=sec, username="operator", password="nope",
@@ -88,6 +88,91 @@ def test_sign_and_encrypt_with_user_and_wrong_credentials(tmp_path: Path, kafka_
     assert per_machine_states(ms) == truth_states(truth)
     last_good = {m.machine: m.value for m in ms if m.metric == "good_count"}
     assert last_good == {k: v["good_count"] for k, v in truth.final.items()}
+
+
+async def _other_server_cert(tmp: Path) -> tuple[Path, Path]:
+    """A second self-signed server certificate: an impostor with the same application URI."""
+    key, cert = tmp / "impostor-key.pem", tmp / "impostor-cert.der"
+    await setup_self_signed_certificate(key, cert, SERVER_URI, socket.gethostname(),
+                                        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                                        {"commonName": "plantstream PLC simulator"})
+    return key, cert
+
+
+def test_server_certificate_outside_the_trust_list_is_refused(tmp_path: Path, kafka_conf: dict[str, Any]) -> None:
+    async def scenario() -> tuple[str, int, int]:
+        c = await _certs(tmp_path)
+        imp_key, imp_cert = await _other_server_cert(tmp_path)
+        trusted = tmp_path / "trusted"
+        trusted.mkdir()
+        (trusted / "plc.der").write_bytes(c["server_cert"].read_bytes())
+        sec = {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "certificate": str(c["client_cert"]),
+               "private_key": str(c["client_key"]), "trust": [str(trusted)]}
+        # an impostor at the endpoint, with its own certificate: refused before any session
+        impostor = PlcOpcUaServer(PlcLine(seed=3, machines=1, start_ms=START), speed=0, certificate=imp_cert,
+                                  private_key=imp_key, security_none=False)
+        async with impostor:
+            conn = OpcUaConnector(plant_config(tmp_path, impostor.endpoint, security=sec,
+                                               state_file=str(tmp_path / "imp.json")), kafka_conf)
+            with pytest.raises(ConnectorError) as refused:
+                await asyncio.wait_for(conn.run(), timeout=30)
+            refused_received = conn.stats.received
+        # the real server (its certificate in the trusted folder) is accepted
+        real = PlcOpcUaServer(PlcLine(seed=3, machines=1, start_ms=START), speed=0, certificate=c["server_cert"],
+                              private_key=c["server_key"], security_none=False)
+        async with real:
+            ok = OpcUaConnector(plant_config(tmp_path, real.endpoint, security=sec), kafka_conf)
+            stop = asyncio.Event()
+            task = asyncio.create_task(ok.run(stop))
+            await until(lambda: ok.stats.produced > 0, what="values from the trusted server")
+            stop.set()
+            await task
+        return str(refused.value), refused_received, ok.stats.produced
+
+    refused, refused_received, produced = asyncio.run(scenario())
+    assert "not trusted" in refused and "opcua.security.trust" in refused and "SHA-256" in refused
+    assert refused_received == 0
+    assert produced > 0
+
+
+def test_trust_on_first_use_pins_the_first_certificate_and_refuses_another(
+        tmp_path: Path, kafka_conf: dict[str, Any]) -> None:
+    async def scenario() -> tuple[bytes, str]:
+        c = await _certs(tmp_path)
+        imp_key, imp_cert = await _other_server_cert(tmp_path)
+        pin = tmp_path / "state" / "pinned.der"
+        sec = {"policy": "Basic256Sha256", "mode": "Sign", "certificate": str(c["client_cert"]),
+               "private_key": str(c["client_key"]), "trust_on_first_use": True,
+               "pinned_certificate_file": str(pin)}
+        real = PlcOpcUaServer(PlcLine(seed=4, machines=1, start_ms=START), speed=0, certificate=c["server_cert"],
+                              private_key=c["server_key"], security_none=False)
+        async with real:
+            conn = OpcUaConnector(plant_config(tmp_path, real.endpoint, security=sec), kafka_conf)
+            stop = asyncio.Event()
+            task = asyncio.create_task(conn.run(stop))
+            await until(lambda: conn.stats.produced > 0, what="values after pinning")
+            stop.set()
+            await task
+        pinned = pin.read_bytes()
+        impostor = PlcOpcUaServer(PlcLine(seed=4, machines=1, start_ms=START), speed=0, certificate=imp_cert,
+                                  private_key=imp_key, security_none=False)
+        async with impostor:
+            conn2 = OpcUaConnector(plant_config(tmp_path, impostor.endpoint, security=sec,
+                                                state_file=str(tmp_path / "imp.json")), kafka_conf)
+            with pytest.raises(ConnectorError) as refused:
+                await asyncio.wait_for(conn2.run(), timeout=30)
+        return pinned, str(refused.value)
+
+    pinned, refused = asyncio.run(scenario())
+    assert pinned == (tmp_path / "server-cert.der").read_bytes()
+    assert "different certificate" in refused and "pinned on first use" in refused
+
+
+def test_basic256sha256_without_a_trust_list_is_a_config_error() -> None:
+    from plantstream.schemas.opcua_config import OpcUaSecurity
+
+    with pytest.raises(ValueError, match="trust_on_first_use"):
+        OpcUaSecurity(policy="Basic256Sha256", mode="SignAndEncrypt", certificate="c.der", private_key="k.pem")
 
 
 def test_malformed_values_go_to_the_dead_letter_topic(tmp_path: Path, kafka_conf: dict[str, Any]) -> None:

@@ -61,6 +61,12 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Environment shared by every plantstream container: config, endpoints, secrets by reference. */}}
 {{- define "plantstream.env" -}}
+{{ include "plantstream.envBase" . }}
+{{ include "plantstream.clickhouseWriterEnv" . }}
+{{- end -}}
+
+{{/* The shared environment without any ClickHouse account (the `helm test` pod adds the reader's). */}}
+{{- define "plantstream.envBase" -}}
 - name: PLANTSTREAM_CONFIG
   value: /etc/plantstream/plant.yaml
 - name: PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS
@@ -86,13 +92,6 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ include "plantstream.clickhouseUrl" . | quote }}
 - name: PLANTSTREAM__CLICKHOUSE__DATABASE
   value: {{ .Values.clickhouse.database | quote }}
-- name: PLANTSTREAM__CLICKHOUSE__USERNAME
-  value: {{ .Values.clickhouse.username | quote }}
-{{- if .Values.clickhouse.existingSecret }}
-- name: PLANTSTREAM__CLICKHOUSE__PASSWORD
-  valueFrom:
-    secretKeyRef: {name: {{ .Values.clickhouse.existingSecret | quote }}, key: {{ .Values.clickhouse.passwordKey | quote }}}
-{{- end }}
 {{- if .Values.clickhouse.caSecret }}
 - name: PLANTSTREAM__CLICKHOUSE__CA_CERT
   value: /etc/plantstream/clickhouse/ca.crt
@@ -110,6 +109,57 @@ app.kubernetes.io/component: {{ .component }}
   value: /tmp
 - name: PYTHONUNBUFFERED
   value: "1"
+{{- end -}}
+
+{{/* The flows' ClickHouse account (the writer): user name and password from its Secret. */}}
+{{- define "plantstream.clickhouseWriterEnv" -}}
+- name: PLANTSTREAM__CLICKHOUSE__USERNAME
+  value: {{ .Values.clickhouse.username | quote }}
+{{- if .Values.clickhouse.existingSecret }}
+- name: PLANTSTREAM__CLICKHOUSE__PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.clickhouse.existingSecret | quote }}, key: {{ .Values.clickhouse.passwordKey | quote }}}
+{{- end }}
+{{- end -}}
+
+{{/* The read-only account (Grafana's `grafana` user): `helm test` and reading commands. */}}
+{{- define "plantstream.clickhouseReaderEnv" -}}
+- name: PLANTSTREAM__CLICKHOUSE__READER__USERNAME
+  value: {{ .Values.grafana.username | quote }}
+{{- if .Values.grafana.existingSecret }}
+- name: PLANTSTREAM__CLICKHOUSE__READER__PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.grafana.existingSecret | quote }}, key: {{ .Values.grafana.passwordKey | quote }}}
+{{- end }}
+{{- end -}}
+
+{{/* The migration's own account (DDL, users, grants), when one is set apart from the writer. */}}
+{{- define "plantstream.clickhouseMigratorEnv" -}}
+{{- with .Values.clickhouse.migrator }}
+{{- if .username }}
+- name: PLANTSTREAM__CLICKHOUSE__MIGRATOR__USERNAME
+  value: {{ .username | quote }}
+{{- if .existingSecret }}
+- name: PLANTSTREAM__CLICKHOUSE__MIGRATOR__PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .existingSecret | quote }}, key: {{ .passwordKey | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The alert webhook's URL and token (both secrets), for the flows only. */}}
+{{- define "plantstream.webhookEnv" -}}
+{{- with .Values.webhook }}
+{{- if .existingSecret }}
+- name: PLANTSTREAM__ALERTS__WEBHOOK__URL
+  valueFrom:
+    secretKeyRef: {name: {{ .existingSecret | quote }}, key: {{ .urlKey | quote }}, optional: true}
+- name: PLANTSTREAM__ALERTS__WEBHOOK__TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ .existingSecret | quote }}, key: {{ .tokenKey | quote }}, optional: true}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Volumes every plantstream pod mounts: the plant config, a writable /tmp, the ClickHouse CA. */}}
@@ -147,28 +197,61 @@ checksum/plant-config: {{ include (print $.Template.BasePath "/configmap.yaml") 
 {{/* The plaintext-secret guard ------------------------------------------------------------ */}}
 
 {{/*
-Walks the whole values tree. A key that names a credential (password, connection string,
-token, private key, …) holding a non-empty value fails the render with the key's path and the
-existingSecret to use instead. Include with (dict "path" "" "value" .Values).
+Walks the whole values tree (maps and lists). Fails the render, naming the key's path and the
+existingSecret to use instead, when:
+- a key that names a credential holds a non-empty value: password, token, secret, API/access
+  key, connection string, Authorization header, librdkafka's sasl.password, ssl.key.pem,
+  ssl.key.password, sasl.oauthbearer.client.secret … (keys ending in `Secret`, such as
+  existingSecret, name a Secret and are references, not secrets);
+- any string value is a URL with a password (`scheme://user:pass@`), a URL with a signature or
+  key in its query (`sig=`, `code=`, `token=` …, as Teams and Logic Apps webhook URLs carry), or
+  an Event Hubs connection string (`SharedAccessKey=`).
+Include with (dict "path" "" "value" .Values).
 */}}
 {{- define "plantstream.secretGuard" -}}
-{{- $secretKeys := list "password" "saslpassword" "sasl_password" "connectionstring" "connection_string" "privatekeypassword" "private_key_password" "token" "secret" "apikey" "api_key" "accesskey" "access_key" "sharedaccesskey" "shared_access_key" "clientsecret" "client_secret" -}}
 {{- range $key, $value := .value -}}
-{{- $path := ternary $key (printf "%s.%s" $.path $key) (eq $.path "") -}}
+{{- $path := ternary (toString $key) (printf "%s.%s" $.path (toString $key)) (eq $.path "") -}}
+{{- include "plantstream.secretGuardValue" (dict "path" $path "key" (toString $key) "value" $value) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "plantstream.secretGuardValue" -}}
+{{- $path := .path -}}
+{{- $value := .value -}}
 {{- if kindIs "map" $value -}}
 {{- include "plantstream.secretGuard" (dict "path" $path "value" $value) -}}
-{{- else if and (has (lower $key) $secretKeys) $value -}}
-{{- fail (printf "values key %s holds a plaintext secret: put it in a Kubernetes Secret and set %s instead (see values.yaml)" $path (include "plantstream.secretFor" $path)) -}}
+{{- else if kindIs "slice" $value -}}
+{{- range $i, $item := $value -}}
+{{- include "plantstream.secretGuardValue" (dict "path" (printf "%s[%d]" $path $i) "key" "" "value" $item) -}}
 {{- end -}}
+{{- else if and (include "plantstream.isSecretKey" .key) $value -}}
+{{- fail (printf "values key %s holds a plaintext secret: put it in a Kubernetes Secret and set %s instead (see values.yaml)" $path (include "plantstream.secretFor" $path)) -}}
+{{- else if kindIs "string" $value -}}
+{{- if regexMatch "[A-Za-z][A-Za-z0-9+.-]*://[^/@:\\s]*:[^/@\\s]+@" $value -}}
+{{- fail (printf "values key %s holds a plaintext secret: a URL with a password (user:pass@); put it in a Kubernetes Secret and set %s instead (see values.yaml)" $path (include "plantstream.secretFor" $path)) -}}
+{{- else if regexMatch "(?i)([?&;](sig|signature|code|token|access_token|api_key|apikey|key|password|secret)=[^&;\\s]+|SharedAccessKey=)" $value -}}
+{{- fail (printf "values key %s holds a plaintext secret: a URL or connection string with a signature or key; put it in a Kubernetes Secret and set %s instead (see values.yaml)" $path (include "plantstream.secretFor" $path)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a values key names a credential (not a reference to a Secret). */}}
+{{- define "plantstream.isSecretKey" -}}
+{{- $k := lower . -}}
+{{- if and (ne . "") (not (regexMatch "[a-z0-9]Secret$" .)) -}}
+{{- if regexMatch "(password|passwd|secret|token|apikey|api_key|api-key|accesskey|access_key|sharedaccesskey|shared_access_key|connectionstring|connection_string|authorization|credentials?|ssl\\.key\\.pem|keystore\\.pem)$" $k -}}true{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{/* The existingSecret key that replaces a plaintext secret at the given values path. */}}
 {{- define "plantstream.secretFor" -}}
 {{- $p := lower . -}}
-{{- if or (hasPrefix "clickhouse." $p) (hasPrefix "plant.clickhouse." $p) -}}clickhouse.existingSecret
+{{- if or (hasPrefix "clickhouse.migrator." $p) (hasPrefix "plant.clickhouse.migrator." $p) -}}clickhouse.migrator.existingSecret
+{{- else if or (hasPrefix "clickhouse.reader." $p) (hasPrefix "plant.clickhouse.reader." $p) -}}grafana.existingSecret
+{{- else if or (hasPrefix "clickhouse." $p) (hasPrefix "plant.clickhouse." $p) -}}clickhouse.existingSecret
 {{- else if or (hasPrefix "kafka." $p) (hasPrefix "plant.kafka." $p) -}}kafka.existingSecret
 {{- else if or (hasPrefix "eventhubs." $p) (hasPrefix "plant.eventhubs." $p) -}}eventhubs.existingSecret
+{{- else if or (hasPrefix "webhook." $p) (hasPrefix "plant.alerts.webhook." $p) -}}webhook.existingSecret
 {{- else if or (hasPrefix "grafana." $p) -}}grafana.existingSecret
 {{- else if contains "private_key" $p -}}connectors.opcua.certificatesSecret
 {{- else if or (hasPrefix "connectors.opcua." $p) (hasPrefix "plant.opcua." $p) -}}connectors.opcua.existingSecret
