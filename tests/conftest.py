@@ -76,3 +76,23 @@ def mqtt_broker() -> Iterator[AmqttBroker]:
         yield b
     finally:
         b.stop()
+
+
+PAHO_FIXTURES = frozenset({"mqtt_broker", "any_mqtt", "mosquitto_factory"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests whose MQTT connector (paho-mqtt) lives in this process first.
+
+    paho-mqtt 2.2 waits on its socket with ``select()``, which cannot watch a descriptor
+    numbered 1024 or above (it then reconnects forever and never sees a CONNACK). chDB keeps
+    three descriptors open per thread of its pool (``/proc/self/task/*/{stat,schedstat,io}``)
+    and the pool grows with every migrated test database, so after a few hundred chDB tests in
+    one process every descriptor below 1024 is taken. The order of the rest is unchanged.
+    """
+
+    def in_process_mqtt(item: pytest.Item) -> bool:
+        names = set(getattr(item, "fixturenames", ()))
+        return item.nodeid.startswith("tests/mqtt/") or bool(PAHO_FIXTURES & names)
+
+    items[:] = sorted(items, key=lambda item: not in_process_mqtt(item))

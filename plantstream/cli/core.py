@@ -139,7 +139,7 @@ def list_flows() -> None:
     from plantstream.flows.registry import available
 
     out = stdout()
-    for name, fn in available().items():
-        doc = (fn.__doc__ or "").strip().splitlines()
+    for name, declared in available().items():
+        doc = (declared.doc or "").strip().splitlines()
         out.print(f"[bold]{name}[/]  {doc[0] if doc else ''}")
 

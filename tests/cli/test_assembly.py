@@ -57,3 +57,14 @@ def test_python_m_plantstream_help_lists_every_group() -> None:
     assert res.returncode == 0, res.stderr
     listed = re.findall(r"^│ (\w+)\s", res.stdout, flags=re.M)
     assert listed == list(EXPECTED)
+
+
+def test_flows_lists_each_declared_flow_with_its_own_description() -> None:
+    from typer.testing import CliRunner
+
+    from plantstream.flows.registry import available
+
+    out = " ".join(CliRunner().invoke(app, ["flows"], env={"COLUMNS": "200"}).output.split())
+    for name, declared in available().items():
+        first = declared.doc.strip().splitlines()[0]
+        assert f"{name} {' '.join(first.split())}" in out, (name, out)

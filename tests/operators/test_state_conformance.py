@@ -49,7 +49,7 @@ def config() -> PlantConfig:
 
 
 def _spec(flow: str) -> Spec:
-    fn = available()[flow]
+    fn = available()[flow].build
     assert isinstance(fn, MachineFlow)
     spec = fn.spec(FlowContext(config()))
     assert spec is not None
@@ -86,7 +86,8 @@ def cases() -> list[Case]:
     """Every registered MachineFlow's spec, and its ``fed`` variant next to the flow feeding it."""
     ctx = FlowContext(config())
     specs: dict[str, Spec] = {}
-    for name, fn in available().items():
+    for name, declared in available().items():
+        fn = declared.build
         if isinstance(fn, MachineFlow):
             spec = fn.spec(ctx)
             if spec is not None:
@@ -306,7 +307,7 @@ def test_a_flows_state_handed_to_another_flow_is_refused() -> None:
 
 
 def test_the_suite_covers_every_per_machine_flow() -> None:
-    machine_flows = {n for n, fn in available().items() if isinstance(fn, MachineFlow)}
+    machine_flows = {n for n, f in available().items() if isinstance(f.build, MachineFlow)}
     assert machine_flows <= {c.flow for c in CASES}
     assert {"status", "anomaly", "alerts"} <= machine_flows
     for c in CASES:
