@@ -122,7 +122,8 @@ def run_flow_to_end(config: PlantConfig, kafka_conf: Mapping[str, Any], *, dsn: 
                              retry_max_s=config.clickhouse.retry_max_s)
     dataflow = build_dataflow(
         config, kafka.KafkaInput(kafka_conf, stop="end"), sink, flows=chosen,
-        kafka_sink=kafka.KafkaOutput(kafka_conf) if results_to_kafka else None,
+        kafka_sink=(kafka.KafkaOutput(kafka_conf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes)
+                    if results_to_kafka else None),
     )
     recovery = None
     if recovery_dir is not None:
