@@ -53,6 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from plantstream.connectors.health import HealthServer
 from plantstream.connectors.producer import Record, SpoolingProducer, deadletter_record, measurement_record
 from plantstream.connectors.tags import TagMapper
 from plantstream.schemas.config import PlantConfig
@@ -311,6 +312,7 @@ class MqttConnector:
         self._subscribed = threading.Event()
         self._refused: str | None = None
         self._lock = threading.Lock()
+        self._health: HealthServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -376,7 +378,27 @@ class MqttConnector:
             raise ConnectorError(msg)
         log.info("MQTT connector %s connected to %s (MQTT %s, persistent session)", m.client_id, where,
                  m.protocol)
+        p = self.config.producer
+        if p.health_port is not None:
+            self._health = HealthServer(p.health_port, self.health, host=p.health_host).start()
         return self
+
+    def health(self) -> dict[str, Any]:
+        """``live``: the producer thread runs; ``ready``: also connected to the MQTT broker and
+        Kafka confirming (what ``/healthz`` and ``/readyz`` answer)."""
+        if self.producer is None:
+            return {"live": False, "ready": False, "error": "not started"}
+        out = self.producer.health(self.config.producer.health_stall_s)
+        out["mqtt_connected"] = self._connected.is_set()
+        out["ready"] = out["ready"] and out["mqtt_connected"]
+        out["mqtt"] = {"messages": self.stats.messages, "acked": self.stats.acked,
+                       "deadletters": self.stats.deadletters, "last_error": self.stats.last_error}
+        return out
+
+    @property
+    def health_port(self) -> int | None:
+        """The port ``/healthz`` is served on (None: no endpoint)."""
+        return self._health.port if self._health is not None else None
 
     def _abort_start(self) -> None:
         if self._own_producer and self.producer is not None:
@@ -390,6 +412,9 @@ class MqttConnector:
         them in the persistent session and redelivers them at the next start.
         """
         client, self._client = self._client, None
+        health, self._health = self._health, None
+        if health is not None:
+            health.stop()
         if client is not None:
             client.on_message = None  # later messages stay unacknowledged: redelivered next time
         if self.producer is not None and client is not None:
