@@ -65,3 +65,18 @@ def test_a_result_record_the_broker_refuses_becomes_its_dead_letter_and_the_sink
     assert dead["length"] == 2_000_000 and dead["sha256"] == hashlib.sha256(huge).hexdigest()
     assert "refused by Kafka for plantstream.faults" in dead["reason"] and "size" in dead["reason"].lower()
     assert part.deadlettered == 1 and part.lost == 0
+
+
+def test_a_line_too_large_for_the_broker_is_dead_lettered_by_replay_and_the_rest_is_processed(
+        tmp_path: Path, ch_dsn: str, ch_db: str, ch: Any) -> None:
+    huge = b"\xff" * 2_000_000  # beyond what Kafka takes: it never reaches the flow
+    src = tmp_path / "huge.jsonl"
+    src.write_bytes(b"\n".join([*lines(100, 0), huge, *lines(100, 100)]) + b"\n")
+    cfg = build_config({"site": "s", "lines": [{"id": "l", "machines": [{"id": "press-01"}]}]}, {})
+    summary = replay(src, cfg, dsn=ch_dsn, database=ch_db, workdir=tmp_path / "work")
+    assert summary.records_in == 201 and summary.deadlettered == 1
+    assert ch.query("SELECT count() FROM measurements FINAL").result_rows == [(200,)]
+    [(source, reason, raw, length, sha)] = ch.query(
+        "SELECT source, reason, raw, length, sha256 FROM deadletter FINAL").result_rows
+    assert source == "replay:line 101" and "refused by Kafka" in reason
+    assert (length, sha) == (2_000_000, hashlib.sha256(huge).hexdigest()) and len(raw.encode()) <= 4096
