@@ -6,6 +6,7 @@ the same against the embedded Tansu broker, a Kafka cluster or Azure Event Hubs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.measurement import DEADLETTER_RAW_BYTES, DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -314,38 +316,84 @@ KafkaRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value)"""
 
 
-class _KafkaOutPartition(StatefulSinkPartition[KafkaRecord, None]):
-    def __init__(self, conf: dict[str, Any]) -> None:
-        self._producer = Producer(conf)
-        self._errors: list[str] = []
-        self.sent_bytes = 0
+def refusal_deadletter(topic: str, key: bytes | None, value: bytes, error: str,
+                       limit: int = DEADLETTER_RAW_BYTES) -> bytes:
+    """The bounded dead letter (JSON) that stands for a record Kafka refused for ``topic``."""
+    return DeadLetter(value, f"refused by Kafka for {topic}: {error}", f"kafka-out:{topic}",
+                      int(time.time() * 1000)).to_json(limit)
 
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(f"{msg.topic()}: {err}")
+
+class _KafkaOutPartition(StatefulSinkPartition[KafkaRecord, None]):
+    def __init__(self, conf: dict[str, Any], deadletter_raw_bytes: int = DEADLETTER_RAW_BYTES) -> None:
+        self._producer = Producer(conf)
+        self._limit = deadletter_raw_bytes
+        self._refused: list[tuple[str, bytes | None, bytes, str, bool]] = []
+        self._fatal: list[str] = []
+        self.sent_bytes = 0
+        self.deadlettered = 0
+        self.lost = 0
+
+    def _on_delivery(self, replacing: bool, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            return
+        if err.fatal():
+            self._fatal.append(f"{msg.topic()}: {err}")
+        else:  # refused for good (librdkafka retries the rest itself): its dead letter instead
+            self._refused.append((msg.topic(), msg.key(), msg.value() or b"", err.str(), replacing))
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, *, replacing: bool = False) -> None:
+        try:
+            produce_waiting(self._producer, topic, value, key,
+                            on_delivery=functools.partial(self._on_delivery, replacing))
+        except KafkaException as exc:  # refused before it left: larger than message.max.bytes …
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else exc
+            self._refuse(topic, key, value, err.str() if isinstance(err, KafkaError) else str(err),
+                         replacing=replacing)
+            return
+        self.sent_bytes += len(value)
+
+    def _refuse(self, topic: str, key: bytes | None, value: bytes, error: str, *,
+                replacing: bool = False) -> None:
+        if replacing:
+            self.lost += 1  # even the bounded dead letter of a refused record was refused
+            log.error("Kafka refused the dead letter of a refused record (%d bytes) for %s: %s; the "
+                      "ClickHouse deadletter table still has the row", len(value), topic, error)
+            return
+        log.error("Kafka refused a record of %d bytes for %s: %s; its dead letter goes to %s",
+                  len(value), topic, error, DEADLETTER)
+        self.deadlettered += 1
+        self._produce(DEADLETTER, key, refusal_deadletter(topic, key, value, error, self._limit),
+                      replacing=True)
 
     def write_batch(self, values: list[KafkaRecord]) -> None:
         for topic, key, value in values:
-            produce_waiting(self._producer, topic, value, key, on_delivery=self._on_delivery)
-            self.sent_bytes += len(value)
+            self._produce(topic, key, value)
         self._producer.poll(0)
-        self._raise_errors()
+        self._handle_errors()
 
     def snapshot(self) -> None:
-        # Everything of this epoch is confirmed by the broker before the epoch commits.
+        # Everything of this epoch is confirmed by the broker (or dead-lettered) before the epoch
+        # commits.
         self._flush()
         return None
 
     def _flush(self) -> None:
-        while self._producer.flush(1.0):
-            log.warning("waiting for Kafka to confirm %d records", len(self._producer))
-        self._raise_errors()
+        while True:
+            while self._producer.flush(1.0):
+                log.warning("waiting for Kafka to confirm %d records", len(self._producer))
+            if not self._refused:
+                break
+            self._handle_errors()
+        self._handle_errors()
 
-    def _raise_errors(self) -> None:
-        if self._errors:
-            errors, self._errors = self._errors, []
-            msg = f"Kafka refused {len(errors)} records, first: {errors[0]}"
+    def _handle_errors(self) -> None:
+        if self._fatal:
+            errors, self._fatal = self._fatal, []
+            msg = f"fatal Kafka producer error on {len(errors)} records, first: {errors[0]}"
             raise ConnectorError(msg)
+        refused, self._refused = self._refused, []
+        for topic, key, value, error, replacing in refused:
+            self._refuse(topic, key, value, error, replacing=replacing)
 
     def close(self) -> None:
         self._flush()
@@ -356,17 +404,21 @@ class KafkaOutput(FixedPartitionedSink[KafkaRecord, None]):
 
     One partition (the unit of parallelism). At-least-once: records of an epoch are confirmed
     before the epoch commits; a resume may send some again, so consumers key on the record's
-    natural key and version.
+    natural key and version. A record the broker refuses for good (too large, invalid) is
+    replaced by its bounded dead letter on ``plantstream.deadletter`` (at most
+    ``deadletter_raw_bytes`` of it, its length and SHA-256, the error): the flow goes on. Only a
+    fatal producer error stops the flow (to resume from its last snapshot).
     """
 
-    def __init__(self, conf: Mapping[str, Any]) -> None:
+    def __init__(self, conf: Mapping[str, Any], *, deadletter_raw_bytes: int = DEADLETTER_RAW_BYTES) -> None:
         self._conf = producer_config(conf)
+        self._limit = deadletter_raw_bytes
 
     def list_parts(self) -> list[str]:
         return ["kafka-out"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _KafkaOutPartition:
-        return _KafkaOutPartition(self._conf)
+        return _KafkaOutPartition(self._conf, self._limit)
 
 
 def wait_for_broker(conf: Mapping[str, Any], timeout_s: float = 15.0) -> None:

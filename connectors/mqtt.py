@@ -53,7 +53,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from plantstream.connectors.producer import SpoolingProducer
+from plantstream.connectors.health import HealthServer
+from plantstream.connectors.producer import Record, SpoolingProducer, deadletter_record, measurement_record
 from plantstream.connectors.tags import TagMapper
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConnectorError
@@ -63,7 +64,8 @@ from plantstream.schemas.tags_config import MqttSubscription
 log = logging.getLogger(__name__)
 
 _TS_FIELDS = ("timestamp", "ts", "timestamp_ms", "time")
-_DEAD_RAW_LIMIT = 1024
+MAX_DEADLETTERS_PER_MESSAGE = 100
+"""One message yields at most this many dead letters (the last one counts the rest)."""
 
 Sample = tuple[str, Any, int, str]
 """(source tag, raw value, ts epoch ms, quality)"""
@@ -127,12 +129,8 @@ def parse_payload(topic: str, payload: bytes, fmt: str, received_ms: int,
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        try:  # NaN / Infinity are not JSON, but some gateways write them
-            import json
-
-            obj = json.loads(payload)
-        except ValueError:
-            out.errors.append(f"not JSON: {exc}")
+        obj = _lenient_json(payload, exc, out)
+        if out.errors:
             return out
     if fmt == "auto":
         if isinstance(obj, dict) and "values" in obj and isinstance(obj.get("values"), list):
@@ -148,6 +146,25 @@ def parse_payload(topic: str, payload: bytes, fmt: str, received_ms: int,
     else:
         _parse_flat(topic, obj, received_ms, timestamp_field, out)
     return out
+
+
+def _lenient_json(payload: bytes, exc: orjson.JSONDecodeError, out: Parsed) -> Any:
+    """NaN / Infinity are not JSON, but some gateways write them: the standard library reads them.
+
+    What it reads must still be what Kafka records can carry: integers beyond 64 bits, lone
+    surrogates and nesting deeper than the JSON reader's limit (``RecursionError``) are
+    reported as ``not JSON`` errors of the message (a dead letter), never raised.
+    """
+    import json
+
+    try:
+        obj = json.loads(payload)
+        orjson.dumps(obj)  # big integers, lone surrogates: refused here, not when producing
+    except (ValueError, RecursionError, TypeError, orjson.JSONEncodeError) as again:
+        detail = str(exc) if isinstance(again, ValueError | RecursionError) else f"{exc}; {again}"
+        out.errors.append(f"not JSON: {detail}")
+        return None
+    return obj
 
 
 def _parse_kepware(obj: Any, received_ms: int, out: Parsed) -> None:
@@ -295,6 +312,7 @@ class MqttConnector:
         self._subscribed = threading.Event()
         self._refused: str | None = None
         self._lock = threading.Lock()
+        self._health: HealthServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -302,7 +320,8 @@ class MqttConnector:
         """Connect (raises ConnectorError on refusal, TLS or network errors), subscribe, run."""
         m = self.mqtt
         if self.producer is None:
-            self.producer = SpoolingProducer(self._kafka_conf, self.config.producer, name="mqtt").start()
+            self.producer = SpoolingProducer(self._kafka_conf, self.config.producer, name="mqtt",
+                                             deadletter_raw_bytes=self.config.kafka.deadletter_raw_bytes).start()
         v5 = m.protocol == "5"
         client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=m.client_id,
@@ -359,7 +378,27 @@ class MqttConnector:
             raise ConnectorError(msg)
         log.info("MQTT connector %s connected to %s (MQTT %s, persistent session)", m.client_id, where,
                  m.protocol)
+        p = self.config.producer
+        if p.health_port is not None:
+            self._health = HealthServer(p.health_port, self.health, host=p.health_host).start()
         return self
+
+    def health(self) -> dict[str, Any]:
+        """``live``: the producer thread runs; ``ready``: also connected to the MQTT broker and
+        Kafka confirming (what ``/healthz`` and ``/readyz`` answer)."""
+        if self.producer is None:
+            return {"live": False, "ready": False, "error": "not started"}
+        out = self.producer.health(self.config.producer.health_stall_s)
+        out["mqtt_connected"] = self._connected.is_set()
+        out["ready"] = out["ready"] and out["mqtt_connected"]
+        out["mqtt"] = {"messages": self.stats.messages, "acked": self.stats.acked,
+                       "deadletters": self.stats.deadletters, "last_error": self.stats.last_error}
+        return out
+
+    @property
+    def health_port(self) -> int | None:
+        """The port ``/healthz`` is served on (None: no endpoint)."""
+        return self._health.port if self._health is not None else None
 
     def _abort_start(self) -> None:
         if self._own_producer and self.producer is not None:
@@ -373,6 +412,9 @@ class MqttConnector:
         them in the persistent session and redelivers them at the next start.
         """
         client, self._client = self._client, None
+        health, self._health = self._health, None
+        if health is not None:
+            health.stop()
         if client is not None:
             client.on_message = None  # later messages stay unacknowledged: redelivered next time
         if self.producer is not None and client is not None:
@@ -458,8 +500,8 @@ class MqttConnector:
         source = f"{self.mqtt.source}:{topic}"
         if len(payload) > self.mqtt.max_payload_bytes:
             reason = (f"oversized: {len(payload)} bytes exceeds mqtt.max_payload_bytes="
-                      f"{self.mqtt.max_payload_bytes} (only the first {_DEAD_RAW_LIMIT} bytes are kept)")
-            return [], [DeadLetter(payload[:_DEAD_RAW_LIMIT], reason, source, now)]
+                      f"{self.mqtt.max_payload_bytes}")
+            return [], [DeadLetter(payload, reason, source, now)]  # its record is bounded
         sub = _matching(self.mqtt.subscriptions, topic)
         fmt = sub.format if sub is not None else "auto"
         parsed = parse_payload(topic, payload, fmt, now, sub.timestamp_field if sub else None)
@@ -472,13 +514,38 @@ class MqttConnector:
                     out.append(got)
                 elif got is not None:
                     dead.append(DeadLetter(got.raw, got.reason, source, now))
+        if len(dead) > MAX_DEADLETTERS_PER_MESSAGE:
+            more = len(dead) - MAX_DEADLETTERS_PER_MESSAGE + 1
+            rest = DeadLetter(payload, f"{more} more problems in this message (first: {dead[-more].reason})",
+                              source, now)
+            dead = [*dead[:MAX_DEADLETTERS_PER_MESSAGE - 1], rest]
         return out, dead
 
     def handle(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
-        """Convert one message and hand it to the producer; ``ack`` runs once Kafka confirmed it."""
-        ms, dead = self.convert(topic, payload)
-        self.stats.messages += 1
-        self.stats.measurements += len(ms)
-        self.stats.deadletters += len(dead)
+        """Convert one message and hand it to the producer; ``ack`` runs once Kafka confirmed it.
+
+        Every message becomes Measurements or dead letters and is acknowledged: a failure of
+        the conversion itself, or a value that cannot be encoded, is that message's dead letter.
+        """
         assert self.producer is not None
-        self.producer.send_measurements(ms, ack, dead)
+        producer = self.producer
+        try:
+            ms, dead = self.convert(topic, payload)
+        except Exception as exc:  # a bug or a payload nobody thought of: still a dead letter
+            log.exception("MQTT connector: converting a message on %s failed", topic)
+            self.stats.last_error = repr(exc)
+            ms, dead = [], [DeadLetter(payload, f"cannot convert the message: {exc!r}",
+                                       f"{self.mqtt.source}:{topic}", self._clock())]
+        records: list[Record] = []
+        for m in ms:
+            try:
+                records.append(measurement_record(m, producer.topic))
+            except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. a lone surrogate in a string
+                dead.append(DeadLetter(payload, f"tag value of {m.metric} on {m.machine} cannot be "
+                                       f"encoded: {exc}", f"{self.mqtt.source}:{topic}", self._clock()))
+        self.stats.messages += 1
+        self.stats.measurements += len(records)
+        self.stats.deadletters += len(dead)
+        limit = self.config.kafka.deadletter_raw_bytes
+        records.extend(deadletter_record(d, limit=limit) for d in dead)
+        producer.send(records, ack)

@@ -16,8 +16,16 @@ submission order once it is back:
    blocks (the MQTT connector then stops acknowledging, so the MQTT broker holds the data).
 
 A spool left behind by a crash or a shutdown during an outage is delivered first at the next
-start. Records Kafka refuses for good (e.g. too large for the broker) are written to
-``spool_dir/<name>/rejected.jsonl`` with the error and logged — never dropped silently.
+start. A record Kafka refuses for good (too large for the broker, an invalid record — refused
+when it is produced or in its delivery report) becomes that record's dead letter on
+``plantstream.deadletter``: a bounded prefix of the refused bytes, their length and SHA-256, and
+the broker's error (``kafka.deadletter_raw_bytes``). The record set then counts as confirmed, so
+the thread goes on, the MQTT message is acknowledged and nothing returns from the spool. Only
+when the dead letter is refused as well is a bounded line written to
+``spool_dir/<name>/rejected.jsonl`` and logged — never dropped silently.
+
+:meth:`SpoolingProducer.health` tells whether the producer thread is alive and Kafka delivers
+(the connector's ``/healthz`` and ``/readyz``, :mod:`plantstream.connectors.health`).
 
 Delivery guarantee: at-least-once, in order per key. Duplicates can only appear after a crash or
 a shutdown with Kafka unreachable (records both spooled and re-sent by the source); cumulative
@@ -72,11 +80,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from plantstream.connectors.kafka import DEADLETTER, produce_waiting, producer_config
 from plantstream.schemas.errors import ConnectorError
-from plantstream.schemas.measurement import DeadLetter, Measurement
+from plantstream.schemas.measurement import DEADLETTER_RAW_BYTES, DeadLetter, Measurement, raw_prefix
 from plantstream.schemas.tags_config import ProducerConfig
 
 log = logging.getLogger(__name__)
@@ -98,8 +106,23 @@ def measurement_record(m: Measurement, topic: str) -> Record:
     return (topic, m.machine.encode(), m.to_json())
 
 
-def deadletter_record(d: DeadLetter, topic: str = DEADLETTER) -> Record:
-    return (topic, None, d.to_json())
+def deadletter_record(d: DeadLetter, topic: str = DEADLETTER, limit: int = DEADLETTER_RAW_BYTES) -> Record:
+    """A dead letter as a Kafka record: bounded (:meth:`DeadLetter.to_json`), no key."""
+    return (topic, None, d.to_json(limit))
+
+
+def refused_record(record: Record, error: str, name: str, limit: int = DEADLETTER_RAW_BYTES) -> Record:
+    """The dead letter that replaces a record Kafka refused: bounded, keyed like the record.
+
+    >>> t, k, v = refused_record(("plantstream.measurements", b"m1", b"\\xff" * 300_000),
+    ...                          "Broker: Message size too large", "mqtt")
+    >>> t, k, len(v) < 5000, orjson.loads(v)["length"]
+    ('plantstream.deadletter', b'm1', True, 300000)
+    """
+    topic, key, value = record
+    reason = f"refused by Kafka for {topic}: {error}"
+    dead = DeadLetter(value, reason, f"{name}:{topic}", int(time.time() * 1000))
+    return (DEADLETTER, key, dead.to_json(limit))
 
 
 @dataclass
@@ -117,7 +140,13 @@ class ProducerStats:
     max_spool_bytes: int = 0
     confirmed_sets: int = 0
     producer_rebuilds: int = 0
+    deadlettered_records: int = 0
+    """Records Kafka refused that went to the dead-letter topic in their place."""
     first_error: str = ""
+    last_error: str = ""
+    last_error_ms: int = 0
+    last_delivery_ms: int = 0
+    """When Kafka last confirmed a record, epoch ms (0: not yet)."""
 
     @property
     def pending_records(self) -> int:
@@ -389,8 +418,9 @@ class SpoolingProducer:
     """
 
     def __init__(self, kafka_conf: Mapping[str, Any], config: ProducerConfig | None = None, *,
-                 name: str = "connector") -> None:
+                 name: str = "connector", deadletter_raw_bytes: int = DEADLETTER_RAW_BYTES) -> None:
         self.config = config or ProducerConfig()
+        self.deadletter_raw_bytes = deadletter_raw_bytes
         self.topic = self.config.topic
         self.name = name
         c = self.config
@@ -421,9 +451,11 @@ class SpoolingProducer:
         self._stopping = False
         self._closed = False
         self._fatal: KafkaError | None = None
+        self._refused: list[tuple[_Batch, Record, str, bool]] = []  # delivery reports to dead-letter
         self.spool_dir = Path(c.spool_dir) / name
         self._rejected_path = self.spool_dir / "rejected.jsonl"
         self._lock_file: Any = None
+        self._started_ms = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -446,6 +478,7 @@ class SpoolingProducer:
             log.warning("%s producer: %d records left in the spool %s by an earlier run go first",
                         self.name, self._spool.unread_records, self.spool_dir)
         self._producer = Producer(self._conf)
+        self._started_ms = int(time.time() * 1000)
         self._thread = threading.Thread(target=self._pump, name=f"plantstream-producer-{self.name}",
                                         daemon=True)
         self._thread.start()
@@ -498,7 +531,7 @@ class SpoolingProducer:
                           deadletters: Iterable[DeadLetter] = ()) -> None:
         """Measurements (keyed by machine) and dead letters as one record set."""
         recs = [measurement_record(m, self.topic) for m in measurements]
-        recs.extend(deadletter_record(d) for d in deadletters)
+        recs.extend(deadletter_record(d, limit=self.deadletter_raw_bytes) for d in deadletters)
         self.send(recs, on_confirmed)
 
     @property
@@ -572,12 +605,43 @@ class SpoolingProducer:
                 self._producer.poll(0 if to_produce else 0.05)
                 if self._fatal is not None:
                     self._rebuild()
+                if self._refused:
+                    self._deadletter_refused()
                 self._complete()
-        except Exception as exc:  # the thread must not die silently
-            log.exception("%s producer thread failed", self.name)
-            self.stats.first_error = self.stats.first_error or repr(exc)
+        except BaseException as exc:  # the thread must not die silently: health() reports it
+            log.exception("%s producer thread failed; /healthz reports it", self.name)
+            self._error(f"producer thread failed: {exc!r}")
             with self._cond:
                 self._cond.notify_all()
+
+    def _error(self, text: str) -> None:
+        self.stats.first_error = self.stats.first_error or text
+        self.stats.last_error = text
+        self.stats.last_error_ms = int(time.time() * 1000)
+
+    @property
+    def alive(self) -> bool:
+        """True while the producer thread runs (started, not closed, not failed)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def health(self, stall_s: float = 60.0) -> dict[str, Any]:
+        """What ``/healthz`` and ``/readyz`` report.
+
+        ``live``: the producer thread runs. ``ready``: live, and Kafka confirmed a record within
+        ``stall_s`` seconds whenever records are waiting (a long outage makes it not ready, never
+        not live: the spool holds the data).
+        """
+        now = int(time.time() * 1000)
+        st = self.stats
+        live = self.alive and not self._closed
+        pending = st.pending_records
+        waiting_since = st.last_delivery_ms or self._started_ms
+        stalled = pending > 0 and now - waiting_since > stall_s * 1000
+        return {"live": live, "ready": live and not stalled, "name": self.name,
+                "thread_alive": self.alive, "pending_records": pending,
+                "spool_bytes": st.spool_bytes, "last_delivery_ms": st.last_delivery_ms,
+                "last_error": st.last_error, "last_error_ms": st.last_error_ms,
+                "deadlettered_records": st.deadlettered_records, "rejected_records": st.rejected_records}
 
     def _refill(self) -> None:
         """Move batches from the spool into memory while memory has room (lock held)."""
@@ -614,11 +678,37 @@ class SpoolingProducer:
     def _produce(self, b: _Batch) -> None:
         assert self._producer is not None
         b.produced = True
-        for topic, key, value in b.records:
-            cb = self._delivery_callback(b)
-            produce_waiting(self._producer, topic, value, key, wait_s=0.05, on_delivery=cb)
+        for record in b.records:
+            self._produce_one(b, record, replacing=False)
 
-    def _delivery_callback(self, b: _Batch) -> Callable[[KafkaError | None, Any], None]:
+    def _produce_one(self, b: _Batch, record: Record, *, replacing: bool) -> None:
+        """Produce one record of ``b``; a record librdkafka refuses at once (larger than
+        ``message.max.bytes``, an invalid topic …) is replaced by its dead letter."""
+        assert self._producer is not None
+        topic, key, value = record
+        try:
+            produce_waiting(self._producer, topic, value, key, wait_s=0.05,
+                            on_delivery=self._delivery_callback(b, record, replacing))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            self._refuse(b, record, err.str() if err is not None else str(exc), replacing)
+
+    def _refuse(self, b: _Batch, record: Record, error: str, replacing: bool) -> None:
+        """Kafka refused ``record`` for good: its dead letter takes its place in ``b``."""
+        text = f"Kafka refused a record of {len(record[2])} bytes for {record[0]}: {error}"
+        self._error(text)
+        if not replacing:
+            log.error("%s producer: %s; it goes to %s as a dead letter", self.name, text, DEADLETTER)
+            self.stats.deadlettered_records += 1
+            self._produce_one(b, refused_record(record, error, self.name, self.deadletter_raw_bytes),
+                              replacing=True)
+            return
+        self._reject(record, error)  # even its bounded dead letter was refused
+        b.remaining -= 1
+        self._inflight_records -= 1
+
+    def _delivery_callback(self, b: _Batch, record: Record, replacing: bool
+                           ) -> Callable[[KafkaError | None, Any], None]:
         gen = self.stats.producer_rebuilds
 
         def done(err: KafkaError | None, msg: Any) -> None:
@@ -628,24 +718,32 @@ class SpoolingProducer:
                 if err.fatal():
                     self._fatal = err
                     return
-                self._reject(err, msg)
-            else:
-                self.stats.confirmed_records += 1
+                # Not counted done yet: its dead letter replaces it (produced outside poll()).
+                self._refused.append((b, record, err.str(), replacing))
+                return
+            self.stats.confirmed_records += 1
+            self.stats.last_delivery_ms = int(time.time() * 1000)
             b.remaining -= 1
             self._inflight_records -= 1
 
         return done
 
-    def _reject(self, err: KafkaError, msg: Any) -> None:
+    def _deadletter_refused(self) -> None:
+        refused, self._refused = self._refused, []
+        for b, record, error, replacing in refused:
+            self._refuse(b, record, error, replacing)
+
+    def _reject(self, record: Record, error: str) -> None:
+        """Last resort: the refused record's bounded dead letter, as one line of rejected.jsonl."""
         self.stats.rejected_records += 1
-        text = f"Kafka refused a record for {msg.topic()}: {err.str()}"
-        self.stats.first_error = self.stats.first_error or text
-        log.error("%s producer: %s; it is kept in %s", self.name, text, self._rejected_path)
-        line = orjson.dumps({"ts": int(time.time() * 1000), "error": err.str(), "topic": msg.topic(),
-                             "key": (msg.key() or b"").decode("utf-8", "backslashreplace"),
-                             "value": (msg.value() or b"").decode("utf-8", "backslashreplace")})
+        topic, key, value = record
+        log.error("%s producer: Kafka refused the dead letter of a record for %s too (%s); it is kept "
+                  "in %s", self.name, topic, error, self._rejected_path)
+        dl = DeadLetter(value, f"refused by Kafka for {topic}: {error}", f"{self.name}:{topic}",
+                        int(time.time() * 1000)).row(self.deadletter_raw_bytes)
+        dl["key"] = raw_prefix(key or b"", 1024)
         with open(self._rejected_path, "ab") as f:
-            f.write(line + b"\n")
+            f.write(orjson.dumps(dl) + b"\n")
 
     def _rebuild(self) -> None:
         """A fatal producer error (idempotence state lost): new producer, resend what is unconfirmed."""
@@ -654,6 +752,7 @@ class SpoolingProducer:
                   "unconfirmed records (duplicates possible)", self.name, err, self._inflight_records)
         assert self._producer is not None
         self.stats.producer_rebuilds += 1
+        self._refused.clear()  # their batches are produced again in full below
         self._producer.purge()
         self._producer = Producer(self._conf)
         with self._cond:

@@ -50,12 +50,12 @@ from plantstream.flows.registry import (
 )
 from plantstream.operators.normalize import enrich
 from plantstream.schemas.config import PlantConfig, load_config
-from plantstream.schemas.measurement import DeadLetter, Measurement, decode
+from plantstream.schemas.measurement import DEADLETTER_RAW_BYTES, DeadLetter, Measurement, bound_row, decode
 
 
-def deadletter_row(d: DeadLetter) -> Row:
-    return {"ts": d.ts, "source": d.source, "reason": d.reason,
-            "raw": d.raw.decode("utf-8", errors="backslashreplace")}
+def deadletter_row(d: DeadLetter, limit: int = DEADLETTER_RAW_BYTES) -> Row:
+    """The bounded dead-letter row (``raw`` prefix, ``length``, ``sha256``: :meth:`DeadLetter.row`)."""
+    return d.row(limit)
 
 
 def _orjson_default(obj: Any) -> Any:
@@ -71,6 +71,8 @@ def row_json(row: Row) -> bytes:
 
 def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
     """Decode and validate a batch; bad messages become dead-letter rows with a reason."""
+
+    limit = config.kafka.deadletter_raw_bytes
 
     def decode_batch(batch: kafka.Batch) -> Decoded:
         good: list[Measurement] = []
@@ -90,7 +92,7 @@ def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
             else:
                 assert isinstance(result, DeadLetter)
                 msg = batch.raw(i)  # where it came from, only for the rare bad message
-                bad.append(deadletter_row(DeadLetter(raw, result.reason, msg.source, msg.timestamp_ms)))
+                bad.append(DeadLetter(raw, result.reason, msg.source, msg.timestamp_ms).row(limit))
         return Decoded(good, raws, bad, size)
 
     return decode_batch
@@ -117,8 +119,13 @@ def _is_measurement(item: Measurement | Row) -> TypeGuard[Measurement]:
     return not isinstance(item, dict)
 
 
-def _deadletter_of(item: Measurement | Row) -> tuple[str, Any]:
-    return ("deadletter", item)
+def _deadletter_of(limit: int) -> Callable[[Measurement | Row], tuple[str, Any]]:
+    return lambda item: ("deadletter", bound_row(item, limit) if isinstance(item, dict) else item)
+
+
+def _deadletter_tagger(limit: int) -> Callable[[Row], tuple[str, Row]]:
+    """Dead-letter rows of a flow (late samples …), bounded like the decoder's own."""
+    return lambda row: ("deadletter", bound_row(row, limit))
 
 
 def _flow_rows(name: str) -> Callable[[Tagged], tuple[str, Row] | None]:
@@ -176,6 +183,7 @@ def build_dataflow(
     tune_gc()
     chosen = resolve(flows)
     contexts = check_config(config, chosen)
+    limit = config.kafka.deadletter_raw_bytes
     flow = Dataflow(flow_id)
     raw = op.input("kafka_in", flow, source)
     batches = op.flat_map_batch("kafka_batches", raw, as_batches)
@@ -214,12 +222,13 @@ def build_dataflow(
             name = declared.name
             picked = op.flat_map(f"{name}_reads", decoded, reader(declared))
             typed = op.branch(f"{name}_typed", picked, _is_measurement)
-            tables.append(op.map(f"{name}_wrong_type", typed.falses, _deadletter_of))
+            tables.append(op.map(f"{name}_wrong_type", typed.falses, _deadletter_of(limit)))
             results.append((declared, declared.build(contexts[name], typed.trues)))
     for declared, streams in results:
         check_results(declared, streams)
         for table, rows in streams.items():
-            tables.append(op.map(f"tag_{declared.name}_{table}", rows, _tagger(table)))
+            tag = _deadletter_tagger(limit) if table == "deadletter" else _tagger(table)
+            tables.append(op.map(f"tag_{declared.name}_{table}", rows, tag))
     merged = op.merge("results", *tables)
     keyed = op.key_on("key_results", merged, lambda tr: tr[0])
     op.output("clickhouse_out", keyed, clickhouse_sink)
@@ -300,5 +309,6 @@ def get_flow() -> Dataflow:
     sink = ch.ClickHouseSink.from_config(config.clickhouse)
     return build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
                           flows=chosen,
-                          kafka_sink=kafka.KafkaOutput(kconf),
+                          kafka_sink=kafka.KafkaOutput(
+                              kconf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes),
                           eventhubs_sink=eventhubs.EventHubsSink.from_config(config.eventhubs))

@@ -9,6 +9,7 @@ window.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import kafka
@@ -28,7 +29,7 @@ from plantstream.flows.main import build_dataflow, check_start, clickhouse_facto
 from plantstream.flows.registry import Flow, FlowFn
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConnectorError
-from plantstream.schemas.measurement import parse_ts
+from plantstream.schemas.measurement import DeadLetter, now_ms, parse_ts
 
 
 def edge_convert(line: bytes) -> tuple[bytes | None, bytes]:
@@ -57,29 +58,45 @@ def edge_convert(line: bytes) -> tuple[bytes | None, bytes]:
 
 
 def produce_lines(conf: Mapping[str, Any], lines: Iterable[bytes],
-                  topic: str = kafka.MEASUREMENTS) -> int:
-    """Produce lines (blank ones skipped) to ``topic``, keyed by machine; returns the count."""
-    producer = Producer(kafka.producer_config(conf, **{"linger.ms": 50}))
-    errors: list[str] = []
+                  topic: str = kafka.MEASUREMENTS, refused: list[DeadLetter] | None = None) -> int:
+    """Produce lines (blank ones skipped) to ``topic``, keyed by machine; returns the count.
 
-    def on_delivery(err: Any, msg: Any) -> None:
+    A line Kafka refuses (larger than the broker takes) becomes a :class:`DeadLetter` appended
+    to ``refused`` (the replay writes it to the ``deadletter`` table and goes on); without a
+    ``refused`` list it is a :class:`ConnectorError`.
+    """
+    producer = Producer(kafka.producer_config(conf, **{"linger.ms": 50}))
+    dead: list[DeadLetter] = []
+
+    def refuse(value: bytes, error: str, line_no: int) -> None:
+        dead.append(DeadLetter(value, f"refused by Kafka for {topic}: {error}", f"replay:line {line_no}",
+                               now_ms()))
+
+    def on_delivery(line_no: int, value: bytes, err: Any, msg: Any) -> None:
         if err is not None:
-            errors.append(str(err))
+            refuse(value, err.str(), line_no)
 
     n = 0
-    for line in lines:
+    for line_no, line in enumerate(lines, 1):
         line = line.rstrip(b"\r\n")
         if not line.strip():
             continue
         key, value = edge_convert(line)
-        kafka.produce_waiting(producer, topic, value, key, on_delivery=on_delivery)
+        try:
+            kafka.produce_waiting(producer, topic, value, key,
+                                  on_delivery=functools.partial(on_delivery, line_no, value))
+        except KafkaException as exc:  # refused before it left (message.max.bytes)
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            refuse(value, err.str() if err is not None else str(exc), line_no)
         n += 1
         if n % 10_000 == 0:
             producer.poll(0)
     producer.flush()
-    if errors:
-        msg = f"Kafka refused {len(errors)} replayed lines, first: {errors[0]}"
+    if dead and refused is None:
+        msg = f"Kafka refused {len(dead)} replayed lines, first: {dead[0].reason}"
         raise ConnectorError(msg)
+    if refused is not None:
+        refused.extend(dead)
     return n
 
 
@@ -122,7 +139,8 @@ def run_flow_to_end(config: PlantConfig, kafka_conf: Mapping[str, Any], *, dsn: 
                              retry_max_s=config.clickhouse.retry_max_s)
     dataflow = build_dataflow(
         config, kafka.KafkaInput(kafka_conf, stop="end"), sink, flows=chosen,
-        kafka_sink=kafka.KafkaOutput(kafka_conf) if results_to_kafka else None,
+        kafka_sink=(kafka.KafkaOutput(kafka_conf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes)
+                    if results_to_kafka else None),
     )
     recovery = None
     if recovery_dir is not None:
@@ -157,6 +175,17 @@ def replay(path: str | Path, config: PlantConfig, *, dsn: str | None = None,
             flows = check_start(local, flows, client)
         finally:
             client.close()
-        n = produce_lines(rt.kafka_conf, fh)
+        refused: list[DeadLetter] = []
+        n = produce_lines(rt.kafka_conf, fh, refused=refused)
+        if refused:  # lines too large for the broker: their bounded dead letters, written here
+            client = rt.clickhouse()
+            try:
+                ch.insert_rows(client, "deadletter",
+                               [d.row(local.kafka.deadletter_raw_bytes) for d in refused])
+            finally:
+                client.close()
         stats = run_flow_to_end(local, rt.kafka_conf, dsn=rt.dsn, flows=flows)
-    return ReplaySummary(n, dict(stats.rows), time.perf_counter() - started)
+    rows = dict(stats.rows)
+    if refused:
+        rows["deadletter"] = rows.get("deadletter", 0) + len(refused)
+    return ReplaySummary(n, rows, time.perf_counter() - started)

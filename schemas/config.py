@@ -164,6 +164,10 @@ class KafkaConfig(Frozen):
     ssl_ca_location: str | None = None
     partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions of topics plantstream creates (the unit of parallelism of the flows)."""
+    deadletter_raw_bytes: int = Field(default=4096, ge=64, le=256 * 1024)
+    """Bound of the original bytes a dead letter carries (its ``raw`` text, in bytes); the
+    record also holds the original ``length`` and its ``sha256``, so it stays small whatever the
+    message was (connectors and flows alike)."""
     extra: dict[str, Setting] = Field(default_factory=dict)
     """librdkafka settings passed through unchanged; those named like secrets (``sasl.password``,
     ``ssl.key.pem``, ``sasl.oauthbearer.client.secret`` …) are kept as secrets (masked)."""

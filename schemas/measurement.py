@@ -6,6 +6,11 @@ validates the bytes of one message and returns either a :class:`Measurement` or 
 :class:`DeadLetter` carrying the original bytes and a reason that names the problem. A decode
 failure is data, never an exception: the flow routes it to the dead-letter topic and goes on.
 
+A dead letter leaves plantstream bounded (:meth:`DeadLetter.row`): at most
+``kafka.deadletter_raw_bytes`` bytes of text standing for a prefix of the original bytes, plus
+the original ``length`` and the ``sha256`` of the whole, so a 300 KB poison message becomes a
+record of a few KiB that still identifies it — never a record the broker refuses.
+
 Examples
 --------
 >>> m = decode(b'{"ts": 1763791200000, "machine": "press-01", "metric": "good_count", "value": 4501}')
@@ -19,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +34,11 @@ import orjson
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 """Largest accepted Measurement message; larger ones are dead-lettered as ``oversized``."""
+
+DEADLETTER_RAW_BYTES: Final = 4096
+"""Default bound of a dead letter's ``raw`` text (``kafka.deadletter_raw_bytes``)."""
+DEADLETTER_TEXT_CHARS: Final = 1024
+"""Bound of a dead letter's ``reason`` and ``source`` (a topic or a reason may quote input)."""
 
 MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01T00:00:00Z
@@ -114,6 +125,8 @@ class DeadLetter:
 
     ``source`` names where it came from (``kafka:plantstream.measurements/0@17``,
     ``mqtt:kepware/line1/press/Temp``, ``late``); ``ts`` is when it was received, epoch ms.
+    ``raw`` is the whole message while it is in memory; what leaves the process is bounded
+    (:meth:`row`, :meth:`to_json`).
     """
 
     raw: bytes
@@ -121,15 +134,107 @@ class DeadLetter:
     source: str = ""
     ts: int = 0
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "ts": self.ts,
-                "source": self.source,
-                "reason": self.reason,
-                "raw": self.raw.decode("utf-8", errors="backslashreplace"),
-            }
-        )
+    def row(self, limit: int = DEADLETTER_RAW_BYTES) -> dict[str, Any]:
+        """The dead-letter record: ts, source, reason, a bounded ``raw``, ``length``, ``sha256``.
+
+        ``raw`` is the longest prefix of the original bytes whose text (UTF-8, undecodable bytes
+        as ``\\xNN``) takes at most ``limit`` bytes as a JSON string, so the record never grows
+        with the message (binary input keeps fewer original bytes than text does). ``length``
+        and ``sha256`` (hex) describe the whole original message.
+
+        >>> r = DeadLetter(b"\\xff" * 300_000, "not JSON", "mqtt:x", 1).row()
+        >>> r["length"], len(r["raw"]) <= 4096, r["sha256"][:12]
+        (300000, True, '76b0aeaa517d')
+        >>> DeadLetter(b'{"bad": 1}', "missing field 'ts'").row()["raw"]
+        '{"bad": 1}'
+        """
+        return {"ts": self.ts, "source": bounded_text(self.source), "reason": bounded_text(self.reason),
+                "raw": raw_prefix(self.raw, limit), "length": len(self.raw),
+                "sha256": hashlib.sha256(self.raw).hexdigest()}
+
+    def to_json(self, limit: int = DEADLETTER_RAW_BYTES) -> bytes:
+        """The bounded record (:meth:`row`) as the JSON value of a dead-letter Kafka record."""
+        return orjson.dumps(self.row(limit))
+
+
+def bound_row(row: dict[str, Any], limit: int = DEADLETTER_RAW_BYTES) -> dict[str, Any]:
+    """A dead-letter row built elsewhere (a late sample, a value of the wrong type) made bounded
+    like :meth:`DeadLetter.row`; a row that already has its ``length`` passes unchanged.
+
+    >>> r = bound_row({"ts": 1, "source": "late", "reason": "late", "raw": "x" * 10_000}, 100)
+    >>> len(r["raw"]), r["length"], len(r["sha256"])
+    (100, 10000, 64)
+    """
+    if "length" in row:
+        return row
+    raw = row.get("raw")
+    data = raw if isinstance(raw, bytes) else str(raw or "").encode("utf-8", "surrogatepass")
+    dl = DeadLetter(data, str(row.get("reason", "")), str(row.get("source", "")), 0)
+    return {**row, **{k: v for k, v in dl.row(limit).items() if k != "ts"}}
+
+
+def bounded_text(text: str, limit: int = DEADLETTER_TEXT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked with ``…``); lone surrogates replaced.
+
+    >>> bounded_text("x" * 2000)[-3:], len(bounded_text("x" * 2000))
+    ('xx…', 1024)
+    """
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode()
+    return text
+
+
+def _json_len(text: str) -> int:
+    return len(orjson.dumps(text)) - 2
+
+
+def raw_prefix(raw: bytes, limit: int = DEADLETTER_RAW_BYTES) -> str:
+    """Text of the longest prefix of ``raw`` that takes at most ``limit`` bytes as a JSON string.
+
+    Valid UTF-8 stays as it is; other bytes become ``\\xNN``. A multi-byte character cut by the
+    bound is left out whole.
+
+    >>> raw_prefix(b"abc\\xffdef", 8), raw_prefix(b"abc\\xffdef", 7)
+    ('abc\\\\xff', 'abc')
+    >>> raw_prefix("é".encode() * 3, 5)
+    'éé'
+    """
+    head = raw[:limit]
+    text = head.decode("utf-8", "backslashreplace")
+    if _json_len(text) <= limit and (len(head) == len(raw) or _whole_chars(head)):
+        return text
+    lo, hi = 0, len(head)  # the longest n with a rendering that fits (monotone in n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _json_len(_trim(head[:mid]).decode("utf-8", "backslashreplace")) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return _trim(head[:lo]).decode("utf-8", "backslashreplace")
+
+
+def _trim(b: bytes) -> bytes:
+    """``b`` without a multi-byte UTF-8 character cut at its end (a lone invalid byte stays)."""
+    for back in range(1, min(4, len(b)) + 1):
+        if _whole_chars(b[:len(b) - back + 1]):
+            return b[:len(b) - back + 1]
+    return b
+
+
+def _whole_chars(b: bytes) -> bool:
+    """False when ``b`` ends inside a multi-byte UTF-8 character that the next bytes complete."""
+    for back in range(1, min(4, len(b)) + 1):
+        c = b[-back]
+        if c < 0x80:
+            return True
+        if c >= 0xC0:  # a lead byte: is the character complete?
+            need = 2 if c < 0xE0 else 3 if c < 0xF0 else 4
+            return back >= need or c >= 0xF8
+    return True
 
 
 _REQUIRED: Final = ("ts", "machine", "metric", "value")
@@ -222,7 +327,7 @@ _new_tuple: Final = tuple.__new__
 
 def decode(raw: bytes, source: str = "", received_ms: int = 0) -> Measurement | DeadLetter:
     """Decode one message; bad input becomes a :class:`DeadLetter`, never an exception."""
-    if len(raw) > MAX_MESSAGE_BYTES:
+    if len(raw) > MAX_MESSAGE_BYTES:  # the dead letter keeps the whole; its record is bounded
         return DeadLetter(
             raw, f"oversized: {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
             source, received_ms,

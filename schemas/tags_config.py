@@ -112,6 +112,12 @@ class ProducerConfig(Frozen):
     """fsync every spooled batch (survives power loss, slower)."""
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: int = Field(default=5, ge=0, le=1000)
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``/healthz`` (the producer thread runs) and ``/readyz`` (connected, Kafka confirms)
+    on this port (``connectors/health.py``); unset: no endpoint."""
+    health_host: str = "0.0.0.0"
+    health_stall_s: float = Field(default=60.0, gt=0)
+    """Not ready when records have waited this long without any confirmation from Kafka."""
 
 
 class MqttSubscription(Frozen):

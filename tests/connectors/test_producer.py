@@ -220,3 +220,29 @@ def test_one_process_per_spool(tmp_path: Path) -> None:
         a.close(timeout_s=0.1)
     again = SpoolingProducer({"bootstrap.servers": "127.0.0.1:1"}, cfg, name="mqtt").start()
     again.close(timeout_s=0.1)
+
+
+def test_a_record_kafka_refuses_becomes_its_dead_letter_and_the_thread_goes_on(
+        broker: TansuBroker, kafka_conf: dict, tmp_path: Path) -> None:
+    import hashlib
+
+    import orjson
+
+    huge = b"\xff" * 2_000_000  # beyond message.max.bytes: librdkafka refuses it at produce()
+    confirmed: list[int] = []
+    cfg = ProducerConfig(spool_dir=str(tmp_path))
+    with SpoolingProducer(kafka_conf, cfg, name="t") as p:
+        p.send([(TOPIC, b"m1", b"1"), (TOPIC, b"m1", huge), (TOPIC, b"m1", b"2")], partial(confirmed.append, 1))
+        p.send([(TOPIC, b"m1", b"3")], partial(confirmed.append, 2))
+        assert p.flush(30)
+        assert p.alive and confirmed == [1, 2]
+        assert (p.stats.deadlettered_records, p.stats.rejected_records) == (1, 0)
+        assert p.health()["live"] and p.health()["ready"]
+    assert [v for _, v in consume_all(kafka_conf, 3)] == [b"1", b"2", b"3"]
+    [(key, value)] = consume_all(kafka_conf, 1, kafka.DEADLETTER)
+    dead = orjson.loads(value)
+    assert key == b"m1" and len(value) < 4096 + 512
+    assert (dead["length"], dead["sha256"]) == (2_000_000, hashlib.sha256(huge).hexdigest())
+    assert dead["source"] == f"t:{TOPIC}" and "refused by Kafka" in dead["reason"]
+    with SpoolingProducer(kafka_conf, cfg, name="t") as again:  # nothing returns from the spool
+        assert again.stats.recovered_records == 0

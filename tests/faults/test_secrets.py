@@ -265,7 +265,7 @@ def test_migrating_embedded_chdb_skips_users(tmp_path: Path) -> None:
         applied = ch.migrate(client, users=cfg, environ={})
     finally:
         client.close()
-    assert "052_least_privilege_users" in applied
+    assert "053_least_privilege_users" in applied
 
 
 def test_a_warning_for_each_transport_that_sends_credentials_in_clear() -> None:

@@ -109,7 +109,9 @@ def test_malformed_payloads_are_dead_lettered_with_a_reason(connector: MqttConne
     assert reason in d.reason, d.reason
     assert d.source == f"mqtt:{topic}"
     assert d.ts == TS + 999
-    assert d.raw == payload[:1024]
+    row = orjson.loads(d.to_json())  # what goes to Kafka: bounded, with the original's length and hash
+    assert row["length"] == len(payload) and len(row["sha256"]) == 64
+    assert row["raw"].encode() == payload[:4096]
 
 
 def test_one_bad_value_does_not_spoil_the_others(connector: MqttConnector) -> None:
@@ -139,3 +141,36 @@ def test_decoded_records_round_trip_through_the_measurement_codec(connector: Mqt
     ms, _ = connector.convert("bakery/fryer-01", b'{"timestamp": 1763791200000, "oil_temp_f": 380.5}')
     back = decode(ms[0].to_json())
     assert isinstance(back, Measurement) and back == ms[0]
+
+
+BIG = b"123456789012345678901234567890"
+POISON = [
+    pytest.param("iotgateway", b"[" * 4_000, "depth limit exceeded", id="deeply-nested-brackets"),
+    pytest.param("iotgateway", b'{"values": [{"id": "Line1.Press01.Temp", "v": NaN}, '
+                               b'{"id": "Line1.Press01.Good", "v": ' + BIG + b"}]}",
+                 "Integer exceeds 64-bit range", id="30-digit-integer-after-NaN"),
+    pytest.param("kepware/Line1/Press01/Part", b'{"value": "\\ud800", "timestamp_ms": NaN}',
+                 "surrogates not allowed", id="lone-surrogate"),
+    pytest.param("kepware/Line1/Press01/Part", b'"\\udc00"', "surrogate", id="lone-low-surrogate"),
+    pytest.param("bakery/fryer-01", b"\xff" * 4000, "not JSON", id="binary"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "reason"), POISON)
+def test_poison_payloads_become_one_bounded_dead_letter(connector: MqttConnector, topic: str,
+                                                        payload: bytes, reason: str) -> None:
+    ms, dead = connector.convert(topic, payload)
+    assert ms == [] and len(dead) == 1, dead
+    assert reason in dead[0].reason, dead[0].reason
+    value = dead[0].to_json()
+    assert len(value) < 4096 + 600  # the raw text is at most 4 KiB however the bytes look
+    row = orjson.loads(value)
+    assert row["length"] == len(payload)
+
+
+def test_a_message_with_many_bad_values_yields_at_most_a_hundred_dead_letters(
+        connector: MqttConnector) -> None:
+    payload = orjson.dumps({"values": [{"id": "Line1.Press01.Good", "v": "x"}] * 110})
+    ms, dead = connector.convert("iotgateway", payload)
+    assert ms == [] and len(dead) == 100
+    assert dead[-1].reason.startswith("11 more problems in this message (first: ")
