@@ -39,6 +39,7 @@ from plantstream.flows.registry import (
     FlowFn,
     Results,
     Row,
+    available,
     check_config,
     check_results,
     check_tables_of,
@@ -49,7 +50,7 @@ from plantstream.flows.registry import (
     topics,
 )
 from plantstream.operators.normalize import enrich
-from plantstream.schemas.config import PlantConfig, load_config
+from plantstream.schemas.config import KafkaConfig, PlantConfig, load_config
 from plantstream.schemas.measurement import DeadLetter, Measurement, decode
 
 
@@ -256,9 +257,19 @@ def check_start(config: PlantConfig, flows: Mapping[str, Flow | FlowFn] | None,
     return chosen
 
 
-def create_topics(kafka_conf: Mapping[str, Any], flows: Mapping[str, Flow], partitions: int) -> None:
-    """Create the plant's topics and the result topics the flows declare (existing ones stay)."""
-    kafka.create_topics(kafka_conf, {t: partitions for t in topics(flows.values())})
+def create_topics(kafka_conf: Mapping[str, Any], flows: Mapping[str, Flow],
+                  partitions: int | KafkaConfig) -> list[kafka.TopicStatus]:
+    """Create the plant's topics and the result topics the flows declare (existing ones stay).
+
+    With the plant's ``kafka`` section, each topic gets its partitions, retention and cleanup
+    policy from ``kafka.topics`` (:func:`plantstream.connectors.kafka.topic_specs`); with a bare
+    partition count, the work orders are compacted and the rest take the broker's defaults.
+    """
+    names = topics(flows.values())
+    if isinstance(partitions, KafkaConfig):
+        every = topics(available().values())
+        return kafka.create_topics(kafka_conf, kafka.topic_specs(partitions, names, every).values())
+    return kafka.create_topics(kafka_conf, dict.fromkeys(names, partitions))
 
 
 def clickhouse_factory(config: PlantConfig, dsn: str | None = None) -> ch.ClientFactory:
@@ -296,7 +307,7 @@ def get_flow() -> Dataflow:
         check_start(config, chosen, client)
     finally:
         client.close()
-    create_topics(kconf, chosen, config.kafka.partitions)
+    create_topics(kconf, chosen, config.kafka)
     sink = ch.ClickHouseSink.from_config(config.clickhouse)
     return build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
                           flows=chosen,

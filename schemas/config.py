@@ -47,6 +47,7 @@ from plantstream.schemas._base import Frozen
 from plantstream.schemas.alerts_config import AlertsConfig
 from plantstream.schemas.anomaly_config import AnomalyConfig
 from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.kafka_config import TopicConfig
 from plantstream.schemas.oee_config import LossConfig
 from plantstream.schemas.opcua_config import OpcUaConfig
 from plantstream.schemas.scrap_config import ScrapConfig
@@ -156,6 +157,11 @@ class KafkaConfig(Frozen):
     ssl_ca_location: str | None = None
     partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions of topics plantstream creates (the unit of parallelism of the flows)."""
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    """Copies of each partition of the topics plantstream creates (3 on a production cluster)."""
+    topics: dict[str, TopicConfig] = Field(default_factory=dict)
+    """Topic name → partitions, retention, cleanup policy, other configs (``plantstream kafka
+    create-topics``; unset fields take the topic's built-in default, see docs/deploy.md)."""
     extra: dict[str, str | int | bool] = Field(default_factory=dict)
     """librdkafka settings passed through unchanged."""
 
