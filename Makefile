@@ -9,7 +9,16 @@ DURATION ?= 60
 PEER_VENV := .venv-peer
 PEER_QUIXSTREAMS := 3.28.1
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test lint bench clean system-deps lock
+
+# Reproducible installs: every package of .venv (runtime + embedded + dev, and the build backend)
+# comes from requirements/lock.txt, pinned with the sha256 of every file PyPI serves for it;
+# the image installs requirements/runtime.txt (the runtime part, same pins). plantstream itself
+# is installed from the checkout with --no-deps. `make lock` refreshes them (docs/deploy.md).
+LOCK := requirements/lock.txt
+LOCKS := requirements/pip.txt $(LOCK) requirements/helm-sdkpy.txt
+PIP_COMPILE_VENV := .venv-lock
+PIP_TOOLS := 7.6.2
 
 # plantstream editable, with the embedded runtime and the dev tools. The simulators (simulators/,
 # their own distribution plantstream-simulators for wheels and images) come from the checkout:
@@ -17,13 +26,15 @@ PEER_QUIXSTREAMS := 3.28.1
 # simulators/. They are not installed a second time as a distribution: setuptools' editable (or
 # wheel) install of a distribution holding only plantstream.simulators declares `plantstream` a
 # namespace package, which hides the editable plantstream's __init__ (see docs/simulators.md).
-$(BIN)/.installed: pyproject.toml simulators/pyproject.toml
+$(BIN)/.installed: pyproject.toml simulators/pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[embedded,dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements/pip.txt
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	$(BIN)/python -c 'import plantstream.simulators.plc'
 	# Helm's Go library for the chart tests; its wheel declares Python 3.12 but runs on 3.11.
-	$(BIN)/pip install -q --no-deps --ignore-requires-python 'helm-sdkpy==0.1.32'
+	$(BIN)/pip install -q --require-hashes --no-deps --ignore-requires-python -r requirements/helm-sdkpy.txt
 	touch $@
 
 demo: $(BIN)/.installed
@@ -60,5 +71,21 @@ $(PEER_VENV)/.quixstreams-$(PEER_QUIXSTREAMS):
 bench: $(BIN)/.installed $(PEER_VENV)/.quixstreams-$(PEER_QUIXSTREAMS)
 	$(BIN)/python -m tests.bench
 
+# Refresh the locks from pyproject.toml (newest versions its ranges allow; hashes of every file
+# on PyPI). runtime.txt starts from lock.txt's pins so both hold the same versions. Then
+# `make clean test`. pip-tools runs in its own venv; the machine's pip config is ignored so the
+# hashes are PyPI's.
+lock:
+	test -x $(PIP_COMPILE_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(PIP_COMPILE_VENV) && \
+	  $(PIP_COMPILE_VENV)/bin/pip install -q 'pip-tools==$(PIP_TOOLS)'; }
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" \
+	  $(PIP_COMPILE_VENV)/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe --all-build-deps \
+	  --strip-extras --no-emit-index-url --no-emit-find-links --extra embedded --extra dev -o $(LOCK) pyproject.toml
+	cp $(LOCK) requirements/runtime.txt
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" \
+	  $(PIP_COMPILE_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --all-build-deps \
+	  --strip-extras --no-emit-index-url --no-emit-find-links -o requirements/runtime.txt pyproject.toml
+	@echo "requirements/pip.txt and requirements/helm-sdkpy.txt: see docs/deploy.md (pip download + pip hash)"
+
 clean:
-	rm -rf $(VENV) $(PEER_VENV) .plantstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER_VENV) $(PIP_COMPILE_VENV) .plantstream .pytest_cache .mypy_cache .ruff_cache

@@ -10,17 +10,19 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from plantstream.schemas.errors import ConnectorError
+from plantstream.schemas.config import KafkaConfig
+from plantstream.schemas.errors import ConfigError, ConnectorError
+from plantstream.schemas.kafka_config import TopicConfig
 from plantstream.schemas.measurement import DEADLETTER_RAW_BYTES, DeadLetter
 
 log = logging.getLogger(__name__)
@@ -40,31 +42,181 @@ ALL_TOPICS = PLANT_TOPICS
 
 COMPACTED = frozenset({WORKORDERS})
 
+DAY_MS = 24 * 3600 * 1000
 
-def create_topics(conf: Mapping[str, Any], topics: Mapping[str, int],
-                  compacted: frozenset[str] = COMPACTED, timeout_s: float = 15.0) -> None:
-    """Create topics (name → partitions) that do not exist yet; existing ones are left alone."""
+TOPIC_DEFAULTS: dict[str, TopicConfig] = {
+    MEASUREMENTS: TopicConfig(cleanup_policy="delete", retention_ms=7 * DAY_MS),
+    DEADLETTER: TopicConfig(cleanup_policy="delete", retention_ms=30 * DAY_MS),
+    WORKORDERS: TopicConfig(cleanup_policy="compact"),
+}
+"""Built-in settings of the plant's own topics: the measurements are kept 7 days (a replay or a
+restarted flow reads them back; ClickHouse keeps the archive), the dead letter 30 days, the work
+orders compacted (the latest record per work order, kept for as long as the topic exists)."""
+
+RESULT_TOPIC_DEFAULT = TopicConfig(cleanup_policy="delete", retention_ms=7 * DAY_MS)
+"""Built-in settings of every other topic (the flows' result topics)."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How to create one topic: partitions, replication factor and topic-level configs."""
+
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    """What :func:`create_topics` found or did for one topic.
+
+    ``action`` is ``created``, ``exists`` (as configured, or nothing to compare) or ``differs``
+    (``partitions`` has the broker's count when it differs from the spec; ``configs`` maps a
+    config key to (wanted, on the broker) for each topic config that differs).
+    """
+
+    spec: TopicSpec
+    action: Literal["created", "exists", "differs"]
+    partitions: int
+    configs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per difference between the spec and the broker, naming the fix."""
+        out = []
+        if self.partitions != self.spec.partitions:
+            out.append(f"topic {self.spec.name!r} has {self.partitions} partitions, the config asks for "
+                       f"{self.spec.partitions}: plantstream never repartitions a topic (it would move "
+                       f"machines between partitions); set partitions: {self.partitions} under "
+                       f"kafka.topics.{self.spec.name} (or kafka.partitions), or recreate the topic")
+        for key, (want, have) in sorted(self.configs.items()):
+            out.append(f"topic {self.spec.name!r} has {key}={have}, the config asks for {want}: "
+                       f"change it on the broker (kafka-configs --alter) or in kafka.topics")
+        return out
+
+
+def topic_specs(config: KafkaConfig, names: Iterable[str], known: Iterable[str] = ()) -> dict[str, TopicSpec]:
+    """Name → :class:`TopicSpec` for ``names``: ``kafka.topics.<name>`` over the topic's built-in
+    default (:data:`TOPIC_DEFAULTS`, else :data:`RESULT_TOPIC_DEFAULT`), then ``kafka.partitions``
+    and ``kafka.replication_factor``.
+
+    A ``kafka.topics`` entry that names none of ``names`` nor of ``known`` (the topics of flows
+    not started now) is a ConfigError naming the topics.
+
+    >>> from plantstream.schemas.config import KafkaConfig
+    >>> kc = KafkaConfig.model_validate({"partitions": 6,
+    ...                                  "topics": {MEASUREMENTS: {"retention_ms": 3600000}}})
+    >>> specs = topic_specs(kc, [MEASUREMENTS, WORKORDERS, "plantstream.oee"])
+    >>> specs[MEASUREMENTS].partitions, dict(specs[MEASUREMENTS].configs)
+    (6, {'cleanup.policy': 'delete', 'retention.ms': '3600000'})
+    >>> dict(specs[WORKORDERS].configs), dict(specs["plantstream.oee"].configs)["retention.ms"]
+    ({'cleanup.policy': 'compact'}, '604800000')
+    """
+    wanted = list(dict.fromkeys(names))
+    every = list(dict.fromkeys([*wanted, *known]))
+    stray = sorted(set(config.topics) - set(every))
+    if stray:
+        msg = (f"plant config field 'kafka.topics.{stray[0]}': plantstream uses no topic named "
+               f"{stray[0]!r}; choose from {', '.join(every)}")
+        raise ConfigError(msg)
+    out: dict[str, TopicSpec] = {}
+    for name in wanted:
+        settings = config.topics.get(name, TopicConfig()).over(TOPIC_DEFAULTS.get(name, RESULT_TOPIC_DEFAULT))
+        out[name] = TopicSpec(name, settings.partitions or config.partitions,
+                              settings.replication_factor or config.replication_factor,
+                              settings.topic_configs())
+    return out
+
+
+def _as_specs(topics: Mapping[str, int] | Iterable[TopicSpec], compacted: frozenset[str]) -> list[TopicSpec]:
+    if isinstance(topics, Mapping):
+        return [TopicSpec(name, n, 1, {"cleanup.policy": "compact"} if name in compacted else {})
+                for name, n in topics.items()]
+    return list(topics)
+
+
+def _broker_configs(admin: AdminClient, names: list[str], timeout_s: float) -> dict[str, dict[str, str]]:
+    """Topic configs the broker reports (empty for a topic or broker that reports none)."""
+    if not names:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    try:
+        futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in names],
+                                         request_timeout=timeout_s)
+        for res, fut in futures.items():
+            entries = fut.result(timeout=timeout_s)
+            out[res.name] = {k: v.value for k, v in entries.items() if v.value is not None}
+    except KafkaException as exc:
+        log.warning("Kafka does not describe topic configs (%s); only partitions are compared", exc)
+    return out
+
+
+def create_topics(conf: Mapping[str, Any], topics: Mapping[str, int] | Iterable[TopicSpec],
+                  compacted: frozenset[str] = COMPACTED, timeout_s: float = 15.0, *,
+                  compare_configs: bool = False, warn: bool = True) -> list[TopicStatus]:
+    """Create the topics that do not exist yet; existing ones are left alone and compared.
+
+    Parameters
+    ----------
+    conf
+        librdkafka client settings (``bootstrap.servers``, security).
+    topics
+        :class:`TopicSpec` items (:func:`topic_specs`), or name → partitions (replication 1,
+        the names in ``compacted`` compacted, other configs the broker's defaults).
+    compare_configs
+        Also read the topic configs of existing topics from the broker (DescribeConfigs) and
+        report those that differ from the spec.
+    warn
+        Log each difference (:attr:`TopicStatus.problems`) as a warning.
+
+    Returns
+    -------
+    list[TopicStatus]
+        One per topic, in order. A partition count that differs is also logged as a warning:
+        it is reported, never changed.
+    """
+    specs = _as_specs(topics, compacted)
     admin = AdminClient(dict(conf))
     try:
-        existing = admin.list_topics(timeout=timeout_s).topics
+        meta = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
         msg = f"cannot reach Kafka at {conf.get('bootstrap.servers')}: {exc}"
         raise ConnectorError(msg) from exc
-    new = [
-        NewTopic(name, num_partitions=n, replication_factor=1,
-                 config={"cleanup.policy": "compact"} if name in compacted else {})
-        for name, n in topics.items() if name not in existing
-    ]
-    if not new:
-        return
-    for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
-        try:
-            fut.result(timeout=timeout_s)
-        except KafkaException as exc:
-            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue
-            msg = f"cannot create Kafka topic {name!r}: {exc}"
-            raise ConnectorError(msg) from exc
+    existing = {name: len(t.partitions) for name, t in meta.items() if t.error is None}
+    created: set[str] = set()
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
+                    config=dict(s.configs)) for s in specs if s.name not in existing]
+    if new:
+        for name, fut in admin.create_topics(new, operation_timeout=timeout_s,
+                                             request_timeout=timeout_s).items():
+            try:
+                fut.result(timeout=timeout_s)
+                created.add(name)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue  # created meanwhile by another runner: compared below
+                msg = f"cannot create Kafka topic {name!r}: {exc}"
+                raise ConnectorError(msg) from exc
+        if len(created) < len(new):
+            meta = admin.list_topics(timeout=timeout_s).topics
+            existing.update({n: len(t.partitions) for n, t in meta.items() if t.error is None})
+    have = _broker_configs(admin, [s.name for s in specs if s.name not in created], timeout_s) \
+        if compare_configs else {}
+    out: list[TopicStatus] = []
+    for s in specs:
+        if s.name in created:
+            out.append(TopicStatus(s, "created", s.partitions))
+            continue
+        broker = have.get(s.name, {})
+        diffs = {k: (v, broker[k]) for k, v in s.configs.items() if k in broker and broker[k] != v}
+        partitions = existing.get(s.name, s.partitions)
+        action: Literal["exists", "differs"] = "differs" if diffs or partitions != s.partitions else "exists"
+        status = TopicStatus(s, action, partitions, diffs)
+        for line in status.problems if warn else ():
+            log.warning("%s", line)
+        out.append(status)
+    return out
 
 
 def producer_config(conf: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -283,7 +435,8 @@ class KafkaInput(FixedPartitionedSource[Any, int]):
             raise ConnectorError(msg) from exc
         topic = meta.topics.get(self._topic)
         if topic is None or topic.error is not None:
-            msg = f"Kafka topic {self._topic!r} does not exist; run `plantstream db migrate` or create it"
+            msg = (f"Kafka topic {self._topic!r} does not exist; run `plantstream kafka create-topics` "
+                   "(the Helm chart's pre-install hook does) or create it")
             raise ConnectorError(msg)
         return [str(p) for p in sorted(topic.partitions)]
 

@@ -66,6 +66,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from plantstream.connectors.health import HealthServer
 from plantstream.connectors.producer import SpoolingProducer
 from plantstream.connectors.tags import TagMapper
 from plantstream.schemas.config import PlantConfig, cleartext_credentials
@@ -530,6 +531,9 @@ class OpcUaConnector:
             warn_once(log, warning)
         if self._producer is None:
             self._producer = SpoolingProducer(self.kafka_conf, self.config.producer, name="opcua").start()
+        p = self.config.producer
+        health = HealthServer(p.health_port, self.health, host=p.health_host).start() \
+            if p.health_port is not None else None
         delay = self.oc.reconnect_initial_s
         try:
             while not stop.is_set():
@@ -551,6 +555,8 @@ class OpcUaConnector:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 delay = min(delay * 2, self.oc.reconnect_max_s)
         finally:
+            if health is not None:
+                health.stop()
             self._flush()
             self._save_state()
             if self._own_producer and self._producer is not None:
@@ -561,6 +567,15 @@ class OpcUaConnector:
     @property
     def producer(self) -> SpoolingProducer | None:
         return self._producer
+
+    def health(self) -> dict[str, Any]:
+        """``live``: the producer thread runs; ``ready``: Kafka confirms within
+        ``producer.health_stall_s`` (what ``/healthz`` and ``/readyz`` answer)."""
+        if self._producer is None:
+            return {"live": False, "ready": False, "error": "not started"}
+        out = self._producer.health(self.config.producer.health_stall_s)
+        out["opcua"] = {"reconnects": self.stats.reconnects, "last_error": self.stats.last_error}
+        return out
 
 
 # -- server certificate trust ------------------------------------------------------------------

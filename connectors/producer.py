@@ -410,6 +410,46 @@ class _Spool:
             self._reader = self._reader_seg = None
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def check_spool_space(spool_dir: Path, spool_max_bytes: int, name: str = "connector") -> int:
+    """Stop at start when the spool may grow beyond the free space of its filesystem.
+
+    The spool can hold ``producer.spool_max_bytes``; what it holds already (segments left by
+    an earlier run) counts as room. A limit larger than that room is a ConnectorError naming
+    both values and the fixes, at start, instead of a full disk (or an evicted pod) during the
+    Kafka outage the spool is there for. Returns the free bytes of the filesystem.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> check_spool_space(d, 4096) > 0
+    True
+    >>> try:
+    ...     check_spool_space(d, 1 << 62, "mqtt")
+    ... except ConnectorError as exc:
+    ...     print(str(exc)[:53])
+    producer.spool_max_bytes is 4611686018427387904 bytes
+    """
+    st = os.statvfs(spool_dir)
+    free = st.f_bavail * st.f_frsize
+    spooled = sum(p.stat().st_size for p in spool_dir.glob(f"*{_SEG_SUFFIX}"))
+    if spool_max_bytes > free + spooled:
+        room = free + spooled
+        msg = (f"producer.spool_max_bytes is {spool_max_bytes} bytes ({_size(spool_max_bytes)}) but the "
+               f"filesystem of the {name} spool {spool_dir} has {_size(free)} free"
+               f"{f' plus {_size(spooled)} already spooled' if spooled else ''}: lower "
+               f"producer.spool_max_bytes (PLANTSTREAM__PRODUCER__SPOOL_MAX_BYTES) to at most {room}, or "
+               f"give producer.spool_dir a larger volume (Helm: connectors.{name}.persistence.size)")
+        raise ConnectorError(msg)
+    return free
+
+
 class SpoolingProducer:
     """Produce record sets to Kafka in order; hold them in memory, then on disk, while it is away.
 
@@ -461,6 +501,7 @@ class SpoolingProducer:
 
     def start(self) -> SpoolingProducer:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        check_spool_space(self.spool_dir, self.config.spool_max_bytes, self.name)
         self._lock_file = open(self.spool_dir / ".lock", "a+b")  # noqa: SIM115 - held until close()
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)

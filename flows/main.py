@@ -39,6 +39,7 @@ from plantstream.flows.registry import (
     FlowFn,
     Results,
     Row,
+    available,
     check_config,
     check_results,
     check_tables_of,
@@ -49,7 +50,7 @@ from plantstream.flows.registry import (
     topics,
 )
 from plantstream.operators.normalize import enrich
-from plantstream.schemas.config import PlantConfig, load_config
+from plantstream.schemas.config import KafkaConfig, PlantConfig, load_config
 from plantstream.schemas.measurement import DEADLETTER_RAW_BYTES, DeadLetter, Measurement, bound_row, decode
 
 
@@ -265,9 +266,19 @@ def check_start(config: PlantConfig, flows: Mapping[str, Flow | FlowFn] | None,
     return chosen
 
 
-def create_topics(kafka_conf: Mapping[str, Any], flows: Mapping[str, Flow], partitions: int) -> None:
-    """Create the plant's topics and the result topics the flows declare (existing ones stay)."""
-    kafka.create_topics(kafka_conf, {t: partitions for t in topics(flows.values())})
+def create_topics(kafka_conf: Mapping[str, Any], flows: Mapping[str, Flow],
+                  partitions: int | KafkaConfig) -> list[kafka.TopicStatus]:
+    """Create the plant's topics and the result topics the flows declare (existing ones stay).
+
+    With the plant's ``kafka`` section, each topic gets its partitions, retention and cleanup
+    policy from ``kafka.topics`` (:func:`plantstream.connectors.kafka.topic_specs`); with a bare
+    partition count, the work orders are compacted and the rest take the broker's defaults.
+    """
+    names = topics(flows.values())
+    if isinstance(partitions, KafkaConfig):
+        every = topics(available().values())
+        return kafka.create_topics(kafka_conf, kafka.topic_specs(partitions, names, every).values())
+    return kafka.create_topics(kafka_conf, dict.fromkeys(names, partitions))
 
 
 def clickhouse_factory(config: PlantConfig, dsn: str | None = None) -> ch.ClientFactory:
@@ -281,7 +292,10 @@ def get_flow() -> Dataflow:
     Reads the plant config from ``PLANTSTREAM_CONFIG`` (plus ``PLANTSTREAM__…`` overrides)
     and the flows from ``PLANTSTREAM_FLOWS`` (comma-separated, default all).
     ``PLANTSTREAM_STOP=end`` stops at the end of the measurements topic (batch re-runs, tests);
-    the default ``never`` tails it. Before it starts, each flow's config section is validated,
+    the default ``never`` tails it. ``PLANTSTREAM_HEALTH_PORT`` serves ``/healthz`` and
+    ``/readyz`` there (the chart's probes): both answer 200 once the dataflow is built, from a
+    thread of this process (a hung or dead process fails them); they do not yet look into Kafka
+    lag or the ClickHouse sink. Before it starts, each flow's config section is validated,
     every table a flow writes must exist in ClickHouse (:func:`check_start`), and the plant's
     and the flows' result topics are created where missing.
     """
@@ -305,10 +319,16 @@ def get_flow() -> Dataflow:
         check_start(config, chosen, client)
     finally:
         client.close()
-    create_topics(kconf, chosen, config.kafka.partitions)
+    create_topics(kconf, chosen, config.kafka)
     sink = ch.ClickHouseSink.from_config(config.clickhouse)
-    return build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
+    flow = build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
                           flows=chosen,
                           kafka_sink=kafka.KafkaOutput(
                               kconf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes),
                           eventhubs_sink=eventhubs.EventHubsSink.from_config(config.eventhubs))
+    port = os.environ.get("PLANTSTREAM_HEALTH_PORT")
+    if port:
+        from plantstream.connectors.health import HealthServer
+
+        HealthServer(int(port), lambda: {"live": True, "ready": True, "flows": sorted(chosen)}).start()
+    return flow

@@ -48,6 +48,7 @@ from plantstream.schemas._base import Frozen
 from plantstream.schemas.alerts_config import AlertsConfig
 from plantstream.schemas.anomaly_config import AnomalyConfig
 from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.kafka_config import TopicConfig
 from plantstream.schemas.oee_config import LossConfig
 from plantstream.schemas.opcua_config import OpcUaConfig
 from plantstream.schemas.redact import (
@@ -168,6 +169,11 @@ class KafkaConfig(Frozen):
     """Bound of the original bytes a dead letter carries (its ``raw`` text, in bytes); the
     record also holds the original ``length`` and its ``sha256``, so it stays small whatever the
     message was (connectors and flows alike)."""
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    """Copies of each partition of the topics plantstream creates (3 on a production cluster)."""
+    topics: dict[str, TopicConfig] = Field(default_factory=dict)
+    """Topic name → partitions, retention, cleanup policy, other configs (``plantstream kafka
+    create-topics``; unset fields take the topic's built-in default, see docs/deploy.md)."""
     extra: dict[str, Setting] = Field(default_factory=dict)
     """librdkafka settings passed through unchanged; those named like secrets (``sasl.password``,
     ``ssl.key.pem``, ``sasl.oauthbearer.client.secret`` …) are kept as secrets (masked)."""

@@ -14,6 +14,7 @@ commands live in their modules as plain functions:
 ``connect`` ``simulate``  :mod:`~plantstream.cli.opcua` and :mod:`~plantstream.cli.mqtt`
 ``report daily``       :mod:`~plantstream.cli.report`
 ``cloud settings``     :mod:`~plantstream.cli.cloud`
+``kafka create-topics``  :mod:`~plantstream.cli.kafka`
 =====================  =========================================================================
 
 :func:`main` is the console script (``plantstream``, ``python -m plantstream``): a usage error
@@ -29,11 +30,11 @@ from collections.abc import Sequence
 
 import typer
 
-from plantstream.cli import anomaly, cloud, core, mqtt, oee, opcua, report, scrap, status
+from plantstream.cli import anomaly, cloud, core, kafka, mqtt, oee, opcua, report, scrap, status
 from plantstream.cli.common import error_line
 from plantstream.schemas.errors import PlantStreamError
 
-GROUPS = ("db", "kpi", "eval", "connect", "simulate", "report", "cloud")
+GROUPS = ("db", "kafka", "kpi", "eval", "connect", "simulate", "report", "cloud")
 """The command groups, in the order ``--help`` lists them (after the top-level commands)."""
 
 
@@ -54,6 +55,9 @@ def build_app() -> typer.Typer:
 
     db = _group("ClickHouse schema.")
     db.command("migrate")(core.db_migrate)
+
+    kafka_app = _group("Kafka topics.")
+    kafka_app.command("create-topics")(kafka.create_topics)
 
     kpi = _group("KPIs from ClickHouse: OEE, downtime, scrap, alerts, anomalies.")
     kpi.command("oee")(oee.kpi_oee)
@@ -79,7 +83,8 @@ def build_app() -> typer.Typer:
     cloud_app = _group("The cloud sink (Azure Event Hubs or any Kafka).")
     cloud_app.command("settings")(cloud.cloud_settings)
 
-    for name, group in zip(GROUPS, (db, kpi, evaluate, connect, simulate, reports, cloud_app), strict=True):
+    groups = (db, kafka_app, kpi, evaluate, connect, simulate, reports, cloud_app)
+    for name, group in zip(GROUPS, groups, strict=True):
         app.add_typer(group, name=name)
     return app
 

@@ -17,6 +17,7 @@ CLI_DIR = Path(plantstream.cli.__file__).parent
 EXPECTED = {
     "replay": None, "query": None, "demo": None, "flows": None, "status": None,
     "db": {"migrate"},
+    "kafka": {"create-topics"},
     "kpi": {"oee", "downtime", "scrap", "alerts", "anomalies"},
     "eval": {"anomaly"},
     "connect": {"opcua", "mqtt"},

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -236,8 +238,8 @@ def test_flows_are_a_bytewax_cluster_statefulset(edge: dict[str, Any]) -> None:
     assert "edge-plantstream-flows-$i.edge-plantstream-flows.plant.svc:2101" in init
     assert "python -m bytewax.recovery /var/lib/plantstream/recovery 4" in init
     assert '[ "$ordinal" = "0" ] && [ ! -e /var/lib/plantstream/recovery/part-0.sqlite3 ]' in init
-    assert flows["readinessProbe"]["httpGet"]["port"] == "api"
-    assert flows["livenessProbe"]["httpGet"]["path"] == "/metrics"
+    assert flows["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert flows["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     svc = by_kind(edge["manifests"], "Service")[spec["serviceName"]]
     assert svc["spec"]["clusterIP"] == "None"
     pvc = by_kind(edge["manifests"], "PersistentVolumeClaim")["edge-plantstream-recovery"]
@@ -248,7 +250,7 @@ def test_every_pod_is_non_root_with_a_read_only_root_filesystem(edge: dict[str, 
     pods = [m["spec"]["template"]["spec"] for m in edge["manifests"]
             if m["kind"] in ("StatefulSet", "Deployment", "Job")]
     pods += [m["spec"] for m in edge["manifests"] if m["kind"] == "Pod"]
-    assert len(pods) == 5  # flows, opcua, mqtt, migrate, helm test
+    assert len(pods) == 6  # flows, opcua, mqtt, migrate, topics, helm test
     for pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 10001
@@ -318,8 +320,10 @@ def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(edge: dict[str, An
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"][:3] == ["plantstream", "db", "migrate"]
     assert env_of(c)["PLANTSTREAM_GRAFANA_PASSWORD"]["secretKeyRef"]["name"] == "plantstream-grafana"
-    hook_cm = by_kind(edge["manifests"], "ConfigMap")["edge-plantstream-plant-migrate"]
+    hook_cm = by_kind(edge["manifests"], "ConfigMap")["edge-plantstream-plant-hooks"]
     assert yaml.safe_load(hook_cm["data"]["plant.yaml"])["site"] == "plant-a"
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["plant-config"]["configMap"]["name"] == "edge-plantstream-plant-hooks"
 
 
 def test_plant_config_configmap_and_its_checksum_roll_the_pods(edge: dict[str, Any], tmp_path: Path) -> None:
@@ -371,3 +375,143 @@ def test_kafka_and_clickhouse_can_be_in_cluster_services(tmp_path: Path) -> None
     assert env["PLANTSTREAM__CLICKHOUSE__URL"] == "http://clickhouse.data:8123"
     assert "BYTEWAX_RECOVERY_DIRECTORY" not in env
     assert not by_kind(out["manifests"], "PersistentVolumeClaim")
+
+
+# -- deployment hardening: data volumes, health probes, the topics hook ---------------------------
+
+
+def pod_of(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    pod: dict[str, Any] = by_kind(manifests, kind)[name]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_connector_spool_and_state_live_on_a_kept_persistent_volume(edge: dict[str, Any]) -> None:
+    pvcs = by_kind(edge["manifests"], "PersistentVolumeClaim")
+    for name in ("opcua", "mqtt"):
+        pvc = pvcs[f"edge-plantstream-{name}-data"]
+        assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
+        pod = pod_of(edge["manifests"], "Deployment", f"edge-plantstream-{name}")
+        assert {"name": "data", "persistentVolumeClaim": {"claimName": f"edge-plantstream-{name}-data"}} \
+            in pod["volumes"]
+        c = pod["containers"][0]
+        assert {"name": "data", "mountPath": "/var/lib/plantstream"} in c["volumeMounts"]
+        env = env_of(c)
+        # The producer's spool (and its rejected.jsonl) sit under spool_dir/<name>/ on the volume.
+        assert env["PLANTSTREAM__PRODUCER__SPOOL_DIR"] == "/var/lib/plantstream/spool"
+        assert int(env["PLANTSTREAM__PRODUCER__SPOOL_MAX_BYTES"]) == VALUES["connectors"][name]["persistence"][
+            "spoolMaxBytes"] == 1_610_612_736
+    opcua = env_of(pod_of(edge["manifests"], "Deployment", "edge-plantstream-opcua")["containers"][0])
+    assert opcua["PLANTSTREAM__OPCUA__STATE_FILE"] == "/var/lib/plantstream/opcua-state.json"
+    # Nothing of the connector's data is left on the 64 MiB /tmp emptyDir.
+    assert not any(str(v).startswith("/tmp") for k, v in opcua.items() if k.startswith("PLANTSTREAM__"))
+    # One writer of the volume: the old pod stops before the new one mounts it.
+    for name in ("opcua", "mqtt"):
+        assert by_kind(edge["manifests"], "Deployment")[f"edge-plantstream-{name}"]["spec"]["strategy"] == {
+            "type": "Recreate"}
+
+
+def test_connector_volume_can_be_an_empty_dir_for_trials(tmp_path: Path) -> None:
+    out = render(merged(EDGE, {"connectors": {"mqtt": {"persistence": {"enabled": False, "size": "512Mi",
+                                                                        "spoolMaxBytes": 268_435_456}}}}), tmp_path)
+    assert out["rendered"], out["error"]
+    assert "edge-plantstream-mqtt-data" not in by_kind(out["manifests"], "PersistentVolumeClaim")
+    pod = pod_of(out["manifests"], "Deployment", "edge-plantstream-mqtt")
+    assert {"name": "data", "emptyDir": {"sizeLimit": "512Mi"}} in pod["volumes"]
+    assert env_of(pod["containers"][0])["PLANTSTREAM__PRODUCER__SPOOL_MAX_BYTES"] == "268435456"
+
+
+@pytest.mark.parametrize(("size", "spool", "fits"), [
+    ("2Gi", 1_932_735_283, True),        # 90 % of 2 GiB, rounded down
+    ("2Gi", 1_932_735_284, False),
+    ("500M", 500_000_000, False),
+    ("10Gi", 8 << 30, True),
+])
+def test_spool_limit_is_checked_against_the_volume_size_when_rendering(size: str, spool: int, fits: bool,
+                                                                       tmp_path: Path) -> None:
+    out = render(merged(EDGE, {"connectors": {"mqtt": {"persistence": {"size": size, "spoolMaxBytes": spool}}}}),
+                 tmp_path)
+    assert out["rendered"] is fits, out["error"]
+    if not fits:
+        assert f"connectors.mqtt.persistence.spoolMaxBytes={spool} does not fit in " \
+               f"connectors.mqtt.persistence.size={size}" in out["error"]
+
+
+def test_connectors_and_flows_probe_the_health_endpoint(edge: dict[str, Any], tmp_path: Path) -> None:
+    pods = {name: pod_of(edge["manifests"], "Deployment", f"edge-plantstream-{name}") for name in ("opcua", "mqtt")}
+    pods["flows"] = pod_of(edge["manifests"], "StatefulSet", "edge-plantstream-flows")
+    port = VALUES["health"]["port"]
+    for name, pod in pods.items():
+        c = pod["containers"][0]
+        assert {"name": "health", "containerPort": port} in c["ports"], name
+        # connectors read producer.health_port from the plant config, the flows' entry point the variable
+        health_env = "PLANTSTREAM_HEALTH_PORT" if name == "flows" else "PLANTSTREAM__PRODUCER__HEALTH_PORT"
+        assert env_of(c)[health_env] == str(port)
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == \
+            VALUES["health"]["startupSeconds"]
+        assert "exec" not in c["livenessProbe"] and "exec" not in c["readinessProbe"]
+    out = render(merged(EDGE, {"health": {"port": 9100}}), tmp_path)
+    flows = pod_of(out["manifests"], "StatefulSet", "edge-plantstream-flows")["containers"][0]
+    assert {"name": "health", "containerPort": 9100} in flows["ports"]
+    assert env_of(flows)["PLANTSTREAM_HEALTH_PORT"] == "9100"
+
+
+def test_topics_are_created_by_a_pre_install_and_pre_upgrade_hook(edge: dict[str, Any]) -> None:
+    job = by_kind(edge["manifests"], "Job")["edge-plantstream-topics"]
+    notes = job["metadata"]["annotations"]
+    assert notes["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # The hook ConfigMap first, then the topics, then the migrations (Helm orders hooks by weight).
+    migrate = by_kind(edge["manifests"], "Job")["edge-plantstream-migrate"]["metadata"]["annotations"]
+    hook_cm = by_kind(edge["manifests"], "ConfigMap")["edge-plantstream-plant-hooks"]["metadata"]["annotations"]
+    assert int(hook_cm["helm.sh/hook-weight"]) < int(notes["helm.sh/hook-weight"]) < int(
+        migrate["helm.sh/hook-weight"])
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["command"] == ["plantstream", "kafka", "create-topics", "--config", "/etc/plantstream/plant.yaml",
+                            "--flows", "all"]
+    env = env_of(c)
+    assert env["PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS"] == "kafka-0.kafka.plant.svc:9092"
+    assert env["PLANTSTREAM__KAFKA__PARTITIONS"] == "4" and env["PLANTSTREAM__KAFKA__REPLICATION_FACTOR"] == "1"
+    assert {v["name"]: v for v in pod["volumes"]}["plant-config"]["configMap"]["name"] == \
+        "edge-plantstream-plant-hooks"
+    # The jobs' NetworkPolicy lets it reach Kafka.
+    jobs = by_kind(edge["manifests"], "NetworkPolicy")["edge-plantstream-jobs"]["spec"]
+    assert "topics" in jobs["podSelector"]["matchExpressions"][1]["values"]
+    assert set(VALUES["networkPolicy"]["kafka"]["ports"]) <= {p["port"] for r in jobs["egress"] for p in r["ports"]}
+
+
+def test_topics_hook_takes_strict_and_can_be_turned_off(tmp_path: Path) -> None:
+    out = render(merged(EDGE, {"kafka": {"createTopics": {"strict": True}, "replicationFactor": 3},
+                               "flows": {"names": "oee,scrap"}}), tmp_path)
+    c = by_kind(out["manifests"], "Job")["edge-plantstream-topics"]["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][-3:] == ["--flows", "oee,scrap", "--strict"]
+    assert env_of(c)["PLANTSTREAM__KAFKA__REPLICATION_FACTOR"] == "3"
+    off = render(merged(EDGE, {"kafka": {"createTopics": {"enabled": False}}, "migrations": {"enabled": False}}),
+                 tmp_path)
+    assert off["rendered"], off["error"]
+    assert not by_kind(off["manifests"], "Job")
+    assert "edge-plantstream-plant-hooks" not in by_kind(off["manifests"], "ConfigMap")
+
+
+def test_the_topics_command_of_the_hook_reads_the_plant_config_of_the_chart(edge: dict[str, Any]) -> None:
+    """The hook's plant.yaml with its environment validates and plans every topic (no broker needed)."""
+    hook_cm = by_kind(edge["manifests"], "ConfigMap")["edge-plantstream-plant-hooks"]
+    job = by_kind(edge["manifests"], "Job")["edge-plantstream-topics"]
+    env = {k: v for k, v in env_of(job["spec"]["template"]["spec"]["containers"][0]).items() if isinstance(v, str)}
+    plant = yaml.safe_load(hook_cm["data"]["plant.yaml"])
+    plant["kafka"] = {"topics": {"plantstream.measurements": {"retention_ms": 86_400_000}}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plant.yaml"
+        path.write_text(yaml.safe_dump(plant))
+        res = subprocess.run([sys.executable, "-m", "plantstream", "kafka", "create-topics", "--config", str(path),
+                              "--dry-run", "--format", "json"], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **env, "HOME": tmp}, check=False)
+    assert res.returncode == 0, res.stderr
+    rows = {r["topic"]: r for r in json.loads(res.stdout)}
+    assert rows["plantstream.measurements"]["configs"] == "cleanup.policy=delete, retention.ms=86400000"
+    assert rows["plantstream.workorders"]["configs"] == "cleanup.policy=compact"
+    assert all(r["partitions"] == 4 and r["replication"] == 1 for r in rows.values())

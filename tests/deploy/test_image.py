@@ -55,11 +55,23 @@ def test_dockerfile_runs_as_a_numeric_non_root_user_without_embedded_extras() ->
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS build$", text, re.MULTILINE)  # multi-stage
 
 
-def test_dockerfile_installs_the_simulators_wheel_only_when_asked() -> None:
+def test_dockerfile_installs_the_simulators_only_when_asked() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert "rm -rf" not in text.replace("rm -rf /wheels", "")  # nothing removed from the install
+    assert "rm -rf" not in text  # nothing removed from the install
     assert re.search(r"^ARG SIMULATORS=false$", text, re.MULTILINE)
-    assert re.search(r'if \[ "\$SIMULATORS" = "true" \]; then pip wheel --no-deps --wheel-dir /wheels '
-                     r"\./simulators", text)
-    assert re.search(r'if \[ "\$SIMULATORS" = "true" \]; then echo plantstream-simulators', text)
+    assert re.search(r'if \[ "\$SIMULATORS" = "true" \]; then pip install --no-deps --no-build-isolation '
+                     r"\./simulators; fi", text)
     assert "COPY simulators ./simulators" in text
+
+
+def test_dockerfile_installs_exactly_the_locked_dependencies() -> None:
+    """Every dependency from a hash-checked lock; plantstream itself with --no-deps."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert "lock=requirements/runtime.txt; if [ -n \"$EXTRAS\" ]; then lock=requirements/lock.txt; fi" in text
+    assert "pip install --require-hashes -r requirements/pip.txt" in text
+    assert 'pip install --require-hashes -r "$lock"' in text
+    installs = re.findall(r"pip install ([^\n\\]*)", text)
+    # Every install either checks hashes or installs this checkout without dependencies.
+    assert installs and all("--require-hashes" in i or "--no-deps" in i for i in installs), installs
+    assert "COPY --from=build /opt/plantstream /opt/plantstream" in text
+    assert re.search(r"PATH=/opt/plantstream/bin:\$PATH", text)

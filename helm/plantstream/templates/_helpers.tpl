@@ -75,6 +75,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.kafka.securityProtocol | quote }}
 - name: PLANTSTREAM__KAFKA__PARTITIONS
   value: {{ .Values.kafka.partitions | quote }}
+- name: PLANTSTREAM__KAFKA__REPLICATION_FACTOR
+  value: {{ .Values.kafka.replicationFactor | quote }}
 {{- with .Values.kafka.saslMechanism }}
 - name: PLANTSTREAM__KAFKA__SASL_MECHANISM
   value: {{ . | quote }}
