@@ -56,9 +56,10 @@ from paho.mqtt.properties import Properties
 from plantstream.connectors.health import HealthServer
 from plantstream.connectors.producer import Record, SpoolingProducer, deadletter_record, measurement_record
 from plantstream.connectors.tags import TagMapper
-from plantstream.schemas.config import PlantConfig
+from plantstream.schemas.config import PlantConfig, cleartext_credentials
 from plantstream.schemas.errors import ConnectorError
 from plantstream.schemas.measurement import MAX_TS_MS, MIN_TS_MS, DeadLetter, Measurement, now_ms, parse_ts
+from plantstream.schemas.redact import warn_once
 from plantstream.schemas.tags_config import MqttSubscription
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,8 @@ class MqttConnector:
     def start(self) -> MqttConnector:
         """Connect (raises ConnectorError on refusal, TLS or network errors), subscribe, run."""
         m = self.mqtt
+        for warning in cleartext_credentials(self.config, ("mqtt", "kafka")):
+            warn_once(log, warning)
         if self.producer is None:
             self.producer = SpoolingProducer(self._kafka_conf, self.config.producer, name="mqtt",
                                              deadletter_raw_bytes=self.config.kafka.deadletter_raw_bytes).start()

@@ -11,6 +11,7 @@ Run in production as a Bytewax process or cluster::
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
@@ -50,8 +51,11 @@ from plantstream.flows.registry import (
     topics,
 )
 from plantstream.operators.normalize import enrich
-from plantstream.schemas.config import KafkaConfig, PlantConfig, load_config
+from plantstream.schemas.config import KafkaConfig, PlantConfig, cleartext_credentials, load_config
 from plantstream.schemas.measurement import DEADLETTER_RAW_BYTES, DeadLetter, Measurement, bound_row, decode
+from plantstream.schemas.redact import warn_once
+
+log = logging.getLogger(__name__)
 
 
 def deadletter_row(d: DeadLetter, limit: int = DEADLETTER_RAW_BYTES) -> Row:
@@ -300,6 +304,8 @@ def get_flow() -> Dataflow:
     and the flows' result topics are created where missing.
     """
     config = load_config(os.environ.get("PLANTSTREAM_CONFIG"))
+    for warning in cleartext_credentials(config, ("kafka",)):
+        warn_once(log, warning)
     kconf = config.kafka.client_config()
     if "bootstrap.servers" not in kconf:
         from plantstream.schemas.errors import ConfigError

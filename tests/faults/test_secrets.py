@@ -286,3 +286,19 @@ def test_a_warning_for_each_transport_that_sends_credentials_in_clear() -> None:
         "kafka": {"security_protocol": "SASL_SSL"}}, {})
     assert cleartext_credentials(safe) == []
     assert all("p" not in w.split() for w in warnings)
+
+
+@pytest.mark.integration
+def test_the_mqtt_connector_warns_at_start_when_its_password_travels_in_clear(
+        mqtt_broker: Any, kafka_conf: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from plantstream.connectors.mqtt import MqttConnector
+    from plantstream.simulators.bakery import bakery_config
+
+    cfg = bakery_config(2, mqtt={"host": mqtt_broker.host, "port": mqtt_broker.port, "protocol": "3.1.1",
+                                 "username": "line-1", "password": "s3cret #2024"},
+                        producer={"spool_dir": str(tmp_path / "spool")})
+    with caplog.at_level(logging.WARNING, logger="plantstream.connectors.mqtt"), MqttConnector(cfg, kafka_conf):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("MQTT") and "mqtt.tls" in w for w in warnings), warnings
+    assert not any("s3cret" in w for w in warnings)
