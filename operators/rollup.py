@@ -7,6 +7,10 @@ downstream. Text and date fields, and timestamps named ``*_start``/``*_end`` (``
 are group keys, never summed. :func:`rollup` is the thin Bytewax operator (keyed by machine): a
 period is sent when a fact of a later period arrives, and at the end of input.
 
+Both Bytewax steps keep small dataclass states (:class:`RollupState`, :class:`CoalesceState`) and
+hand out recovery snapshots as plain data behind a kind and format version
+(:data:`ROLLUP_STATE`, :data:`COALESCE_STATE`, see :mod:`plantstream.operators.state`).
+
 Restatements follow ``oee_facts``: a window restated with a higher ``version`` replaces *all*
 the rows of that window (time may move to another shift, part or work order); rows of the same
 version add up; lower versions are ignored. If the period was already sent and is among the
@@ -25,7 +29,6 @@ Examples
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +37,8 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
+
+from plantstream.operators.state import StateCodec
 
 Row = dict[str, Any]
 NOT_SUMMED = frozenset({"window_start", "window_end", "version", "ts", "stored_at", "rollup_s", "windows",
@@ -98,6 +103,82 @@ class RollupState:
     due: datetime | None = None
 
 
+# -- plain payloads -------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _dump_due(due: datetime | None) -> int | None:
+    """A timer's wall time as epoch microseconds (exact integer arithmetic)."""
+    return None if due is None else (due - _EPOCH) // _US
+
+
+def _load_due(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + us * _US
+
+
+def _dump_row(row: Row) -> tuple[Row, dict[str, str]]:
+    """A row as plain data: its fields in their order, dates and datetimes as ISO text, and the
+    names of those fields with their type (``date`` or ``datetime``)."""
+    fields: Row = {}
+    typed: dict[str, str] = {}
+    for k, v in row.items():
+        if isinstance(v, datetime):
+            fields[k], typed[k] = v.isoformat(), "datetime"
+        elif isinstance(v, date):
+            fields[k], typed[k] = v.isoformat(), "date"
+        else:
+            fields[k] = v
+    return fields, typed
+
+
+def _load_row(p: tuple[Row, dict[str, str]]) -> Row:
+    fields, typed = p
+    row = dict(fields)
+    for k, kind in typed.items():
+        row[k] = datetime.fromisoformat(row[k]) if kind == "datetime" else date.fromisoformat(row[k])
+    return row
+
+
+def _dump_facts(facts: dict[tuple[Any, ...], Row]) -> list[tuple[list[str], tuple[Row, dict[str, str]]]]:
+    """A window's facts as ``(group field names, row)``: a group key's values are its fact's."""
+    return [([k for k, _ in key], _dump_row(fact)) for key, fact in facts.items()]
+
+
+def _dump_rollup(st: RollupState) -> dict[str, Any]:
+    return {
+        "buckets": [(bucket, [(ts, version, _dump_facts(facts)) for ts, (version, facts) in windows.items()])
+                    for bucket, windows in st.buckets.items()],
+        "sent": dict(st.sent), "too_late": st.too_late, "dirty": sorted(st.dirty),
+        "due_us": _dump_due(st.due),
+    }
+
+
+def _load_facts(facts: list[tuple[list[str], tuple[Row, dict[str, str]]]]) -> dict[tuple[Any, ...], Row]:
+    out: dict[tuple[Any, ...], Row] = {}
+    for names, p in facts:
+        fact = _load_row(p)
+        out[tuple((k, fact[k]) for k in names)] = fact  # the group key's values are the fact's
+    return out
+
+
+def _load_rollup(p: dict[str, Any]) -> RollupState:
+    return RollupState(
+        buckets={int(bucket): {int(ts): (int(version), _load_facts(facts)) for ts, version, facts in windows}
+                 for bucket, windows in p["buckets"]},
+        sent={int(b): int(v) for b, v in p["sent"].items()}, too_late=int(p["too_late"]),
+        dirty={int(b) for b in p["dirty"]}, due=_load_due(p["due_us"]))
+
+
+ROLLUP_STATE: StateCodec[RollupState] = StateCodec("cloud_rollup", 1, RollupState, _dump_rollup, _load_rollup)
+"""The versioned codec of a machine's :class:`RollupState` (kind ``cloud_rollup``, format 1):
+``buckets`` as ``(period start, [(window start, version, [(group field names, row)])])`` in
+arrival order, a row as ``(fields, {date field: "date" | "datetime"})`` with those fields as ISO
+text, ``sent`` period start → version, ``too_late``, ``dirty`` sorted, ``due_us`` the re-send
+timer in epoch microseconds or None."""
+
+
 Now = Callable[[], datetime]
 RESEND_AFTER = timedelta(seconds=2)
 """A restated period is sent again when facts of another period arrive, at the end of input, or
@@ -108,10 +189,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
-    def __init__(self, state: RollupState, period_ms: int, keep: int, time_field: str,
-                 now: Now) -> None:
-        self.state = state
+class RollupLogic(StatefulLogic[Row, Row, bytes]):
+    """The Bytewax step of one key (machine): its :class:`RollupState`, decoded from ``resume``;
+    the snapshot is the state encoded by :data:`ROLLUP_STATE`."""
+
+    def __init__(self, period_ms: int, keep: int, time_field: str, now: Now,
+                 resume: bytes | None = None) -> None:
+        self.state = ROLLUP_STATE.decode(resume) if resume is not None else RollupState()
         self._period_ms = period_ms
         self._keep = keep
         self._time_field = time_field
@@ -183,8 +267,8 @@ class _RollupLogic(StatefulLogic[Row, Row, RollupState]):
     def notify_at(self) -> datetime | None:
         return self.state.due if self.state.dirty else None
 
-    def snapshot(self) -> RollupState:
-        return copy.deepcopy(self.state)
+    def snapshot(self) -> bytes:
+        return ROLLUP_STATE.encode(self.state)
 
 
 @operator
@@ -209,9 +293,8 @@ def rollup(step_id: str, up: KeyedStream[Row], *, period_s: int, restate_buckets
     """
     period_ms = period_s * 1000
 
-    def builder(resume: RollupState | None) -> _RollupLogic:
-        return _RollupLogic(resume if resume is not None else RollupState(), period_ms,
-                            restate_buckets, time_field, now)
+    def builder(resume: bytes | None) -> RollupLogic:
+        return RollupLogic(period_ms, restate_buckets, time_field, now, resume)
 
     return op.stateful("sum", up, builder)
 
@@ -248,9 +331,29 @@ class CoalesceState:
     due: datetime | None = None
 
 
-class _CoalesceLogic(StatefulLogic[Row, Row, CoalesceState]):
-    def __init__(self, state: CoalesceState, every: timedelta, now: Now) -> None:
-        self.state = state
+def _dump_coalesce(st: CoalesceState) -> dict[str, Any]:
+    return {"pending": [_dump_row(row) for row in st.pending.values()], "due_us": _dump_due(st.due)}
+
+
+def _load_coalesce(p: dict[str, Any]) -> CoalesceState:
+    rows = [_load_row(r) for r in p["pending"]]
+    return CoalesceState({event_key(row): row for row in rows}, _load_due(p["due_us"]))
+
+
+COALESCE_STATE: StateCodec[CoalesceState] = StateCodec("cloud_coalesce", 1, CoalesceState, _dump_coalesce,
+                                                       _load_coalesce)
+"""The versioned codec of a key's :class:`CoalesceState` (kind ``cloud_coalesce``, format 1):
+``pending`` the waiting rows in arrival order, each as ``(fields, {date field: type})`` like a
+rollup's (their keys are :func:`event_key` of the row), ``due_us`` the sending timer in epoch
+microseconds or None."""
+
+
+class CoalesceLogic(StatefulLogic[Row, Row, bytes]):
+    """The Bytewax step of one key: its :class:`CoalesceState`, decoded from ``resume``; the
+    snapshot is the state encoded by :data:`COALESCE_STATE`."""
+
+    def __init__(self, every: timedelta, now: Now, resume: bytes | None = None) -> None:
+        self.state = COALESCE_STATE.decode(resume) if resume is not None else CoalesceState()
         self._every = every
         self._now = now
 
@@ -279,8 +382,8 @@ class _CoalesceLogic(StatefulLogic[Row, Row, CoalesceState]):
     def notify_at(self) -> datetime | None:
         return self.state.due
 
-    def snapshot(self) -> CoalesceState:
-        return copy.deepcopy(self.state)
+    def snapshot(self) -> bytes:
+        return COALESCE_STATE.encode(self.state)
 
 
 @operator
@@ -302,7 +405,7 @@ def coalesce(step_id: str, up: KeyedStream[Row], *, every_s: float,
     """
     every = timedelta(seconds=every_s)
 
-    def builder(resume: CoalesceState | None) -> _CoalesceLogic:
-        return _CoalesceLogic(resume if resume is not None else CoalesceState(), every, now)
+    def builder(resume: bytes | None) -> CoalesceLogic:
+        return CoalesceLogic(every, now, resume)
 
     return op.stateful("latest", up, builder)
