@@ -52,15 +52,10 @@ from plantstream.flows.registry import (
 )
 from plantstream.operators.normalize import enrich
 from plantstream.schemas.config import KafkaConfig, PlantConfig, cleartext_credentials, load_config
-from plantstream.schemas.measurement import DEADLETTER_RAW_BYTES, DeadLetter, Measurement, bound_row, decode
+from plantstream.schemas.measurement import DeadLetter, Measurement, bound_row, decode
 from plantstream.schemas.redact import warn_once
 
 log = logging.getLogger(__name__)
-
-
-def deadletter_row(d: DeadLetter, limit: int = DEADLETTER_RAW_BYTES) -> Row:
-    """The bounded dead-letter row (``raw`` prefix, ``length``, ``sha256``: :meth:`DeadLetter.row`)."""
-    return d.row(limit)
 
 
 def _orjson_default(obj: Any) -> Any:

@@ -277,6 +277,11 @@ def upgrade_ledger_v1(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def upgrade_state_v1(p: dict[str, Any]) -> dict[str, Any]:
+    """A fold's state payload of format 1 (OEE, scrap) in format 2: only its ledger changed."""
+    return p | {"ledger": upgrade_ledger_v1(p["ledger"])}
+
+
 class Ledger:
     """One machine's event-time ledger around a :class:`Fold`.
 

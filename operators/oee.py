@@ -66,7 +66,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from plantstream.operators.downtime import DowntimeTracker, Stop, fault_text
-from plantstream.operators.ledger import ORIGIN, Emitted, Event, Ledger, Output, order_key, upgrade_ledger_v1
+from plantstream.operators.ledger import ORIGIN, Emitted, Event, Ledger, Output, order_key, upgrade_state_v1
 from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
 from plantstream.operators.shifts import ShiftCalendar, Span
 from plantstream.operators.state import StateCodec
@@ -177,11 +177,8 @@ class OeeState:
     """The fold's :class:`Account` (:meth:`OeeFold.dump_state`)."""
 
 
-def _upgrade_oee_v1(p: dict[str, Any]) -> dict[str, Any]:
-    return p | {"ledger": upgrade_ledger_v1(p["ledger"])}
 
-
-OEE_STATE: StateCodec[OeeState] = StateCodec("oee", 2, OeeState, upgrades={1: _upgrade_oee_v1})
+OEE_STATE: StateCodec[OeeState] = StateCodec("oee", 2, OeeState, upgrades={1: upgrade_state_v1})
 """The versioned codec of :class:`OeeState` (kind ``oee``). Format 2: the ledger's journal by
 column (:func:`~plantstream.operators.ledger.pack_events`); format 1 (segments of pickled sample
 tuples) is upgraded on decode."""

@@ -63,7 +63,7 @@ import bytewax.operators as op
 import orjson
 import yaml
 
-from plantstream.operators.ledger import Emitted, Event, Ledger, Output, upgrade_ledger_v1
+from plantstream.operators.ledger import Emitted, Event, Ledger, Output, upgrade_state_v1
 from plantstream.operators.logic import LogicSpec, MachineLogic
 from plantstream.operators.oee import Counter
 from plantstream.operators.state import StateCodec
@@ -267,11 +267,8 @@ class ScrapState:
     """The fold's state (:meth:`ScrapFold.dump_state`)."""
 
 
-def _upgrade_scrap_v1(p: dict[str, Any]) -> dict[str, Any]:
-    return p | {"ledger": upgrade_ledger_v1(p["ledger"])}
 
-
-SCRAP_STATE: StateCodec[ScrapState] = StateCodec("scrap", 2, ScrapState, upgrades={1: _upgrade_scrap_v1})
+SCRAP_STATE: StateCodec[ScrapState] = StateCodec("scrap", 2, ScrapState, upgrades={1: upgrade_state_v1})
 """The versioned codec of :class:`ScrapState` (kind ``scrap``). Format 2: the ledger's journal
 by column (:func:`~plantstream.operators.ledger.pack_events`); format 1 (segments of pickled
 sample tuples) is upgraded on decode."""
