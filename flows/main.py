@@ -52,7 +52,8 @@ from plantstream.flows.registry import (
 )
 from plantstream.operators.normalize import enrich
 from plantstream.schemas.config import KafkaConfig, PlantConfig, cleartext_credentials, load_config
-from plantstream.schemas.measurement import DeadLetter, Measurement, bound_row, decode
+from plantstream.schemas.counters_config import width_reason
+from plantstream.schemas.measurement import COUNTERS, DeadLetter, Measurement, bound_row, decode
 from plantstream.schemas.redact import warn_once
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,14 @@ def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
     """Decode and validate a batch; bad messages become dead-letter rows with a reason."""
 
     limit = config.kafka.deadletter_raw_bytes
+    plant_mod = config.counters.modulus
+    moduli = {m.id: config.counters_for(m.id).modulus for line in config.lines for m in line.machines}
+    widths = plant_mod is not None or any(v is not None for v in moduli.values())
+
+    def beyond_width(m: Measurement) -> str | None:
+        """A counter at or above its machine's configured rollover (``counters:``)."""
+        mod, v = moduli.get(m.machine, plant_mod), m.value
+        return None if mod is None or not isinstance(v, int | float) else width_reason(m.metric, v, mod)
 
     def decode_batch(batch: kafka.Batch) -> Decoded:
         good: list[Measurement] = []
@@ -82,6 +91,10 @@ def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
         for i, raw in enumerate(batch.values()):
             size += len(raw)
             result = decode(raw)
+            if type(result) is Measurement and widths and result.metric in COUNTERS:
+                reason = beyond_width(result)
+                if reason is not None:
+                    result = DeadLetter(raw, reason)
             if type(result) is Measurement:
                 if result.site and result.line:
                     good.append(result)

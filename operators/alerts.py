@@ -58,11 +58,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from plantstream.operators.anomaly import ISO10816_ZONES, iso10816_zone
+from plantstream.operators.counters import DEFAULT_RULES, Counter, CounterRules
 from plantstream.operators.logic import LogicSpec, MachineLogic
 from plantstream.operators.oee import (
     OEE_METRICS,
     OEE_STATE,
-    Counter,
     OeeAccounting,
     OeeState,
     pre_ledger_payload,
@@ -185,6 +185,8 @@ class AlertEngine:
         self.cfg = cfg
         self.losses = losses
         self.oee = oee
+        self.counter_rules = DEFAULT_RULES
+        """How a decrease of a counter is read (the machine's ``counters:``; :meth:`for_config`)."""
         self.s = _AState()
         self.s.rolling = RollingCounts(cfg.scrap_rate.window_s * 1000, 60_000)
         self._ruled = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS,
@@ -207,7 +209,9 @@ class AlertEngine:
         oee = None
         if own_oee and (cfg.oee.enabled or cfg.quality.enabled):
             oee = OeeAccounting.for_config(config, machine, calendar)
-        return cls(machine, site or info.site, line or info.line, cfg, config.losses, oee)
+        engine = cls(machine, site or info.site, line or info.line, cfg, config.losses, oee)
+        engine.counter_rules = CounterRules.of(config.counters_for(machine))
+        return engine
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> AlertState:
@@ -431,7 +435,7 @@ class AlertEngine:
             return []
         if metric in (GOOD_COUNT, REJECT_COUNT):
             c = s.counters.setdefault(metric, Counter())
-            d = c.delta(v)
+            d = c.delta(v, self.counter_rules)
         else:
             d = v if v > 0 else 0
         out: list[Row] = []

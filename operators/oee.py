@@ -32,11 +32,15 @@ older samples go to the dead letter with reason ``late``. The end of input close
 window and resolves every pending stop provisionally, without ending them: a run resumed later
 restates them.
 
-Counters: ``good_count`` / ``reject_count`` / ``total_count`` are cumulative; the first value
-is a baseline, a decrease is a reset (the new value is the production since the reset).
-``good_parts`` / ``reject_parts`` are increments. Total = good + reject; a machine that only
-reports ``total_count`` and ``good_count`` gets reject = total − good per window, and its ideal
-time follows ``total_count``. Ideal cycle time: the
+Counters (:mod:`operators.counters`, docs/oee.md "Counters"): ``good_count`` /
+``reject_count`` / ``total_count`` are cumulative; the first value is a baseline, a decrease is
+a reset or a wrap only when it looks like one (the plant's and machine's ``counters:``), any
+other decrease is a step back: ignored, and counted in the window's ``counter_stepbacks``.
+``good_parts`` / ``reject_parts`` are increments. Any two of good, reject and total give the
+third (:class:`~operators.counters.Balance`): total = good + reject; good + total gives reject =
+total − good, total + reject gives good = total − reject, total alone counts every part good;
+with all three, good and reject are taken as sent. The ideal time follows ``total_count`` when
+the machine sends it (else good + reject). Ideal cycle time: the
 ``ideal_cycle_time_ms`` metric when sent (until the part number changes), else the config's
 per part number, else per machine.
 
@@ -65,6 +69,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from plantstream.operators.counters import (
+    DEFAULT_RULES,
+    GOOD,
+    REJECT,
+    SIDE,
+    Balance,
+    Counter,
+    CounterRules,
+)
 from plantstream.operators.downtime import DowntimeTracker, Stop, fault_text
 from plantstream.operators.ledger import ORIGIN, Emitted, Event, Ledger, Output, order_key, upgrade_state_v1
 from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
@@ -94,8 +107,11 @@ OEE_METRICS = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, G
 
 # fact vector layout (times in ms, counts as ints, ideal in ms as float)
 ALL, SCHED, PLANNED, RUN, UNPLANNED, SETUP, SMALL, EXCLUDED, UNSCHED_RUN = range(9)
-IDEAL, GOOD, REJECT, TOTAL, STOPS, SMALL_STOPS, TOTAL_CTR = range(9, 16)
+IDEAL, V_GOOD, V_REJECT, V_TOTAL, STOPS, SMALL_STOPS, TOTAL_CTR = range(9, 16)
 _VEC_LEN = 16
+STEPBACKS = 16
+"""Ignored counter step backs: a 17th slot, added to a window's vector by the first one (so the
+state of a machine without step backs is as it was)."""
 TIME_COLUMNS = ("all_s", "scheduled_s", "planned_s", "run_s", "unplanned_stop_s", "setup_s",
                 "small_stop_s", "excluded_s", "unscheduled_run_s")
 """Fact columns in seconds, in fact-vector order."""
@@ -103,24 +119,6 @@ TIME_COLUMNS = ("all_s", "scheduled_s", "planned_s", "run_s", "unplanned_stop_s"
 
 FactKey = tuple[str, int, int, str, str]
 """(shift, shift_start, production day ordinal, part number, work order)."""
-
-
-@dataclass
-class Counter:
-    """Reset-safe delta of a cumulative counter."""
-
-    last: float | None = None
-
-    def delta(self, value: float) -> float:
-        """Production since the last value (first value = baseline, decrease = reset).
-
-        >>> c = Counter(); c.delta(100), c.delta(130), c.delta(5), c.delta(9)
-        (0, 30, 5, 4)
-        """
-        last, self.last = self.last, value
-        if last is None:
-            return 0
-        return value - last if value >= last else value
 
 
 @dataclass
@@ -135,8 +133,8 @@ class Account:
     ideal_override_ms: float | None = None
     fault: str = ""
     counters: dict[str, Counter] = field(default_factory=dict)
-    has_reject: bool = False
-    has_total: bool = False
+    bal: Balance = field(default_factory=Balance)
+    """Which of good, reject and total the machine reports; the derived count owed."""
     windows: dict[int, dict[FactKey, list[float]]] = field(default_factory=dict)
     pending: list[tuple[int, FactKey, int]] | None = None
     """Stop time not yet known to be a small stop or an unplanned stop: (window, key, ms)."""
@@ -198,12 +196,30 @@ def _account_payload(a: Account) -> dict[str, Any]:
         "cursor": a.cursor, "state": a.state, "state_since": a.state_since, "part": a.part,
         "work_order": a.work_order, "ideal_override_ms": a.ideal_override_ms, "fault": a.fault,
         "counters": {k: c.last for k, c in a.counters.items()},
-        "has_reject": a.has_reject, "has_total": a.has_total,
+        "has_reject": a.bal.reject, "has_total": a.bal.total,
         "windows": {ws: {key: list(vec) for key, vec in win.items()} for ws, win in a.windows.items()},
         "pending": None if a.pending is None else list(a.pending),
         "stop_resolved": a.stop_resolved,
         "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
-    }
+    } | _balance_extra(a)
+
+
+def _balance_extra(a: Account) -> dict[str, Any]:
+    """The optional keys of an account (absent = their default, as in states written before
+    them): ``has_good`` when it is not just "sends ``good_count``", ``owed`` while a derived
+    count is owed (:class:`~operators.counters.Balance`)."""
+    out: dict[str, Any] = {}
+    if a.bal.good != (GOOD_COUNT in a.counters):
+        out["has_good"] = a.bal.good
+    if a.bal.owed:
+        out["owed"] = (a.bal.owed, a.bal.owed_ts)
+    return out
+
+
+def _balance_of(p: dict[str, Any]) -> Balance:
+    owed, owed_ts = p.get("owed", (0.0, -1))
+    return Balance(p.get("has_good", GOOD_COUNT in p["counters"]), p["has_reject"], p["has_total"],
+                   owed, owed_ts)
 
 
 def pre_ledger_payload(blob: bytes) -> dict[str, Any]:
@@ -222,16 +238,23 @@ def pre_ledger_payload(blob: bytes) -> dict[str, Any]:
     def start(ts: int, account: Account) -> int:
         return ORIGIN if account.cursor < 0 else ts
 
+    def legacy(account: Account) -> Account:  # kept has_reject / has_total, no Balance yet
+        if "bal" not in vars(account):
+            old = vars(account)
+            account.bal = Balance(GOOD_COUNT in account.counters, old.pop("has_reject", False),
+                                  old.pop("has_total", False))
+        return account
+
     segments = []
     for ts, seg in journal:
         ck_blob, evs = pickle.loads(zlib.decompress(seg))
-        ck: Account = pickle.loads(ck_blob)
+        ck: Account = legacy(pickle.loads(ck_blob))
         segments.append((start(ts, ck), zlib.compress(pickle.dumps(
             (_account_payload(ck), [tuple(e) for e in evs]), pickle.HIGHEST_PROTOCOL))))
     open_from = open_state = None
     open_since = 0
     if ckpt is not None:
-        ck = pickle.loads(ckpt[1])
+        ck = legacy(pickle.loads(ckpt[1]))
         open_from, open_since, open_state = start(ckpt[0], ck), ckpt[0], _account_payload(ck)
     events = [tuple(e) for e in recent]
     ledger = {"max_ts": max_ts, "seq": seq, "version": version, "pos": acc.cursor,
@@ -239,7 +262,8 @@ def pre_ledger_payload(blob: bytes) -> dict[str, Any]:
               "buffer": sorted((tuple(e) for e in buffer), key=order_key), "segments": segments,
               "open_from": open_from, "open_since": open_since, "open_state": open_state,
               "recent": events}
-    return {"machine": machine, "site": "", "line": "", "ledger": ledger, "account": _account_payload(acc)}
+    return {"machine": machine, "site": "", "line": "", "ledger": ledger,
+            "account": _account_payload(legacy(acc))}
 
 
 class OeeAccounting(Ledger):
@@ -253,10 +277,11 @@ class OeeAccounting(Ledger):
 
     def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
                  ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
-                 microstop_ms: int, lateness_ms: int, horizon_ms: int) -> None:
+                 microstop_ms: int, lateness_ms: int, horizon_ms: int,
+                 counter_rules: CounterRules = DEFAULT_RULES) -> None:
         self.machine = machine
         self.acc_fold = OeeFold(machine, site, line, config_ideal_ms, ideal_by_part, calendar, losses,
-                                microstop_ms)
+                                microstop_ms, counter_rules)
         super().__init__(self.acc_fold, lateness_ms, horizon_ms, self._late)
 
     @classmethod
@@ -268,7 +293,8 @@ class OeeAccounting(Ledger):
                    calendar or ShiftCalendar.from_config(config), config.losses,
                    round(config.microstop_threshold_s * 1000),
                    round(config.lateness.allowed_lateness_s * 1000),
-                   round(config.lateness.restatement_horizon_s * 1000))
+                   round(config.lateness.restatement_horizon_s * 1000),
+                   CounterRules.of(config.counters_for(machine)))
 
     @property
     def site(self) -> str:
@@ -372,8 +398,9 @@ class OeeFold:
 
     def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
                  ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
-                 microstop_ms: int) -> None:
+                 microstop_ms: int, counter_rules: CounterRules = DEFAULT_RULES) -> None:
         self.machine, self.site, self.line = machine, site, line
+        self.rules = counter_rules
         self.config_ideal_ms = config_ideal_ms
         self.ideal_by_part = ideal_by_part
         self.cal = calendar
@@ -400,7 +427,7 @@ class OeeFold:
             cursor=p["cursor"], state=p["state"], state_since=p["state_since"], part=p["part"],
             work_order=p["work_order"], ideal_override_ms=p["ideal_override_ms"], fault=p["fault"],
             counters={k: Counter(v) for k, v in p["counters"].items()},
-            has_reject=p["has_reject"], has_total=p["has_total"],
+            bal=_balance_of(p),
             windows={ws: {tuple(key): list(vec) for key, vec in win.items()}
                      for ws, win in p["windows"].items()},
             pending=None if p["pending"] is None else [tuple(x) for x in p["pending"]],
@@ -409,6 +436,7 @@ class OeeFold:
         self._out = []
 
     def advance(self, upto: int) -> None:
+        self._settle(upto)
         acc = self.acc
         if upto > acc.cursor >= 0 and (upto // self.w != acc.cursor // self.w or acc.pending is not None):
             self._advance(upto)
@@ -416,6 +444,7 @@ class OeeFold:
     def finish(self) -> None:
         if self.acc.cursor < 0:
             return
+        self._settle(None)
         self._resolve_pending(final=True)
         self._close_windows(None)
         self._downtime(self.acc.downtime.tick(self.acc.cursor))
@@ -457,22 +486,41 @@ class OeeFold:
 
     def _count(self, ts: int, good: float, reject: float, total_ctr: float = 0) -> None:
         """Count parts at ``ts``. Ideal time follows the ``total_count`` counter when the machine
-        has one (else good + reject); rejects of a machine without a reject signal are derived
-        per window as total − good (:meth:`_fact_row`)."""
+        has one (else good + reject); a count the machine does not send is derived from the
+        other two (:meth:`_settle`)."""
         if not good and not reject and not total_ctr:
             return
         sp = self._span_at(ts)
         vec = self._vec(sp.window_start, self._key(sp))
-        vec[GOOD] += good
-        vec[REJECT] += reject
+        vec[V_GOOD] += good
+        vec[V_REJECT] += reject
         vec[TOTAL_CTR] += total_ctr
         ideal = self._ideal_ms()
         if ideal is not None:
-            vec[IDEAL] += (total_ctr if self.acc.has_total else good + reject) * ideal
+            vec[IDEAL] += (total_ctr if self.acc.bal.total else good + reject) * ideal
+
+    def _settle(self, before: int | None) -> None:
+        """Count the derived good or reject parts of the last instant, once event time is past
+        it (``before``: the next sample's time; None: now)."""
+        bal = self.acc.bal
+        due = bal.settle(before)
+        if due is not None:
+            ts, qty = due
+            sp = self._span_at(ts)
+            vec = self._vec(sp.window_start, self._key(sp))
+            vec[V_GOOD if bal.derived == GOOD else V_REJECT] += qty
+
+    def _step_back(self, ts: int) -> None:
+        sp = self._span_at(ts)
+        vec = self._vec(sp.window_start, self._key(sp))
+        if len(vec) <= STEPBACKS:
+            vec.append(0)
+        vec[STEPBACKS] += 1
 
     def apply(self, ev: Event) -> None:
         ts, _, metric, value = ev
         acc = self.acc
+        self._settle(ts if metric in SIDE else None)
         if acc.cursor < 0:
             acc.cursor = ts
         self._advance(ts)
@@ -486,23 +534,15 @@ class OeeFold:
             c = acc.counters.get(metric)
             if c is None:
                 c = acc.counters[metric] = Counter()
-            d = c.delta(float(value))
-            if metric == GOOD_COUNT:
-                self._count(ts, d, 0)
-            elif metric == REJECT_COUNT:
-                acc.has_reject = True
-                self._count(ts, 0, d)
-            else:
-                acc.has_total = True
-                self._count(ts, 0, 0, d)
+            d = c.step(float(value), self.rules)
+            if d is None:
+                self._step_back(ts)
+                d = 0
+            self._parts(ts, SIDE[metric], d)
         elif metric in (GOOD_PARTS, REJECT_PARTS):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 return
-            if metric == GOOD_PARTS:
-                self._count(ts, float(value), 0)
-            else:
-                acc.has_reject = True
-                self._count(ts, 0, float(value))
+            self._parts(ts, SIDE[metric], float(value))
         elif metric == IDEAL_CYCLE_TIME_MS:
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
                 acc.ideal_override_ms = float(value)
@@ -524,6 +564,18 @@ class OeeFold:
                 self._count_stop(ts, STOPS)
         elif metric == REASON_CODE:
             self._downtime(acc.downtime.on_reason(ts, str(value), self.losses))
+
+    def _parts(self, ts: int, side: str, qty: float) -> None:
+        """``qty`` parts of ``side`` (good, reject or total) at ``ts``."""
+        bal = self.acc.bal
+        bal.see(side)
+        bal.count(ts, side, qty)
+        if side == GOOD:
+            self._count(ts, qty, 0)
+        elif side == REJECT:
+            self._count(ts, 0, qty)
+        else:
+            self._count(ts, 0, 0, qty)
 
     def _context(self, ts: int) -> dict[str, Any]:
         sp = self._span_at(ts)
@@ -648,14 +700,14 @@ class OeeFold:
         for i, col in enumerate(TIME_COLUMNS):
             row[col] = vec[i] / 1000
         row["ideal_s"] = vec[IDEAL] / 1000
-        good, reject = int(vec[GOOD]), int(vec[REJECT])
-        if self.acc.has_total and not self.acc.has_reject:
-            reject = max(0, int(vec[TOTAL_CTR]) - good)
+        good, reject = int(vec[V_GOOD]), int(vec[V_REJECT])
         row["good"] = good
         row["reject"] = reject
         row["total"] = good + reject
         row["stops"] = int(vec[STOPS])
         row["small_stops"] = int(vec[SMALL_STOPS])
+        if len(vec) > STEPBACKS and vec[STEPBACKS]:
+            row["counter_stepbacks"] = int(vec[STEPBACKS])
         return row
 
     def _downtime(self, rows: list[dict[str, Any]]) -> None:

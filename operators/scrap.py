@@ -4,10 +4,14 @@ Three pure pieces, each driven by one thin Bytewax step in :mod:`flows.scrap`:
 
 :class:`ScrapTracker` (one per machine, key = machine id)
     A :class:`ScrapFold` on the machine's event-time ledger (:mod:`operators.ledger`, shared
-    with the OEE accounting). The fold reads ``reject_count`` / ``good_count`` (cumulative,
-    reset-safe deltas via :class:`operators.oee.Counter`, taken in event-time order),
-    ``reject_parts`` / ``good_parts`` (increments), and the context ``scrap_reason``,
-    ``part_number``, ``work_order`` (each applies until changed). Every reject delta is a
+    with the OEE accounting). The fold reads ``reject_count`` / ``good_count`` /
+    ``total_count`` (cumulative: deltas by :class:`operators.counters.Counter` in event-time
+    order, resets and wraps as configured, step backs ignored), ``reject_parts`` /
+    ``good_parts`` (increments), and the context ``scrap_reason``, ``part_number``,
+    ``work_order`` (each applies until changed). Any two of good, reject and total give the
+    third (:class:`operators.counters.Balance`: a machine with good and total counts total −
+    good as rejects, one with total and reject counts total − reject as good; with all three
+    good and reject are taken as sent). Every reject delta is a
     **scrap event** keyed by ``(machine, ts)``: quantity, reason (the latest ``scrap_reason``,
     or ``unassigned``), category (:meth:`ScrapConfig.category`), part number and work order.
     The ledger applies samples in event-time order once the watermark (largest ts −
@@ -63,9 +67,17 @@ import bytewax.operators as op
 import orjson
 import yaml
 
+from plantstream.operators.counters import (
+    DEFAULT_RULES,
+    GOOD,
+    REJECT,
+    SIDE,
+    Balance,
+    Counter,
+    CounterRules,
+)
 from plantstream.operators.ledger import Emitted, Event, Ledger, Output, upgrade_state_v1
 from plantstream.operators.logic import LogicSpec, MachineLogic
-from plantstream.operators.oee import Counter
 from plantstream.operators.state import StateCodec
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConfigError
@@ -76,15 +88,21 @@ from plantstream.schemas.measurement import (
     REJECT_COUNT,
     REJECT_PARTS,
     SCRAP_REASON,
+    TOTAL_COUNT,
     WORK_ORDER,
     Measurement,
 )
 from plantstream.schemas.scrap_config import UNASSIGNED, ScrapConfig
 
-SCRAP_METRICS = frozenset({GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS, PART_NUMBER,
+SCRAP_METRICS = frozenset({GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, GOOD_PARTS, REJECT_PARTS, PART_NUMBER,
                            WORK_ORDER, SCRAP_REASON})
 """The metrics the scrap tracker reads."""
 
+
+
+def _sides_of(counters: dict[str, Counter]) -> list[str]:
+    """The sides (good, reject, total) a machine's cumulative counters report, in that order."""
+    return [side for side in (GOOD, REJECT, "total") if any(SIDE[m] == side for m in counters)]
 
 
 def reason_text(value: object) -> str:
@@ -282,9 +300,11 @@ class ScrapFold:
     time passes a hop boundary.
     """
 
-    def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig) -> None:
+    def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig,
+                 counter_rules: CounterRules = DEFAULT_RULES) -> None:
         self.machine, self.site, self.line = machine, site, line
         self.cfg = scrap
+        self.rules = counter_rules
         self.window_ms = scrap.window_s * 1000
         self.hop_ms = scrap.hop_s * 1000
         self._out: list[Emitted] = []
@@ -294,6 +314,8 @@ class ScrapFold:
     def reset(self) -> None:
         self.cursor = -1
         self.counters: dict[str, Counter] = {}
+        self.bal = Balance()
+        """Which of good, reject and total the machine reports; the derived count owed."""
         self.part = ""
         self.work_order = ""
         self.reason = UNASSIGNED
@@ -314,11 +336,26 @@ class ScrapFold:
                 "last_event": None if self.last_event is None else list(self.last_event),
                 "buckets": {m: {part: list(gr) for part, gr in parts.items()}
                             for m, parts in self.buckets.items()},
-                "next_boundary": self.next_boundary}
+                "next_boundary": self.next_boundary} | self._balance_extra()
+
+    def _balance_extra(self) -> dict[str, Any]:
+        """Optional keys (absent = their default, as in states written before them): the sides
+        seen when they are not just those of the counters, ``owed`` while a count is owed."""
+        out: dict[str, Any] = {}
+        bal = self.bal
+        sides = [side for side in (GOOD, REJECT, "total") if getattr(bal, side)]
+        if sides != _sides_of(self.counters):
+            out["sides"] = sides
+        if bal.owed:
+            out["owed"] = (bal.owed, bal.owed_ts)
+        return out
 
     def load_state(self, p: dict[str, Any]) -> None:
         self.cursor = p["cursor"]
         self.counters = {k: Counter(v) for k, v in p["counters"].items()}
+        sides = p.get("sides", _sides_of(self.counters))
+        owed, owed_ts = p.get("owed", (0.0, -1))
+        self.bal = Balance(GOOD in sides, REJECT in sides, "total" in sides, owed, owed_ts)
         self.part, self.work_order, self.reason = p["part"], p["work_order"], p["reason"]
         self.last_event = None if p["last_event"] is None else list(p["last_event"])
         self.buckets = {m: {part: list(gr) for part, gr in parts.items()}
@@ -328,6 +365,7 @@ class ScrapFold:
 
     def apply(self, ev: Event) -> None:
         ts, _, metric, value = ev
+        self._settle(ts if metric in SIDE else None)
         self._boundaries(ts)  # hops that end at or before this sample are complete
         if ts > self.cursor:
             self.cursor = ts
@@ -341,28 +379,45 @@ class ScrapFold:
         elif metric == WORK_ORDER:
             self.work_order = str(value)
             self._first_context(ts, 3, self.work_order)
-        elif metric in (GOOD_COUNT, REJECT_COUNT):
+        elif metric in (GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT):
             v = _number(value)
             if v is None:
                 return
             c = self.counters.get(metric)
             if c is None:
                 c = self.counters[metric] = Counter()
-            d = c.delta(v)
-            if d > 0:
-                self._count(ts, d, metric == REJECT_COUNT)
+            self._parts(ts, SIDE[metric], c.delta(v, self.rules))  # step backs: counted by OEE
         elif metric in (GOOD_PARTS, REJECT_PARTS):
             v = _number(value)
-            if v is not None and v > 0:
-                self._count(ts, v, metric == REJECT_PARTS)
+            if v is not None and v >= 0:
+                self._parts(ts, SIDE[metric], v)
+
+    def _parts(self, ts: int, side: str, qty: float) -> None:
+        """``qty`` parts of ``side`` (good, reject or total) at ``ts``: good and reject counted as
+        sent, total only towards the count derived from it (:meth:`_settle`)."""
+        bal = self.bal
+        bal.see(side)
+        bal.count(ts, side, qty)
+        if qty > 0 and side != "total":
+            self._count(ts, qty, side == REJECT)
+
+    def _settle(self, before: int | None) -> None:
+        """Count the derived good or reject parts of the last instant once event time is past it
+        (``before``: the next sample's time; None: now). Derived rejects are scrap events of
+        that instant like measured ones."""
+        due = self.bal.settle(before)
+        if due is not None:
+            self._count(due[0], due[1], self.bal.derived == REJECT)
 
     def advance(self, t: int) -> None:
+        self._settle(t)
         if t > self.cursor:
             self.cursor = t
         self._boundaries(t)
 
     def finish(self) -> None:
         """Close the hop that holds the last sample."""
+        self._settle(None)
         if self.cursor >= 0:
             self._boundaries(self.cursor - self.cursor % self.hop_ms + self.hop_ms)
 
@@ -457,10 +512,10 @@ class ScrapTracker(Ledger):
     event-time :class:`~operators.ledger.Ledger` (pure; no I/O, no clock)."""
 
     def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig, lateness_ms: int,
-                 horizon_ms: int) -> None:
+                 horizon_ms: int, counter_rules: CounterRules = DEFAULT_RULES) -> None:
         self.machine = machine
         self.cfg = scrap
-        self.scrap_fold = ScrapFold(machine, site, line, scrap)
+        self.scrap_fold = ScrapFold(machine, site, line, scrap, counter_rules)
         super().__init__(self.scrap_fold, lateness_ms, horizon_ms, self._late)
 
     @classmethod
@@ -470,7 +525,8 @@ class ScrapTracker(Ledger):
         info = config.machine(machine)
         return cls(machine, site or info.site, line or info.line, config.scrap,
                    round(config.lateness.allowed_lateness_s * 1000),
-                   round(config.lateness.restatement_horizon_s * 1000))
+                   round(config.lateness.restatement_horizon_s * 1000),
+                   CounterRules.of(config.counters_for(machine)))
 
     @property
     def site(self) -> str:

@@ -47,6 +47,7 @@ from pydantic import (
 from plantstream.schemas._base import Frozen
 from plantstream.schemas.alerts_config import AlertsConfig
 from plantstream.schemas.anomaly_config import AnomalyConfig
+from plantstream.schemas.counters_config import CounterConfig
 from plantstream.schemas.errors import ConfigError
 from plantstream.schemas.kafka_config import TopicConfig
 from plantstream.schemas.oee_config import LossConfig
@@ -138,6 +139,8 @@ class MachineConfig(Frozen):
     type: str = ""
     ideal_cycle_time_ms: float | None = Field(default=None, gt=0)
     ideal_cycle_time_ms_by_part: dict[str, float] = Field(default_factory=dict)
+    counters: CounterConfig | None = None
+    """This machine's counter semantics over the plant's ``counters:`` (field by field)."""
 
     @field_validator("ideal_cycle_time_ms_by_part")
     @classmethod
@@ -262,6 +265,8 @@ class PlantConfig(Frozen):
     window_s: int = Field(default=60, ge=1, le=3600)
     """Length of the OEE fact window; shift and break boundaries always split too."""
     lateness: Lateness = Lateness()
+    counters: CounterConfig = CounterConfig()
+    """Counter semantics: resets, wraps, ignored step backs (docs/oee.md, "Counters")."""
     losses: LossConfig = LossConfig()
     """State → loss bucket, sub-states, small stops, fault-code and reason-code maps (OEE)."""
     kafka: KafkaConfig = KafkaConfig()
@@ -349,6 +354,11 @@ class PlantConfig(Frozen):
         if info is None:
             return MachineInfo(site=self.site, line="", config=MachineConfig(id=machine_id))
         return info
+
+    def counters_for(self, machine_id: str) -> CounterConfig:
+        """The counter semantics of a machine: the plant's ``counters:`` with its own over them."""
+        own = self.machine(machine_id).config.counters
+        return self.counters if own is None else self.counters.merged(own)
 
 
 class MachineInfo(BaseModel):

@@ -68,7 +68,12 @@ COUNTERS: Final = frozenset({GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT})
 """Cumulative counters: a decrease is a counter reset, never negative production."""
 INCREMENTS: Final = frozenset({GOOD_PARTS, REJECT_PARTS})
 COUNTED: Final = COUNTERS | INCREMENTS
-"""Part counts: their value must be a number (a string or a bool is dead-lettered at decode)."""
+"""Part counts: their value must be a whole number from 0 to :data:`MAX_COUNT` (a string, a
+bool, a negative or fractional number, 2^63 or more is dead-lettered at decode as ``counter out
+of range``)."""
+MAX_COUNT: Final = 2**63 - 1
+"""The largest counter or increment value (a signed 64-bit integer)."""
+_FLOAT_COUNT_LIMIT: Final = float(2**63)
 CONTEXT_METRICS: Final = frozenset({PART_NUMBER, WORK_ORDER, OPERATOR_ID})
 """String context that applies until it changes."""
 EVENT_METRICS: Final = frozenset({MACHINE_STATE, FAULT_CODE, REASON_CODE, SCRAP_REASON})
@@ -276,11 +281,33 @@ def validate(obj: Any) -> Measurement | str:
         if (type(ts) is int and MIN_TS_MS <= ts < MAX_TS_MS and type(machine) is str and machine
                 and type(metric) is str and metric
                 and (vt is int or vt is str or vt is bool or (vt is float and -_INF < value < _INF))
-                and (vt is int or vt is float or metric not in COUNTED)
+                and (metric not in COUNTED or count_in_range(value))
                 and type(quality) is str and quality in QUALITIES
                 and type(site) is str and type(line) is str and type(unit) is str and type(source) is str):
             return _new_tuple(Measurement, (ts, machine, metric, value, site, line, unit, source, quality))
     return _validate_fields(obj)
+
+
+def count_in_range(value: Any) -> bool:
+    """Whether ``value`` may be a counter or an increment: a whole number from 0 to
+    :data:`MAX_COUNT` (an integral float such as ``4501.0`` too).
+
+    >>> [count_in_range(v) for v in (0, 4501, 4501.0, -1, 2.5, 2**63, 1.2e29, True)]
+    [True, True, True, False, False, False, False, False]
+    """
+    t = type(value)
+    if t is int:
+        return 0 <= value <= MAX_COUNT
+    return t is float and 0 <= value < _FLOAT_COUNT_LIMIT and value.is_integer()
+
+
+def count_out_of_range(metric: str, value: Any, limit: str = "2^63 - 1") -> str:
+    """The dead-letter reason of a counter value outside its range.
+
+    >>> count_out_of_range("good_count", -3)
+    'counter out of range: good_count must be a whole number of parts from 0 to 2^63 - 1, got -3'
+    """
+    return f"counter out of range: {metric} must be a whole number of parts from 0 to {limit}, got {value!r}"
 
 
 def _validate_fields(obj: Any) -> Measurement | str:
@@ -306,6 +333,8 @@ def _validate_fields(obj: Any) -> Measurement | str:
         return f"field 'value' must be a number, string or bool, got {_type_name(value)}"
     if (vt is str or vt is bool) and metric in COUNTED:
         return f"field 'value' of {metric} must be a number (a count of parts), got {_type_name(value)}"
+    if metric in COUNTED and not count_in_range(value):
+        return count_out_of_range(metric, value)
     quality = obj.get("quality", "good")
     if type(quality) is not str or quality not in QUALITIES:
         return f"field 'quality' must be one of good|uncertain|bad, got {quality!r}"
