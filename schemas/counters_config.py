@@ -22,7 +22,7 @@ number, 2^63 or more, or at/above the configured modulus.
 
 Examples
 --------
->>> CounterConfig().modulus, CounterConfig(rollover_bits=16).modulus, CounterConfig(rollover_at=10_000).modulus
+>>> CounterConfig().modulus, CounterConfig(rollover_bits=16).modulus, CounterConfig(rollover_at=10**4).modulus
 (None, 65536, 10000)
 >>> plant = CounterConfig(reset_below=5, rollover_bits=32)
 >>> m = plant.merged(CounterConfig.model_validate({"rollover_at": 100_000}))
@@ -32,7 +32,7 @@ Examples
 Traceback (most recent call last):
 ...
 pydantic_core._pydantic_core.ValidationError: 1 validation error for CounterConfig
-  Value error, counters: set rollover_bits or rollover_at, not both (rollover_at: 65536 is rollover_bits: 16) ...
+  Value error, counters: set rollover_bits or rollover_at, not both; ...
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class CounterConfig(Frozen):
     @model_validator(mode="after")
     def _one_width(self) -> CounterConfig:
         if self.rollover_bits is not None and self.rollover_at is not None:
-            msg = ("counters: set rollover_bits or rollover_at, not both "
-                   "(rollover_at: 65536 is rollover_bits: 16)")
+            msg = ("counters: set rollover_bits or rollover_at, not both; "
+                   "rollover_at: 65536 is the same as rollover_bits: 16")
             raise ValueError(msg)
         return self
 
@@ -94,8 +94,9 @@ def width_reason(metric: str, value: float, modulus: int) -> str | None:
     """The dead-letter reason of a cumulative counter's value at or above its configured
     modulus (None when it is inside).
 
-    >>> width_reason("good_count", 70_000, 2**16)
-    'counter out of range: good_count must be below its configured rollover 65536 (counters.rollover_bits or rollover_at), got 70000'
+    >>> print(width_reason("good_count", 70_000, 2**16))  # doctest: +NORMALIZE_WHITESPACE
+    counter out of range: good_count must be below its configured rollover 65536 (counters.rollover_bits
+    or rollover_at), got 70000
     >>> width_reason("good_count", 65_535, 2**16) is None
     True
     """
