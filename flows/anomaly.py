@@ -19,7 +19,7 @@ from plantstream.operators.logic import LogicSpec
 
 def anomaly_step(ctx: FlowContext) -> LogicSpec[MachineMonitor, Row] | None:
     cfg = ctx.config.anomaly
-    return anomaly_spec(cfg) if cfg.enabled else None
+    return anomaly_spec(cfg, ctx.config.state.max_signals_per_machine) if cfg.enabled else None
 
 
 def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:

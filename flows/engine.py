@@ -31,6 +31,8 @@ wires its own downstream steps (scrap's rate and cost joins, the alert webhook).
 from __future__ import annotations
 
 import heapq
+import logging
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,7 +45,11 @@ from bytewax.dataflow import Stream
 from plantstream.connectors.clickhouse import JsonRows
 from plantstream.flows.registry import Decoded, FlowContext, Results, Row
 from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
+from plantstream.operators.state import StateCodec
+from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.measurement import Measurement
+
+log = logging.getLogger(__name__)
 
 SHARDS = 32
 """Machine shards: the keys of the engine step. Changing it needs a fresh recovery store."""
@@ -59,17 +65,73 @@ Tagged = tuple[str, str, Row]
 Spec = LogicSpec[Any, Any]
 """What a flow gives the engine: its per-machine logic spec."""
 
+ENGINE = "_engine"
+"""The engine's own key: in the snapshot (its registry of unconfigured machines) and as the
+flow name of the rows it emits itself (``deadletter`` notices of unconfigured machines)."""
+
+
+@dataclass(frozen=True)
+class StateLimits:
+    """How much per-machine state an engine keeps (the plant config's ``state:`` section).
+
+    ``configured`` tells a machine of the plant config from an unconfigured one (None: every
+    machine counts as configured — no cap, no notices); ``max_unconfigured`` is the plant's cap,
+    each shard admitting ``ceil(max_unconfigured / SHARDS)``; ``idle_evict_s`` the wall time
+    without a sample after which a machine's logics leave live memory (0: never); ``clock``
+    the wall clock in seconds (injected for tests).
+    """
+
+    configured: Callable[[str], bool] | None = None
+    max_unconfigured: int = 1000
+    idle_evict_s: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_config(cls, config: PlantConfig) -> StateLimits:
+        st = config.state
+        return cls(config.configured, st.max_unconfigured_machines, st.idle_evict_s)
+
+    @property
+    def per_shard(self) -> int:
+        """Unconfigured machines one shard admits."""
+        return -(-self.max_unconfigured // SHARDS)
+
+
+@dataclass
+class Registry:
+    """The engine's own state in the snapshot: the unconfigured machines a shard admitted
+    (machine → event time of its first sample) and whether its cap was reported."""
+
+    unconfigured: dict[str, int]
+    capped: bool = False
+
+
+REGISTRY: StateCodec[Registry] = StateCodec("engine", 1, Registry)
+"""Format 1: ``{"unconfigured": {machine: first ts}, "capped": bool}``."""
+
+UNCONFIGURED = ("unconfigured machine: not in the plant config (lines[].machines); its samples are "
+                "archived, it gets availability and quality, performance once an ideal cycle time is "
+                "known (config or the ideal_cycle_time_ms metric); reported once. Add it to "
+                "lines[].machines")
+
+
+def _notice(ts: int, source: str, reason: str, m: Measurement) -> Row:
+    raw = m.to_json().decode("utf-8", "backslashreplace")
+    return {"ts": ts, "source": source, "reason": reason, "raw": raw}
+
 
 # -- flows -------------------------------------------------------------------------------------
 
 
-def per_machine(spec: Spec, measurements: Stream[Measurement]) -> Stream[tuple[str, Row]]:
+def per_machine(spec: Spec, measurements: Stream[Measurement],
+                limits: StateLimits | None = None) -> Stream[tuple[str, Row]]:
     """One flow's spec over a ``Stream[Measurement]``: a machine engine of its own (step id
-    ``<flow>_machines``), ``(table, row)`` pairs out."""
+    ``<flow>_machines``), ``(table, row)`` pairs out (the engine's own notices left out)."""
     shards = op.map(f"{spec.kind}_machine_shards", measurements,
                     lambda m: (shard_of(m.machine), {m.machine: [m]}))
-    tagged = engine_step(f"{spec.kind}_machines", shards, [spec])
-    return op.map(f"{spec.kind}_machine_rows", tagged, lambda t: (t[1], t[2]))
+    tagged = engine_step(f"{spec.kind}_machines", shards, [spec], limits)
+    return op.filter_map(f"{spec.kind}_machine_rows", tagged,
+                         lambda t: (t[1], t[2]) if t[0] != ENGINE else None)
 
 
 Post = Callable[[FlowContext, Stream[tuple[str, Row]]], Results]
@@ -138,6 +200,8 @@ def split_tables(name: str, tagged: Stream[tuple[str, Row]], tables: Sequence[st
 
 
 _shard_cache: dict[str, str] = {}
+_SHARD_CACHE_MAX = 50_000
+"""Machine ids whose shard is remembered (cleared beyond: a flood of ids costs at most ~8 MB here)."""
 
 
 def shard_of(machine: str) -> str:
@@ -148,7 +212,7 @@ def shard_of(machine: str) -> str:
     """
     key = _shard_cache.get(machine)
     if key is None:
-        if len(_shard_cache) > 1_000_000:
+        if len(_shard_cache) >= _SHARD_CACHE_MAX:
             _shard_cache.clear()
         key = _shard_cache[machine] = f"s{zlib.crc32(machine.encode()) % SHARDS}"
     return key
@@ -183,9 +247,17 @@ Snapshot = dict[str, dict[str, bytes]]
 
 
 class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
-    """The logics of one shard's machines for every flow; see the module docstring."""
+    """The logics of one shard's machines for every flow; see the module docstring.
 
-    def __init__(self, specs: Sequence[Spec], resume: Snapshot | None) -> None:
+    With :class:`StateLimits` the engine also bounds its state: unconfigured machines are
+    admitted up to the shard's cap (each reported once: a log line and one ``deadletter``
+    notice; beyond the cap one notice per shard and archived only), and machines idle for
+    ``idle_evict_s`` of wall time leave live memory, their state kept as encoded bytes in
+    ``snaps`` (so inside the recovery snapshot) and decoded again when they return.
+    """
+
+    def __init__(self, specs: Sequence[Spec], resume: Snapshot | None,
+                 limits: StateLimits | None = None) -> None:
         self.specs = tuple(specs)
         index = {s.kind: i for i, s in enumerate(self.specs)}
         self.timers = tuple(s.timers for s in self.specs)
@@ -200,11 +272,24 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                 self.feeds.setdefault(index[spec.upstream], []).append(i)
         self._fed: dict[tuple[int, str], list[Any]] = {}
         self.logics: list[dict[str, MachineLogic[Any, Any]]] = [{} for _ in self.specs]
+        """flow → machine → its live logic (machines in memory)."""
         self.snaps: list[dict[str, bytes]] = [{} for _ in self.specs]
+        """flow → machine → its encoded state: current for every machine not in ``dirty``,
+        and the only copy of an evicted machine's state."""
         self.dirty: list[set[str]] = [set() for _ in self.specs]
         self.due: list[dict[str, datetime]] = [{} for _ in self.specs]
         self.heap: list[tuple[datetime, int, str]] = []
+        self.limits = limits
+        self.registry = Registry({})
+        self.touched: dict[str, float] = {}
+        """Live machine → wall time of its last sample (what the idle eviction reads)."""
+        self.next_sweep = 0.0
+        self.evicted = 0
+        """Evictions so far (a figure for tests and benchmarks)."""
         if resume:
+            blob = resume.get(ENGINE, {}).get("registry")
+            if blob is not None:
+                self.registry = REGISTRY.decode(blob)
             for i, spec in enumerate(self.specs):
                 decode, build = spec.codec.decode, spec.build
                 for machine, blob in resume.get(spec.kind, {}).items():
@@ -212,13 +297,87 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                     self.snaps[i][machine] = blob
                     if spec.timers:
                         self._schedule(i, machine)
+            if limits is not None:
+                now = limits.clock()
+                known, reg = limits.configured, self.registry.unconfigured
+                for logics in self.logics:
+                    for machine in logics:
+                        self.touched[machine] = now
+                        if known is not None and not known(machine) and machine not in reg:
+                            reg[machine] = 0  # state of an earlier run, or a machine no longer configured
+
+    # -- machines: admission, eviction, restore ----------------------------------------------
+
+    def _admit(self, by_machine: Grouped, out: list[Tagged]) -> Grouped:
+        """The machines of a batch that get per-machine state: configured ones, and unconfigured
+        ones up to the shard's cap (a new one is reported once); the rest are archived only."""
+        limits = self.limits
+        assert limits is not None
+        known = limits.configured
+        if known is None:
+            return by_machine
+        reg = self.registry.unconfigured
+        refused: list[str] = []
+        for machine, group in by_machine.items():
+            if machine in reg or known(machine):
+                continue
+            first = group[0]
+            if len(reg) < limits.per_shard:
+                reg[machine] = first.ts
+                log.warning("unconfigured machine %r: not in the plant config (lines[].machines); archived, "
+                            "availability and quality only until it is configured (reported once)", machine)
+                out.append((ENGINE, "deadletter", _notice(first.ts, f"engine:unconfigured/{machine}",
+                                                          UNCONFIGURED, first)))
+                continue
+            refused.append(machine)
+            if not self.registry.capped:
+                self.registry.capped = True
+                shard = shard_of(machine)
+                reason = (f"more than state.max_unconfigured_machines ({limits.max_unconfigured}; "
+                          f"{limits.per_shard} per shard) unconfigured machines: {machine} and every further "
+                          f"unconfigured machine of shard {shard} are archived only (no status, OEE, scrap, "
+                          "anomalies or alerts); list them in lines[].machines or raise the cap")
+                log.warning("%s (reported once per shard)", reason)
+                out.append((ENGINE, "deadletter", _notice(first.ts, f"engine:unconfigured_cap/{shard}",
+                                                          reason, first)))
+        if not refused:
+            return by_machine
+        return {m: g for m, g in by_machine.items() if m not in refused}
+
+    def _sweep(self, now: float) -> None:
+        """Evict every live machine idle for ``idle_evict_s`` (no sample) and without a pending timer."""
+        assert self.limits is not None
+        idle = self.limits.idle_evict_s
+        self.next_sweep = now + idle / 4
+        cutoff = now - idle
+        for machine in [m for m, at in self.touched.items() if at <= cutoff]:
+            if any(machine in due for due in self.due):
+                continue  # a timer still to fire: evicted at a later sweep
+            self.evict(machine)
+
+    def evict(self, machine: str) -> None:
+        """Take a machine's logics out of live memory; its state stays, encoded, in ``snaps``."""
+        self.touched.pop(machine, None)
+        for i, logics in enumerate(self.logics):
+            logic = logics.pop(machine, None)
+            if logic is None:
+                continue
+            dirty = self.dirty[i]
+            if machine in dirty:
+                self.snaps[i][machine] = self.specs[i].codec.encode(logic.state())
+                dirty.discard(machine)
+        self.evicted += 1
 
     def _logic(self, i: int, machine: str) -> MachineLogic[Any, Any]:
         logics = self.logics[i]
         logic = logics.get(machine)
         if logic is None:
-            logic = logics[machine] = self.specs[i].build(None)
+            spec = self.specs[i]
+            blob = self.snaps[i].get(machine)  # an evicted machine back: its state, decoded
+            logic = logics[machine] = spec.build(None if blob is None else spec.codec.decode(blob))
         return logic
+
+    # -- the stateful batch logic --------------------------------------------------------------
 
     def _emit(self, i: int, items: list[Any], out: list[Tagged], machine: str) -> None:
         spec = self.specs[i]
@@ -263,15 +422,25 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                     else:
                         mine.extend(group)
         out: list[Tagged] = []
+        limits = self.limits
+        if limits is not None:
+            by_machine = self._admit(by_machine, out)
+            if limits.idle_evict_s > 0:
+                now = limits.clock()
+                touched = self.touched
+                for machine in by_machine:
+                    touched[machine] = now
+                if now >= self.next_sweep:
+                    self._sweep(now)
         for i, spec in enumerate(self.specs):
-            relevant, logics, build = spec.filters, self.logics[i], spec.build
+            relevant, logics = spec.filters, self.logics[i]
             for machine, group in by_machine.items():
                 mine = group if relevant is None else [m for m in group if relevant(m)]
                 if not mine:
                     continue
                 logic = logics.get(machine)
                 if logic is None:
-                    logic = logics[machine] = build(None)
+                    logic = self._logic(i, machine)
                 self._settle(i, machine, logic, logic.on_batch(mine), out)
         if self._fed:
             self._deliver(out)
@@ -334,6 +503,9 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
     def on_eof(self) -> tuple[Iterable[list[Tagged]], bool]:
         out: list[Tagged] = []
         for i, logics in enumerate(self.logics):
+            evicted = [m for m in self.snaps[i] if m not in logics]
+            for machine in evicted:  # evicted machines end like the others (restored one by one)
+                self._logic(i, machine)
             for machine, logic in list(logics.items()):
                 self._settle(i, machine, logic, logic.on_eof(), out, schedule=False)
         if self._fed:
@@ -348,7 +520,16 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
             for machine in dirty:
                 snaps[machine] = encode(logics[machine].state())
             dirty.clear()
-        return {s.kind: dict(self.snaps[i]) for i, s in enumerate(self.specs)}
+        snap = {s.kind: dict(self.snaps[i]) for i, s in enumerate(self.specs)}
+        if self.registry.unconfigured or self.registry.capped:
+            snap[ENGINE] = {"registry": REGISTRY.encode(self.registry)}
+        return snap
+
+    def state_bytes(self) -> dict[str, int]:
+        """Flow → bytes of its machines' encoded states (after encoding what changed): the
+        size of the engine's part of a recovery snapshot."""
+        self.snapshot()
+        return {s.kind: sum(len(b) for b in self.snaps[i].values()) for i, s in enumerate(self.specs)}
 
 
 def with_feeds(specs: Sequence[Spec]) -> list[Spec]:
@@ -358,10 +539,12 @@ def with_feeds(specs: Sequence[Spec]) -> list[Spec]:
     return [s.fed[1]() if s.fed is not None and s.fed[0] in names else s for s in specs]
 
 
-def engine_step(step_id: str, shards: Any, specs: Sequence[Spec]) -> Stream[Tagged]:
-    """Run ``specs`` over ``(shard, measurements)`` batches; one ``(flow, table, row)`` per row."""
+def engine_step(step_id: str, shards: Any, specs: Sequence[Spec],
+                limits: StateLimits | None = None) -> Stream[Tagged]:
+    """Run ``specs`` over ``(shard, measurements)`` batches; one ``(flow, table, row)`` per row
+    (with ``limits``, also the engine's own notices, flow :data:`ENGINE`)."""
     fed = with_feeds(specs)
-    outputs = op.stateful_batch(step_id, shards, lambda resume: MachineEngine(fed, resume))
+    outputs = op.stateful_batch(step_id, shards, lambda resume: MachineEngine(fed, resume, limits))
     return op.flat_map(f"{step_id}_rows", outputs, lambda kv: kv[1])
 
 
@@ -384,8 +567,9 @@ class EngineRun:
     ([], 1)
     """
 
-    def __init__(self, *specs: Spec, resume: Snapshot | None = None) -> None:
-        self.engine = MachineEngine(with_feeds(specs), resume)
+    def __init__(self, *specs: Spec, resume: Snapshot | None = None,
+                 limits: StateLimits | None = None) -> None:
+        self.engine = MachineEngine(with_feeds(specs), resume, limits)
 
     @staticmethod
     def _flat(outputs: Iterable[list[Tagged]]) -> list[Tagged]:
@@ -424,10 +608,10 @@ class EngineRun:
 
 
 def run_engine(specs: Sequence[Spec], samples: Sequence[Measurement], *, batch_size: int = 0,
-               eof: bool = True) -> list[Tagged]:
+               eof: bool = True, limits: StateLimits | None = None) -> list[Tagged]:
     """The rows of ``specs`` over ``samples`` in batches of ``batch_size`` (0: one batch),
     then the end of input (``eof``)."""
-    run = EngineRun(*specs)
+    run = EngineRun(*specs, limits=limits)
     size = batch_size or max(1, len(samples))
     out: list[Tagged] = []
     for start in range(0, len(samples), size):

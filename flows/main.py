@@ -27,9 +27,11 @@ from plantstream.connectors import eventhubs, kafka
 from plantstream.connectors.kafka import RawMessage
 from plantstream.flows import cloud
 from plantstream.flows.engine import (
+    ENGINE,
     BatchFlow,
     MachineFlow,
     Spec,
+    StateLimits,
     Tagged,
     by_shard,
     engine_step,
@@ -145,6 +147,12 @@ def _flow_rows(name: str) -> Callable[[Tagged], tuple[str, Row] | None]:
     return lambda t: (t[1], t[2]) if t[0] == name else None
 
 
+def _engine_notices(limit: int) -> Callable[[Tagged], tuple[str, Row] | None]:
+    """The machine engine's own rows (an unconfigured machine seen, a shard's cap reached):
+    dead letters, bounded like every other."""
+    return lambda t: (t[1], bound_row(t[2], limit)) if t[0] == ENGINE else None
+
+
 GC_THRESHOLD = (50_000, 20, 100)
 
 
@@ -220,7 +228,8 @@ def build_dataflow(
     results: list[tuple[Flow, Results]] = []
     if steps:
         shards = op.flat_map("machine_shards", decoded, lambda d: by_shard(d.measurements))
-        tagged = engine_step("machines", shards, [s for _, _, s in steps])
+        tagged = engine_step("machines", shards, [s for _, _, s in steps], StateLimits.from_config(config))
+        tables.append(op.filter_map("engine_notices", tagged, _engine_notices(limit)))
         for name, fn, _ in steps:
             outputs = op.filter_map(f"{name}_out", tagged, _flow_rows(name))
             results.append((chosen[name], fn.post(contexts[name], outputs)))

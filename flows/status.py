@@ -25,7 +25,7 @@ from plantstream.operators.status import StatusState, status_spec
 
 def status_step(ctx: FlowContext) -> LogicSpec[StatusState, Row]:
     cfg = ctx.config.status
-    return status_spec(cfg.throttle_s, cfg.heartbeat_s)
+    return status_spec(cfg.throttle_s, cfg.heartbeat_s, max_signals=ctx.config.state.max_signals_per_machine)
 
 
 def _tables(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:

@@ -195,6 +195,8 @@ class AlertEngine:
         """Metrics some rule other than ``silence`` reads (vibration aside, shortcut in its
         normal zones): :meth:`on_samples` never shortcuts them."""
         self._watched: dict[str, bool] = {}
+        self.max_signals = 128
+        """Signals whose silence is watched at most (``state.max_signals_per_machine``)."""
         self._next: int | None = _UNKNOWN
         """A lower bound of :meth:`due` (None: no timer), recomputed only when reached or
         after a change that can bring a timer forward (state, episodes, a new signal)."""
@@ -211,6 +213,7 @@ class AlertEngine:
             oee = OeeAccounting.for_config(config, machine, calendar)
         engine = cls(machine, site or info.site, line or info.line, cfg, config.losses, oee)
         engine.counter_rules = CounterRules.of(config.counters_for(machine))
+        engine.max_signals = config.state.max_signals_per_machine
         return engine
 
     # -- state ---------------------------------------------------------------------------------
@@ -349,6 +352,8 @@ class AlertEngine:
         if cfg.silence.enabled and self._silence_watched(metric):
             seen = s.last_seen.get(metric)
             if seen is None:
+                if len(s.last_seen) >= self.max_signals:
+                    return out  # bounded: a machine sending ever new metric names
                 self._next = _UNKNOWN  # a new signal: a new silence timer
                 s.last_seen[metric] = ts
             elif ts > seen:
@@ -384,6 +389,8 @@ class AlertEngine:
             if silence:
                 w = watched.get(metric)
                 if w is None:
+                    if len(watched) >= 4 * self.max_signals:
+                        watched.clear()  # a cache of metric names: bounded
                     w = watched[metric] = self._silence_watched(metric)
                 if w:
                     seen = s.last_seen.get(metric)

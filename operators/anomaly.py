@@ -500,6 +500,9 @@ class MachineMonitor:
     """Signal → [period, sum, count, last ts] of the samples not scored yet (``sample_s``)."""
     ambient_closed: tuple[float, float] | None = None
     """(period, mean) of the last closed ambient period: the baseline of signals scored late."""
+    max_signals: int = 128
+    """Models and open scoring periods the monitor keeps at most (``state.max_signals_per_machine``):
+    a further signal of the machine is not monitored (it is archived). Not part of the state."""
 
     @classmethod
     def new(cls, machine: str) -> MachineMonitor:
@@ -516,9 +519,11 @@ class MachineMonitor:
         return self._ensure(signal, cfg.detector, (signal,), None)
 
     def _ensure(self, name: str, detector: str, signals: tuple[str, ...],
-                mc: AnomalyModelConfig | None) -> Model:
+                mc: AnomalyModelConfig | None) -> Model | None:
         model = self.models.get(name)
         if model is None:
+            if len(self.models) >= self.max_signals:
+                return None  # bounded: a machine sending ever new metric names
             model = self.models[name] = Model(name, detector, signals,
                                               mc.threshold if mc is not None else None)
         return model
@@ -592,6 +597,8 @@ class MachineMonitor:
         period = ts // round(cfg.sample_s * 1000)
         acc = self.pending.get(metric)
         if acc is None:
+            if len(self.pending) >= self.max_signals:
+                return []  # bounded, like the models
             self.pending[metric] = [period, value, 1, ts]
             return []
         # a new period (fold adds to an open one): score the closed period's mean
@@ -851,8 +858,9 @@ def state_size(monitor: MachineMonitor) -> int:
 class AnomalyLogic(MachineLogic[MachineMonitor, Row]):
     """One machine's monitor (:meth:`MachineMonitor.fold`); the end of input closes episodes."""
 
-    def __init__(self, monitor: MachineMonitor | None, cfg: AnomalyConfig) -> None:
+    def __init__(self, monitor: MachineMonitor | None, cfg: AnomalyConfig, max_signals: int = 128) -> None:
         self.monitor = monitor if monitor is not None else MachineMonitor.new("")
+        self.monitor.max_signals = max_signals
         self.cfg = cfg
 
     def on_batch(self, samples: list[Measurement]) -> list[Row]:
@@ -869,12 +877,13 @@ def _anomaly_rows(row: Row) -> list[tuple[str, Row]]:
     return [("anomalies", row)]
 
 
-def anomaly_spec(cfg: AnomalyConfig) -> LogicSpec[MachineMonitor, Row]:
+def anomaly_spec(cfg: AnomalyConfig, max_signals: int = 128) -> LogicSpec[MachineMonitor, Row]:
     """The anomaly flow's per-machine logic. Every sample reaches the monitor, which skips what
     is not a usable number of a condition signal or a state change itself (cheaper than a
-    filter call per sample); no timers."""
+    filter call per sample); no timers. A machine gets at most ``max_signals`` models
+    (``state.max_signals_per_machine``)."""
 
     def build(state: MachineMonitor | None) -> AnomalyLogic:
-        return AnomalyLogic(state, cfg)
+        return AnomalyLogic(state, cfg, max_signals)
 
     return LogicSpec("anomaly", ANOMALY_CODEC, build, _anomaly_rows)

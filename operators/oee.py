@@ -146,17 +146,20 @@ def ratios(planned_s: float, run_s: float, ideal_s: float, good: float, total: f
            all_s: float) -> dict[str, float | None]:
     """Availability, performance, quality, OEE (both forms) and TEEP from sums.
 
-    Performance above 1 is returned as measured (the ideal cycle time is wrong), not capped.
+    Performance above 1 is returned as measured (the ideal cycle time is wrong), not capped;
+    without ideal time (no ideal cycle time known, or no part counted) it is None, not 0.
 
+    >>> ratios(60, 60, 0, 27, 29, 60)["performance"] is None
+    True
     >>> r = ratios(420 * 60, 373 * 60, 19_271, 19_271 - 423, 19_271, 480 * 60)
     >>> [round(100 * r[k], 2) for k in ("availability", "performance", "quality", "oee", "oee_good")]
     [88.81, 86.11, 97.8, 74.79, 74.79]
     """
     a = run_s / planned_s if planned_s else None
-    p = ideal_s / run_s if run_s else None
+    p = ideal_s / run_s if run_s and ideal_s else None
     q = good / total if total else None
     oee = a * p * q if a is not None and p is not None and q is not None else None
-    oee_good = (ideal_s * good / total) / planned_s if planned_s and total else None
+    oee_good = (ideal_s * good / total) / planned_s if planned_s and total and ideal_s else None
     teep = oee * planned_s / all_s if oee is not None and all_s else None
     return {"availability": a, "performance": p, "quality": q, "oee": oee, "oee_good": oee_good,
             "teep": teep}

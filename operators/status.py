@@ -111,12 +111,24 @@ class MachineTwin:
     samples: int = 0
 
 
-def apply(twin: MachineTwin, m: Measurement) -> bool:
+MAX_SIGNALS = 128
+"""Default of ``state.max_signals_per_machine``: signals a twin keeps the last value of."""
+
+
+def apply(twin: MachineTwin, m: Measurement, max_signals: int = MAX_SIGNALS) -> bool:
     """Fold one sample into the twin; return True when what the twin shows changed.
 
     Bad-quality samples and samples older than the value they would replace are ignored.
-    ``scrap_reason`` and string values of numeric metrics do not belong to the twin. This is the
-    one fold of the twin: the status logic (:class:`StatusLogic`) calls it for every sample.
+    ``scrap_reason`` and string values of numeric metrics do not belong to the twin. A twin
+    keeps at most ``max_signals`` signals: a further metric name is ignored (it is archived).
+    This is the one fold of the twin: the status logic (:class:`StatusLogic`) calls it for
+    every sample.
+
+    >>> t = MachineTwin("m1")
+    >>> [apply(t, Measurement(1, "m1", f"sensor_{i}", 1.0), max_signals=2) for i in range(3)]
+    [True, True, False]
+    >>> sorted(t.signals)
+    ['sensor_0', 'sensor_1']
     """
     metric, ts = m.metric, m.ts
     value = m.value
@@ -125,7 +137,11 @@ def apply(twin: MachineTwin, m: Measurement) -> bool:
             and (not site or site == twin.site) and (not line or line == twin.line)):
         # the common case first: a signal's value, of a twin that knows its machine
         signals_ts = twin.signals_ts
-        if ts < signals_ts.get(metric, 0):
+        seen = signals_ts.get(metric)
+        if seen is None:
+            if len(signals_ts) >= max_signals:
+                return False
+        elif ts < seen:
             return False
         number = float(value)
         signals_ts[metric] = ts
@@ -171,7 +187,8 @@ def apply(twin: MachineTwin, m: Measurement) -> bool:
     elif metric == SCRAP_REASON or isinstance(value, str):
         return changed
     else:
-        if ts < twin.signals_ts.get(metric, 0):
+        seen = twin.signals_ts.get(metric)
+        if (seen is None and len(twin.signals_ts) >= max_signals) or (seen is not None and ts < seen):
             return changed
         number = float(value)
         twin.signals_ts[metric] = ts
@@ -253,11 +270,13 @@ class StatusLogic(MachineLogic[StatusState, Row]):
     pending at the end of input. The builder does not get the key: the twin learns its machine
     from its first sample."""
 
-    def __init__(self, state: StatusState | None, throttle_ms: int, heartbeat_ms: int, now: Now) -> None:
+    def __init__(self, state: StatusState | None, throttle_ms: int, heartbeat_ms: int, now: Now,
+                 max_signals: int = MAX_SIGNALS) -> None:
         self.s = state if state is not None else StatusState(MachineTwin(""))
         self._throttle_ms = throttle_ms
         self._heartbeat_ms = heartbeat_ms
         self._now = now
+        self._max_signals = max_signals
 
     def _emit(self) -> Row:
         st = self.s
@@ -267,9 +286,9 @@ class StatusLogic(MachineLogic[StatusState, Row]):
     def on_batch(self, samples: list[Measurement]) -> list[Row]:
         out: list[Row] = []
         st, twin = self.s, self.s.twin
-        throttle_ms, heartbeat_ms = self._throttle_ms, self._heartbeat_ms
+        throttle_ms, heartbeat_ms, cap = self._throttle_ms, self._heartbeat_ms, self._max_signals
         for m in samples:
-            if apply(twin, m):
+            if apply(twin, m, cap):
                 st.dirty = True
             emitted = st.emitted_ts
             if emitted is None:
@@ -304,7 +323,7 @@ def _status_rows(row: Row) -> list[tuple[str, Row]]:
 
 
 def status_spec(throttle_s: float = 5.0, heartbeat_s: float = 60.0,
-                now: Now = _utc_now) -> LogicSpec[StatusState, Row]:
+                now: Now = _utc_now, max_signals: int = MAX_SIGNALS) -> LogicSpec[StatusState, Row]:
     """The status flow's per-machine logic: every sample of a machine into its :class:`StatusLogic`.
 
     Parameters
@@ -317,11 +336,14 @@ def status_spec(throttle_s: float = 5.0, heartbeat_s: float = 60.0,
         ``last_seen`` stays fresh.
     now
         The wall clock (injected for tests, e.g. :class:`~plantstream.operators.logic.ManualClock`).
+    max_signals
+        Signals a twin keeps (``state.max_signals_per_machine``); further metric names of the
+        machine are not in its ``machine_status`` row.
     """
     throttle_ms = int(throttle_s * 1000)
     heartbeat_ms = int(heartbeat_s * 1000)
 
     def build(state: StatusState | None) -> StatusLogic:
-        return StatusLogic(state, throttle_ms, heartbeat_ms, now)
+        return StatusLogic(state, throttle_ms, heartbeat_ms, now, max_signals)
 
     return LogicSpec("status", STATUS_CODEC, build, _status_rows, timers=True)

@@ -61,6 +61,7 @@ from plantstream.schemas.redact import (
 )
 from plantstream.schemas.scrap_config import ScrapConfig
 from plantstream.schemas.sinks_config import EventHubsConfig, StatusConfig
+from plantstream.schemas.state_config import StateConfig
 from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
 ENV_PREFIX = "PLANTSTREAM__"
@@ -287,6 +288,8 @@ class PlantConfig(Frozen):
     """How often the machine digital twin (``machine_status``) is written."""
     opcua: OpcUaConfig = OpcUaConfig()
     """The OPC UA → Kafka connector: endpoint, security, nodes/browse, subscription settings."""
+    state: StateConfig = StateConfig()
+    """Bounds of per-machine state: idle eviction, unconfigured machines, signals per machine."""
     flows: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-flow settings: flow name → its section, validated by the model the flow declares
     (``config=`` of its ``FLOW``) when the flows are built; a name that is no flow is an error."""
@@ -347,6 +350,10 @@ class PlantConfig(Frozen):
             for line in self.lines
             for m in line.machines
         }
+
+    def configured(self, machine_id: str) -> bool:
+        """True when the machine is listed in ``lines[].machines`` (else it is *unconfigured*)."""
+        return machine_id in self._machines
 
     def machine(self, machine_id: str) -> MachineInfo:
         """Site, line and config of a machine; unknown machines get defaults, never an error."""

@@ -63,6 +63,9 @@ def test_the_migration_defines_the_kpi_functions(ch: Any) -> None:
     assert set(kpi.RATIO_FUNCTIONS) <= {r[0] for r in rows}
     assert ch.query("SELECT kpi_availability(1, 0), kpi_quality(0, 0), kpi_performance(11, 10)").result_rows == [
         (None, None, 1.1)]  # no base: NULL; performance above 1 reported as measured, never capped
+    # no ideal time (an unconfigured machine without an ideal cycle time): performance and OEE
+    # unknown, not 0 % (migration 055)
+    assert ch.query("SELECT kpi_performance(0, 60), kpi_oee(60, 54, 0, 27, 29)").result_rows == [(None, None)]
 
 
 @pytest.mark.integration
