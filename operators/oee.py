@@ -27,10 +27,12 @@ than that but within ``lateness.restatement_horizon_s`` — also one earlier tha
 sample seen of the machine — restates: the fold is restored from the journal's last
 checkpoint before it, the samples since are applied again with it in its place, and every
 window and downtime event whose content changed is emitted again with a higher ``version``
-(tables keep the latest version; an event that no longer exists gets ``deleted = 1``). Only
-older samples go to the dead letter with reason ``late``. The end of input closes every open
-window and resolves every pending stop provisionally, without ending them: a run resumed later
-restates them.
+(tables keep the latest version; an event that no longer exists gets ``deleted = 1``). Older
+samples go to the dead letter with reason ``late``, or ``clock_skew`` when the machine's clock
+is wrong (the ledger's clock policy, config section ``clock``: ahead of the wall clock, far
+behind the machine's time, gaps and re-bases; redeliveries are absorbed). The end of input
+closes every open window and resolves every pending stop provisionally, without ending them: a
+run resumed later restates them.
 
 Counters: ``good_count`` / ``reject_count`` / ``total_count`` are cumulative; the first value
 is a baseline, a decrease is a reset (the new value is the production since the reset).
@@ -66,7 +68,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from plantstream.operators.downtime import DowntimeTracker, Stop, fault_text
-from plantstream.operators.ledger import ORIGIN, Emitted, Event, Ledger, Output, order_key, upgrade_state_v1
+from plantstream.operators.ledger import (
+    ORIGIN,
+    ClockPolicy,
+    Emitted,
+    Event,
+    Ledger,
+    Output,
+    order_key,
+    upgrade_state_v1,
+)
 from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
 from plantstream.operators.shifts import ShiftCalendar, Span
 from plantstream.operators.state import StateCodec
@@ -253,11 +264,12 @@ class OeeAccounting(Ledger):
 
     def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
                  ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
-                 microstop_ms: int, lateness_ms: int, horizon_ms: int) -> None:
+                 microstop_ms: int, lateness_ms: int, horizon_ms: int,
+                 clock: ClockPolicy | None = None) -> None:
         self.machine = machine
         self.acc_fold = OeeFold(machine, site, line, config_ideal_ms, ideal_by_part, calendar, losses,
                                 microstop_ms)
-        super().__init__(self.acc_fold, lateness_ms, horizon_ms, self._late)
+        super().__init__(self.acc_fold, lateness_ms, horizon_ms, self._late, clock)
 
     @classmethod
     def for_config(cls, config: PlantConfig, machine: str,
@@ -268,7 +280,7 @@ class OeeAccounting(Ledger):
                    calendar or ShiftCalendar.from_config(config), config.losses,
                    round(config.microstop_threshold_s * 1000),
                    round(config.lateness.allowed_lateness_s * 1000),
-                   round(config.lateness.restatement_horizon_s * 1000))
+                   round(config.lateness.restatement_horizon_s * 1000), ClockPolicy.of(config))
 
     @property
     def site(self) -> str:
@@ -323,7 +335,7 @@ class OeeAccounting(Ledger):
             self.ingest(((ts, metric, value),))
         return self.take()
 
-    def on_tick(self, ts: int) -> None:
+    def on_tick(self, ts: int, now_ms: int | None = None) -> None:
         """Another metric from this machine (a temperature, a vibration) was measured at ``ts``.
 
         The machine's event time has passed ``ts``, so windows close while it sits in one state
@@ -339,7 +351,7 @@ class OeeAccounting(Ledger):
         >>> [(r["window_start"], r["run_s"]) for t, r in acc.take() if t == "oee_facts"]
         [(0, 60.0), (60000, 60.0)]
         """
-        self.tick(ts)
+        self.tick(ts, now_ms)
 
     def flush(self) -> list[Output]:  # type: ignore[override]
         """Apply every buffered sample now (the machine went quiet: its buffered samples are
@@ -723,11 +735,13 @@ class OeeLogic(MachineLogic[OeeState, list[Output]]):
             raws.append(m)
         if acc is None:  # ticks of a sensor-only asset: no OEE, nothing kept (see discard)
             return []
+        now = self.now()
+        now_ms = round(now.timestamp() * 1000)
         if batch:
-            acc.ingest(batch, raws)
-            self.due = self.now() + timedelta(milliseconds=acc.lateness_ms) if acc.buffer else None
+            acc.ingest(batch, raws, now_ms)
+            self.due = now + timedelta(milliseconds=acc.lateness_ms) if acc.buffer else None
         if tick >= 0:
-            acc.on_tick(tick)
+            acc.on_tick(tick, now_ms)
         out = acc.take()
         return [out] if out else []
 

@@ -15,8 +15,9 @@ Three pure pieces, each driven by one thin Bytewax step in :mod:`flows.scrap`:
     ``lateness.restatement_horizon_s`` — a counter sample or a ``scrap_reason`` (a
     **reclassification**) alike — restates: the events and rate contributions it changes are
     emitted again with a higher ``version`` (the table keeps the latest, never a second event;
-    an event that no longer exists is written with quantity 0). Only samples older than the
-    horizon go to the dead letter (reason ``late``). Each time event time passes a hop
+    an event that no longer exists is written with quantity 0). Older samples go to the dead
+    letter (reason ``late``, or ``clock_skew`` under the ledger's clock policy; redeliveries are
+    absorbed). Each time event time passes a hop
     boundary ``B`` (``scrap.hop_s``) the fold emits its **rate contributions** for ``B``: the
     minute's good/reject counts and the sums over the rolling window ``[B − window_s, B)``, per
     machine, for its line and per part number.
@@ -56,6 +57,7 @@ import csv
 import io
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,7 @@ import bytewax.operators as op
 import orjson
 import yaml
 
-from plantstream.operators.ledger import Emitted, Event, Ledger, Output, upgrade_state_v1
+from plantstream.operators.ledger import ClockPolicy, Emitted, Event, Ledger, Output, upgrade_state_v1
 from plantstream.operators.logic import LogicSpec, MachineLogic
 from plantstream.operators.oee import Counter
 from plantstream.operators.state import StateCodec
@@ -85,6 +87,10 @@ SCRAP_METRICS = frozenset({GOOD_COUNT, REJECT_COUNT, GOOD_PARTS, REJECT_PARTS, P
                            WORK_ORDER, SCRAP_REASON})
 """The metrics the scrap tracker reads."""
 
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def reason_text(value: object) -> str:
@@ -457,11 +463,11 @@ class ScrapTracker(Ledger):
     event-time :class:`~operators.ledger.Ledger` (pure; no I/O, no clock)."""
 
     def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig, lateness_ms: int,
-                 horizon_ms: int) -> None:
+                 horizon_ms: int, clock: ClockPolicy | None = None) -> None:
         self.machine = machine
         self.cfg = scrap
         self.scrap_fold = ScrapFold(machine, site, line, scrap)
-        super().__init__(self.scrap_fold, lateness_ms, horizon_ms, self._late)
+        super().__init__(self.scrap_fold, lateness_ms, horizon_ms, self._late, clock)
 
     @classmethod
     def for_config(cls, config: PlantConfig, machine: str, site: str = "", line: str = "") -> ScrapTracker:
@@ -470,7 +476,7 @@ class ScrapTracker(Ledger):
         info = config.machine(machine)
         return cls(machine, site or info.site, line or info.line, config.scrap,
                    round(config.lateness.allowed_lateness_s * 1000),
-                   round(config.lateness.restatement_horizon_s * 1000))
+                   round(config.lateness.restatement_horizon_s * 1000), ClockPolicy.of(config))
 
     @property
     def site(self) -> str:
@@ -535,11 +541,14 @@ class ScrapLogic(MachineLogic[ScrapState, list[Output]]):
     the tracker at once, so late ones among them restate once. The tracker is built from the
     first sample's machine, site and line (a source that sends them wins over the plant
     config), or from the resumed state. Each output is the list of ``(table, row)`` that one
-    call made final.
+    call made final. ``now`` is the wall clock the samples arrive at (the clock policy's
+    ``max_ahead``; injected for tests).
     """
 
-    def __init__(self, make: Callable[[str, str, str], ScrapTracker], state: ScrapState | None) -> None:
+    def __init__(self, make: Callable[[str, str, str], ScrapTracker], state: ScrapState | None,
+                 now: Callable[[], datetime] = _utc_now) -> None:
         self.make = make
+        self.now = now
         self.tracker: ScrapTracker | None = None
         if state is not None:
             self.tracker = make(state.machine, state.site, state.line)
@@ -550,7 +559,8 @@ class ScrapLogic(MachineLogic[ScrapState, list[Output]]):
         if tracker is None:
             first = samples[0]
             tracker = self.tracker = self.make(first.machine, first.site, first.line)
-        tracker.ingest([(m.ts, m.metric, m.value) for m in samples], samples)
+        tracker.ingest([(m.ts, m.metric, m.value) for m in samples], samples,
+                       round(self.now().timestamp() * 1000))
         out = tracker.take()
         return [out] if out else []
 
@@ -575,8 +585,10 @@ def _scrap_rows(out: list[Output]) -> list[Output]:
     return out
 
 
-def scrap_spec(config: PlantConfig) -> LogicSpec[ScrapState, list[Output]]:
-    """The scrap flow's per-machine logic: each machine's scrap metrics into its :class:`ScrapLogic`.
+def scrap_spec(config: PlantConfig,
+               now: Callable[[], datetime] = _utc_now) -> LogicSpec[ScrapState, list[Output]]:
+    """The scrap flow's per-machine logic: each machine's scrap metrics into its :class:`ScrapLogic`
+    (``now``: the wall clock samples arrive at, injected for tests).
 
     >>> from plantstream.schemas.config import build_config
     >>> spec = scrap_spec(build_config({}, {}))
@@ -592,7 +604,7 @@ def scrap_spec(config: PlantConfig) -> LogicSpec[ScrapState, list[Output]]:
         return ScrapTracker.for_config(config, machine, site, line)
 
     def build(state: ScrapState | None) -> ScrapLogic:
-        return ScrapLogic(make, state)
+        return ScrapLogic(make, state, now)
 
     return LogicSpec("scrap", SCRAP_STATE, build, _scrap_rows, filters=relevant)
 
