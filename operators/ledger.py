@@ -35,10 +35,12 @@ Clocks (:class:`ClockPolicy`, config section ``clock``; ``docs/oee.md``, "Clocks
   (``clock_skew`` dead letters); held samples that span ``rebase_after`` of their own time (or
   reach ``rebase_after_samples``) **re-base** the machine: its timeline is finished (every
   buffered sample applied, the fold's open rows closed as at the end of input), the ledger
-  starts again empty (same versions on) and the held samples are its first input;
+  starts again (same versions on) from the fold's context (``Fold.carry``, applied at the first
+  held sample's time: the new timeline's origin), and the held samples are its input;
 - a step never accounts a gap longer than ``max_gap``: when the next sample (or the watermark)
   is further than that from the fold's position, the timeline is finished the same way and the
-  fold restarts from its empty state at the new time (the gap is unmonitored: no rows);
+  fold restarts from its empty state at the new time, like a new machine (the gap is
+  unmonitored: no rows; parts counted across it are not attributed to any window);
 - a sample equal to one already buffered, applied (in the horizon) or held — same time, metric
   and value — is a redelivery: absorbed (applied once), counted (``counts["duplicates"]``) and
   written as a ``duplicate`` dead letter. Only samples of the same time are compared.
@@ -118,7 +120,10 @@ class Fold(Protocol):
     """A per-machine computation over samples in event-time order (see the module docstring).
 
     The fold owns its state; the ledger only asks for a plain copy of it (``dump_state``) at
-    checkpoints and restores it (``load_state``, ``reset`` for the origin).
+    checkpoints and restores it (``load_state``, ``reset`` for the origin). Optionally a fold has
+    ``carry() -> list[(metric, value)]``: its context as samples (state, part number, the last
+    value of each cumulative counter …), which a re-base applies to the reset fold at the start
+    of the new timeline, so the machine goes on as it was (only its clock changed).
     """
 
     def reset(self) -> None: ...
@@ -606,9 +611,18 @@ class Ledger:
         held, raws = self.held, self._held_raw
         self.held, self._held_raw, self.held_span = [], {}, None
         self._finish_timeline()
+        carry = getattr(self.fold, "carry", None)
+        carried: list[tuple[str, Any]] = carry() if carry is not None else []
         self.fold.reset()
-        self.max_ts, self.pos, self.last_key, self.buffer = -1, -1, None, []
-        self.segments, self.open_from, self.open_since, self.open_state = [], None, 0, None
+        start = min(ev[0] for ev in held)
+        for metric, value in carried:  # the machine's context at the start of the new timeline
+            self.seq += 1
+            self.fold.apply((start, self.seq, metric, value))
+        self._emit(self.fold.take())
+        # the new timeline's origin is the fold with its context: restating starts from there
+        self.max_ts, self.pos, self.last_key, self.buffer = -1, start if carried else -1, None, []
+        self.segments, self.open_from, self.open_since = [], ORIGIN, start
+        self.open_state = self.fold.dump_state()
         self.recent, self._packed = [], None
         self.counts["rebases"] += 1
         self._rebasing = True

@@ -432,6 +432,25 @@ class OeeFold:
         self._close_windows(None)
         self._downtime(self.acc.downtime.tick(self.acc.cursor))
 
+    def carry(self) -> list[tuple[str, Any]]:
+        """The machine's context as samples, for a re-base onto a new timeline (its clock
+        jumped): part number, work order, ideal cycle time, the last value of each cumulative
+        counter, the fault code and the state."""
+        acc = self.acc
+        out: list[tuple[str, Any]] = []
+        if acc.part:
+            out.append((PART_NUMBER, acc.part))
+        if acc.work_order:
+            out.append((WORK_ORDER, acc.work_order))
+        if acc.ideal_override_ms is not None:
+            out.append((IDEAL_CYCLE_TIME_MS, acc.ideal_override_ms))
+        out += [(metric, c.last) for metric, c in acc.counters.items() if c.last is not None]
+        if acc.fault:
+            out.append((FAULT_CODE, acc.fault))
+        if acc.state:
+            out.append((MACHINE_STATE, acc.state))
+        return out
+
     def tombstone(self, table: str, key: Hashable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A downtime event that no longer exists is written again with ``deleted = 1``; a
         window never disappears (its facts are replaced by the next version)."""

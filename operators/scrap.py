@@ -372,6 +372,18 @@ class ScrapFold:
         if self.cursor >= 0:
             self._boundaries(self.cursor - self.cursor % self.hop_ms + self.hop_ms)
 
+    def carry(self) -> list[tuple[str, Any]]:
+        """The machine's context as samples, for a re-base onto a new timeline (its clock
+        jumped): part number, work order, scrap reason and the last value of each counter."""
+        out: list[tuple[str, Any]] = []
+        if self.part:
+            out.append((PART_NUMBER, self.part))
+        if self.work_order:
+            out.append((WORK_ORDER, self.work_order))
+        if self.reason != UNASSIGNED:
+            out.append((SCRAP_REASON, self.reason))
+        return out + [(metric, c.last) for metric, c in self.counters.items() if c.last is not None]
+
     def tombstone(self, table: str, key: Hashable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A scrap event that no longer exists is written again with quantity 0; a rate
         contribution with zero counts."""
