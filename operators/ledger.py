@@ -457,7 +457,8 @@ class Ledger:
         span = p.get("held_span")
         self.held_span = None if span is None else (span[0], span[1])
         self._held_raw = {}
-        self.counts = {"duplicates": 0, "clock_skew": 0, "jumps": 0, "rebases": 0} | dict(p.get("clock_counts", {}))
+        counts = {"duplicates": 0, "clock_skew": 0, "jumps": 0, "rebases": 0}
+        self.counts = counts | dict(p.get("clock_counts", {}))
         self._out = []
 
     @property

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -139,7 +138,7 @@ def dead(client: Any, like: str) -> list[tuple[Any, ...]]:
 
 def test_one_sample_30_days_ahead_then_600_real_ones_is_one_clock_skew_dead_letter(
         replayed: tuple[Any, dict[str, Any]]) -> None:
-    client, summary = replayed
+    client, _ = replayed
     got, clean = facts(client, "ahead-a"), facts(client, "ahead-b")
     assert len(clean) == 100  # 100 minutes of real samples
     assert got == clean  # the real ones produce their facts, exactly as without the bad sample

@@ -127,15 +127,15 @@ def test_a_sample_beyond_the_horizon_is_late_within_max_behind_and_held_beyond_i
     acc.ingest([(T - 30 * DAY, "good_parts", 1)], now_ms=NOW)  # a wrong clock: held
     assert acc.take() == [] and len(acc.held) == 1
     acc.ingest([(T + 200_000, "good_parts", 1)], now_ms=NOW)  # the machine's timeline goes on
-    [(t, r)] = [x for x in acc.take() if x[0] == "deadletter"]
+    [(_, r)] = [x for x in acc.take() if x[0] == "deadletter"]
     assert r["reason"].startswith("clock_skew: 2592090 s behind the machine's time")
     assert acc.held == [] and acc.counts["clock_skew"] == 1 and acc.counts["rebases"] == 0
 
 
 def test_max_behind_below_the_horizon_stops_at_start_naming_the_field() -> None:
-    with pytest.raises((ConfigError, ValueError), match="clock.max_behind_s"):
+    with pytest.raises(ConfigError, match=r"clock\.max_behind_s \(3600\) must be at least"):
         build_config({"clock": {"max_behind_s": 3600}}, {})
-    with pytest.raises((ConfigError, ValueError), match="clock.max_gap_s"):
+    with pytest.raises(ConfigError, match=r"clock\.max_gap_s \(1e\+06\) allows more than 100,000 windows"):
         build_config({"window_s": 1, "clock": {"max_gap_s": 10**6}}, {})
     assert ClockPolicy.of(build_config({}, {})) == ClockPolicy(300_000, 7 * DAY, DAY, 300_000, 1_000)
 
