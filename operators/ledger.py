@@ -453,7 +453,7 @@ class Ledger:
         head = [] if blob is None else unpack_events(pickle.loads(zlib.decompress(blob)))
         self._packed = None if blob is None else (blob, len(head))
         self.recent = head + [tuple(e) for e in p["recent"]]
-        self.held = [tuple(e) for e in p.get("held", ())]  # type: ignore[misc]
+        self.held = [tuple(e) for e in p.get("held", ())]
         span = p.get("held_span")
         self.held_span = None if span is None else (span[0], span[1])
         self._held_raw = {}
@@ -505,7 +505,8 @@ class Ledger:
                 continue
             if self.held:
                 self._reject_held()
-            if self._duplicate(ev, late):
+            buf = self.buffer
+            if ((buf and ts <= buf[-1][0]) or late or ts <= self.pos) and self._duplicate(ev, late):
                 self._absorbed(ev, raw)
                 continue
             if ts < self.pos or (self.last_key is not None and order_key(ev) < self.last_key):

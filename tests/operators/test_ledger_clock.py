@@ -230,3 +230,42 @@ def test_two_values_at_the_same_time_are_not_duplicates_and_a_held_redelivery_is
     assert acc.counts["duplicates"] == 0
     acc.ingest([(T - 30 * DAY, "good_parts", 1), (T - 30 * DAY, "good_parts", 1)], now_ms=NOW)
     assert len(acc.held) == 1 and acc.counts["duplicates"] == 1
+
+
+def test_scrap_re_bases_like_oee_and_counts_rejects_across_a_clock_reset_once() -> None:
+    cfg = config()
+    y2k = 946_684_800_000
+    samples = [(T, "work_order", "WO-1"), (T, "reject_count", 10)] + \
+        [(T + i * 1000, "reject_count", 10 + i) for i in range(1, 100)] + \
+        [(y2k + i * 1000, "reject_count", 110 + i) for i in range(400)]
+    tracker = ScrapTracker.for_config(cfg, "m1")
+    out = feed(tracker, samples)
+    events = latest(out, "scrap_events", "ts")
+    assert tracker.counts["rebases"] == 1 and not reasons(out)
+    assert sum(e["quantity"] for e in events.values() if e["ts"] >= T) == 99
+    new = [e for e in events.values() if e["ts"] < T]
+    assert sum(e["quantity"] for e in new) == 400 and {e["work_order"] for e in new} == {"WO-1"}
+
+
+def test_held_samples_at_the_end_of_input_are_dead_letters_provisionally_and_stay_held() -> None:
+    acc = OeeAccounting.for_config(config(), "m1")
+    feed(acc, run(T, 10))
+    acc.ingest([(946_684_800_000, "good_parts", 1)], now_ms=NOW)
+    out = acc.finish()
+    [(_, r)] = [x for x in out if x[0] == "deadletter"]
+    assert r["reason"].startswith("clock_skew: ") and r["reason"].endswith("held at the end of input")
+    assert len(acc.held) == 1  # the state goes on: a resumed run may still re-base onto it
+
+
+def test_a_tick_of_the_held_timeline_counts_towards_the_re_base() -> None:
+    acc = OeeAccounting.for_config(config(), "m1")
+    feed(acc, run(T, 10))
+    y2k = 946_684_800_000
+    acc.ingest([(y2k, "machine_state", "running")], now_ms=NOW)
+    acc.on_tick(y2k + 200_000, NOW)  # a temperature of the PLC's new clock
+    assert acc.counts["rebases"] == 0 and len(acc.held) == 1
+    acc.on_tick(y2k + 300_000, NOW)
+    assert acc.counts["rebases"] == 1 and acc.held == [] and acc.max_ts == y2k
+    acc.on_tick(y2k + 400_000, NOW)  # the new timeline goes on: its windows close
+    new = [(r["window_start"], r["run_s"]) for t, r in acc.take() if t == "oee_facts" and r["window_start"] < T]
+    assert new[:2] == [(y2k, 60.0), (y2k + 60_000, 60.0)]
