@@ -389,6 +389,8 @@ class Ledger:
         """(first, last) of the held samples' and behind ticks' own time."""
         self._held_raw: dict[int, Any] = {}
         self._rebasing = False
+        self._stash: tuple[int, bytes] | None = None
+        """(jump time, the timeline before the last jump): see :meth:`_jump`."""
         self.counts: dict[str, int] = {"duplicates": 0, "clock_skew": 0, "jumps": 0, "rebases": 0}
         """Per machine: redeliveries absorbed, ``clock_skew`` dead letters, gaps not accounted
         (timeline restarted), re-bases onto a held timeline."""
@@ -423,6 +425,8 @@ class Ledger:
             p["held_span"] = self.held_span
         if any(self.counts.values()):
             p["clock_counts"] = dict(self.counts)
+        if self._stash is not None:
+            p["stash"] = self._stash
         return p
 
     def ledger_payload(self) -> dict[str, Any]:
@@ -457,6 +461,8 @@ class Ledger:
         span = p.get("held_span")
         self.held_span = None if span is None else (span[0], span[1])
         self._held_raw = {}
+        stash = p.get("stash")
+        self._stash = None if stash is None else (stash[0], stash[1])
         counts = {"duplicates": 0, "clock_skew": 0, "jumps": 0, "rebases": 0}
         self.counts = counts | dict(p.get("clock_counts", {}))
         self._out = []
@@ -518,6 +524,8 @@ class Ledger:
         if late:
             self._restate(late)
         self._drain(self.watermark)
+        if self._stash is not None and self.max_ts - self._stash[0] >= self.clock.rebase_after_ms:
+            self._stash = None  # the timeline after the jump goes on: it is the machine's
 
     def on_sample(self, ts: int, metric: str, value: Any, raw: Any = None) -> None:
         """One sample (see :meth:`ingest`)."""
@@ -611,7 +619,25 @@ class Ledger:
     def _rebase(self) -> None:
         """Take the held samples' timeline: the old one finished, the ledger empty, then them."""
         held, raws = self.held, self._held_raw
+        span = self.held_span
         self.held, self._held_raw, self.held_span = [], {}, None
+        stash, self._stash = self._stash, None
+        if stash is not None and span is not None:
+            fields, recent, fold = pickle.loads(stash[1])  # our own state
+            if fields["max_ts"] - self.horizon_ms <= span[0] <= fields["max_ts"] + self.clock.max_gap_ms:
+                # the held samples continue the timeline before the last jump: take it up again
+                self._finish_timeline()
+                version, seq, counts, out = self.version, self.seq, self.counts, self._out
+                self.load_ledger(fields | {"recent_packed": None, "recent": recent})
+                self.fold.load_state(fold)
+                self.version, self.seq, self.counts, self._out = version, seq, counts, out
+                self.counts["rebases"] += 1
+                self._rebasing = True
+                try:
+                    self.ingest([(ev[0], ev[2], ev[3]) for ev in held], [raws.get(ev[1]) for ev in held])
+                finally:
+                    self._rebasing = False
+                return
         self._finish_timeline()
         carry = getattr(self.fold, "carry", None)
         carried: list[tuple[str, Any]] = carry() if carry is not None else []
@@ -634,7 +660,17 @@ class Ledger:
             self._rebasing = False
 
     def _jump(self, t: int) -> None:
-        """A gap longer than ``max_gap``: finish the timeline, restart the fold empty at ``t``."""
+        """A gap longer than ``max_gap``: finish the timeline, restart the fold empty at ``t``.
+
+        The timeline before the jump is kept (``stash``) until the new one has gone on for
+        ``rebase_after``: when samples that continue it come back instead (the jump was a
+        sample from a wrong clock that the wall clock allowed), a re-base takes it up again.
+        """
+        if self._stash is None:
+            fields = self._fields() | {"max_ts": self.pos, "buffer": [], "held": [], "held_span": None}
+            fields.pop("stash", None)
+            self._stash = (t, pickle.dumps((fields, self.recent, self.fold.dump_state()),
+                                           pickle.HIGHEST_PROTOCOL))
         self.fold.finish()
         self._emit(self.fold.take())
         self.fold.reset()

@@ -269,3 +269,28 @@ def test_a_tick_of_the_held_timeline_counts_towards_the_re_base() -> None:
     acc.on_tick(y2k + 400_000, NOW)  # the new timeline goes on: its windows close
     new = [(r["window_start"], r["run_s"]) for t, r in acc.take() if t == "oee_facts" and r["window_start"] < T]
     assert new[:2] == [(y2k, 60.0), (y2k + 60_000, 60.0)]
+
+
+def test_one_sample_30_days_ahead_in_the_middle_of_an_old_file_is_taken_back_without_a_loss() -> None:
+    """No wall clock (an old file replayed): the sample jumps the machine 30 days ahead, the
+    real ones after it are held and take the timeline before the jump up again, as it was."""
+    samples = [(T, "machine_state", "running")] + [(T + i * 1000, "good_count", 100 + i) for i in range(1, 900)]
+    bad = (T + 30 * DAY, "machine_state", "running")
+    clean = feed(OeeAccounting.for_config(config(), "m1"), samples, now_ms=None)
+    acc = OeeAccounting.for_config(config(), "m1")
+    out = feed(acc, samples[:400] + [bad] + samples[400:], now_ms=None)
+    assert acc.counts["jumps"] == 1 and acc.counts["rebases"] == 1
+    assert facts(out) == facts(clean)  # every window as without it, the one of the jump included
+    assert "stash" not in acc.ledger_payload()
+
+
+def test_the_timeline_before_a_jump_is_dropped_once_the_new_one_goes_on() -> None:
+    acc = OeeAccounting.for_config(config(), "m1")
+    feed(acc, run(T, 10))
+    acc.ingest([(T + 3 * DAY, "machine_state", "running")], now_ms=None)  # a real gap: the machine was off
+    assert "stash" in acc.ledger_payload()
+    st = OEE_STATE.decode(acc.dump())
+    resumed = OeeAccounting.for_config(config(), "m1")
+    resumed.restore(st)
+    resumed.ingest([(T + 3 * DAY + 300_000, "good_parts", 1)], now_ms=None)
+    assert "stash" not in resumed.ledger_payload() and resumed.counts["jumps"] == 1
