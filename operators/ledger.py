@@ -40,7 +40,10 @@ Clocks (:class:`ClockPolicy`, config section ``clock``; ``docs/oee.md``, "Clocks
 - a step never accounts a gap longer than ``max_gap``: when the next sample (or the watermark)
   is further than that from the fold's position, the timeline is finished the same way and the
   fold restarts from its empty state at the new time, like a new machine (the gap is
-  unmonitored: no rows; parts counted across it are not attributed to any window);
+  unmonitored: no rows; parts counted across it are not attributed to any window). The
+  timeline before the jump is kept until the new one has gone on for ``rebase_after``: held
+  samples that continue it re-base the machine onto it (a single sample far ahead that the
+  wall clock allowed costs its own rows only);
 - a sample equal to one already buffered, applied (in the horizon) or held — same time, metric
   and value — is a redelivery: absorbed (applied once), counted (``counts["duplicates"]``) and
   written as a ``duplicate`` dead letter. Only samples of the same time are compared.
@@ -497,7 +500,7 @@ class Ledger:
                 if ts >= self.max_ts - self.max_behind_ms:
                     self._reject_held()
                     self._dead(ev, raw, "late")
-                elif self._rebasing:
+                elif self._rebasing:  # held, but not on the timeline they re-based onto
                     self._dead(ev, raw, self._behind(ts))
                 elif any(_same(h, ev) for h in self.held if h[0] == ts):
                     self._absorbed(ev, raw)
@@ -508,6 +511,10 @@ class Ledger:
                             self._restate(late)
                             late = []
                         self._rebase()
+                continue
+            if self._rebasing and self.max_ts >= 0 and ts > self.max_ts + self.clock.max_gap_ms:
+                self._dead(ev, raw, f"clock_skew: {_secs(ts - self.max_ts)} ahead of the machine's "
+                                    "time (held, not on the timeline it re-based onto)")
                 continue
             if self.held:
                 self._reject_held()
@@ -541,8 +548,7 @@ class Ledger:
         if now_ms is not None and ahead is not None and ts > now_ms + ahead:
             return
         if self.held and ts < self.max_ts - self.max_behind_ms:
-            lo, hi = self.held_span or (ts, ts)
-            self.held_span = (min(lo, ts), max(hi, ts))
+            self._extend_run(ts)
             if self._rebase_due():
                 self._rebase()
             return
@@ -594,8 +600,16 @@ class Ledger:
         self.held.append(ev)
         if raw is not None:
             self._held_raw[ev[1]] = raw
-        lo, hi = self.held_span or (ts, ts)
-        self.held_span = (min(lo, ts), max(hi, ts))
+        self._extend_run(ts)
+
+    def _extend_run(self, ts: int) -> None:
+        """``held_span`` is the run of held times that fit together (each within ``max_gap`` of
+        it): a time far from it starts a new run, so stray wrong times never add up."""
+        span, gap = self.held_span, self.clock.max_gap_ms
+        if span is None or not span[0] - gap <= ts <= span[1] + gap:
+            self.held_span = (ts, ts)
+        else:
+            self.held_span = (min(span[0], ts), max(span[1], ts))
 
     def _rebase_due(self) -> bool:
         span = self.held_span
@@ -621,6 +635,9 @@ class Ledger:
         held, raws = self.held, self._held_raw
         span = self.held_span
         self.held, self._held_raw, self.held_span = [], {}, None
+        if span is not None:  # the run first (it sets the timeline), strays after (dead letters)
+            gap = self.clock.max_gap_ms
+            held = sorted(held, key=lambda ev: not span[0] - gap <= ev[0] <= span[1] + gap)
         stash, self._stash = self._stash, None
         if stash is not None and span is not None:
             fields, recent, fold = pickle.loads(stash[1])  # our own state
@@ -642,7 +659,7 @@ class Ledger:
         carry = getattr(self.fold, "carry", None)
         carried: list[tuple[str, Any]] = carry() if carry is not None else []
         self.fold.reset()
-        start = min(ev[0] for ev in held)
+        start = span[0] if span is not None else min(ev[0] for ev in held)
         for metric, value in carried:  # the machine's context at the start of the new timeline
             self.seq += 1
             self.fold.apply((start, self.seq, metric, value))

@@ -278,7 +278,7 @@ def test_one_sample_30_days_ahead_in_the_middle_of_an_old_file_is_taken_back_wit
     bad = (T + 30 * DAY, "machine_state", "running")
     clean = feed(OeeAccounting.for_config(config(), "m1"), samples, now_ms=None)
     acc = OeeAccounting.for_config(config(), "m1")
-    out = feed(acc, samples[:400] + [bad] + samples[400:], now_ms=None)
+    out = feed(acc, [*samples[:400], bad, *samples[400:]], now_ms=None)
     assert acc.counts["jumps"] == 1 and acc.counts["rebases"] == 1
     assert facts(out) == facts(clean)  # every window as without it, the one of the jump included
     assert "stash" not in acc.ledger_payload()
@@ -294,3 +294,19 @@ def test_the_timeline_before_a_jump_is_dropped_once_the_new_one_goes_on() -> Non
     resumed.restore(st)
     resumed.ingest([(T + 3 * DAY + 300_000, "good_parts", 1)], now_ms=None)
     assert "stash" not in resumed.ledger_payload() and resumed.counts["jumps"] == 1
+
+
+def test_stray_wrong_times_never_add_up_to_a_re_base() -> None:
+    acc = OeeAccounting.for_config(config(), "m1")
+    feed(acc, run(T, 10))
+    y2k, epoch = 946_684_800_000, 1_000
+    acc.ingest([(y2k, "good_parts", 1), (epoch, "good_parts", 1), (y2k + 5_000, "good_parts", 1)], now_ms=NOW)
+    assert acc.counts["rebases"] == 0 and acc.held_span == (y2k + 5_000, y2k + 5_000)
+    # a PLC clock reset that goes on: the run from 2000 re-bases; the stray 1970 one is dead-lettered
+    acc.ingest([(y2k + i * 1000, "good_parts", 1) for i in range(6, 400)], now_ms=NOW)
+    out = acc.take()
+    assert acc.counts["rebases"] == 1
+    assert [r["ts"] for t, r in out if t == "deadletter"] == [epoch]
+    Ledger.finish(acc)
+    new = [r for t, r in out + acc.take() if t == "oee_facts" and r["window_start"] < T]
+    assert sum(r["good"] for r in latest([("f", r) for r in new], "f", "window_start").values()) == 396  # 2 + 394: the stray is not among them
