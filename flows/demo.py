@@ -62,7 +62,8 @@ class DemoSummary:
 
 
 def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int = 15) -> PlantConfig:
-    """``config`` plus every simulated machine with its line and ideal cycle times (OEE needs them).
+    """``config`` plus every simulated machine with its line and ideal cycle times (OEE needs them),
+    and no ``clock.max_ahead_s`` (the simulators run faster than the wall clock, from now).
 
     The PLC line's first machines come from ``config.lines``; the ones it generates beyond them
     join the first line. The bakery's lines come from its own plant config.
@@ -91,7 +92,9 @@ def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int 
     data = config.model_dump()
     lines = [{**ln, "machines": [*ln["machines"], *added.pop(ln["id"], [])]} for ln in data["lines"]]
     lines += [{"id": lid, "machines": ms} for lid, ms in added.items()]
-    return PlantConfig.model_validate({**data, "lines": lines})
+    # simulated time runs ahead of the wall clock (speed × real time from now): no ahead check
+    clock = {**data["clock"], "max_ahead_s": None}
+    return PlantConfig.model_validate({**data, "lines": lines, "clock": clock})
 
 
 def demo_workorders(config: PlantConfig, *, machines: int = 3, bakery_machines: int = 15,

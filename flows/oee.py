@@ -13,7 +13,8 @@ would leave that hour's windows open). Its state is
 :class:`~plantstream.operators.oee.OeeState`, encoded by
 :data:`~plantstream.operators.oee.OEE_STATE` (kind ``oee``, format version, plain data). The
 logic emits ``(table, row)`` pairs, split into ``oee_facts``, ``downtime_events`` and
-``deadletter`` (samples beyond the restatement horizon, reason ``late``).
+``deadletter`` (samples beyond the restatement horizon, reason ``late``; wrong clocks,
+``clock_skew``; redeliveries, ``duplicate``).
 
 Unit of parallelism: the machine (Kafka key). Delivery: effectively-once with recovery — the
 state is snapshotted with the input offsets, and every row lands in a ReplacingMergeTree keyed

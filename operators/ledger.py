@@ -22,9 +22,31 @@ A sample older than the fold's position but within the horizon (``max_ts −
 restatement_horizon_s``) **restates**: the fold is restored from the last checkpoint before it,
 the journal since then is applied again with the sample in its place, and every row whose
 content changed is emitted again with a higher version; rows that no longer exist get the fold's
-*tombstone* (a downtime event ``deleted = 1``, a scrap event of quantity 0). Only samples older
-than the horizon are dead-lettered (reason ``late``). Samples that arrive together (one
-``ingest`` call, e.g. one Kafka poll of a machine) restate once.
+*tombstone* (a downtime event ``deleted = 1``, a scrap event of quantity 0). Samples that
+arrive together (one ``ingest`` call, e.g. one Kafka poll of a machine) restate once.
+
+Clocks (:class:`ClockPolicy`, config section ``clock``; ``docs/oee.md``, "Clocks"):
+
+- a sample more than ``max_ahead`` ahead of the wall clock at arrival (``now_ms``, given by the
+  caller) is dead-lettered ``clock_skew`` and moves nothing;
+- a sample older than the horizon is dead-lettered ``late`` when it is within ``max_behind``
+  of the machine's newest sample; beyond that it is a wrong clock: **held** (a bounded list,
+  part of the state). A sample that fits the machine's timeline rejects the held ones
+  (``clock_skew`` dead letters); held samples that span ``rebase_after`` of their own time (or
+  reach ``rebase_after_samples``) **re-base** the machine: its timeline is finished (every
+  buffered sample applied, the fold's open rows closed as at the end of input), the ledger
+  starts again (same versions on) from the fold's context (``Fold.carry``, applied at the first
+  held sample's time: the new timeline's origin), and the held samples are its input;
+- a step never accounts a gap longer than ``max_gap``: when the next sample (or the watermark)
+  is further than that from the fold's position, the timeline is finished the same way and the
+  fold restarts from its empty state at the new time, like a new machine (the gap is
+  unmonitored: no rows; parts counted across it are not attributed to any window). The
+  timeline before the jump is kept until the new one has gone on for ``rebase_after``: held
+  samples that continue it re-base the machine onto it (a single sample far ahead that the
+  wall clock allowed costs its own rows only);
+- a sample equal to one already buffered, applied (in the horizon) or held — same time, metric
+  and value — is a redelivery: absorbed (applied once), counted (``counts["duplicates"]``) and
+  written as a ``duplicate`` dead letter. Only samples of the same time are compared.
 
 State is plain data (:meth:`Ledger.ledger_payload`), encoded with the fold's state by the
 owner's :class:`operators.state.StateCodec`. The journal is kept compact, in memory and in
@@ -61,8 +83,14 @@ A fold that counts samples per minute (a window closes when event time passes it
 >>> [(r["minute"], r["n"], r["version"]) for _, r in led.take()]
 [(0, 2, 3)]
 >>> led.ingest([(130_000 - 3_600_001, "x", 1)])   # beyond the horizon
->>> [t for t, _ in led.take()]
-['deadletter']
+>>> [(t, r["reason"]) for t, r in led.take()]
+[('deadletter', 'late')]
+>>> led.ingest([(5_000, "x", 1)])   # the same sample again: absorbed
+>>> [(t, r["reason"][:9]) for t, r in led.take()], led.counts["duplicates"]
+([('deadletter', 'duplicate')], 1)
+>>> led.ingest([(10**13, "x", 1)], now_ms=130_000)   # 317 years ahead of the wall clock
+>>> [r["reason"][:30] for _, r in led.take()], led.max_ts
+(['clock_skew: 9999999870 s ahead'], 130000)
 """
 
 from __future__ import annotations
@@ -72,9 +100,13 @@ import math
 import pickle
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from plantstream.schemas.config import PlantConfig
 
 Event = tuple[int, int, str, Any]
 """(ts, arrival sequence, metric, value): one sample as the ledger journals it."""
@@ -91,7 +123,10 @@ class Fold(Protocol):
     """A per-machine computation over samples in event-time order (see the module docstring).
 
     The fold owns its state; the ledger only asks for a plain copy of it (``dump_state``) at
-    checkpoints and restores it (``load_state``, ``reset`` for the origin).
+    checkpoints and restores it (``load_state``, ``reset`` for the origin). Optionally a fold has
+    ``carry() -> list[(metric, value)]``: its context as samples (state, part number, the last
+    value of each cumulative counter …), which a re-base applies to the reset fold at the start
+    of the new timeline, so the machine goes on as it was (only its clock changed).
     """
 
     def reset(self) -> None: ...
@@ -282,11 +317,58 @@ def upgrade_state_v1(p: dict[str, Any]) -> dict[str, Any]:
     return p | {"ledger": upgrade_ledger_v1(p["ledger"])}
 
 
+@dataclass(frozen=True)
+class ClockPolicy:
+    """What a machine's sample times may do (milliseconds; see the module docstring).
+
+    >>> ClockPolicy().behind_ms(86_400_000) == 7 * 86_400_000
+    True
+    """
+
+    max_ahead_ms: int | None = 300_000
+    """Ahead of the wall clock at arrival: ``clock_skew`` (None: no check)."""
+    max_behind_ms: int | None = None
+    """Behind the machine's newest sample, beyond the horizon: ``late`` within, held beyond
+    (None: the larger of 7 days and the horizon)."""
+    max_gap_ms: int = 86_400_000
+    """A gap longer than this is not accounted: the timeline restarts after it."""
+    rebase_after_ms: int = 300_000
+    """Held samples spanning this much of their own time re-base the machine …"""
+    rebase_after_samples: int = 1_000
+    """… or this many of them (the bound of the held list)."""
+
+    def behind_ms(self, horizon_ms: int) -> int:
+        return self.max_behind_ms if self.max_behind_ms is not None else max(7 * 86_400_000, horizon_ms)
+
+    @classmethod
+    def of(cls, config: PlantConfig) -> ClockPolicy:
+        """The policy of a plant config's ``clock`` section (its documented defaults)."""
+        c, horizon_s = config.clock, config.lateness.restatement_horizon_s
+        return cls(None if c.max_ahead_s is None else round(c.max_ahead_s * 1000),
+                   round(c.behind_s(horizon_s) * 1000), round(c.gap_s(config.window_s) * 1000),
+                   round(c.rebase_after_s * 1000), c.rebase_after_samples)
+
+
+def _ts(ev: Event) -> int:
+    return ev[0]
+
+
+def _same(a: Event, b: Event) -> bool:
+    """The same sample (time, metric and value of the same type): a redelivery."""
+    return a[0] == b[0] and a[2] == b[2] and type(a[3]) is type(b[3]) and a[3] == b[3]
+
+
+def _secs(ms: int) -> str:
+    return f"{ms / 1000:.0f} s"
+
+
 class Ledger:
     """One machine's event-time ledger around a :class:`Fold`.
 
-    ``late_row(event, raw)`` makes the dead-letter row of a sample beyond the horizon (``raw`` is
-    what the caller passed with the sample, e.g. the Measurement).
+    ``late_row(event, raw)`` makes the dead-letter row of a sample the ledger does not apply
+    (``raw`` is what the caller passed with the sample, e.g. the Measurement); the ledger sets
+    its ``reason`` (``late``, ``clock_skew: …``, ``duplicate: …``). ``clock`` is the
+    :class:`ClockPolicy` (default: its defaults).
     """
 
     CHECKPOINT_MS = 600_000
@@ -297,11 +379,24 @@ class Ledger:
     (a snapshot encodes the packed ones as they were, and at most this many as tuples)."""
 
     def __init__(self, fold: Fold, lateness_ms: int, horizon_ms: int,
-                 late_row: Callable[[Event, Any], dict[str, Any]]) -> None:
+                 late_row: Callable[[Event, Any], dict[str, Any]], clock: ClockPolicy | None = None) -> None:
         self.fold = fold
         self.lateness_ms = lateness_ms
         self.horizon_ms = horizon_ms
         self.late_row = late_row
+        self.clock = clock = clock or ClockPolicy()
+        self.max_behind_ms = clock.behind_ms(horizon_ms)
+        self.held: list[Event] = []
+        """Samples beyond ``max_behind`` of the machine's time, waiting for a re-base (arrival order)."""
+        self.held_span: tuple[int, int] | None = None
+        """(first, last) of the held samples' and behind ticks' own time."""
+        self._held_raw: dict[int, Any] = {}
+        self._rebasing = False
+        self._stash: tuple[int, bytes] | None = None
+        """(jump time, the timeline before the last jump): see :meth:`_jump`."""
+        self.counts: dict[str, int] = {"duplicates": 0, "clock_skew": 0, "jumps": 0, "rebases": 0}
+        """Per machine: redeliveries absorbed, ``clock_skew`` dead letters, gaps not accounted
+        (timeline restarted), re-bases onto a held timeline."""
         self.max_ts = -1
         self.seq = 0
         self.version = 0
@@ -323,10 +418,19 @@ class Ledger:
 
     # -- state ---------------------------------------------------------------------------------
     def _fields(self) -> dict[str, Any]:
-        return {"max_ts": self.max_ts, "seq": self.seq, "version": self.version, "pos": self.pos,
-                "last_key": self.last_key, "buffer": list(self.buffer), "segments": list(self.segments),
-                "open_from": self.open_from, "open_since": self.open_since,
-                "open_state": self.open_state}
+        p = {"max_ts": self.max_ts, "seq": self.seq, "version": self.version, "pos": self.pos,
+             "last_key": self.last_key, "buffer": list(self.buffer), "segments": list(self.segments),
+             "open_from": self.open_from, "open_since": self.open_since,
+             "open_state": self.open_state}
+        # the clock's keys are optional (read with defaults): only written when they hold something
+        if self.held:
+            p["held"] = list(self.held)
+            p["held_span"] = self.held_span
+        if any(self.counts.values()):
+            p["clock_counts"] = dict(self.counts)
+        if self._stash is not None:
+            p["stash"] = self._stash
+        return p
 
     def ledger_payload(self) -> dict[str, Any]:
         """The ledger's own state as plain data (the fold's is the owner's to add).
@@ -356,6 +460,14 @@ class Ledger:
         head = [] if blob is None else unpack_events(pickle.loads(zlib.decompress(blob)))
         self._packed = None if blob is None else (blob, len(head))
         self.recent = head + [tuple(e) for e in p["recent"]]
+        self.held = [tuple(e) for e in p.get("held", ())]
+        span = p.get("held_span")
+        self.held_span = None if span is None else (span[0], span[1])
+        self._held_raw = {}
+        stash = p.get("stash")
+        self._stash = None if stash is None else (stash[0], stash[1])
+        counts = {"duplicates": 0, "clock_skew": 0, "jumps": 0, "rebases": 0}
+        self.counts = counts | dict(p.get("clock_counts", {}))
         self._out = []
 
     @property
@@ -367,16 +479,48 @@ class Ledger:
         out, self._out = self._out, []
         return out
 
-    def ingest(self, samples: Iterable[tuple[int, str, Any]], raws: Iterable[Any] | None = None) -> None:
-        """Samples ``(ts, metric, value)`` in arrival order (``raws``: what a dead letter keeps)."""
+    def ingest(self, samples: Iterable[tuple[int, str, Any]], raws: Iterable[Any] | None = None,
+               now_ms: int | None = None) -> None:
+        """Samples ``(ts, metric, value)`` in arrival order (``raws``: what a dead letter keeps;
+        ``now_ms``: the wall clock at arrival, for ``clock.max_ahead_ms``; None: no check)."""
         late: list[Event] = []
         raw_iter = iter(raws) if raws is not None else None
+        ahead = self.clock.max_ahead_ms
+        limit = None if now_ms is None or ahead is None else now_ms + ahead
         for ts, metric, value in samples:
             raw = next(raw_iter) if raw_iter is not None else None
             self.seq += 1
             ev: Event = (ts, self.seq, metric, value)
+            if limit is not None and ts > limit:
+                assert now_ms is not None
+                self._dead(ev, raw, f"clock_skew: {_secs(ts - now_ms)} ahead of the wall clock "
+                                    f"(clock.max_ahead_s {_secs(ahead or 0)})")
+                continue
             if self.max_ts >= 0 and ts < self.max_ts - self.horizon_ms:
-                self._out.append(("deadletter", self.late_row(ev, raw)))
+                if ts >= self.max_ts - self.max_behind_ms:
+                    self._reject_held()
+                    self._dead(ev, raw, "late")
+                elif self._rebasing:  # held, but not on the timeline they re-based onto
+                    self._dead(ev, raw, self._behind(ts))
+                elif any(_same(h, ev) for h in self.held if h[0] == ts):
+                    self._absorbed(ev, raw)
+                else:
+                    self._hold(ev, raw, ts)
+                    if self._rebase_due():
+                        if late:
+                            self._restate(late)
+                            late = []
+                        self._rebase()
+                continue
+            if self._rebasing and self.max_ts >= 0 and ts > self.max_ts + self.clock.max_gap_ms:
+                self._dead(ev, raw, f"clock_skew: {_secs(ts - self.max_ts)} ahead of the machine's "
+                                    "time (held, not on the timeline it re-based onto)")
+                continue
+            if self.held:
+                self._reject_held()
+            buf = self.buffer
+            if ((buf and ts <= buf[-1][0]) or late or ts <= self.pos) and self._duplicate(ev, late):
+                self._absorbed(ev, raw)
                 continue
             if ts < self.pos or (self.last_key is not None and order_key(ev) < self.last_key):
                 late.append(ev)
@@ -387,17 +531,171 @@ class Ledger:
         if late:
             self._restate(late)
         self._drain(self.watermark)
+        if self._stash is not None and self.max_ts - self._stash[0] >= self.clock.rebase_after_ms:
+            self._stash = None  # the timeline after the jump goes on: it is the machine's
 
     def on_sample(self, ts: int, metric: str, value: Any, raw: Any = None) -> None:
         """One sample (see :meth:`ingest`)."""
         self.ingest(((ts, metric, value),), (raw,))
 
-    def tick(self, ts: int) -> None:
-        """Another metric of the machine was measured at ``ts``: event time moved on (never late)."""
-        if self.max_ts < 0 or ts <= self.max_ts:
+    def tick(self, ts: int, now_ms: int | None = None) -> None:
+        """Another metric of the machine was measured at ``ts``: event time moved on (never
+        late). A tick ahead of the wall clock is ignored; one beyond ``max_behind`` while
+        samples are held counts towards their re-base."""
+        if self.max_ts < 0:
+            return
+        ahead = self.clock.max_ahead_ms
+        if now_ms is not None and ahead is not None and ts > now_ms + ahead:
+            return
+        if self.held and ts < self.max_ts - self.max_behind_ms:
+            self._extend_run(ts)
+            if self._rebase_due():
+                self._rebase()
+            return
+        if ts <= self.max_ts:
             return
         self.max_ts = ts
         self._drain(self.watermark)
+
+    # -- clocks and redeliveries -----------------------------------------------------------------
+    def _dead(self, ev: Event, raw: Any, reason: str) -> None:
+        row = self.late_row(ev, raw)
+        row["reason"] = reason
+        if reason.startswith("clock_skew"):
+            self.counts["clock_skew"] += 1
+        self._out.append(("deadletter", row))
+
+    def _behind(self, ts: int) -> str:
+        return (f"clock_skew: {_secs(self.max_ts - ts)} behind the machine's time "
+                f"(clock.max_behind_s {_secs(self.max_behind_ms)})")
+
+    def _absorbed(self, ev: Event, raw: Any) -> None:
+        self.counts["duplicates"] += 1
+        self._dead(ev, raw, f"duplicate: the same sample (time, metric, value) was taken already; "
+                            f"{self.counts['duplicates']} absorbed for this machine")
+
+    def _duplicate(self, ev: Event, late: list[Event]) -> bool:
+        """``ev`` equals a sample of the same time that is buffered, among this call's late ones,
+        or applied in the open journal segment (older ones: :meth:`_restate`)."""
+        ts = ev[0]
+        buf = self.buffer
+        if buf and ts <= buf[-1][0]:
+            i = bisect.bisect_left(buf, ts, key=_ts)
+            while i < len(buf) and buf[i][0] == ts:
+                if _same(buf[i], ev):
+                    return True
+                i += 1
+        if late and any(_same(e, ev) for e in late):
+            return True
+        recent = self.recent
+        if recent and ts <= self.pos and ts >= recent[0][0]:
+            i = bisect.bisect_left(recent, ts, key=_ts)
+            while i < len(recent) and recent[i][0] == ts:
+                if _same(recent[i], ev):
+                    return True
+                i += 1
+        return False
+
+    def _hold(self, ev: Event, raw: Any, ts: int) -> None:
+        self.held.append(ev)
+        if raw is not None:
+            self._held_raw[ev[1]] = raw
+        self._extend_run(ts)
+
+    def _extend_run(self, ts: int) -> None:
+        """``held_span`` is the run of held times that fit together (each within ``max_gap`` of
+        it): a time far from it starts a new run, so stray wrong times never add up."""
+        span, gap = self.held_span, self.clock.max_gap_ms
+        if span is None or not span[0] - gap <= ts <= span[1] + gap:
+            self.held_span = (ts, ts)
+        else:
+            self.held_span = (min(span[0], ts), max(span[1], ts))
+
+    def _rebase_due(self) -> bool:
+        span = self.held_span
+        return bool(self.held) and (len(self.held) >= self.clock.rebase_after_samples or (
+            span is not None and span[1] - span[0] >= self.clock.rebase_after_ms))
+
+    def _reject_held(self) -> None:
+        """The machine's timeline goes on: the held samples were a wrong clock."""
+        held, raws = self.held, self._held_raw
+        self.held, self._held_raw, self.held_span = [], {}, None
+        for ev in held:
+            self._dead(ev, raws.get(ev[1]), self._behind(ev[0]))
+
+    def _finish_timeline(self) -> None:
+        """Apply everything buffered and let the fold close what is open (as at the end of input)."""
+        if self.max_ts >= 0 and self.buffer:
+            self._drain(self.max_ts)
+        self.fold.finish()
+        self._emit(self.fold.take())
+
+    def _rebase(self) -> None:
+        """Take the held samples' timeline: the old one finished, the ledger empty, then them."""
+        held, raws = self.held, self._held_raw
+        span = self.held_span
+        self.held, self._held_raw, self.held_span = [], {}, None
+        if span is not None:  # the run first (it sets the timeline), strays after (dead letters)
+            gap = self.clock.max_gap_ms
+            held = sorted(held, key=lambda ev: not span[0] - gap <= ev[0] <= span[1] + gap)
+        stash, self._stash = self._stash, None
+        if stash is not None and span is not None:
+            fields, recent, fold = pickle.loads(stash[1])  # our own state
+            if fields["max_ts"] - self.horizon_ms <= span[0] <= fields["max_ts"] + self.clock.max_gap_ms:
+                # the held samples continue the timeline before the last jump: take it up again
+                self._finish_timeline()
+                version, seq, counts, out = self.version, self.seq, self.counts, self._out
+                self.load_ledger(fields | {"recent_packed": None, "recent": recent})
+                self.fold.load_state(fold)
+                self.version, self.seq, self.counts, self._out = version, seq, counts, out
+                self.counts["rebases"] += 1
+                self._rebasing = True
+                try:
+                    self.ingest([(ev[0], ev[2], ev[3]) for ev in held], [raws.get(ev[1]) for ev in held])
+                finally:
+                    self._rebasing = False
+                return
+        self._finish_timeline()
+        carry = getattr(self.fold, "carry", None)
+        carried: list[tuple[str, Any]] = carry() if carry is not None else []
+        self.fold.reset()
+        start = span[0] if span is not None else min(ev[0] for ev in held)
+        for metric, value in carried:  # the machine's context at the start of the new timeline
+            self.seq += 1
+            self.fold.apply((start, self.seq, metric, value))
+        self._emit(self.fold.take())
+        # the new timeline's origin is the fold with its context: restating starts from there
+        self.max_ts, self.pos, self.last_key, self.buffer = -1, start if carried else -1, None, []
+        self.segments, self.open_from, self.open_since = [], ORIGIN, start
+        self.open_state = self.fold.dump_state()
+        self.recent, self._packed = [], None
+        self.counts["rebases"] += 1
+        self._rebasing = True
+        try:
+            self.ingest([(ev[0], ev[2], ev[3]) for ev in held], [raws.get(ev[1]) for ev in held])
+        finally:
+            self._rebasing = False
+
+    def _jump(self, t: int) -> None:
+        """A gap longer than ``max_gap``: finish the timeline, restart the fold empty at ``t``.
+
+        The timeline before the jump is kept (``stash``) until the new one has gone on for
+        ``rebase_after``: when samples that continue it come back instead (the jump was a
+        sample from a wrong clock that the wall clock allowed), a re-base takes it up again.
+        """
+        if self._stash is None:
+            fields = self._fields() | {"max_ts": self.pos, "buffer": [], "held": [], "held_span": None}
+            fields.pop("stash", None)
+            self._stash = (t, pickle.dumps((fields, self.recent, self.fold.dump_state()),
+                                           pickle.HIGHEST_PROTOCOL))
+        self.fold.finish()
+        self._emit(self.fold.take())
+        self.fold.reset()
+        self.segments, self.open_from, self.open_since = [], ORIGIN, t
+        self.open_state = self.fold.dump_state()
+        self.recent, self._packed, self.last_key = [], None, None
+        self.pos = t
+        self.counts["jumps"] += 1
 
     def flush(self) -> None:
         """Apply every buffered sample now (the machine went quiet); later samples for an
@@ -415,14 +713,18 @@ class Ledger:
             return
         keep = pickle.dumps((self._fields(), self.recent, self.fold.dump_state()),
                             protocol=pickle.HIGHEST_PROTOCOL)
-        packed = self._packed
+        packed, held_raw = self._packed, self._held_raw
+        for ev in self.held:  # undecided at the end of input: dead letters, provisionally
+            row = self.late_row(ev, held_raw.get(ev[1]))
+            row["reason"] = self._behind(ev[0]) + ", held at the end of input"
+            self._out.append(("deadletter", row))
         self._drain(self.max_ts)
         self.fold.finish()
         self._emit(self.fold.take())
         version, out = self.version, self._out
         ledger, recent, fold = pickle.loads(keep)
         self.load_ledger(ledger | {"recent_packed": None, "recent": recent})
-        self._packed = packed
+        self._packed, self._held_raw = packed, held_raw
         self.fold.load_state(fold)
         self.version, self._out = version, out
 
@@ -436,14 +738,21 @@ class Ledger:
 
     def _drain(self, upto: int) -> None:
         buf = self.buffer
+        gap = self.clock.max_gap_ms
         i = 0
         while i < len(buf) and buf[i][0] <= upto:
-            self._apply_logged(buf[i])
+            ev = buf[i]
+            if 0 <= self.pos < ev[0] - gap:
+                self._jump(ev[0])
+            self._apply_logged(ev)
             i += 1
         if i:
             del buf[:i]
         if upto > self.pos:
-            self.fold.advance(upto)
+            if 0 <= self.pos < upto - gap:
+                self._jump(upto)
+            else:
+                self.fold.advance(upto)
             self.pos = upto
         self._emit(self.fold.take())
 
@@ -493,6 +802,17 @@ class Ledger:
         if idx == len(self.segments):
             state = self.open_state
         events.extend(self.recent)
+        at = {ev[0] for ev in late}
+        applied = [e for e in events if e[0] in at]
+        fresh = [ev for ev in late if not any(_same(e, ev) for e in applied)]
+        if len(fresh) < len(late):  # redeliveries of applied samples: absorbed, not applied again
+            for ev in late:
+                if not any(_same(e, ev) for e in applied):
+                    continue
+                self._absorbed(ev, None)
+            if not fresh:
+                return
+            late = fresh
         pos = self.pos
         self._emit(self.fold.take())
         # what the rows were: the fold again from the checkpoint over the journal as it was

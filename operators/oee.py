@@ -27,10 +27,12 @@ than that but within ``lateness.restatement_horizon_s`` — also one earlier tha
 sample seen of the machine — restates: the fold is restored from the journal's last
 checkpoint before it, the samples since are applied again with it in its place, and every
 window and downtime event whose content changed is emitted again with a higher ``version``
-(tables keep the latest version; an event that no longer exists gets ``deleted = 1``). Only
-older samples go to the dead letter with reason ``late``. The end of input closes every open
-window and resolves every pending stop provisionally, without ending them: a run resumed later
-restates them.
+(tables keep the latest version; an event that no longer exists gets ``deleted = 1``). Older
+samples go to the dead letter with reason ``late``, or ``clock_skew`` when the machine's clock
+is wrong (the ledger's clock policy, config section ``clock``: ahead of the wall clock, far
+behind the machine's time, gaps and re-bases; redeliveries are absorbed). The end of input
+closes every open window and resolves every pending stop provisionally, without ending them: a
+run resumed later restates them.
 
 Counters (:mod:`operators.counters`, docs/oee.md "Counters"): ``good_count`` /
 ``reject_count`` / ``total_count`` are cumulative; the first value is a baseline, a decrease is
@@ -79,7 +81,16 @@ from plantstream.operators.counters import (
     CounterRules,
 )
 from plantstream.operators.downtime import DowntimeTracker, Stop, fault_text
-from plantstream.operators.ledger import ORIGIN, Emitted, Event, Ledger, Output, order_key, upgrade_state_v1
+from plantstream.operators.ledger import (
+    ORIGIN,
+    ClockPolicy,
+    Emitted,
+    Event,
+    Ledger,
+    Output,
+    order_key,
+    upgrade_state_v1,
+)
 from plantstream.operators.logic import LogicError, LogicSpec, MachineLogic
 from plantstream.operators.shifts import ShiftCalendar, Span
 from plantstream.operators.state import StateCodec
@@ -281,11 +292,11 @@ class OeeAccounting(Ledger):
     def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
                  ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
                  microstop_ms: int, lateness_ms: int, horizon_ms: int,
-                 counter_rules: CounterRules = DEFAULT_RULES) -> None:
+                 counter_rules: CounterRules = DEFAULT_RULES, clock: ClockPolicy | None = None) -> None:
         self.machine = machine
         self.acc_fold = OeeFold(machine, site, line, config_ideal_ms, ideal_by_part, calendar, losses,
                                 microstop_ms, counter_rules)
-        super().__init__(self.acc_fold, lateness_ms, horizon_ms, self._late)
+        super().__init__(self.acc_fold, lateness_ms, horizon_ms, self._late, clock)
 
     @classmethod
     def for_config(cls, config: PlantConfig, machine: str,
@@ -297,7 +308,7 @@ class OeeAccounting(Ledger):
                    round(config.microstop_threshold_s * 1000),
                    round(config.lateness.allowed_lateness_s * 1000),
                    round(config.lateness.restatement_horizon_s * 1000),
-                   CounterRules.of(config.counters_for(machine)))
+                   CounterRules.of(config.counters_for(machine)), ClockPolicy.of(config))
 
     @property
     def site(self) -> str:
@@ -352,7 +363,7 @@ class OeeAccounting(Ledger):
             self.ingest(((ts, metric, value),))
         return self.take()
 
-    def on_tick(self, ts: int) -> None:
+    def on_tick(self, ts: int, now_ms: int | None = None) -> None:
         """Another metric from this machine (a temperature, a vibration) was measured at ``ts``.
 
         The machine's event time has passed ``ts``, so windows close while it sits in one state
@@ -368,7 +379,7 @@ class OeeAccounting(Ledger):
         >>> [(r["window_start"], r["run_s"]) for t, r in acc.take() if t == "oee_facts"]
         [(0, 60.0), (60000, 60.0)]
         """
-        self.tick(ts)
+        self.tick(ts, now_ms)
 
     def flush(self) -> list[Output]:  # type: ignore[override]
         """Apply every buffered sample now (the machine went quiet: its buffered samples are
@@ -451,6 +462,25 @@ class OeeFold:
         self._resolve_pending(final=True)
         self._close_windows(None)
         self._downtime(self.acc.downtime.tick(self.acc.cursor))
+
+    def carry(self) -> list[tuple[str, Any]]:
+        """The machine's context as samples, for a re-base onto a new timeline (its clock
+        jumped): part number, work order, ideal cycle time, the last value of each cumulative
+        counter, the fault code and the state."""
+        acc = self.acc
+        out: list[tuple[str, Any]] = []
+        if acc.part:
+            out.append((PART_NUMBER, acc.part))
+        if acc.work_order:
+            out.append((WORK_ORDER, acc.work_order))
+        if acc.ideal_override_ms is not None:
+            out.append((IDEAL_CYCLE_TIME_MS, acc.ideal_override_ms))
+        out += [(metric, c.last) for metric, c in acc.counters.items() if c.last is not None]
+        if acc.fault:
+            out.append((FAULT_CODE, acc.fault))
+        if acc.state:
+            out.append((MACHINE_STATE, acc.state))
+        return out
 
     def tombstone(self, table: str, key: Hashable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A downtime event that no longer exists is written again with ``deleted = 1``; a
@@ -778,11 +808,13 @@ class OeeLogic(MachineLogic[OeeState, list[Output]]):
             raws.append(m)
         if acc is None:  # ticks of a sensor-only asset: no OEE, nothing kept (see discard)
             return []
+        now = self.now()
+        now_ms = round(now.timestamp() * 1000)
         if batch:
-            acc.ingest(batch, raws)
-            self.due = self.now() + timedelta(milliseconds=acc.lateness_ms) if acc.buffer else None
+            acc.ingest(batch, raws, now_ms)
+            self.due = now + timedelta(milliseconds=acc.lateness_ms) if acc.buffer else None
         if tick >= 0:
-            acc.on_tick(tick)
+            acc.on_tick(tick, now_ms)
         out = acc.take()
         return [out] if out else []
 

@@ -19,8 +19,9 @@ Three pure pieces, each driven by one thin Bytewax step in :mod:`flows.scrap`:
     ``lateness.restatement_horizon_s`` — a counter sample or a ``scrap_reason`` (a
     **reclassification**) alike — restates: the events and rate contributions it changes are
     emitted again with a higher ``version`` (the table keeps the latest, never a second event;
-    an event that no longer exists is written with quantity 0). Only samples older than the
-    horizon go to the dead letter (reason ``late``). Each time event time passes a hop
+    an event that no longer exists is written with quantity 0). Older samples go to the dead
+    letter (reason ``late``, or ``clock_skew`` under the ledger's clock policy; redeliveries are
+    absorbed). Each time event time passes a hop
     boundary ``B`` (``scrap.hop_s``) the fold emits its **rate contributions** for ``B``: the
     minute's good/reject counts and the sums over the rolling window ``[B − window_s, B)``, per
     machine, for its line and per part number.
@@ -60,6 +61,7 @@ import csv
 import io
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +78,7 @@ from plantstream.operators.counters import (
     Counter,
     CounterRules,
 )
-from plantstream.operators.ledger import Emitted, Event, Ledger, Output, upgrade_state_v1
+from plantstream.operators.ledger import ClockPolicy, Emitted, Event, Ledger, Output, upgrade_state_v1
 from plantstream.operators.logic import LogicSpec, MachineLogic
 from plantstream.operators.state import StateCodec
 from plantstream.schemas.config import PlantConfig
@@ -103,6 +105,10 @@ SCRAP_METRICS = frozenset({GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, GOOD_PARTS, RE
 def _sides_of(counters: dict[str, Counter]) -> list[str]:
     """The sides (good, reject, total) a machine's cumulative counters report, in that order."""
     return [side for side in (GOOD, REJECT, "total") if any(SIDE[m] == side for m in counters)]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def reason_text(value: object) -> str:
@@ -421,6 +427,18 @@ class ScrapFold:
         if self.cursor >= 0:
             self._boundaries(self.cursor - self.cursor % self.hop_ms + self.hop_ms)
 
+    def carry(self) -> list[tuple[str, Any]]:
+        """The machine's context as samples, for a re-base onto a new timeline (its clock
+        jumped): part number, work order, scrap reason and the last value of each counter."""
+        out: list[tuple[str, Any]] = []
+        if self.part:
+            out.append((PART_NUMBER, self.part))
+        if self.work_order:
+            out.append((WORK_ORDER, self.work_order))
+        if self.reason != UNASSIGNED:
+            out.append((SCRAP_REASON, self.reason))
+        return out + [(metric, c.last) for metric, c in self.counters.items() if c.last is not None]
+
     def tombstone(self, table: str, key: Hashable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A scrap event that no longer exists is written again with quantity 0; a rate
         contribution with zero counts."""
@@ -512,11 +530,12 @@ class ScrapTracker(Ledger):
     event-time :class:`~operators.ledger.Ledger` (pure; no I/O, no clock)."""
 
     def __init__(self, machine: str, site: str, line: str, scrap: ScrapConfig, lateness_ms: int,
-                 horizon_ms: int, counter_rules: CounterRules = DEFAULT_RULES) -> None:
+                 horizon_ms: int, counter_rules: CounterRules = DEFAULT_RULES,
+                 clock: ClockPolicy | None = None) -> None:
         self.machine = machine
         self.cfg = scrap
         self.scrap_fold = ScrapFold(machine, site, line, scrap, counter_rules)
-        super().__init__(self.scrap_fold, lateness_ms, horizon_ms, self._late)
+        super().__init__(self.scrap_fold, lateness_ms, horizon_ms, self._late, clock)
 
     @classmethod
     def for_config(cls, config: PlantConfig, machine: str, site: str = "", line: str = "") -> ScrapTracker:
@@ -526,7 +545,7 @@ class ScrapTracker(Ledger):
         return cls(machine, site or info.site, line or info.line, config.scrap,
                    round(config.lateness.allowed_lateness_s * 1000),
                    round(config.lateness.restatement_horizon_s * 1000),
-                   CounterRules.of(config.counters_for(machine)))
+                   CounterRules.of(config.counters_for(machine)), ClockPolicy.of(config))
 
     @property
     def site(self) -> str:
@@ -591,11 +610,14 @@ class ScrapLogic(MachineLogic[ScrapState, list[Output]]):
     the tracker at once, so late ones among them restate once. The tracker is built from the
     first sample's machine, site and line (a source that sends them wins over the plant
     config), or from the resumed state. Each output is the list of ``(table, row)`` that one
-    call made final.
+    call made final. ``now`` is the wall clock the samples arrive at (the clock policy's
+    ``max_ahead``; injected for tests).
     """
 
-    def __init__(self, make: Callable[[str, str, str], ScrapTracker], state: ScrapState | None) -> None:
+    def __init__(self, make: Callable[[str, str, str], ScrapTracker], state: ScrapState | None,
+                 now: Callable[[], datetime] = _utc_now) -> None:
         self.make = make
+        self.now = now
         self.tracker: ScrapTracker | None = None
         if state is not None:
             self.tracker = make(state.machine, state.site, state.line)
@@ -606,7 +628,8 @@ class ScrapLogic(MachineLogic[ScrapState, list[Output]]):
         if tracker is None:
             first = samples[0]
             tracker = self.tracker = self.make(first.machine, first.site, first.line)
-        tracker.ingest([(m.ts, m.metric, m.value) for m in samples], samples)
+        tracker.ingest([(m.ts, m.metric, m.value) for m in samples], samples,
+                       round(self.now().timestamp() * 1000))
         out = tracker.take()
         return [out] if out else []
 
@@ -631,8 +654,10 @@ def _scrap_rows(out: list[Output]) -> list[Output]:
     return out
 
 
-def scrap_spec(config: PlantConfig) -> LogicSpec[ScrapState, list[Output]]:
-    """The scrap flow's per-machine logic: each machine's scrap metrics into its :class:`ScrapLogic`.
+def scrap_spec(config: PlantConfig,
+               now: Callable[[], datetime] = _utc_now) -> LogicSpec[ScrapState, list[Output]]:
+    """The scrap flow's per-machine logic: each machine's scrap metrics into its :class:`ScrapLogic`
+    (``now``: the wall clock samples arrive at, injected for tests).
 
     >>> from plantstream.schemas.config import build_config
     >>> spec = scrap_spec(build_config({}, {}))
@@ -648,7 +673,7 @@ def scrap_spec(config: PlantConfig) -> LogicSpec[ScrapState, list[Output]]:
         return ScrapTracker.for_config(config, machine, site, line)
 
     def build(state: ScrapState | None) -> ScrapLogic:
-        return ScrapLogic(make, state)
+        return ScrapLogic(make, state, now)
 
     return LogicSpec("scrap", SCRAP_STATE, build, _scrap_rows, filters=relevant)
 

@@ -254,6 +254,38 @@ class Lateness(Frozen):
     restatement_horizon_s: float = Field(default=24 * 3600.0, ge=0)
 
 
+class Clock(Frozen):
+    """The clock-skew policy of the event-time ledger (OEE, scrap): what a machine's sample
+    times may do before they are taken as a wrong clock (``docs/oee.md``, "Clocks")."""
+
+    max_ahead_s: float | None = Field(default=300.0, ge=0)
+    """A sample more than this ahead of the flow's wall clock when it arrives is dead-lettered
+    (``clock_skew``) and never moves the machine's event time. None: no check (a simulation
+    that runs faster than real time from now, as ``plantstream demo`` does)."""
+    max_behind_s: float | None = Field(default=None, gt=0)
+    """A sample older than the restatement horizon (relative to the machine's newest sample) is
+    ``late`` within this bound and a wrong clock (``clock_skew``, held for a re-base) beyond it.
+    Unset: the larger of 7 days and ``lateness.restatement_horizon_s``; set, at least that
+    horizon."""
+    max_gap_s: float | None = Field(default=None, gt=0)
+    """A machine whose next sample (or tick) is more than this after its position does not
+    account the gap: its timeline is closed and it restarts at the new time (unmonitored, no
+    facts). Unset: 86,400 s, at most 1,440 windows of ``window_s``; set, at most 100,000 windows."""
+    rebase_after_s: float = Field(default=300.0, gt=0)
+    """Samples beyond ``max_behind_s`` are held; once the held ones span this much of their own
+    time (a clock reset that ticks on), the machine re-bases onto their timeline."""
+    rebase_after_samples: int = Field(default=1_000, ge=1)
+    """… or once this many are held (the bound of the held list)."""
+
+    def behind_s(self, horizon_s: float) -> float:
+        """The effective ``max_behind_s`` for a restatement horizon."""
+        return self.max_behind_s if self.max_behind_s is not None else max(7 * 86_400.0, horizon_s)
+
+    def gap_s(self, window_s: int) -> float:
+        """The effective ``max_gap_s`` for a window length."""
+        return self.max_gap_s if self.max_gap_s is not None else min(86_400.0, 1_440.0 * window_s)
+
+
 class PlantConfig(Frozen):
     """The whole plant config (see ``schemas/plant.example.yaml``)."""
 
@@ -268,6 +300,8 @@ class PlantConfig(Frozen):
     lateness: Lateness = Lateness()
     counters: CounterConfig = CounterConfig()
     """Counter semantics: resets, wraps, ignored step backs (docs/oee.md, "Counters")."""
+    clock: Clock = Clock()
+    """Clock skew: samples ahead of the wall clock, far behind the machine's time, gaps, re-bases."""
     losses: LossConfig = LossConfig()
     """State → loss bucket, sub-states, small stops, fault-code and reason-code maps (OEE)."""
     kafka: KafkaConfig = KafkaConfig()
@@ -314,6 +348,21 @@ class PlantConfig(Frozen):
             msg = f"must divide an hour evenly (60, 300, 900 …), got {v}"
             raise ValueError(msg)
         return v
+
+    @model_validator(mode="after")
+    def _clock_bounds(self) -> PlantConfig:
+        clock, horizon = self.clock, self.lateness.restatement_horizon_s
+        if clock.max_behind_s is not None and clock.max_behind_s < horizon:
+            msg = (f"clock.max_behind_s ({clock.max_behind_s:g}) must be at least "
+                   f"lateness.restatement_horizon_s ({horizon:g}): a sample within the horizon "
+                   "restates; raise clock.max_behind_s or leave it unset")
+            raise ValueError(msg)
+        if clock.max_gap_s is not None and clock.max_gap_s > 100_000 * self.window_s:
+            msg = (f"clock.max_gap_s ({clock.max_gap_s:g}) allows more than 100,000 windows of "
+                   f"window_s ({self.window_s}) in one step; lower it to at most "
+                   f"{100_000 * self.window_s} or leave it unset")
+            raise ValueError(msg)
+        return self
 
     @field_validator("lines")
     @classmethod

@@ -111,7 +111,6 @@ def test_a_redelivered_good_count_counts_once() -> None:
     assert run(config(), running(*first), later, [again])["stepbacks"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs ledger duplicate absorption from the clock part")
 def test_a_redelivered_good_parts_increment_counts_once() -> None:
     once = m(2, "good_parts", 5)
     got = run(config(), running(m(1, "good_parts", 3), once), [once])
