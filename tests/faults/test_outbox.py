@@ -400,3 +400,69 @@ def test_webhook_delivery_of_a_record_that_is_not_json_is_refused_without_a_post
     d = WebhookDelivery(WebhookSink("http://127.0.0.1:9/hook"))
     assert d.deliver([OutboxRecord("t", 0, 0, None, b"[1]", 0)], lambda s: True) == [
         ("refused", "not an alert record (JSON object expected)")]
+
+
+# -- the flows' health ---------------------------------------------------------------------------------
+
+
+def test_flow_health_reflects_kafka_clickhouse_the_outbox_lag_and_a_stuck_dataflow(
+        broker: TansuBroker, kafka_conf: dict[str, Any]) -> None:
+    import urllib.error
+    import urllib.request
+
+    from plantstream.connectors.health import FlowHealth, HealthServer, Progress
+
+    def get(url: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return resp.status, orjson.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    kafka.create_topics(kafka_conf, {ALERTS_TOPIC: 1})
+    now = [1000.0]
+    progress = Progress(clock=lambda: now[0])
+    stats = chc.SinkStats()
+    # A webhook nobody listens on: its worker retries, the record waits in the topic.
+    worker = OutboxWorker(kafka_conf, [ALERTS_TOPIC], WebhookDelivery(
+        WebhookSink("http://127.0.0.1:9/hook", backoff_initial_s=0.2, backoff_max_s=0.5))).start()
+    health = FlowHealth(kafka_conf, sink_stats=stats, workers=[worker], progress=progress, stall_s=60,
+                        ready_max_age_s=2.0, kafka_check_s=0.0)
+    try:
+        with HealthServer(0, health, host="127.0.0.1") as server:
+            base = f"http://127.0.0.1:{server.port}"
+            progress.beat("0")
+            deadline = time.monotonic() + 10
+            while get(base + "/readyz")[0] != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert get(base + "/readyz")[0] == 200 and get(base + "/healthz")[0] == 200
+            # ClickHouse failing: not ready; an insert lands: ready again.
+            stats.record_failure("Connection refused", 0.5)
+            code, body = get(base + "/readyz")
+            assert code == 503 and body["clickhouse"]["ok"] is False
+            stats.record("alerts", 1, 0.01)
+            assert get(base + "/readyz")[0] == 200
+            # An alert the webhook cannot take: behind, and not ready once it waited 2 s.
+            producer = Producer(kafka.producer_config(kafka_conf))
+            producer.produce(ALERTS_TOPIC, orjson.dumps({"event_id": "a:raised:warning"}), b"m")
+            producer.flush(10)
+            deadline = time.monotonic() + 15
+            while get(base + "/readyz")[0] == 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            code, body = get(base + "/readyz")
+            assert code == 503 and body["outbox"][0]["behind"] == 1 and body["outbox"][0]["oldest_age_s"] > 2
+            assert get(base + "/healthz")[0] == 200  # a late webhook is no reason to restart
+            # The dataflow stops turning with Kafka and ClickHouse up: not live.
+            now[0] += 61
+            code, body = get(base + "/healthz")
+            assert code == 503 and body["dataflow"]["stuck"] is True
+            # Kafka unreachable: the wait is explained (live), not ready.
+            broker.pause()
+            try:
+                code, body = get(base + "/healthz")
+                assert code == 200 and body["kafka"]["ok"] is False
+                assert get(base + "/readyz")[0] == 503
+            finally:
+                broker.resume()
+    finally:
+        worker.stop()
