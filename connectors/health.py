@@ -164,7 +164,7 @@ class _WatchedPartition(StatefulSourcePartition[Any, Any]):
     def next_batch(self) -> list[Any]:
         self._progress.beat(self._part)
         try:
-            return self._inner.next_batch()
+            return list(self._inner.next_batch())
         except StopIteration:
             self._progress.done(self._part)
             raise
@@ -191,7 +191,8 @@ class WatchedSource(FixedPartitionedSource[Any, Any]):
         return self.inner.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _WatchedPartition:
-        return _WatchedPartition(self.inner.build_part(step_id, for_part, resume_state), self.progress, for_part)
+        inner = self.inner.build_part(step_id, for_part, resume_state)
+        return _WatchedPartition(inner, self.progress, for_part)
 
 
 class FlowHealth:

@@ -354,7 +354,8 @@ class OutboxWorker:
     # -- the thread --
 
     def _consumer_conf(self, group: str) -> dict[str, Any]:
-        return {**self._conf, "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
+        return {**self._conf, "group.id": group, "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
                 "enable.partition.eof": True, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100}
 
     def _run(self) -> None:
@@ -382,7 +383,7 @@ class OutboxWorker:
         delay = self.backoff_initial_s
         while not self._stop.is_set():
             try:
-                out = []
+                out: list[TopicPartition] = []
                 for topic in self.topics:
                     meta = self._consumer.list_topics(topic, timeout=10.0).topics.get(topic)
                     if meta is None or meta.error is not None or not meta.partitions:
@@ -411,7 +412,7 @@ class OutboxWorker:
                 if self._stop.wait(delay):
                     return
                 delay = min(delay * 2, self.backoff_max_s)
-        start = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0) for tp in committed]
+        start = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in committed]
         with self._lock:
             self._committed = {(tp.topic, tp.partition): tp.offset for tp in start}
             self._ends = dict(self._committed)
@@ -439,8 +440,11 @@ class OutboxWorker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     self._note_error(f"reading {m.topic()}: {err}")
                 continue
-            records.append(OutboxRecord(m.topic(), m.partition(), m.offset() or 0, m.key(), m.value() or b"",
-                                        m.timestamp()[1], tuple(m.headers() or ())))
+            raw = m.headers() or []
+            pairs = list(raw.items()) if isinstance(raw, dict) else list(raw)
+            headers = tuple((str(k), v) for k, v in pairs if isinstance(v, bytes))
+            records.append(OutboxRecord(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(),
+                                        m.value() or b"", m.timestamp()[1], headers))
         self._refresh(consumer)
         if records:
             with self._lock:
@@ -478,7 +482,7 @@ class OutboxWorker:
                     high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)[1]
                     if high is not None and high > self._ends[key]:
                         self._ends[key] = high
-                self._status.behind = sum(max(0, self._ends[k] - self._committed.get(k, 0)) for k in self._ends)
+                self._status.behind = self._behind()
             self._refreshed_at = now
         if now >= self._next_log:
             st = self.status()
@@ -489,6 +493,10 @@ class OutboxWorker:
                 self._next_log = now + self.log_every_s
             else:
                 self._next_log = now + 1.0
+
+    def _behind(self) -> int:
+        """Records between the committed offsets and the partition ends (call with the lock)."""
+        return sum(max(0, end - self._committed.get(k, 0)) for k, end in self._ends.items())
 
     def _deliver(self, records: list[OutboxRecord]) -> None:
         pending = records
@@ -548,15 +556,16 @@ class OutboxWorker:
         for rec, reason in refused:
             log.error("outbox %s: record %s refused for good (%s); it goes to %s", self.delivery.name,
                       rec.source, reason, kafka.DEADLETTER)
-            dl = DeadLetter(rec.value, f"outbox {self.delivery.name}: {reason}", f"outbox:{rec.source}", now_ms)
+            why = f"outbox {self.delivery.name}: {reason}"
+            dl = DeadLetter(rec.value, why, f"outbox:{rec.source}", now_ms)
             kafka.produce_waiting(producer, kafka.DEADLETTER, dl.to_json(self._limit), rec.key,
                                   on_delivery=on_delivery)
         while producer.flush(1.0):
             if self._stop.is_set():
                 break
         if errors:
-            log.error("outbox %s: %d dead letters not written (%s); the records stay dead-lettered in the log "
-                      "only", self.delivery.name, len(errors), errors[0])
+            log.error("outbox %s: %d dead letters not written (%s); the records stay dead-lettered "
+                      "in the log only", self.delivery.name, len(errors), errors[0])
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets or self._consumer is None:
@@ -576,7 +585,7 @@ class OutboxWorker:
             self._committed.update(offsets)
             for k, o in offsets.items():
                 self._ends[k] = max(self._ends.get(k, 0), o)
-            self._status.behind = sum(max(0, self._ends[k] - self._committed.get(k, 0)) for k in self._ends)
+            self._status.behind = self._behind()
 
 
 def workers_from_config(config: PlantConfig, kafka_conf: Mapping[str, Any], *, cloud: Target | None = None,
@@ -589,7 +598,8 @@ def workers_from_config(config: PlantConfig, kafka_conf: Mapping[str, Any], *, c
     out = []
     if cloud is not None:
         out.append(OutboxWorker(kafka_conf, [CLOUD_OUTBOX], CloudDelivery(cloud, meter),
-                                backoff_initial_s=ob.backoff_initial_s, backoff_max_s=ob.backoff_max_s, **common))
+                                backoff_initial_s=ob.backoff_initial_s, backoff_max_s=ob.backoff_max_s,
+                                **common))
     hook = config.alerts.webhook
     if webhook and hook.url is not None and hook.url.get_secret_value():
         out.append(OutboxWorker(kafka_conf, [ALERTS_TOPIC], WebhookDelivery(WebhookSink.from_config(hook)),

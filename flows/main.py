@@ -320,7 +320,8 @@ def _stall_s(environ: Mapping[str, str]) -> float:
     if value <= 0:
         from plantstream.schemas.errors import ConfigError
 
-        msg = f"PLANTSTREAM_STALL_S={text!r}: give the seconds without progress that make the flows not live, e.g. 300"
+        msg = (f"PLANTSTREAM_STALL_S={text!r}: give the seconds without progress after which the flows "
+               "are not live, e.g. 300")
         raise ConfigError(msg)
     return value
 

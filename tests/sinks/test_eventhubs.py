@@ -18,8 +18,8 @@ from pydantic import SecretStr
 from plantstream.connectors import clickhouse as chc
 from plantstream.connectors import eventhubs as eh
 from plantstream.connectors import kafka
-from plantstream.flows.archive import archive
 from plantstream.connectors.outbox import CloudDelivery, OutboxWorker
+from plantstream.flows.archive import archive
 from plantstream.flows.main import build_dataflow, create_topics
 from plantstream.flows.registry import FlowContext, Results, resolve
 from plantstream.flows.replay import produce_lines
