@@ -433,6 +433,10 @@ class SinkStats:
     batch_seconds: float = 0.0
     held_back_s: float = 0.0
     last_error: str = ""
+    last_success_at: float | None = None
+    """Wall time (epoch seconds) of the newest insert that landed (the flows' readiness)."""
+    last_failure_at: float | None = None
+    """Wall time of the newest failed attempt."""
     _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -441,6 +445,7 @@ class SinkStats:
         with self._lock:
             self.rows[table] += n
             if seconds is not None:
+                self.last_success_at = time.time()
                 self.batches += 1
                 self.batch_seconds += seconds
                 self._latencies.append(seconds)
@@ -450,6 +455,7 @@ class SinkStats:
             self.retries += 1
             self.held_back_s += waited_s
             self.last_error = error
+            self.last_failure_at = time.time()
 
     @property
     def rows_total(self) -> int:
@@ -462,6 +468,13 @@ class SinkStats:
         if not data:
             return 0.0
         return data[min(len(data) - 1, int(q * len(data)))]
+
+    @property
+    def failing(self) -> bool:
+        """The newest attempt failed (no insert landed since): ClickHouse is away or refusing."""
+        with self._lock:
+            failed, ok = self.last_failure_at, self.last_success_at
+        return failed is not None and (ok is None or failed > ok)
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics as one JSON-able mapping (for summaries, logs and exporters)."""

@@ -1,4 +1,4 @@
-"""The cloud sink's connection: Event Hubs settings and the Kafka producer sink.
+"""The cloud export's connection: Event Hubs settings, the record format, the bandwidth meter.
 
 Event Hubs speaks the Kafka protocol on port 9093. From a connection string
 ``Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…``
@@ -9,11 +9,12 @@ connection string) and the topic is the event hub (``EntityPath``). The same sin
 any Kafka cluster (``eventhubs.bootstrap_servers`` + ``topic``).
 
 What is sent, summed or coalesced is the cloud export's business
-(:mod:`plantstream.flows.cloud`, from the flows' declared cloud policy); this module only sends
-``(table, row)`` records. Each record's key is ``site/machine`` (so one machine's records stay
-in one partition, in order), its value the row as JSON with a ``type`` field naming the table,
-and a ``plantstream-table`` header. :class:`BandwidthMeter` counts the bytes sent against the
-bytes of raw measurements read.
+(:mod:`plantstream.flows.cloud`, from the flows' declared cloud policy); sending is the cloud
+outbox worker's (:class:`plantstream.connectors.outbox.CloudDelivery`), which reads the records
+from the local topic ``plantstream.outbox.cloud``. Each record's key is ``site/machine`` (so one
+machine's records stay in one partition, in order), its value the row as JSON with a ``type``
+field naming the table (:func:`record_value`), and a ``plantstream-table`` header.
+:class:`BandwidthMeter` counts the bytes sent against the bytes of raw measurements read.
 
 Examples
 --------
@@ -37,12 +38,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import orjson
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import KafkaError, Producer
 
 from plantstream.connectors import kafka
-from plantstream.schemas.errors import ConfigError, ConnectorError
-from plantstream.schemas.redact import mask_settings, mask_text, reveal_settings, secret_keys_of
+from plantstream.schemas.errors import ConfigError
+from plantstream.schemas.redact import mask_settings, reveal_settings, secret_keys_of
 from plantstream.schemas.sinks_config import CONNECTION_STRING_ENV, EventHubsConfig
 
 log = logging.getLogger(__name__)
@@ -255,7 +254,7 @@ class BandwidthMeter:
                 f"{ratio}, {self.saved_fraction:.1%} saved")
 
 
-# -- the sink ------------------------------------------------------------------------------------
+# -- the records ---------------------------------------------------------------------------------
 
 
 def record_key(row: Row) -> bytes:
@@ -282,82 +281,10 @@ def record_value(table: str, row: Row) -> bytes:
     return orjson.dumps({"type": table, **row}, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
 
 
-class _EventHubsPartition(StatefulSinkPartition[tuple[str, Row], None]):
-    def __init__(self, conf: dict[str, Any], topic: str, meter: BandwidthMeter) -> None:
-        self._producer = Producer(conf)
-        self._topic = topic
-        self._meter = meter
-        self._errors: list[str] = []
-
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(str(err))
-
-    def write_batch(self, values: list[tuple[str, Row]]) -> None:
-        for table, row in values:
-            key = record_key(row)
-            value = record_value(table, row)
-            kafka.produce_waiting(self._producer, self._topic, value, key,
-                                  headers=[(TABLE_HEADER, table.encode())],
-                                  on_delivery=self._on_delivery)
-            self._meter.add_sent(len(key) + len(value))
-        self._producer.poll(0)
-        self._raise_errors()
-
-    def snapshot(self) -> None:
-        # Everything of this epoch is confirmed by Event Hubs before the epoch commits.
-        self._flush()
-        return None
-
-    def _flush(self) -> None:
-        while self._producer.flush(1.0):
-            log.warning("waiting for the cloud sink to confirm %d records (topic %s)",
-                        len(self._producer), self._topic)
-        self._raise_errors()
-
-    def _raise_errors(self) -> None:
-        if self._errors:
-            errors, self._errors = self._errors, []
-            msg = (f"the cloud sink (topic {self._topic!r}) refused {len(errors)} records, "
-                   f"first: {mask_text(errors[0])}")
-            raise ConnectorError(msg)
-
-    def close(self) -> None:
-        self._flush()
-
-
-class EventHubsSink(FixedPartitionedSink[tuple[str, Row], None]):
-    """Send ``(table, row)`` result records to Event Hubs (or any Kafka topic).
-
-    One sink partition (the unit of parallelism; Event Hubs partitions are chosen by the
-    record key ``site/machine``). At-least-once: each epoch's records are confirmed before the
-    epoch commits (waiting, never dropping, while the cloud is unreachable); a resume may send
-    some again, so consumers keep the highest ``version`` per natural key.
-    """
-
-    def __init__(self, target: Target, meter: BandwidthMeter | None = None) -> None:
-        self.target = target
-        self.meter = meter if meter is not None else BandwidthMeter()
-        self._conf = kafka.producer_config(target.conf)
-
-    @classmethod
-    def from_config(cls, cfg: EventHubsConfig,
-                    environ: Mapping[str, str] | None = None) -> EventHubsSink | None:
-        """The sink of the ``eventhubs:`` section, or None when no cloud target is configured."""
-        target = target_from_config(cfg, environ)
-        return None if target is None else cls(target)
-
-    def list_parts(self) -> list[str]:
-        return ["eventhubs"]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EventHubsPartition:
-        return _EventHubsPartition(self._conf, self.target.topic, self.meter)
-
-
-def demo_sink(kafka_conf: Mapping[str, Any], cfg: EventHubsConfig) -> EventHubsSink:
-    """The configured cloud sink, else one to ``plantstream.cloud`` on the embedded broker."""
-    sink = EventHubsSink.from_config(cfg)
-    if sink is not None:
-        return sink
+def demo_target(kafka_conf: Mapping[str, Any], cfg: EventHubsConfig) -> Target:
+    """The configured cloud target, else ``plantstream.cloud`` on the embedded broker (the demo)."""
+    target = target_from_config(cfg)
+    if target is not None:
+        return target
     kafka.create_topics(kafka_conf, {DEMO_TOPIC: 1})
-    return EventHubsSink(Target(dict(kafka_conf), DEMO_TOPIC, eventhubs=False))
+    return Target(dict(kafka_conf), DEMO_TOPIC, eventhubs=False)

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 MEASUREMENTS = "plantstream.measurements"
 DEADLETTER = "plantstream.deadletter"
 WORKORDERS = "plantstream.workorders"
+CLOUD_OUTBOX = "plantstream.outbox.cloud"
+"""The cloud export's records, picked, rolled up and coalesced by the flows, waiting for the cloud
+outbox worker (:mod:`plantstream.connectors.outbox`) to send them."""
 
 PLANT_TOPICS = (MEASUREMENTS, DEADLETTER, WORKORDERS)
 """The plant's own topics: the input, the dead letter and the work-order reference data. The

@@ -10,18 +10,20 @@ Redirects are never followed: a 3xx answer is a failure of that record, reported
 ``Location`` points). The URL and headers are secrets (Teams/Logic Apps URLs carry ``sig=``):
 logs and errors name only the host and path (:func:`~plantstream.schemas.redact.url_destination`).
 
-Retried: connection errors, timeouts, HTTP 408, 425, 429 and 5xx — after ``backoff_initial_s``,
-doubling up to ``backoff_max_s``, at most ``max_attempts`` attempts per record; then the sink
-raises :class:`~schemas.errors.ConnectorError` and the flow stops (a resumed flow re-sends
-from its last snapshot, so nothing is lost). Any other 4xx is a permanent rejection of that
-record (a 3xx too): logged, counted in :attr:`WebhookStats.rejected` (3xx also in
-``redirected``), and the batch goes on.
+Retried: connection errors, timeouts, HTTP 408, 425, 429 and 5xx, after ``backoff_initial_s``,
+doubling up to ``backoff_max_s``. Any other 4xx is a permanent rejection of that record (a
+3xx too): logged, counted in :attr:`WebhookStats.rejected` (3xx also in ``redirected``), never
+retried. :meth:`WebhookSink.attempt` is one POST and its outcome; the alert outbox
+(:class:`plantstream.connectors.outbox.WebhookDelivery`, reading ``plantstream.alerts`` at its
+own pace) retries it forever and dead-letters the refused records, so a webhook that is down
+never holds back the flows. :meth:`WebhookSink.post` gives up after ``max_attempts`` (tools,
+one-off deliveries); as a Bytewax sink it would stop the flow, which is why the flows no longer
+use it as one.
 
 Standard library only (``urllib``).
 
-Unit of parallelism: one partition per Bytewax worker (``DynamicSink``); records of one machine
-stay on one worker, in order. Delivery: at-least-once; duplicates after a retry or a resume
-carry the same ``Idempotency-Key``.
+Unit of parallelism: one partition per Bytewax worker (``DynamicSink``). Delivery:
+at-least-once; duplicates after a retry or a resume carry the same ``Idempotency-Key``.
 
 Examples
 --------
@@ -38,7 +40,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -50,6 +52,17 @@ from plantstream.schemas.redact import mask_text, url_destination
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 425, 429})
+
+Outcome = Literal["sent", "refused", "retry"]
+
+
+def idempotency_key(row: Mapping[str, Any]) -> str:
+    """The ``Idempotency-Key`` of an alert record: its ``event_id`` (else its ``alert_id``).
+
+    >>> idempotency_key({"alert_id": "a1", "event_id": "a1:raised:warning"})
+    'a1:raised:warning'
+    """
+    return str(row.get("event_id") or row.get("alert_id") or "")
 
 
 @dataclass
@@ -139,36 +152,50 @@ class WebhookSink(DynamicSink[Any]):
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         return float(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1)))
 
-    def post(self, row: Mapping[str, Any]) -> bool:
-        """Deliver one record; True when accepted, False when permanently rejected (4xx, 3xx)."""
+    def attempt(self, row: Mapping[str, Any]) -> tuple[Outcome, str]:
+        """One POST of one record: ``("sent", "")``, ``("refused", why)`` for an answer that will
+        not change (3xx, a 4xx other than 408/425/429: never retried), or ``("retry", why)``
+        (unreachable, timeout, 408/425/429, 5xx)."""
         body = orjson.dumps(row, default=_json_default)
-        key = str(row.get("event_id") or row.get("alert_id") or "")
+        key = idempotency_key(row)
         headers = {"Content-Type": "application/json", "Idempotency-Key": key, **self._headers}
+        self.stats.add(attempts=1)
+        req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        try:
+            with _OPENER.open(req, timeout=self.timeout_s) as resp:
+                resp.read()
+            self.stats.add(sent=1)
+            return "sent", ""
+        except urllib.error.HTTPError as exc:
+            location = exc.headers.get("Location", "") if exc.headers else ""
+            exc.close()
+            if 300 <= exc.code < 400:
+                where = url_destination(location) if location else "?"
+                log.error("webhook %s answered HTTP %s (redirect to %s): alert record %s NOT delivered; "
+                          "redirects are not followed, set alerts.webhook.url to the final URL",
+                          self.destination, exc.code, where, key)
+                self.stats.add(rejected=1, redirected=1)
+                return "refused", f"webhook {self.destination} answered HTTP {exc.code} (redirect to {where})"
+            if exc.code < 500 and exc.code not in RETRY_STATUS:
+                log.error("webhook %s rejected alert record %s: HTTP %s", self.destination, key, exc.code)
+                self.stats.add(rejected=1)
+                return "refused", f"webhook {self.destination} rejected it: HTTP {exc.code}"
+            return "retry", f"HTTP {exc.code}"
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            return "retry", mask_text(str(getattr(exc, "reason", exc))).replace(self._url, self.destination)
+
+    def post(self, row: Mapping[str, Any]) -> bool:
+        """Deliver one record with at most ``max_attempts`` attempts; True when accepted, False when
+        permanently rejected (4xx, 3xx); :class:`ConnectorError` when every attempt failed.
+
+        The outbox (:class:`plantstream.connectors.outbox.WebhookDelivery`) retries forever
+        instead; this is for one-off deliveries and tools."""
+        key = idempotency_key(row)
         last = ""
         for attempt in range(1, self.max_attempts + 1):
-            self.stats.add(attempts=1)
-            req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
-            try:
-                with _OPENER.open(req, timeout=self.timeout_s) as resp:
-                    resp.read()
-                self.stats.add(sent=1)
-                return True
-            except urllib.error.HTTPError as exc:
-                location = exc.headers.get("Location", "") if exc.headers else ""
-                exc.close()
-                if 300 <= exc.code < 400:
-                    log.error("webhook %s answered HTTP %s (redirect to %s): alert record %s NOT delivered; "
-                              "redirects are not followed, set alerts.webhook.url to the final URL",
-                              self.destination, exc.code, url_destination(location) if location else "?", key)
-                    self.stats.add(rejected=1, redirected=1)
-                    return False
-                if exc.code < 500 and exc.code not in RETRY_STATUS:
-                    log.error("webhook %s rejected alert record %s: HTTP %s", self.destination, key, exc.code)
-                    self.stats.add(rejected=1)
-                    return False
-                last = f"HTTP {exc.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = mask_text(str(getattr(exc, "reason", exc))).replace(self._url, self.destination)
+            outcome, last = self.attempt(row)
+            if outcome != "retry":
+                return outcome == "sent"
             if attempt < self.max_attempts:
                 self.stats.add(retries=1)
                 log.warning("webhook %s attempt %d for %s failed (%s); retrying",

@@ -9,12 +9,14 @@ next due time (an :class:`~plantstream.operators.alerts.EventClock` maps event t
 time), so "machine down" is raised at minute 15 of an open stop without any new data. At the
 end of input (replay) nothing is advanced: no alert beyond what the data supports.
 
-With ``alerts.webhook.url`` set, the alert records also go to a
-:class:`connectors.webhook.WebhookSink` (JSON POSTs with retries and an idempotency key).
+The alert records go to ClickHouse and to the topic ``plantstream.alerts``. With
+``alerts.webhook.url`` set, the webhook outbox worker (:mod:`plantstream.connectors.outbox`)
+posts them from that topic at its own pace (JSON POSTs, retried forever, an idempotency key):
+a webhook that is down never holds back this flow.
 
 Unit of parallelism: the machine (Kafka key). Delivery: effectively-once into ClickHouse
 (``alerts`` is a ReplacingMergeTree keyed by ``alert_id`` with a version); at-least-once to the
-webhook, each record carrying its ``event_id`` as ``Idempotency-Key``.
+webhook (through the outbox), each record carrying its ``event_id`` as ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -44,18 +46,12 @@ def alert_streams(config: PlantConfig, measurements: Stream[Measurement],
 
 
 def _outputs(ctx: FlowContext, tagged: Stream[tuple[str, Row]]) -> Results:
-    rows = op.map("alert_rows", tagged, lambda tr: tr[1])
-    hook = ctx.config.alerts.webhook
-    if hook.url:
-        from plantstream.connectors.webhook import WebhookSink
-
-        op.output("alerts_webhook", rows, WebhookSink.from_config(hook))
-    return {"alerts": rows}
+    return {"alerts": op.map("alert_rows", tagged, lambda tr: tr[1])}
 
 
 alerts = MachineFlow(
     lambda ctx: alert_step(ctx.config), _outputs,
-    doc="Alert records (raised, escalated, cleared) into ``alerts``, the topic and the webhook.")
+    doc="Alert records (raised, escalated, cleared) into ``alerts`` and its topic (the webhook's outbox).")
 
 FLOW = Flow(
     name="alerts", build=alerts, doc=alerts.doc, config="alerts",

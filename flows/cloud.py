@@ -9,9 +9,13 @@ config may override the choice for a plant: ``tables``, ``rollup_tables`` and
 ``coalesced_tables`` when set there replace what the flows declare. Raw measurements never
 leave (no flow declares them, and the config refuses them).
 
-The connection (connection string, librdkafka settings, the producer sink and its bandwidth
-meter) is :mod:`plantstream.connectors.eventhubs`; the steps that pick, sum and coalesce are
-here, on :mod:`plantstream.operators.rollup`.
+The steps that pick, sum and coalesce are here, on :mod:`plantstream.operators.rollup`, inside
+the dataflow (their state is in the flows' recovery snapshots). What they choose does not go to
+the cloud from the dataflow: it goes to the local topic ``plantstream.outbox.cloud``, with the
+flows' other result topics, and the cloud outbox worker
+(:class:`plantstream.connectors.outbox.CloudDelivery`) sends it to Event Hubs at its own pace,
+so an unreachable cloud never holds back the flows or ClickHouse. The connection (connection
+string, librdkafka settings, the bandwidth meter) is :mod:`plantstream.connectors.eventhubs`.
 
 Examples
 --------
@@ -36,7 +40,8 @@ from dataclasses import dataclass
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from plantstream.connectors.eventhubs import EventHubsSink, record_key
+from plantstream.connectors.eventhubs import BandwidthMeter, record_key, record_value
+from plantstream.connectors.kafka import CLOUD_OUTBOX, KafkaRecord
 from plantstream.flows.registry import Flow, Row
 from plantstream.operators.rollup import coalesce, rollup
 from plantstream.schemas.sinks_config import EventHubsConfig
@@ -78,16 +83,22 @@ def policy(cfg: EventHubsConfig, flows: Iterable[Flow]) -> CloudPolicy:
     return CloudPolicy(tables, summed, latest)
 
 
+def _outbox_record(tr: tuple[str, Row]) -> KafkaRecord:
+    return CLOUD_OUTBOX, record_key(tr[1]), record_value(tr[0], tr[1])
+
+
 def attach(cfg: EventHubsConfig, flows: Iterable[Flow], raw_sizes: Stream[tuple[int, int]],
-           results: Stream[tuple[str, Row]], sink: EventHubsSink) -> CloudPolicy:
+           results: Stream[tuple[str, Row]], meter: BandwidthMeter
+           ) -> tuple[CloudPolicy, Stream[KafkaRecord]]:
     """Wire the cloud export into a dataflow: count raw bytes, pick tables, roll up, coalesce.
 
     ``raw_sizes`` carries (bytes, messages) of each input batch: what sending the raw telemetry
-    would have cost (the sink's :class:`~plantstream.connectors.eventhubs.BandwidthMeter`).
-    ``results`` are the ``(table, row)`` pairs of every flow. Returns the policy applied.
+    would have cost (``meter``; the cloud worker counts the bytes it sends). ``results`` are the
+    ``(table, row)`` pairs of every flow. Returns the policy applied and the cloud records as
+    Kafka records for :data:`~plantstream.connectors.kafka.CLOUD_OUTBOX` (key ``site/machine``,
+    value the row with its ``type``: :func:`~plantstream.connectors.eventhubs.record_value`).
     """
     chosen_policy = policy(cfg, flows)
-    meter = sink.meter
     op.inspect("cloud_count_raw", raw_sizes, lambda _step, bn: meter.add_raw(*bn))
     tables = chosen_policy.tables
     chosen = op.filter("cloud_tables", results, lambda tr: tr[0] in tables)
@@ -109,6 +120,4 @@ def attach(cfg: EventHubsConfig, flows: Iterable[Flow], raw_sizes: Stream[tuple[
                           every_s=cfg.event_cadence_s)
         tagged_ev = op.map("cloud_event_tag", latest, lambda kv: (kv[0].split("|", 1)[0], kv[1]))
         chosen = op.merge("cloud_merge_events", tagged_ev, split_ev.falses)
-    keyed = op.key_on("cloud_key", chosen, lambda tr: record_key(tr[1]).decode())
-    op.output("cloud_out", keyed, sink)
-    return chosen_policy
+    return chosen_policy, op.map("cloud_records", chosen, _outbox_record)

@@ -59,6 +59,7 @@ class DemoSummary:
     seconds: float = 0.0
     dsn: str = ""
     cloud: str = ""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 def demo_config(config: PlantConfig, *, machines: int = 3, bakery_machines: int = 15) -> PlantConfig:
@@ -149,6 +150,7 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
     clock, so a minute of demo is an hour of production.
     """
     from plantstream.connectors import eventhubs
+    from plantstream.connectors.outbox import workers_from_config
 
     _simulators()
     from plantstream.simulators.bakery import start_bakery_pipeline
@@ -191,22 +193,27 @@ def run_demo(config: PlantConfig, *, duration: float | None, dsn: str | None = N
             stop_requested.set()
 
         previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+        meter = eventhubs.BandwidthMeter()
+        workers = [w.start() for w in workers_from_config(
+            local, rt.kafka_conf, cloud=eventhubs.demo_target(rt.kafka_conf, local.eventhubs), meter=meter)]
         try:
             sink = ch.ClickHouseSink(clickhouse_factory(local, rt.dsn),
                                      batch_rows=local.clickhouse.batch_rows)
-            cloud = eventhubs.demo_sink(rt.kafka_conf, local.eventhubs)
             dataflow = build_dataflow(local, kafka.KafkaInput(rt.kafka_conf, stop=stop_reading),
                                       sink, flows=flows,
                                       kafka_sink=kafka.KafkaOutput(rt.kafka_conf),
-                                      eventhubs_sink=cloud)
+                                      cloud_meter=meter)
             run_main(dataflow, epoch_interval=timedelta(seconds=2))
         finally:
             stop_requested.set()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        summary.produced = cloud.meter.raw_records
+            for w in workers:  # deliver what the run produced (bounded), before the broker goes
+                w.stop(drain_s=local.outbox.drain_s)
+        summary.produced = meter.raw_records
         summary.rows = dict(sink.stats.rows)
-        summary.cloud = cloud.meter.summary()
+        summary.cloud = meter.summary()
+        summary.outbox = [w.status() for w in workers]
     summary.seconds = time.perf_counter() - started
     summary.dsn = rt.dsn
     return summary

@@ -178,7 +178,7 @@ def build_dataflow(
     *,
     flows: Mapping[str, Flow | FlowFn] | None = None,
     kafka_sink: Sink[tuple[str, kafka.KafkaRecord]] | None = None,
-    eventhubs_sink: eventhubs.EventHubsSink | None = None,
+    cloud_meter: eventhubs.BandwidthMeter | None = None,
     flow_id: str = "plantstream",
 ) -> Dataflow:
     """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given).
@@ -196,11 +196,20 @@ def build_dataflow(
     other flow function gets a ``Stream[Measurement]``: the samples it declares it reads
     (``reads=``), a value of another type dead-lettered in its name, or every sample.
 
-    Rows of tables with a declared result topic also go to that topic. With ``eventhubs_sink``,
-    the flows' cloud policy picks what goes to the cloud (:mod:`plantstream.flows.cloud`), and
-    the sink's ``meter`` counts bytes sent against raw measurement bytes. Building it tunes the
-    process's garbage collector for the flow (:func:`tune_gc`).
+    Rows of tables with a declared result topic also go to that topic. With ``cloud_meter``
+    (the cloud export on), the flows' cloud policy picks what goes to the cloud
+    (:mod:`plantstream.flows.cloud`) and those records go through ``kafka_sink`` to the local
+    topic ``plantstream.outbox.cloud``, which the cloud outbox worker sends on
+    (:mod:`plantstream.connectors.outbox`): nothing in the dataflow waits for the cloud or for a
+    webhook. ``cloud_meter`` counts the raw measurement bytes (the worker counts what it sends).
+    Building it tunes the process's garbage collector for the flow (:func:`tune_gc`).
     """
+    if cloud_meter is not None and kafka_sink is None:
+        from plantstream.schemas.errors import ConfigError
+
+        msg = ("the cloud export writes to the local topic plantstream.outbox.cloud: give build_dataflow a "
+               "kafka_sink with cloud_meter")
+        raise ConfigError(msg)
     tune_gc()
     chosen = resolve(flows)
     contexts = check_config(config, chosen)
@@ -267,12 +276,12 @@ def build_dataflow(
             return table_topics[table], str(key).encode(), row_json(row)
 
         records = op.map("to_kafka_records", topical, to_record)
+        if cloud_meter is not None:
+            sizes = op.map("raw_sizes", decoded,
+                           lambda d: (d.raw_bytes, len(d.measurements) + len(d.deadletters)))
+            _, cloud_records = cloud.attach(config.eventhubs, chosen.values(), sizes, merged, cloud_meter)
+            records = op.merge("kafka_and_cloud_records", records, cloud_records)
         op.output("kafka_out", op.key_on("key_records", records, lambda r: r[0]), kafka_sink)
-
-    if eventhubs_sink is not None:
-        sizes = op.map("raw_sizes", decoded,
-                       lambda d: (d.raw_bytes, len(d.measurements) + len(d.deadletters)))
-        cloud.attach(config.eventhubs, chosen.values(), sizes, merged, eventhubs_sink)
     return flow
 
 
@@ -307,19 +316,62 @@ def clickhouse_factory(config: PlantConfig, dsn: str | None = None) -> ch.Client
     return ch.config_factory(config.clickhouse, dsn)
 
 
+def _outbox_here(environ: Mapping[str, str]) -> bool:
+    """Whether this process runs the outbox workers: ``PLANTSTREAM_OUTBOX`` ``on``, ``off`` or
+    ``auto`` (default: Bytewax process 0 only, so a cluster delivers each record once)."""
+    mode = environ.get("PLANTSTREAM_OUTBOX", "auto")
+    if mode not in ("auto", "on", "off"):
+        from plantstream.schemas.errors import ConfigError
+
+        msg = f"PLANTSTREAM_OUTBOX={mode!r}: use auto (Bytewax process 0 runs the outbox), on or off"
+        raise ConfigError(msg)
+    if mode != "auto":
+        return mode == "on"
+    pod, sts = environ.get("BYTEWAX_POD_NAME"), environ.get("BYTEWAX_STATEFULSET_NAME")
+    if pod and sts:
+        return pod.removeprefix(sts + "-") == "0"
+    return environ.get("BYTEWAX_PROCESS_ID", "0") == "0"
+
+
+def _stall_s(environ: Mapping[str, str]) -> float:
+    text = environ.get("PLANTSTREAM_STALL_S", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        from plantstream.schemas.errors import ConfigError
+
+        msg = (f"PLANTSTREAM_STALL_S={text!r}: give the seconds without progress after which the flows "
+               "are not live, e.g. 300")
+        raise ConfigError(msg)
+    return value
+
+
 def get_flow() -> Dataflow:
     """Production entry point for ``python -m bytewax.run "plantstream.flows.main:get_flow()"``.
 
     Reads the plant config from ``PLANTSTREAM_CONFIG`` (plus ``PLANTSTREAM__…`` overrides)
     and the flows from ``PLANTSTREAM_FLOWS`` (comma-separated, default all).
     ``PLANTSTREAM_STOP=end`` stops at the end of the measurements topic (batch re-runs, tests);
-    the default ``never`` tails it. ``PLANTSTREAM_HEALTH_PORT`` serves ``/healthz`` and
-    ``/readyz`` there (the chart's probes): both answer 200 once the dataflow is built, from a
-    thread of this process (a hung or dead process fails them); they do not yet look into Kafka
-    lag or the ClickHouse sink. Before it starts, each flow's config section is validated,
+    the default ``never`` tails it. Before it starts, each flow's config section is validated,
     every table a flow writes must exist in ClickHouse (:func:`check_start`), and the plant's
     and the flows' result topics are created where missing.
+
+    The outbox workers (the cloud export to Event Hubs, the alert webhook;
+    :mod:`plantstream.connectors.outbox`) run as threads of this process when
+    ``PLANTSTREAM_OUTBOX`` is ``on``, or ``auto`` (the default) and this is Bytewax process 0.
+
+    ``PLANTSTREAM_HEALTH_PORT`` serves ``/healthz`` and ``/readyz`` there (the chart's probes),
+    from :class:`~plantstream.connectors.health.FlowHealth`: ready while Kafka answers, the
+    ClickHouse sink's newest insert landed and no outbox record has waited longer than
+    ``outbox.ready_max_age_s``; live unless the dataflow has not turned for
+    ``PLANTSTREAM_STALL_S`` seconds (default 300) while Kafka and ClickHouse are up, or an
+    outbox worker died.
     """
+    from plantstream.connectors.health import FlowHealth, HealthServer, Progress, WatchedSource
+    from plantstream.connectors.outbox import workers_from_config
+
     config = load_config(os.environ.get("PLANTSTREAM_CONFIG"))
     for warning in cleartext_credentials(config, ("kafka",)):
         warn_once(log, warning)
@@ -336,6 +388,8 @@ def get_flow() -> Dataflow:
 
         msg = f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic) or 'never' (tail)"
         raise ConfigError(msg)
+    stall_s = _stall_s(os.environ)
+    outbox_here = _outbox_here(os.environ)
     chosen = select(os.environ.get("PLANTSTREAM_FLOWS"))
     client = clickhouse_factory(config)()  # the sink's client: same URL, credentials and TLS
     try:
@@ -344,14 +398,21 @@ def get_flow() -> Dataflow:
         client.close()
     create_topics(kconf, chosen, config.kafka)
     sink = ch.ClickHouseSink.from_config(config.clickhouse)
-    flow = build_dataflow(config, kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), sink,
-                          flows=chosen,
+    target = eventhubs.target_from_config(config.eventhubs)
+    meter = eventhubs.BandwidthMeter()
+    progress = Progress()
+    source = WatchedSource(kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), progress)
+    flow = build_dataflow(config, source, sink, flows=chosen,
                           kafka_sink=kafka.KafkaOutput(
                               kconf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes),
-                          eventhubs_sink=eventhubs.EventHubsSink.from_config(config.eventhubs))
+                          cloud_meter=meter if target is not None else None)
+    workers = []
+    if outbox_here:
+        workers = [w.start() for w in workers_from_config(config, kconf, cloud=target, meter=meter,
+                                                          webhook="alerts" in chosen)]
     port = os.environ.get("PLANTSTREAM_HEALTH_PORT")
     if port:
-        from plantstream.connectors.health import HealthServer
-
-        HealthServer(int(port), lambda: {"live": True, "ready": True, "flows": sorted(chosen)}).start()
+        HealthServer(int(port), FlowHealth(kconf, sink_stats=sink.stats, workers=workers, progress=progress,
+                                           stall_s=stall_s, ready_max_age_s=config.outbox.ready_max_age_s,
+                                           flows=sorted(chosen))).start()
     return flow

@@ -300,9 +300,13 @@ def result_topics(flows: Iterable[Flow]) -> dict[str, str]:
 
 
 def topics(flows: Iterable[Flow]) -> tuple[str, ...]:
-    """Every topic a plant with these flows uses: the plant's own and the flows' result topics."""
+    """Every topic a plant with these flows uses: the plant's own, the flows' result topics, and
+    the cloud outbox (``plantstream.outbox.cloud``) when a flow declares a cloud policy."""
+    flows = list(flows)
     names = dict.fromkeys(kafka.PLANT_TOPICS)
     names.update(dict.fromkeys(result_topics(flows).values()))
+    if any(f.cloud for f in flows):
+        names[kafka.CLOUD_OUTBOX] = None
     return tuple(names)
 
 

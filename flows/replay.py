@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import kafka
 from plantstream.connectors.embedded import EmbeddedRuntime
+from plantstream.connectors.outbox import workers_from_config
 from plantstream.flows.main import build_dataflow, check_start, clickhouse_factory, create_topics
 from plantstream.flows.registry import Flow, FlowFn
 from plantstream.schemas.config import PlantConfig
@@ -158,7 +159,9 @@ def replay(path: str | Path, config: PlantConfig, *, dsn: str | None = None,
     """Replay a JSONL file through the flows via the embedded broker; returns the summary.
 
     The flows are checked before a line is sent (config sections, tables: see
-    :func:`~plantstream.flows.main.check_start`)."""
+    :func:`~plantstream.flows.main.check_start`). With ``alerts.webhook.url`` set, the webhook
+    outbox worker posts the alerts of the replay beside the flow (``outbox.drain_s`` at the end);
+    a replay sends nothing to the cloud."""
     started = time.perf_counter()
     src = Path(path)
     if not src.is_file():
@@ -184,7 +187,12 @@ def replay(path: str | Path, config: PlantConfig, *, dsn: str | None = None,
                                [d.row(local.kafka.deadletter_raw_bytes) for d in refused])
             finally:
                 client.close()
-        stats = run_flow_to_end(local, rt.kafka_conf, dsn=rt.dsn, flows=flows)
+        workers = [w.start() for w in workers_from_config(local, rt.kafka_conf, webhook="alerts" in flows)]
+        try:
+            stats = run_flow_to_end(local, rt.kafka_conf, dsn=rt.dsn, flows=flows)
+        finally:
+            for w in workers:  # the alert webhook: what the replay raised, within outbox.drain_s
+                w.stop(drain_s=local.outbox.drain_s)
     rows = dict(stats.rows)
     if refused:
         rows["deadletter"] = rows.get("deadletter", 0) + len(refused)

@@ -144,6 +144,7 @@ class WebhookConfig(Frozen):
     """Sent as ``Authorization: Bearer …``."""
     timeout_s: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=10, ge=1)
+    """Attempts of ``WebhookSink.post`` (tools); the alert outbox retries forever."""
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
 

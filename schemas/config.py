@@ -60,7 +60,7 @@ from plantstream.schemas.redact import (
     wrap_secret_settings,
 )
 from plantstream.schemas.scrap_config import ScrapConfig
-from plantstream.schemas.sinks_config import EventHubsConfig, StatusConfig
+from plantstream.schemas.sinks_config import EventHubsConfig, OutboxConfig, StatusConfig
 from plantstream.schemas.state_config import StateConfig
 from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
@@ -318,6 +318,8 @@ class PlantConfig(Frozen):
     """Condition monitoring: detectors, grouped models, thresholds, excluded signals."""
     eventhubs: EventHubsConfig = EventHubsConfig()
     """The cloud sink (Azure Event Hubs or any Kafka cluster): KPI facts, events, alerts."""
+    outbox: OutboxConfig = OutboxConfig()
+    """The outbox workers that deliver the cloud export and the alert webhook from Kafka."""
     status: StatusConfig = StatusConfig()
     """How often the machine digital twin (``machine_status``) is written."""
     opcua: OpcUaConfig = OpcUaConfig()

@@ -90,6 +90,30 @@ class EventHubsConfig(Frozen):
         return self
 
 
+class OutboxConfig(Frozen):
+    """The outbox workers: the cloud export and the alert webhook, delivered from Kafka topics
+    at their own pace (docs/sinks.md). Records are retried forever; these set how.
+
+    >>> OutboxConfig().backoff_max_s, OutboxConfig().ready_max_age_s
+    (60.0, 300.0)
+    """
+
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    """First wait before a cloud record is retried; doubles up to ``backoff_max_s`` (the webhook
+    uses ``alerts.webhook.backoff_initial_s`` / ``backoff_max_s``)."""
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    """Longest wait between retries."""
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    """Records read, delivered and committed per round (the most held in memory)."""
+    log_every_s: float = Field(default=30.0, gt=0)
+    """How often a worker that is behind logs its lag."""
+    ready_max_age_s: float = Field(default=300.0, gt=0)
+    """The flows report not ready (``/readyz``) while a record has waited longer than this."""
+    drain_s: float = Field(default=30.0, ge=0)
+    """``replay`` and ``demo``: how long they wait at the end for the workers to deliver what the
+    run produced (the rest waits in Kafka; the embedded broker's is lost with it)."""
+
+
 class StatusConfig(Frozen):
     """How often the machine digital twin (``machine_status``) is written."""
 

@@ -1,4 +1,5 @@
-"""The webhook sink against a real HTTP server that fails the first attempts of every record.
+"""The webhook (through its outbox worker) against a real HTTP server that fails the first
+attempts of every record.
 
 The server answers 503 to the first two attempts of each alert record, and for one record
 stores it and then answers 500 (the response is lost, the sink must retry). It keeps the
@@ -18,8 +19,11 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from plantstream.connectors import kafka
+from plantstream.connectors.outbox import ALERTS_TOPIC, workers_from_config
 from plantstream.connectors.webhook import WebhookSink
 from plantstream.flows.alerts import alerts
+from plantstream.flows.main import row_json
 from plantstream.flows.registry import FlowContext
 from plantstream.schemas.config import build_config
 from plantstream.schemas.errors import ConnectorError
@@ -88,8 +92,9 @@ def _measurements() -> list[Measurement]:
     return ms
 
 
+@pytest.mark.integration
 def test_webhook_retries_through_failures_and_nothing_is_lost_or_duplicated(
-        receiver: tuple[str, _Receiver]) -> None:
+        receiver: tuple[str, _Receiver], kafka_conf: dict[str, Any]) -> None:
     url, rec = receiver
     config = build_config({"alerts": {"silence": {"enabled": False}, "webhook": {
         "url": url, "token": "s3cret", "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
@@ -99,6 +104,15 @@ def test_webhook_retries_through_failures_and_nothing_is_lost_or_duplicated(
     records: list[dict[str, Any]] = []
     op.output("records", alerts(FlowContext(config), inp)["alerts"], TestingSink(records))
     run_main(flow)
+    # The alert records in their topic, as the flows' Kafka sink writes them; the webhook outbox
+    # worker posts them from there.
+    kafka.create_topics(kafka_conf, {ALERTS_TOPIC: 2})
+    out = kafka.KafkaOutput(kafka_conf).build_part("kafka_out", "kafka-out", None)
+    out.write_batch([(ALERTS_TOPIC, r["machine"].encode(), row_json(r)) for r in records])
+    out.close()
+    [worker] = workers_from_config(config, kafka_conf)
+    worker.start()
+    assert worker.stop(drain_s=60), worker.status()
 
     # raised + escalated + cleared vibration on cnc-01, raised + cleared machine down on press-01
     assert sorted((r["machine"], r["rule"], r["status"], r["severity"]) for r in records) == [

@@ -165,14 +165,19 @@ def test_empty_secret_fields_are_allowed(tmp_path: Path) -> None:
 def test_secret_references_and_plain_urls_pass_the_guard(tmp_path: Path) -> None:
     out = render(merged(EDGE, {
         "webhook": {"existingSecret": "plantstream-webhook"},
+        "networkPolicy": {"webhook": {"cidrs": ["203.0.113.10/32"]}},
         "clickhouse": {"migrator": {"username": "plantstream_admin", "existingSecret": "ch-admin"}},
         "plant": {"kafka": {"extra": {"sasl.username": "flows", "ssl.ca.location": "/etc/ssl/ca.pem"}},
                   "alerts": {"webhook": {"headers": {"X-Plant": "plant-a"}}}}}), tmp_path)
     assert out["rendered"], out["error"]
 
 
+WEBHOOK = {"webhook": {"existingSecret": "plantstream-webhook"},
+           "networkPolicy": {"webhook": {"cidrs": ["203.0.113.10/32"]}}}
+
+
 def test_webhook_url_and_token_come_from_a_secret_for_the_flows_only(tmp_path: Path) -> None:
-    out = render(merged(EDGE, {"webhook": {"existingSecret": "plantstream-webhook"}}), tmp_path)
+    out = render(merged(EDGE, WEBHOOK), tmp_path)
     assert out["rendered"], out["error"]
     sts = by_kind(out["manifests"], "StatefulSet")["edge-plantstream-flows"]
     env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
@@ -515,3 +520,28 @@ def test_the_topics_command_of_the_hook_reads_the_plant_config_of_the_chart(edge
     assert rows["plantstream.measurements"]["configs"] == "cleanup.policy=delete, retention.ms=86400000"
     assert rows["plantstream.workorders"]["configs"] == "cleanup.policy=compact"
     assert all(r["partitions"] == 4 and r["replication"] == 1 for r in rows.values())
+
+
+def test_flows_may_reach_the_webhook_host_and_event_hubs_and_nothing_else_outside(
+        edge: dict[str, Any], tmp_path: Path) -> None:
+    def egress(manifests: list[dict[str, Any]]) -> set[tuple[str, int]]:
+        policy = by_kind(manifests, "NetworkPolicy")["edge-plantstream-flows"]["spec"]
+        return {(peer["ipBlock"]["cidr"], port["port"]) for rule in policy["egress"]
+                for peer in rule["to"] if "ipBlock" in peer for port in rule["ports"]}
+
+    # Without a webhook: no rule for it (Event Hubs on 9093 because the edge install sets its Secret).
+    assert ("0.0.0.0/0", 9093) in egress(edge["manifests"])
+    assert not {r for r in egress(edge["manifests"]) if r[1] == 443}
+    out = render(merged(EDGE, WEBHOOK), tmp_path)
+    assert out["rendered"], out["error"]
+    assert ("203.0.113.10/32", 443) in egress(out["manifests"])
+    # The connectors never get it.
+    for name, policy in by_kind(out["manifests"], "NetworkPolicy").items():
+        if name != "edge-plantstream-flows":
+            assert "203.0.113.10/32" not in json.dumps(policy), name
+    # A webhook without its CIDRs fails the render, naming the --set fix.
+    bad = render(merged(EDGE, {"webhook": {"existingSecret": "plantstream-webhook"}}), tmp_path)
+    assert not bad["rendered"] and "networkPolicy.webhook.cidrs" in bad["error"] and "--set" in bad["error"]
+    # The flows pods get the stall bound of their liveness.
+    sts = by_kind(out["manifests"], "StatefulSet")["edge-plantstream-flows"]
+    assert env_of(sts["spec"]["template"]["spec"]["containers"][0])["PLANTSTREAM_STALL_S"] == "300"

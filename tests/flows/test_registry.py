@@ -59,7 +59,8 @@ def test_result_topics_and_kpi_commands_come_from_the_declarations() -> None:
         "downtime_events": "plantstream.downtime", "scrap_events": "plantstream.scrap",
         "anomalies": "plantstream.anomalies", "alerts": "plantstream.alerts"}
     assert set(topics(flows)) == {*kafka.PLANT_TOPICS, "plantstream.oee", "plantstream.downtime",
-                                  "plantstream.scrap", "plantstream.anomalies", "plantstream.alerts"}
+                                  "plantstream.scrap", "plantstream.anomalies", "plantstream.alerts",
+                                  kafka.CLOUD_OUTBOX}
     assert kpi_commands(flows) == {"oee": "oee", "downtime": "oee", "scrap": "scrap", "alerts": "alerts",
                                    "anomalies": "anomaly"}
     # only the chosen flows' topics: the archive alone has none of its own

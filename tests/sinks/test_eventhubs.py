@@ -18,9 +18,10 @@ from pydantic import SecretStr
 from plantstream.connectors import clickhouse as chc
 from plantstream.connectors import eventhubs as eh
 from plantstream.connectors import kafka
+from plantstream.connectors.outbox import CloudDelivery, OutboxWorker
 from plantstream.flows.archive import archive
-from plantstream.flows.main import build_dataflow
-from plantstream.flows.registry import FlowContext, Results
+from plantstream.flows.main import build_dataflow, create_topics
+from plantstream.flows.registry import FlowContext, Results, resolve
 from plantstream.flows.replay import produce_lines
 from plantstream.flows.status import status
 from plantstream.operators.rollup import coalesce, rollup
@@ -135,6 +136,24 @@ def _harness(ctx: FlowContext, measurements: Stream[Measurement]) -> Results:
     return {"cloud_test_facts": op.filter_map("harness_facts", measurements, to_fact)}
 
 
+def _run_with_cloud(config: PlantConfig, kafka_conf: dict[str, Any], ch_sink: chc.ClickHouseSink,
+                    flows: dict[str, Any]) -> eh.BandwidthMeter:
+    """The flows to the end, their cloud records through the outbox topic and the cloud worker."""
+    target = eh.target_from_config(config.eventhubs, {})
+    assert target is not None
+    meter = eh.BandwidthMeter()
+    create_topics(kafka_conf, resolve(flows), 1)
+    kafka.create_topics(kafka_conf, {kafka.CLOUD_OUTBOX: 1})
+    worker = OutboxWorker(kafka_conf, [kafka.CLOUD_OUTBOX], CloudDelivery(target, meter)).start()
+    try:
+        flow = build_dataflow(config, kafka.KafkaInput(kafka_conf, stop="end"), ch_sink, flows=flows,
+                              kafka_sink=kafka.KafkaOutput(kafka_conf), cloud_meter=meter)
+        run_main(flow, epoch_interval=timedelta(seconds=1))
+    finally:
+        assert worker.stop(drain_s=30), worker.status()
+    return meter
+
+
 def _consume(conf: dict[str, Any], topic: str) -> list[tuple[bytes, dict[str, Any], dict[str, Any]]]:
     consumer = Consumer({**conf, "group.id": f"t-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
@@ -186,13 +205,9 @@ def test_flow_delivers_rollups_to_a_kafka_topic_and_counts_bytes_saved(
         "eventhubs": {"bootstrap_servers": kafka_conf["bootstrap.servers"], "topic": topic,
                       "tables": ["cloud_test_facts"], "rollup_tables": ["cloud_test_facts"]},
     })
-    sink = eh.EventHubsSink.from_config(config.eventhubs, {})
-    assert sink is not None
     ch_sink = chc.ClickHouseSink(lambda: chc.connect(ch_dsn, database=ch_db))
-    flow = build_dataflow(config, kafka.KafkaInput(kafka_conf, stop="end"), ch_sink,
-                          flows={"archive": archive, "status": status, "harness": _harness},
-                          eventhubs_sink=sink)
-    run_main(flow, epoch_interval=timedelta(seconds=1))
+    meter = _run_with_cloud(config, kafka_conf, ch_sink,
+                            {"archive": archive, "status": status, "harness": _harness})
 
     records = _consume(kafka_conf, topic)
     assert {v["type"] for _, v, _ in records} == {"cloud_test_facts"}
@@ -206,7 +221,6 @@ def test_flow_delivers_rollups_to_a_kafka_topic_and_counts_bytes_saved(
     assert ch.query("SELECT count() FROM measurements FINAL").result_rows == [(len(lines),)]
     assert ch.query("SELECT count() FROM machine_status FINAL").result_rows == [(2,)]
 
-    meter = sink.meter
     assert meter.raw_bytes == raw_bytes and meter.raw_records == len(lines)
     assert meter.sent_records == 6
     assert meter.sent_bytes == sum(len(k) + len(eh.record_value("cloud_test_facts", v)) for k, v, _ in records)
@@ -256,12 +270,8 @@ def test_real_oee_flow_facts_reach_the_cloud_as_hourly_rollups(
                                                 {"id": "cnc-01", "ideal_cycle_time_ms": 2000}]}],
         "eventhubs": {"bootstrap_servers": kafka_conf["bootstrap.servers"], "topic": topic},
     })
-    sink = eh.EventHubsSink.from_config(config.eventhubs, {})
-    assert sink is not None
-    flow = build_dataflow(config, kafka.KafkaInput(kafka_conf, stop="end"),
-                          chc.ClickHouseSink(lambda: chc.connect(ch_dsn, database=ch_db)),
-                          flows={"oee": oee, "status": status}, eventhubs_sink=sink)
-    run_main(flow, epoch_interval=timedelta(seconds=1))
+    meter = _run_with_cloud(config, kafka_conf, chc.ClickHouseSink(lambda: chc.connect(ch_dsn, database=ch_db)),
+                            {"oee": oee, "status": status})
 
     records = [v for _, v, _ in _consume(kafka_conf, topic)]
     assert {r["type"] for r in records} == {"oee_facts", "downtime_events"}
@@ -296,7 +306,7 @@ def test_real_oee_flow_facts_reach_the_cloud_as_hourly_rollups(
     downtime = [r for r in records if r["type"] == "downtime_events"]
     assert [(r["machine"], r["start"], r["end"], r["duration_s"], r["is_open"]) for r in downtime] == [
         ("cnc-01", T0 + 20 * MIN, T0 + 30 * MIN, 600.0, 0)]
-    print(sink.meter.summary())
+    print(meter.summary())
 
 
 def test_coalesce_sends_the_latest_version_of_each_event_once() -> None:
