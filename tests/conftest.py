@@ -93,6 +93,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     def in_process_mqtt(item: pytest.Item) -> bool:
         names = set(getattr(item, "fixturenames", ()))
-        return item.nodeid.startswith("tests/mqtt/") or bool(PAHO_FIXTURES & names)
+        return (item.nodeid.startswith("tests/mqtt/") or bool(PAHO_FIXTURES & names)
+                or item.get_closest_marker("paho") is not None)
 
     items[:] = sorted(items, key=lambda item: not in_process_mqtt(item))

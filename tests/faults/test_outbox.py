@@ -109,6 +109,8 @@ class Recorder(threading.Thread):
             consumer.close()
 
 
+@pytest.mark.paho  # the demo's bakery connector (paho) runs in this process
+@pytest.mark.timeout(CLOUD_OUTAGE_S + 300)
 def test_event_hubs_unreachable_under_demo_load_holds_back_nothing_and_loses_nothing(
         tmp_path: Path, ch_dsn: str, ch_db: str, ch: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="plantstream.connectors.outbox")
@@ -256,6 +258,7 @@ def vibration_feed(conf: dict[str, Any], stop: threading.Event, sent: list[int])
     producer.flush(30)
 
 
+@pytest.mark.timeout(WEBHOOK_OUTAGE_S + 300)
 def test_webhook_down_for_minutes_the_flow_runs_on_and_every_alert_is_delivered_once(
         broker: TansuBroker, kafka_conf: dict[str, Any], ch_dsn: str, ch_db: str, ch: Any,
         receiver: Receiver) -> None:
