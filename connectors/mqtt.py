@@ -42,6 +42,7 @@ import math
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,6 +55,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from plantstream.connectors.health import HealthServer
+from plantstream.connectors.metrics import Metrics, count_reasons
 from plantstream.connectors.producer import Record, SpoolingProducer, deadletter_record, measurement_record
 from plantstream.connectors.tags import TagMapper
 from plantstream.schemas.config import PlantConfig, cleartext_credentials
@@ -268,6 +270,10 @@ class MqttStats:
     connects: int = 0
     disconnects: int = 0
     last_error: str = ""
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    """Dead letters by reason kind (``/metrics``)."""
+    rebirth_requests: int = 0
+    """Sparkplug B rebirth requests sent (NCMD ``Node Control/Rebirth``)."""
 
 
 def _matching(subs: tuple[MqttSubscription, ...], topic: str) -> MqttSubscription | None:
@@ -292,11 +298,15 @@ class MqttConnector:
         A started :class:`SpoolingProducer` to share; by default the connector owns one.
     clock
         "Now" in epoch ms, the timestamp of payloads that carry none.
+    metrics
+        The process's :class:`~plantstream.connectors.metrics.Metrics` to add this connector to
+        (several components served from one port); by default its own, served at ``/metrics``
+        on ``producer.health_port``.
     """
 
     def __init__(self, config: PlantConfig, kafka_conf: Mapping[str, Any] | None = None, *,
                  producer: SpoolingProducer | None = None, clock: Callable[[], int] = now_ms,
-                 tags: TagMapper | None = None) -> None:
+                 tags: TagMapper | None = None, metrics: Metrics | None = None) -> None:
         if producer is None and kafka_conf is None:
             msg = "MqttConnector needs kafka_conf (librdkafka settings) or a started producer"
             raise ConnectorError(msg)
@@ -308,6 +318,8 @@ class MqttConnector:
         self._clock = clock
         self.mapper = tags or TagMapper(config, source=self.mqtt.source)
         self.stats = MqttStats()
+        self.metrics = metrics if metrics is not None else Metrics("mqtt")
+        self.metrics.watch_mqtt(self)
         self._client: paho.Client | None = None
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -383,7 +395,8 @@ class MqttConnector:
                  m.protocol)
         p = self.config.producer
         if p.health_port is not None:
-            self._health = HealthServer(p.health_port, self.health, host=p.health_host).start()
+            self._health = HealthServer(p.health_port, self.health, host=p.health_host,
+                                        metrics=self.metrics).start()
         return self
 
     def health(self) -> dict[str, Any]:
@@ -549,6 +562,8 @@ class MqttConnector:
         self.stats.messages += 1
         self.stats.measurements += len(records)
         self.stats.deadletters += len(dead)
+        if dead:
+            count_reasons(self.stats.deadletter_reasons, (d.reason for d in dead))
         limit = self.config.kafka.deadletter_raw_bytes
         records.extend(deadletter_record(d, limit=limit) for d in dead)
         producer.send(records, ack)
