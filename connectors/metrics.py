@@ -79,7 +79,6 @@ _REASON_KINDS: tuple[tuple[str, str], ...] = (
     ("field '", "bad_field"),
     ("missing field", "bad_field"),
     ("counter out of range", "counter_range"),
-    ("counter beyond", "counter_range"),
     ("late", "late"),
     ("clock_skew", "clock_skew"),
     ("unconfigured machine", "unconfigured_machine"),
