@@ -218,3 +218,43 @@ def test_mqtt_connector_metrics_move_with_traffic(any_mqtt: tuple[str, int], kaf
     finally:
         pub.loop_stop()
         pub.disconnect()
+
+
+def test_one_registry_serves_several_components_of_one_process(tmp_path: Path) -> None:
+    """What a supervisor does: an OPC UA and an MQTT connector watched into one Metrics, served by
+    one HealthServer with a combined health; each component's series are there, the flows' too."""
+    from plantstream.connectors.clickhouse import SinkStats
+    from plantstream.connectors.health import HealthServer, Progress
+    from plantstream.connectors.metrics import Metrics
+    from plantstream.connectors.opcua import OpcUaConnector
+    from plantstream.flows.main import flow_metrics
+
+    config = build_config({
+        "opcua": {"endpoint": "opc.tcp://127.0.0.1:4840", "state_file": str(tmp_path / "state.json"),
+                  "source": "plc-1"},
+        "mqtt": {"source": "bakery"},
+        "producer": {"spool_dir": str(tmp_path / "spool")},
+    }, {})
+    metrics = Metrics("run")
+    opcua = OpcUaConnector(config, {"bootstrap.servers": "127.0.0.1:1"}, metrics=metrics)
+    mqtt = MqttConnector(config, {"bootstrap.servers": "127.0.0.1:1"}, metrics=metrics)
+    stats, progress = SinkStats(), Progress()
+    flow_metrics(sink_stats=stats, progress=progress, metrics=metrics)
+    opcua.stats.received, mqtt.stats.messages = 4, 9
+    mqtt.stats.deadletter_reasons["not_json"] += 2
+    stats.record("oee_facts", 3, 0.01)
+    progress.snapshot("0")
+    progress.snapshot("0")
+    with HealthServer(0, lambda: {"live": True, "ready": opcua.stats.connected}, host="127.0.0.1",
+                      metrics=metrics) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        m = scrape(base)
+        assert get(base + "/readyz")[0] == 503 and get(base + "/healthz")[0] == 200
+    assert value(m, "plantstream_process_info", component="run") == 1
+    assert value(m, "plantstream_messages_in_total", source="plc-1") == 4
+    assert value(m, "plantstream_messages_in_total", source="bakery") == 9
+    assert value(m, "plantstream_deadletters_total", component="run", reason="not_json") == 2
+    assert value(m, "plantstream_source_connected", protocol="opcua") == 0
+    assert value(m, "plantstream_rows_written_total", table="oee_facts") == 3
+    assert value(m, "plantstream_epoch_duration_seconds_count") == 1
+    assert value(m, "plantstream_epoch_duration_seconds_bucket", le="0.5") == 1
