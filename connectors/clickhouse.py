@@ -20,7 +20,7 @@ import queue
 import re
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from plantstream.connectors.metrics import count_reasons
 from plantstream.schemas.errors import ConfigError, ConnectorError
 from plantstream.schemas.redact import has_credentials, mask_text, mask_url, warn_once
 
@@ -437,6 +438,8 @@ class SinkStats:
     """Wall time (epoch seconds) of the newest insert that landed (the flows' readiness)."""
     last_failure_at: float | None = None
     """Wall time of the newest failed attempt."""
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    """Dead-letter rows written, by reason kind (:func:`plantstream.connectors.metrics.reason_kind`)."""
     _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -449,6 +452,13 @@ class SinkStats:
                 self.batches += 1
                 self.batch_seconds += seconds
                 self._latencies.append(seconds)
+
+    def record_deadletters(self, rows: Iterable[Row]) -> None:
+        """Count dead-letter rows that landed by the kind of their reason (``/metrics``)."""
+        kinds: Counter[str] = Counter()
+        count_reasons(kinds, (r.get("reason") for r in rows))
+        with self._lock:
+            self.deadletter_reasons.update(kinds)
 
     def record_failure(self, error: str, waited_s: float) -> None:
         with self._lock:
@@ -669,6 +679,8 @@ class _ClickHousePartition(StatefulSinkPartition[tuple[str, Row], None]):
         for table, rows in pending.items():
             if rows:
                 self._insert(table, rows)
+                if table == "deadletter":
+                    self._stats.record_deadletters(rows)
         for table, parts in blocks.items():
             self._insert_blocks(table, parts)
 

@@ -1,8 +1,9 @@
-"""Liveness and readiness of a connector or flows process over HTTP: ``/healthz`` and ``/readyz``.
+"""Liveness, readiness and metrics of a connector or flows process over HTTP: ``/healthz``,
+``/readyz`` and ``/metrics``.
 
 A small standard-library server on its own daemon thread (``producer.health_port``; off when
-unset). Each request calls the connector's ``health()`` and answers 200 with its JSON when the
-flag holds, 503 otherwise:
+unset), one port per process. Each health request calls the connector's ``health()`` and
+answers 200 with its JSON when the flag holds, 503 otherwise:
 
 ``/healthz`` (liveness)  ``live``: the producer thread runs. A dead producer thread would
                          otherwise leave the process up while nothing reaches Kafka; the
@@ -10,6 +11,9 @@ flag holds, 503 otherwise:
                          next start.
 ``/readyz`` (readiness)  ``ready``: live, the source is connected and Kafka confirms records
                          (none waiting for longer than the stall bound).
+
+``/metrics`` (Prometheus) the process's :class:`~plantstream.connectors.metrics.Metrics`, when
+                         given (text exposition format 0.0.4; docs/metrics.md).
 
 The flows' entry point serves :class:`FlowHealth` the same way: ready while Kafka answers,
 ClickHouse takes inserts and the outbox workers keep up; live while the dataflow turns
@@ -43,6 +47,7 @@ from typing import Any
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from plantstream.connectors.metrics import Buckets, Metrics
 from plantstream.schemas.errors import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -54,10 +59,19 @@ _PATHS = {"/healthz": "live", "/livez": "live", "/readyz": "ready"}
 
 
 class HealthServer:
-    """Serve ``/healthz`` and ``/readyz`` from ``health()`` on ``host:port`` (0: a free port)."""
+    """Serve ``/healthz`` and ``/readyz`` from ``health()`` on ``host:port`` (0: a free port),
+    and ``/metrics`` from ``metrics`` when given.
 
-    def __init__(self, port: int, health: HealthFn, *, host: str = "0.0.0.0") -> None:
+    This is the one HTTP endpoint of a plantstream process: a supervisor that runs several
+    components in one process builds one :class:`~plantstream.connectors.metrics.Metrics`,
+    ``watch_*``-es each component into it and serves it here with a ``health()`` that combines
+    theirs.
+    """
+
+    def __init__(self, port: int, health: HealthFn, *, host: str = "0.0.0.0",
+                 metrics: Metrics | None = None) -> None:
         self._health = health
+        self.metrics = metrics
         self._host = host
         self._want = port
         self._server: ThreadingHTTPServer | None = None
@@ -69,12 +83,28 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         health = self._health
+        metrics = self.metrics
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                flag = _PATHS.get(self.path.split("?", 1)[0])
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics" and metrics is not None:
+                    try:
+                        data, ctype = metrics.render()
+                    except Exception as exc:  # a broken collector must not kill the endpoint
+                        log.exception("rendering /metrics failed")
+                        self._reply(500, {"error": repr(exc)})
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                flag = _PATHS.get(path)
                 if flag is None:
-                    self._reply(404, {"error": f"unknown path {self.path!r}; use /healthz or /readyz"})
+                    paths = "/healthz, /readyz or /metrics" if metrics is not None else "/healthz or /readyz"
+                    self._reply(404, {"error": f"unknown path {self.path!r}; use {paths}"})
                     return
                 try:
                     state = health()
@@ -103,7 +133,8 @@ class HealthServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="plantstream-health",
                                         daemon=True)
         self._thread.start()
-        log.info("health endpoint on http://%s:%d/healthz and /readyz", self._host, self.port)
+        log.info("health endpoint on http://%s:%d/healthz and /readyz%s", self._host, self.port,
+                 " (metrics on /metrics)" if self.metrics is not None else "")
         return self
 
     def stop(self) -> None:
@@ -137,7 +168,19 @@ class Progress:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._last: dict[str, float] = {}
+        self._snap: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.epochs = Buckets()
+        """Wall time between two snapshots of a partition: the epochs' durations (``/metrics``)."""
+
+    def snapshot(self, part: str) -> None:
+        """The partition was snapshotted: an epoch of it ended."""
+        now = self._clock()
+        with self._lock:
+            last = self._snap.get(part)
+            self._snap[part] = now
+        if last is not None:
+            self.epochs.observe(now - last)
 
     def beat(self, part: str) -> None:
         with self._lock:
@@ -147,6 +190,7 @@ class Progress:
         """The partition ended (end of input): it no longer counts."""
         with self._lock:
             self._last.pop(part, None)
+            self._snap.pop(part, None)
 
     def stalled_s(self) -> float:
         """Seconds since the partition that turned least recently last turned (0: none yet)."""
@@ -173,6 +217,7 @@ class _WatchedPartition(StatefulSourcePartition[Any, Any]):
         return self._inner.next_awake()
 
     def snapshot(self) -> Any:
+        self._progress.snapshot(self._part)
         return self._inner.snapshot()
 
     def close(self) -> None:

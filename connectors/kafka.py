@@ -10,7 +10,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -352,6 +352,22 @@ class _KafkaPartition(StatefulSourcePartition[Any, int]):
         self._awake: datetime | None = None
         self._stop_seen: float | None = None
         self._at_eof = False
+        self._closed = False
+        self.on_close: Callable[[_KafkaPartition], None] | None = None
+
+    @property
+    def number(self) -> int:
+        return self._partition
+
+    def lag(self) -> int | None:
+        """High watermark (cached from fetches) minus the next offset; None before a fetch."""
+        if self._closed:
+            return None
+        try:
+            high = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
+        except (KafkaException, RuntimeError):  # closed meanwhile
+            return None
+        return None if high is None or high < 0 else max(0, high - self._next)
 
     def _should_end(self, at_eof: bool) -> bool:
         if self._stop == "end":
@@ -407,6 +423,9 @@ class _KafkaPartition(StatefulSourcePartition[Any, int]):
         return self._next
 
     def close(self) -> None:
+        self._closed = True
+        if self.on_close is not None:
+            self.on_close(self)
         self._consumer.close()
 
 
@@ -428,6 +447,25 @@ class KafkaInput(FixedPartitionedSource[Any, int]):
         self._topic = topic
         self._stop = stop
         self._batch_size = batch_size
+        self._parts: dict[int, _KafkaPartition] = {}
+        self._parts_lock = threading.Lock()
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def lag(self) -> dict[int, int]:
+        """Consumer lag of each partition this process reads: the high watermark librdkafka last
+        learnt from a fetch (no request to the broker) minus the next offset to read. Partitions
+        that have not fetched yet are left out."""
+        with self._parts_lock:
+            parts = dict(self._parts)
+        out: dict[int, int] = {}
+        for number, part in parts.items():
+            lag = part.lag()
+            if lag is not None:
+                out[number] = lag
+        return out
 
     def list_parts(self) -> list[str]:
         admin = AdminClient(self._conf)
@@ -461,8 +499,17 @@ class KafkaInput(FixedPartitionedSource[Any, int]):
         }
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
-        return _KafkaPartition(self.consumer_config(step_id), self._topic, int(for_part), resume_state,
+        part = _KafkaPartition(self.consumer_config(step_id), self._topic, int(for_part), resume_state,
                                self._stop, self._batch_size, self._batched)
+        part.on_close = self._forget
+        with self._parts_lock:
+            self._parts[int(for_part)] = part
+        return part
+
+    def _forget(self, part: _KafkaPartition) -> None:
+        with self._parts_lock:
+            if self._parts.get(part.number) is part:
+                del self._parts[part.number]
 
 
 # -- sink -------------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ Payload formats (``mqtt.subscriptions[].format``; ``auto`` tells them apart by s
 ``flat``     a JSON object whose fields are metrics (Azure IoT Operations bakery simulator
              style), tag = ``topic#field``; the timestamp comes from ``timestamp``, ``ts``,
              ``timestamp_ms`` or ``time`` (or ``timestamp_field``), else the receive time.
+``sparkplug`` Sparkplug B protobuf on ``spBv1.0/…`` topics (``auto`` picks it by the topic):
+             births, aliases, deaths (machines ``off``), sequence gaps (a rebirth request is
+             published to the edge node); tag = ``spBv1.0/<group>/<edge node>[/<device>]#<metric
+             name>``. See :mod:`plantstream.connectors.sparkplug`.
 
 Every value goes through the tag dictionary (:class:`~connectors.tags.TagMapper`). Bad input —
 not JSON, wrong types, unknown tags (reported once), NaN/inf, oversized messages, bad
@@ -42,6 +46,7 @@ import math
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,12 +58,23 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from plantstream.connectors import sparkplug
 from plantstream.connectors.health import HealthServer
+from plantstream.connectors.metrics import Metrics, count_reasons
 from plantstream.connectors.producer import Record, SpoolingProducer, deadletter_record, measurement_record
+from plantstream.connectors.sparkplug import SparkplugHost
 from plantstream.connectors.tags import TagMapper
 from plantstream.schemas.config import PlantConfig, cleartext_credentials
 from plantstream.schemas.errors import ConnectorError
-from plantstream.schemas.measurement import MAX_TS_MS, MIN_TS_MS, DeadLetter, Measurement, now_ms, parse_ts
+from plantstream.schemas.measurement import (
+    MACHINE_STATE,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    DeadLetter,
+    Measurement,
+    now_ms,
+    parse_ts,
+)
 from plantstream.schemas.redact import warn_once
 from plantstream.schemas.tags_config import MqttSubscription
 
@@ -268,6 +284,10 @@ class MqttStats:
     connects: int = 0
     disconnects: int = 0
     last_error: str = ""
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    """Dead letters by reason kind (``/metrics``)."""
+    rebirth_requests: int = 0
+    """Sparkplug B rebirth requests sent (NCMD ``Node Control/Rebirth``)."""
 
 
 def _matching(subs: tuple[MqttSubscription, ...], topic: str) -> MqttSubscription | None:
@@ -292,11 +312,15 @@ class MqttConnector:
         A started :class:`SpoolingProducer` to share; by default the connector owns one.
     clock
         "Now" in epoch ms, the timestamp of payloads that carry none.
+    metrics
+        The process's :class:`~plantstream.connectors.metrics.Metrics` to add this connector to
+        (several components served from one port); by default its own, served at ``/metrics``
+        on ``producer.health_port``.
     """
 
     def __init__(self, config: PlantConfig, kafka_conf: Mapping[str, Any] | None = None, *,
                  producer: SpoolingProducer | None = None, clock: Callable[[], int] = now_ms,
-                 tags: TagMapper | None = None) -> None:
+                 tags: TagMapper | None = None, metrics: Metrics | None = None) -> None:
         if producer is None and kafka_conf is None:
             msg = "MqttConnector needs kafka_conf (librdkafka settings) or a started producer"
             raise ConnectorError(msg)
@@ -308,12 +332,18 @@ class MqttConnector:
         self._clock = clock
         self.mapper = tags or TagMapper(config, source=self.mqtt.source)
         self.stats = MqttStats()
+        self.metrics = metrics if metrics is not None else Metrics("mqtt")
+        self.metrics.watch_mqtt(self)
         self._client: paho.Client | None = None
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._refused: str | None = None
         self._lock = threading.Lock()
         self._health: HealthServer | None = None
+        sp = self.mqtt.sparkplug
+        self.sparkplug = SparkplugHost(request_rebirth=sp.request_rebirth,
+                                       rebirth_interval_s=sp.rebirth_interval_s)
+        self._commands: list[tuple[str, bytes]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -383,7 +413,8 @@ class MqttConnector:
                  m.protocol)
         p = self.config.producer
         if p.health_port is not None:
-            self._health = HealthServer(p.health_port, self.health, host=p.health_host).start()
+            self._health = HealthServer(p.health_port, self.health, host=p.health_host,
+                                        metrics=self.metrics).start()
         return self
 
     def health(self) -> dict[str, Any]:
@@ -507,9 +538,24 @@ class MqttConnector:
             return [], [DeadLetter(payload, reason, source, now)]  # its record is bounded
         sub = _matching(self.mqtt.subscriptions, topic)
         fmt = sub.format if sub is not None else "auto"
-        parsed = parse_payload(topic, payload, fmt, now, sub.timestamp_field if sub else None)
-        dead = [DeadLetter(payload, reason, source, now) for reason in parsed.errors]
+        sp_topic = sparkplug.parse_topic(topic) if fmt in ("auto", "sparkplug") else None
+        if fmt == "sparkplug" and sp_topic is None:
+            sp_topic = (f"sparkplug: topic {topic!r} is not a Sparkplug B topic "
+                        f"({sparkplug.NAMESPACE}/<group>/<message type>/<edge node>[/<device>])")
         out: list[Measurement] = []
+        if sp_topic is not None:
+            with self._lock:
+                if isinstance(sp_topic, str):
+                    parsed, decoded = Parsed(errors=[sp_topic]), None
+                else:
+                    decoded = self.sparkplug.handle(sp_topic, payload, now)
+                    parsed = Parsed(decoded.samples, decoded.errors)
+                    out.extend(self._deaths(decoded.deaths))
+                    if decoded.rebirth is not None:
+                        self._commands.append(decoded.rebirth)
+        else:
+            parsed = parse_payload(topic, payload, fmt, now, sub.timestamp_field if sub else None)
+        dead = [DeadLetter(payload, reason, source, now) for reason in parsed.errors]
         with self._lock:  # the mapper is not thread-safe (tests call convert directly too)
             for tag, value, ts, quality in parsed.samples:
                 got = self.mapper.map(tag, value, ts, quality, raw=payload)
@@ -523,6 +569,38 @@ class MqttConnector:
                               source, now)
             dead = [*dead[:MAX_DEADLETTERS_PER_MESSAGE - 1], rest]
         return out, dead
+
+    def _deaths(self, deaths: list[tuple[list[str], int]]) -> list[Measurement]:
+        """``machine_state`` ``off`` at the death time for each machine the dead tags map to
+        (lock held)."""
+        out: list[Measurement] = []
+        for tags, ts in deaths:
+            machines: dict[str, tuple[str, str]] = {}
+            for tag in tags:
+                r = self.mapper.lookup(tag)
+                if r is None or r.machine in machines:
+                    continue
+                site, line = r.site, r.line
+                if not site or not line:
+                    info = self.config.machine(r.machine)
+                    site, line = site or info.site, line or info.line
+                machines[r.machine] = (site, line)
+            for machine, (site, line) in sorted(machines.items()):
+                out.append(Measurement(ts, machine, MACHINE_STATE, "off", site, line, "", self.mqtt.source,
+                                       "good"))
+        return out
+
+    def _publish_commands(self) -> None:
+        """Publish the Sparkplug rebirth requests made while converting (QoS 0, not retained)."""
+        with self._lock:
+            commands, self._commands = self._commands, []
+        client = self._client
+        for topic, payload in commands:
+            if client is None:
+                log.warning("Sparkplug: not connected, the rebirth request to %s is not sent", topic)
+                continue
+            client.publish(topic, payload, qos=0, retain=False)
+            self.stats.rebirth_requests += 1
 
     def handle(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         """Convert one message and hand it to the producer; ``ack`` runs once Kafka confirmed it.
@@ -549,6 +627,10 @@ class MqttConnector:
         self.stats.messages += 1
         self.stats.measurements += len(records)
         self.stats.deadletters += len(dead)
+        if dead:
+            count_reasons(self.stats.deadletter_reasons, (d.reason for d in dead))
         limit = self.config.kafka.deadletter_raw_bytes
         records.extend(deadletter_record(d, limit=limit) for d in dead)
         producer.send(records, ack)
+        if self._commands:
+            self._publish_commands()

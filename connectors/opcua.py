@@ -54,6 +54,7 @@ import fnmatch
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from plantstream.connectors.health import HealthServer
+from plantstream.connectors.metrics import Metrics, count_reasons
 from plantstream.connectors.producer import SpoolingProducer
 from plantstream.connectors.tags import TagMapper
 from plantstream.schemas.config import PlantConfig, cleartext_credentials
@@ -120,6 +122,8 @@ class OpcUaStats:
     nodes: int = 0
     last_error: str = ""
     connected: bool = False
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    """Dead letters by reason kind (``/metrics``)."""
 
 
 @dataclass(slots=True)
@@ -167,7 +171,8 @@ class OpcUaConnector:
     """
 
     def __init__(self, config: PlantConfig, kafka_conf: Mapping[str, Any], *,
-                 producer: SpoolingProducer | None = None, clock: Callable[[], int] = now_ms) -> None:
+                 producer: SpoolingProducer | None = None, clock: Callable[[], int] = now_ms,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.oc: OpcUaConfig = config.opcua
         self.kafka_conf = dict(kafka_conf)
@@ -176,6 +181,10 @@ class OpcUaConnector:
         self._own_producer = producer is None
         self.clock = clock
         self.stats = OpcUaStats()
+        self.metrics = metrics if metrics is not None else Metrics("opcua")
+        """Its Prometheus metrics (served at ``/metrics`` on ``producer.health_port``); pass a
+        shared one to serve several components from one process."""
+        self.metrics.watch_opcua(self)
         self._buffer: list[_Item] = []
         self._seq = 0
         self._last: dict[str, tuple[int, Any]] = {}
@@ -268,6 +277,8 @@ class OpcUaConnector:
             self._producer.send_measurements(ms, deadletters=dls)
             self.stats.produced += len(ms)
             self.stats.deadlettered += len(dls)
+            if dls:
+                count_reasons(self.stats.deadletter_reasons, (d.reason for d in dls))
         return len(ms) + len(dls)
 
     # -- connection ---------------------------------------------------------------------------
@@ -532,7 +543,7 @@ class OpcUaConnector:
         if self._producer is None:
             self._producer = SpoolingProducer(self.kafka_conf, self.config.producer, name="opcua").start()
         p = self.config.producer
-        health = HealthServer(p.health_port, self.health, host=p.health_host).start() \
+        health = HealthServer(p.health_port, self.health, host=p.health_host, metrics=self.metrics).start() \
             if p.health_port is not None else None
         delay = self.oc.reconnect_initial_s
         try:

@@ -25,6 +25,7 @@ from bytewax.outputs import Sink
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors import eventhubs, kafka
 from plantstream.connectors.kafka import RawMessage
+from plantstream.connectors.metrics import FlowInputStats, Metrics
 from plantstream.flows import cloud
 from plantstream.flows.engine import (
     ENGINE,
@@ -72,8 +73,11 @@ def row_json(row: Row) -> bytes:
     return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=_orjson_default)
 
 
-def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
-    """Decode and validate a batch; bad messages become dead-letter rows with a reason."""
+def batch_decoder(config: PlantConfig,
+                  counts: FlowInputStats | None = None) -> Callable[[kafka.Batch], Decoded]:
+    """Decode and validate a batch; bad messages become dead-letter rows with a reason.
+
+    With ``counts`` each batch's size is added to it (the ``/metrics`` messages in)."""
 
     limit = config.kafka.deadletter_raw_bytes
     plant_mod = config.counters.modulus
@@ -90,6 +94,8 @@ def batch_decoder(config: PlantConfig) -> Callable[[kafka.Batch], Decoded]:
         raws: list[bytes | None] = []
         bad: list[Row] = []
         size = 0
+        if counts is not None:
+            counts.add(len(batch))
         for i, raw in enumerate(batch.values()):
             size += len(raw)
             result = decode(raw)
@@ -180,6 +186,7 @@ def build_dataflow(
     kafka_sink: Sink[tuple[str, kafka.KafkaRecord]] | None = None,
     cloud_meter: eventhubs.BandwidthMeter | None = None,
     flow_id: str = "plantstream",
+    input_stats: FlowInputStats | None = None,
 ) -> Dataflow:
     """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given).
 
@@ -203,6 +210,7 @@ def build_dataflow(
     (:mod:`plantstream.connectors.outbox`): nothing in the dataflow waits for the cloud or for a
     webhook. ``cloud_meter`` counts the raw measurement bytes (the worker counts what it sends).
     Building it tunes the process's garbage collector for the flow (:func:`tune_gc`).
+    ``input_stats`` counts the input records read (``/metrics``; :mod:`plantstream.connectors.metrics`).
     """
     if cloud_meter is not None and kafka_sink is None:
         from plantstream.schemas.errors import ConfigError
@@ -217,7 +225,7 @@ def build_dataflow(
     flow = Dataflow(flow_id)
     raw = op.input("kafka_in", flow, source)
     batches = op.flat_map_batch("kafka_batches", raw, as_batches)
-    decoded = op.map("decode", batches, batch_decoder(config))
+    decoded = op.map("decode", batches, batch_decoder(config, input_stats))
 
     tables: list[Stream[tuple[str, Any]]] = [
         op.flat_map("tag_deadletter", decoded, lambda d: [("deadletter", r) for r in d.deadletters])
@@ -367,7 +375,7 @@ def get_flow() -> Dataflow:
     ClickHouse sink's newest insert landed and no outbox record has waited longer than
     ``outbox.ready_max_age_s``; live unless the dataflow has not turned for
     ``PLANTSTREAM_STALL_S`` seconds (default 300) while Kafka and ClickHouse are up, or an
-    outbox worker died.
+    outbox worker died. The same port serves Prometheus ``/metrics`` (:func:`flow_metrics`).
     """
     from plantstream.connectors.health import FlowHealth, HealthServer, Progress, WatchedSource
     from plantstream.connectors.outbox import workers_from_config
@@ -401,18 +409,40 @@ def get_flow() -> Dataflow:
     target = eventhubs.target_from_config(config.eventhubs)
     meter = eventhubs.BandwidthMeter()
     progress = Progress()
-    source = WatchedSource(kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never"), progress)
+    kafka_in = kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never")
+    source = WatchedSource(kafka_in, progress)
+    input_stats = FlowInputStats()
     flow = build_dataflow(config, source, sink, flows=chosen,
                           kafka_sink=kafka.KafkaOutput(
                               kconf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes),
-                          cloud_meter=meter if target is not None else None)
+                          cloud_meter=meter if target is not None else None, input_stats=input_stats)
     workers = []
     if outbox_here:
         workers = [w.start() for w in workers_from_config(config, kconf, cloud=target, meter=meter,
                                                           webhook="alerts" in chosen)]
     port = os.environ.get("PLANTSTREAM_HEALTH_PORT")
     if port:
+        metrics = flow_metrics(sink_stats=sink.stats, kafka_input=kafka_in, input_stats=input_stats,
+                               progress=progress, workers=workers)
         HealthServer(int(port), FlowHealth(kconf, sink_stats=sink.stats, workers=workers, progress=progress,
                                            stall_s=stall_s, ready_max_age_s=config.outbox.ready_max_age_s,
-                                           flows=sorted(chosen))).start()
+                                           flows=sorted(chosen)), metrics=metrics).start()
     return flow
+
+
+def flow_metrics(*, sink_stats: Any = None, kafka_input: kafka.KafkaInput | None = None,
+                 input_stats: FlowInputStats | None = None, progress: Any = None,
+                 workers: Any = (), metrics: Metrics | None = None) -> Metrics:
+    """The flows' Prometheus metrics (docs/metrics.md): input records and consumer lag, rows
+    written per table, dead letters by reason, ClickHouse inserts, epoch durations, the outbox
+    backlog. Adds to ``metrics`` when given (one registry per process), else makes one."""
+    m = metrics if metrics is not None else Metrics("flows")
+    if sink_stats is not None:
+        m.watch_sink(sink_stats)
+    if kafka_input is not None and input_stats is not None:
+        m.watch_input(kafka_input, input_stats)
+    if progress is not None:
+        m.watch_progress(progress)
+    if workers:
+        m.watch_outbox(workers)
+    return m

@@ -146,6 +146,17 @@ class MqttTls(Frozen):
     """Skip the server host name check (test benches only)."""
 
 
+class SparkplugConfig(Frozen):
+    """How the MQTT connector acts as a Sparkplug B host application (``mqtt.sparkplug``)."""
+
+    request_rebirth: bool = True
+    """Publish ``NCMD`` ``Node Control/Rebirth`` to an edge node after a sequence-number gap or
+    data from a node whose ``NBIRTH`` was not seen (needs publish rights on
+    ``spBv1.0/<group>/NCMD/<edge node>``)."""
+    rebirth_interval_s: float = Field(default=10.0, gt=0)
+    """At most one rebirth request per edge node in this many seconds until its ``NBIRTH``."""
+
+
 class MqttConfig(Frozen):
     """The MQTT → Kafka connector (paho-mqtt 2.x).
 
@@ -168,3 +179,5 @@ class MqttConfig(Frozen):
     """Larger messages are dead-lettered as ``oversized`` (only their first KiB is kept)."""
     subscriptions: tuple[MqttSubscription, ...] = (MqttSubscription(topic="kepware/#"),)
     source: str = "mqtt"
+    sparkplug: SparkplugConfig = SparkplugConfig()
+    """Sparkplug B (subscriptions on ``spBv1.0/#``): rebirth requests."""

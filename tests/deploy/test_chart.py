@@ -545,3 +545,51 @@ def test_flows_may_reach_the_webhook_host_and_event_hubs_and_nothing_else_outsid
     # The flows pods get the stall bound of their liveness.
     sts = by_kind(out["manifests"], "StatefulSet")["edge-plantstream-flows"]
     assert env_of(sts["spec"]["template"]["spec"]["containers"][0])["PLANTSTREAM_STALL_S"] == "300"
+
+
+def test_metrics_port_on_every_service_and_an_optional_service_monitor(edge: dict[str, Any], tmp_path: Path) -> None:
+    port = VALUES["health"]["port"]
+    # Off by default: no ServiceMonitor, no connector Services; the flows Service names the port.
+    assert not by_kind(edge["manifests"], "ServiceMonitor")
+    flows_svc = by_kind(edge["manifests"], "Service")["edge-plantstream-flows"]
+    assert {"name": "metrics", "port": port, "targetPort": "health"} in flows_svc["spec"]["ports"]
+    assert "edge-plantstream-metrics" not in by_kind(edge["manifests"], "NetworkPolicy")
+
+    scrape = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    out = render(merged(EDGE, {"metrics": {"serviceMonitor": {"enabled": True, "interval": "15s",
+                                                              "labels": {"release": "kube-prometheus-stack"}},
+                                           "allowFrom": scrape}}), tmp_path)
+    assert out["rendered"], out["error"]
+    monitors = by_kind(out["manifests"], "ServiceMonitor")
+    assert list(monitors) == ["edge-plantstream"]
+    sm = monitors["edge-plantstream"]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s",
+                                        "scrapeTimeout": "10s"}]
+    selected = {name: svc for name, svc in by_kind(out["manifests"], "Service").items()
+                if all(svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())}
+    assert set(selected) == {"edge-plantstream-flows", "edge-plantstream-opcua-metrics",
+                             "edge-plantstream-mqtt-metrics"}
+    for name in ("opcua", "mqtt"):
+        svc = selected[f"edge-plantstream-{name}-metrics"]["spec"]
+        pod = pod_of(out["manifests"], "Deployment", f"edge-plantstream-{name}")
+        labels = by_kind(out["manifests"], "Deployment")[f"edge-plantstream-{name}"]["spec"]["template"]["metadata"][
+            "labels"]
+        assert all(labels.get(k) == v for k, v in svc["selector"].items())
+        assert svc["ports"] == [{"name": "metrics", "port": port, "targetPort": "health"}]
+        assert {"name": "health", "containerPort": port} in pod["containers"][0]["ports"]
+    policy = by_kind(out["manifests"], "NetworkPolicy")["edge-plantstream-metrics"]["spec"]
+    assert policy["ingress"] == [{"from": scrape, "ports": [{"protocol": "TCP", "port": port}]}]
+    # Helm lint of the chart with the ServiceMonitor on (its values.yaml switched on in a copy).
+    import shutil
+
+    copy_dir = tmp_path / "chart"
+    shutil.copytree(CHART, copy_dir)
+    values = (copy_dir / "values.yaml").read_text()
+    assert values.count("    enabled: false\n    # -- Scrape interval.") == 1
+    (copy_dir / "values.yaml").write_text(values.replace("    enabled: false\n    # -- Scrape interval.",
+                                                         "    enabled: true\n    # -- Scrape interval."))
+    lint = helmtool("lint", str(copy_dir))
+    assert lint["errors"] == 0
+    assert not [m for m in lint["messages"] if m["severity"] in ("warning", "error", "unknown")], lint
