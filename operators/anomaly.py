@@ -574,7 +574,8 @@ class Model:
             for k in own:
                 g = self.gauss.get(k)
                 if g is None:
-                    g = self.gauss[k] = anomaly.GaussianScorer(window_size=None, grace_period=cfg.warm_samples)
+                    g = self.gauss[k] = anomaly.GaussianScorer(window_size=None,
+                                                               grace_period=cfg.warm_samples)
                 g.learn_one(None, own[k])
         elif self.detector != "zscore":
             if self.river is None:
@@ -776,7 +777,8 @@ class MachineMonitor:
         pending = dict(self.pending)
         self.pending.clear()  # in place: fold() holds the dict
         for signal, acc in pending.items():
-            out += self._score(signal, int(acc[3]), acc[1] / acc[2], cfg, ambient.get(acc[0], self.ambient), acc)
+            base = ambient.get(acc[0], self.ambient)
+            out += self._score(signal, int(acc[3]), acc[1] / acc[2], cfg, base, acc)
         if self.proc is not None:
             out += self._process_tick(self.proc, cfg)
         return out
@@ -877,7 +879,8 @@ class MachineMonitor:
         period completes the vector (scored, then learned)."""
         model = self.proc
         if model is None:
-            model = self.proc = Model("process", "pca", (), born_ms=self.run_ms, pca=Pca([]))
+            model = self.proc = Model("process", "pca", (), born_ms=self.run_ms,
+                                      pca=Pca([]))
         pca = model.pca
         assert pca is not None
         out: list[Row] = []
@@ -1058,7 +1061,22 @@ def _dump_model(m: Model) -> dict[str, Any]:
         "quantile": None if m.quantile is None else (m.quantile.value, m.quantile.tau, m.quantile.eta),
         "seen": m.seen, "episode": _dump_episode(m.episode),
         "fits": {k: _dump_fit(f) for k, f in m.fits.items()},
+        "born_ms": m.born_ms, "pca": _dump_pca(m.pca),
     }
+
+
+def _dump_pca(p: Pca | None) -> Any:
+    if p is None:
+        return None
+    return {"dims": list(p.dims), "n": p.n, "mean": list(p.mean), "cov": list(p.cov), "x": dict(p.x),
+            "tick": p.tick, "tick_start": p.tick_start, "tick_end": p.tick_end}
+
+
+def _load_pca(p: Any) -> Pca | None:
+    if p is None:
+        return None
+    return Pca(list(p["dims"]), p["n"], list(p["mean"]), list(p["cov"]), dict(p["x"]), p["tick"],
+               p["tick_start"], p["tick_end"])
 
 
 def _load_model(p: dict[str, Any]) -> Model:
@@ -1071,6 +1089,7 @@ def _load_model(p: dict[str, Any]) -> Model:
         gauss={k: _river_model(g) for k, g in p["gauss"].items()},
         quantile=None if q is None else AdaptiveQuantile(*q), seen=p["seen"],
         episode=_load_episode(p["episode"]), fits={k: _load_fit(f) for k, f in p["fits"].items()},
+        born_ms=p["born_ms"], pca=_load_pca(p["pca"]),
     )
 
 
@@ -1079,7 +1098,8 @@ def _dump_monitor(mon: MachineMonitor) -> dict[str, Any]:
         "machine": mon.machine, "site": mon.site, "line": mon.line, "running": mon.running, "run": mon.run,
         "ambient": mon.ambient, "models": {k: _dump_model(m) for k, m in mon.models.items()},
         "iso": _dump_episode(mon.iso), "pending": {k: list(v) for k, v in mon.pending.items()},
-        "ambient_closed": mon.ambient_closed,
+        "ambient_closed": mon.ambient_closed, "run_ms": mon.run_ms, "last_ts": mon.last_ts,
+        "proc": None if mon.proc is None else _dump_model(mon.proc),
     }
 
 
@@ -1090,17 +1110,39 @@ def _load_monitor(p: dict[str, Any]) -> MachineMonitor:
         models={k: _load_model(m) for k, m in p["models"].items()}, iso=_load_episode(p["iso"]),
         pending={k: list(v) for k, v in p["pending"].items()},
         ambient_closed=None if closed is None else (closed[0], closed[1]),
+        run_ms=p["run_ms"], last_ts=p["last_ts"],
+        proc=None if p["proc"] is None else _load_model(p["proc"]),
     )
 
 
-ANOMALY_CODEC: StateCodec[MachineMonitor] = StateCodec("anomaly", 1, MachineMonitor, _dump_monitor,
-                                                        _load_monitor)
-"""Format 1 of a machine's monitor: machine, site, line, running, run, ambient, pending periods
-(signal → [period, sum, count, last ts]), ambient_closed, the ISO 10816 episode and per model its
+LONG_AGO: Final = -(2**53)
+"""``born_ms`` of a model upgraded from format 1: its warm-up time is long past (format 1
+counted the warm-up in samples, which ``seen`` still holds)."""
+
+
+def _upgrade_1(p: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 → 2: pending periods gain [min, max, first ts] (the mean and the last time stand
+    for them), models a birth time long ago and no PCA, the monitor its running time and no
+    process model."""
+    out = dict(p)
+    out["pending"] = {k: [*v, v[1] / v[2], v[1] / v[2], v[3]] for k, v in p["pending"].items()}
+    out["models"] = {k: {**m, "born_ms": LONG_AGO, "pca": None} for k, m in p["models"].items()}
+    out["run_ms"], out["last_ts"], out["proc"] = 0, None, None
+    return out
+
+
+ANOMALY_CODEC: StateCodec[MachineMonitor] = StateCodec("anomaly", 2, MachineMonitor, _dump_monitor,
+                                                        _load_monitor, upgrades={1: _upgrade_1})
+"""Format 2 of a machine's monitor: machine, site, line, running, run, ambient, pending periods
+(signal → [period, sum, count, last ts, min, max, first ts]), ambient_closed, running time
+(``run_ms``, ``last_ts``), the process model (a model as below, or None), the ISO 10816
+episode and per model its
 name, detector, signals, fixed threshold, bands (mean, var, n), rolling windows (lists), latest
 features, adaptive quantile (value, tau, eta), samples seen, open episode (start, end, score,
 threshold, signals, points, normal_run, severity) and thermal fits (n, mx, my, cxx, cxy, rvar,
-prev, prev_run, pending, residual window). River estimators (``river`` of the ``hst``, ``ilof``,
+prev, prev_run, pending, residual window), birth time (``born_ms``) and PCA (None, or dims,
+n, mean, row-major covariance, latest values, tick, tick start and end). Format 1 (no extremes,
+no running time, no PCA) upgrades (:func:`_upgrade_1`). River estimators (``river`` of the ``hst``, ``ilof``,
 ``ocsvm`` detectors; ``gauss`` scorers of ``gaussian``) are stored as bytes inside the plain
 payload: each the pickle of the River object. River is pinned (pyproject), so those bytes read
 back in the same release; raise the format version with an upgrade when the pin moves."""

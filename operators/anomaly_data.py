@@ -309,14 +309,17 @@ class EvalResult:
 
 
 def score_series(s: LabelledSeries, episodes: list[tuple[int, int]], *, nab: bool) -> EvalResult:
-    """Metrics of detected ``episodes`` (start, end ms) against a labelled series."""
+    """Metrics of detected ``episodes`` (start, end ms) against a labelled series. The NAB score
+    uses NAB's windows (``nab``) or, for point labels, each labelled interval as a window (the
+    NAB-style change-point score; None without any)."""
     pts = predicted_points(s.ts, episodes)
     pm = point_metrics(s.point_labels(), pts, skip=s.train)
     scored_from = s.ts[s.train] if s.train < len(s.ts) else s.ts[-1] + 1
     em = episode_metrics(s.intervals(), episodes, scored_from=scored_from)
     raw = norm = None
-    if nab:
-        result = nab_score(s.ts, [a for a, _ in episodes], s.windows, probation=s.train)
+    windows = s.windows if nab else s.intervals()
+    if windows:  # NAB's windows, or NAB-style: each labelled interval a window
+        result = nab_score(s.ts, [a for a, _ in episodes], windows, probation=s.train)
         raw, norm = result.raw, result.normalized
     delays = [d / 1000.0 for d in em.delays_ms]
     label_delays = []

@@ -16,7 +16,8 @@ Examples
 ... except Exception as exc:
 ...     print("detector" in str(exc))
 True
->>> AnomalyConfig(warmup_s=400).warm_ms, AnomalyConfig(warmup=380).warm_ms, AnomalyConfig(warmup=380).warm_samples
+>>> old = AnomalyConfig(warmup=380)                    # the deprecated sample count
+>>> AnomalyConfig(warmup_s=400).warm_ms, old.warm_ms, old.warm_samples
 (400000, 0, 380)
 """
 
@@ -37,8 +38,8 @@ explain."""
 Detector = Literal["zscore", "gaussian", "hst", "ilof", "ocsvm"]
 """``zscore``: EWMA control chart (robust z-scores of value and rolling mean) — the default;
 ``gaussian``: River GaussianScorer per feature; ``hst``: River HalfSpaceTrees on min-max scaled
-features; ``ilof``: River LocalOutlierFactor; ``ocsvm``: River OneClassSVM on scaled features. The multivariate process
-model (detector ``pca`` in the rows) is not chosen here: see ``process``."""
+features; ``ilof``: River LocalOutlierFactor; ``ocsvm``: River OneClassSVM on scaled features.
+The multivariate process model (detector ``pca`` in the rows) is not chosen here: see ``process``."""
 
 
 class AnomalyModelConfig(Frozen):

@@ -85,11 +85,16 @@ def test_nothing_is_scored_while_the_machine_is_stopped() -> None:
 
 
 def test_no_alarm_during_warm_up() -> None:
-    plan = Plan("mill-01", 600, anomalies=[(100, 130, "overheat")])
-    assert closed(run(generate(plan))) == []
+    # warm-up in running time: 2 h of 1-minute samples learn only, whatever the sample count
+    cfg = AnomalyConfig(warmup_s=2 * 3600)
+    plan = Plan("mill-01", 600, anomalies=[(80, 110, "overheat")])
+    assert closed(run(generate(plan), cfg)) == []
     # the same anomaly after the warm-up is found
     later = Plan("mill-01", 600, anomalies=[(400, 430, "overheat")])
-    assert len(closed(run(generate(later)), "temperature_c")) == 1
+    assert len(closed(run(generate(later), cfg), "temperature_c")) == 1
+    # the deprecated sample count still states a warm-up (and no time condition)
+    assert AnomalyConfig(warmup=288).warm_ms == 0
+    assert closed(run(generate(plan), AnomalyConfig(warmup=288))) == []
 
 
 def test_a_long_anomaly_does_not_teach_the_model_that_it_is_normal() -> None:
