@@ -304,6 +304,22 @@ def wilson_hilferty(x: float, k: float) -> float:
     return ((max(x, 0.0) / k) ** (1.0 / 3.0) - (1.0 - c)) / math.sqrt(c)
 
 
+CONTRIB_Z: Final = 2.326
+"""The standard-normal quantile (99 %) of the control limits that weigh T² against SPE in the
+contributions (:meth:`Pca.score`)."""
+
+
+def chi2_quantile(k: float, z: float) -> float:
+    """The χ²ₖ quantile at the standard-normal quantile ``z`` (inverse Wilson–Hilferty).
+
+    >>> round(chi2_quantile(5, 1.645), 1), round(wilson_hilferty(chi2_quantile(3.3, 2.326), 3.3), 3)
+    (11.1, 2.326)
+    """
+    k = max(k, 1e-9)
+    c = 2.0 / (9.0 * k)
+    return k * max(1.0 - c + z * math.sqrt(c), 0.0) ** 3
+
+
 def paulson(f: float, d1: float, d2: float) -> float:
     """The standard-normal equivalent of ``f`` under an F(d1, d2) law (Paulson's cube-root
     approximation).
@@ -335,7 +351,12 @@ class Pca:
       Jackson–Mudholkar), read with Wilson–Hilferty.
 
     The score is the larger of the two equivalents (z units); the **contributions** say which
-    signals make it: for T² ``cᵢ = zᵢ · (Pₖ Λₖ⁻¹ t)ᵢ`` (they sum to T²), for SPE ``cᵢ = rᵢ²``.
+    signals make it: each signal's share of the combined index ``φ = T²/τ² + SPE/δ²`` (Yue and
+    Qin), ``cᵢ = zᵢ·(Φz)ᵢ`` with ``Φ = PₖΛₖ⁻¹Pₖᵀ/τ² + (I − PₖPₖᵀ)/δ²`` and ``τ²``, ``δ²`` the
+    99 % limits of T² (χ²ₖ) and SPE (``g·χ²ₕ``) — they sum to ``φ``, whichever statistic fired.
+    (The squared residuals ``rᵢ²``, the classic SPE contributions, name nothing when the residual
+    subspace has one or two dimensions: then ``r`` is the residual direction times a number, and
+    ``rᵢ²`` is the same profile whatever moved.)
 
     >>> import random
     >>> rnd, pca = random.Random(1), Pca(["flow", "pressure", "voltage"])
@@ -400,7 +421,11 @@ class Pca:
         th = lam[k:]
         th1, th2 = float(th.sum()), float((th * th).sum())
         z_spe = wilson_hilferty(spe * th1 / th2, th1 * th1 / th2)
-        contrib = z * (vec[:, :k] @ (t / lam[:k])) if z_t2 >= z_spe else resid * resid
+        # contributions to the combined index T²/τ² + SPE/δ² (each statistic over its 99 % limit):
+        # zᵢ·(Φz)ᵢ, Φ = PΛ⁻¹Pᵀ/τ² + (I − PPᵀ)/δ²; they sum to the index
+        tau2 = chi2_quantile(k, CONTRIB_Z)
+        delta2 = th2 / th1 * chi2_quantile(th1 * th1 / th2, CONTRIB_Z)
+        contrib = z * (vec[:, :k] @ (t / lam[:k])) / tau2 + z * resid / delta2
         contrib = np.maximum(contrib, 0.0)
         total = float(contrib.sum()) or 1.0
         shares = {name: math.copysign(float(c) / total, float(zi))
@@ -950,20 +975,22 @@ class MachineMonitor:
         if anomalous:
             deviating = named if named is not None else (
                 {k: z for k, z in zs.items() if abs(z) >= min(cfg.min_z, 3.0)} or zs)
+            was = False
             if ep is None:
                 ep = model.episode = Episode(ts if start is None else start, ts, score, threshold, deviating,
                                              severity=_severity(zs, score))
             else:
+                was = _reported(ep, cfg)
                 ep.end, ep.points, ep.normal_run = ts, ep.points + 1, 0
                 if score > ep.score or (score == ep.score and _zmax(zs) > _zmax(ep.signals)):
                     ep.score, ep.threshold, ep.signals = score, threshold, deviating
                     ep.severity = max(ep.severity, _severity(zs, score), key=_SEVERITY_RANK.__getitem__)
-            if ep.points == cfg.min_points:  # persistent enough: the episode is reported
+            if not was and _reported(ep, cfg):  # persistent enough: the episode is reported
                 return [_row(self.machine, self.site, self.line, model.name, model.detector, ep, True)]
             return []
         if ep is None:
             return []
-        if ep.points < cfg.min_points:  # a blip shorter than min_points: never reported
+        if not _reported(ep, cfg):  # a blip shorter than the persistence rule: never reported
             model.episode = None
             return []
         ep.normal_run += 1
@@ -999,7 +1026,7 @@ class MachineMonitor:
         out: list[Row] = self.flush(cfg) if self.running else []
         models = list(self.models.values()) + ([self.proc] if self.proc is not None else [])
         for model in models:
-            if model.episode is not None and model.episode.points >= cfg.min_points:
+            if model.episode is not None and _reported(model.episode, cfg):
                 out.append(_row(self.machine, self.site, self.line, model.name, model.detector,
                                 model.episode, False))
             model.episode = None
@@ -1010,6 +1037,27 @@ class MachineMonitor:
 
 
 _SEVERITY_RANK: Final = {"info": 0, "warning": 1, "critical": 2}
+
+
+def episode_span_ms(ep: Episode, cfg: AnomalyConfig) -> int:
+    """How long an episode has been anomalous (ms): from the start of its first anomalous
+    scoring period to the end of its latest (``sample_s`` 0: from its first to its latest
+    anomalous sample).
+
+    >>> from plantstream.schemas.anomaly_config import AnomalyConfig
+    >>> episode_span_ms(Episode(0, 29_000, 1.0, 0.9, {}, points=3), AnomalyConfig())   # 3 periods of 10 s
+    30000
+    """
+    period = round(cfg.sample_s * 1000)
+    end = (ep.end // period + 1) * period if period > 0 else ep.end
+    return end - ep.start
+
+
+def _reported(ep: Episode, cfg: AnomalyConfig) -> bool:
+    """The persistence rule: an episode is reported (and is an episode at all) once it has been
+    anomalous for ``min_points`` consecutive scored samples spanning ``min_duration_s``; before
+    that, one normal sample drops it, and the end of the input drops it."""
+    return ep.points >= cfg.min_points and episode_span_ms(ep, cfg) >= cfg.min_duration_ms
 
 
 def _zmax(zs: dict[str, float]) -> float:

@@ -92,6 +92,12 @@ class AnomalyConfig(Frozen):
     """… but never below the score of a ``min_z`` standard-deviation excursion."""
     min_points: int = Field(default=2, ge=1)
     """Consecutive anomalous samples before an episode is reported (single blips are not)."""
+    min_duration_s: float = Field(default=30.0, ge=0)
+    """Persistence in time: an episode is reported once it has been anomalous (without a normal
+    sample in between) for this many seconds of event time, from the start of its first scored
+    period to the end of its latest, as well as ``min_points`` samples. Shorter excursions are
+    never episodes; an episode still shorter at the end of the input is none either. The
+    episode's ``start`` stays its onset: the cost is the delay of the alert."""
     episode_gap: int = Field(default=12, ge=0)
     """Normal samples tolerated inside an episode before it closes (debounce)."""
     adapt_after: int = Field(default=576, ge=1)
@@ -136,6 +142,11 @@ class AnomalyConfig(Frozen):
         if self.warmup is not None and "warmup_s" not in self.model_fields_set:
             return 0
         return round(self.warmup_s * 1000)
+
+    @property
+    def min_duration_ms(self) -> int:
+        """``min_duration_s`` in ms."""
+        return round(self.min_duration_s * 1000)
 
     @property
     def warm_samples(self) -> int:
