@@ -28,7 +28,9 @@ Per sample of a model's signal, in order:
    normal band; an episode longer than ``adapt_after`` samples is accepted as the new normal
    (it closes and the model relearns from scratch, warm-up included).
 6. **Episodes**: consecutive anomalous points (allowing ``episode_gap`` normal samples inside)
-   form one episode, reported once ``min_points`` consecutive points were anomalous; a row is
+   form one episode, reported once it was anomalous without a break for ``min_duration_s`` of
+   event time and ``min_points`` samples (shorter excursions, also at the end of input, are
+   none; the start stays the onset); a row is
    emitted when it opens and when it closes (``is_open`` false), with start, end, max score,
    threshold, severity, the deviating signals' z-scores and a likely-cause hypothesis. The
    end of the input closes open episodes.
@@ -310,10 +312,11 @@ contributions (:meth:`Pca.score`)."""
 
 
 def chi2_quantile(k: float, z: float) -> float:
-    """The χ²ₖ quantile at the standard-normal quantile ``z`` (inverse Wilson–Hilferty).
+    """The χ²ₖ quantile at the standard-normal quantile ``z`` (inverse Wilson–Hilferty; χ²₅ at
+    95 % is 11.07).
 
     >>> round(chi2_quantile(5, 1.645), 1), round(wilson_hilferty(chi2_quantile(3.3, 2.326), 3.3), 3)
-    (11.1, 2.326)
+    (11.0, 2.326)
     """
     k = max(k, 1e-9)
     c = 2.0 / (9.0 * k)
