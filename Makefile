@@ -9,7 +9,7 @@ DURATION ?= 60
 PEER_VENV := .venv-peer
 PEER_QUIXSTREAMS := 3.28.1
 
-.PHONY: demo test lint bench clean system-deps lock
+.PHONY: demo test lint bench eval clean system-deps lock
 
 # Reproducible installs: every package of .venv (runtime + embedded + dev, and the build backend)
 # comes from requirements/lock.txt, pinned with the sha256 of every file PyPI serves for it;
@@ -70,6 +70,13 @@ $(PEER_VENV)/.quixstreams-$(PEER_QUIXSTREAMS):
 # Every benchmark in tests/bench/; bench_plant writes bench-results.json (see the README).
 bench: $(BIN)/.installed $(PEER_VENV)/.quixstreams-$(PEER_QUIXSTREAMS)
 	$(BIN)/python -m tests.bench
+
+# The anomaly flow on the SKAB benchmark (GPL-3.0, kept outside the repository): every experiment
+# of SKAB_DATA through replay with the published protocol (docs/anomaly.md, "Results").
+SKAB_DATA ?= ../shared/data/skab
+eval: $(BIN)/.installed
+	$(BIN)/plantstream eval anomaly $(SKAB_DATA)/valve1 --format skab --warmup-s 400
+	$(BIN)/plantstream eval anomaly $(SKAB_DATA)/anomaly-free --format skab --warmup-s 400
 
 # Refresh the locks from pyproject.toml (newest versions its ranges allow; hashes of every file
 # on PyPI). runtime.txt starts from lock.txt's pins so both hold the same versions. Then

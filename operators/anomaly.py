@@ -28,7 +28,9 @@ Per sample of a model's signal, in order:
    normal band; an episode longer than ``adapt_after`` samples is accepted as the new normal
    (it closes and the model relearns from scratch, warm-up included).
 6. **Episodes**: consecutive anomalous points (allowing ``episode_gap`` normal samples inside)
-   form one episode, reported once ``min_points`` consecutive points were anomalous; a row is
+   form one episode, reported once it was anomalous without a break for ``min_duration_s`` of
+   event time and ``min_points`` samples (shorter excursions, also at the end of input, are
+   none; the start stays the onset); a row is
    emitted when it opens and when it closes (``is_open`` false), with start, end, max score,
    threshold, severity, the deviating signals' z-scores and a likely-cause hypothesis. The
    end of the input closes open episodes.
@@ -135,6 +137,8 @@ _CAUSES: Final = (
     ("spindle_speed", "control fault", "overload, slipping belt or tool wear"),
     ("current", "overload or mechanical binding", "load loss or drive fault"),
     ("oil_level", "overfill or sensor fault", "leak or consumption"),
+    ("flow", "valve opened, leak downstream or pump overspeed", "valve closing, blockage or pump wear"),
+    ("voltage", "supply fault", "supply fault or overload"),
 )
 
 
@@ -287,6 +291,151 @@ class ThermalFit:
         self.cxy = (1.0 - alpha) * (self.cxy + alpha * dx * dy)
 
 
+# -- the multivariate process model (incremental PCA, Hotelling T² and SPE/Q) ----------------
+
+
+def wilson_hilferty(x: float, k: float) -> float:
+    """The standard-normal equivalent of ``x`` under a χ² law with ``k`` degrees of freedom
+    (Wilson–Hilferty cube-root transform; ``k`` need not be an integer).
+
+    >>> round(wilson_hilferty(11.07, 5), 2), round(wilson_hilferty(38.59, 5), 1)  # χ²₅ 95 %, 5 σ quantiles
+    (1.65, 4.8)
+    """
+    k = max(k, 1e-9)
+    c = 2.0 / (9.0 * k)
+    return ((max(x, 0.0) / k) ** (1.0 / 3.0) - (1.0 - c)) / math.sqrt(c)
+
+
+CONTRIB_Z: Final = 2.326
+"""The standard-normal quantile (99 %) of the control limits that weigh T² against SPE in the
+contributions (:meth:`Pca.score`)."""
+
+
+def chi2_quantile(k: float, z: float) -> float:
+    """The χ²ₖ quantile at the standard-normal quantile ``z`` (inverse Wilson–Hilferty; χ²₅ at
+    95 % is 11.07).
+
+    >>> round(chi2_quantile(5, 1.645), 1), round(wilson_hilferty(chi2_quantile(3.3, 2.326), 3.3), 3)
+    (11.0, 2.326)
+    """
+    k = max(k, 1e-9)
+    c = 2.0 / (9.0 * k)
+    return k * max(1.0 - c + z * math.sqrt(c), 0.0) ** 3
+
+
+def paulson(f: float, d1: float, d2: float) -> float:
+    """The standard-normal equivalent of ``f`` under an F(d1, d2) law (Paulson's cube-root
+    approximation).
+
+    >>> round(paulson(2.449, 5, 40), 2), round(paulson(12.34, 5, 40), 1)   # F(5, 40) 95 %, 5 σ quantiles
+    (1.65, 4.9)
+    """
+    a, b = 2.0 / (9.0 * d1), 2.0 / (9.0 * d2)
+    c = max(f, 0.0) ** (1.0 / 3.0)
+    return ((1.0 - b) * c - (1.0 - a)) / math.sqrt(a + c * c * b)
+
+
+@dataclass(slots=True)
+class Pca:
+    """Incremental PCA of a machine's standardised signals, scored by Hotelling T² and SPE/Q.
+
+    The learned state is the robust EWMA mean and covariance of the signal vector (Welford
+    weights until the memory is full; a deviation beyond 3 σ moves them a bounded step, as the
+    per-signal bands do). Scoring a vector ``x``: standardise ``z = (x − μ)/σ``, take the
+    eigenvectors of the correlation matrix ``R``, keep the ``k`` leading ones that explain
+    ``variance`` of it (``1 ≤ k < d``), then
+
+    - **T²** ``= Σ tₐ²/λₐ`` over the scores ``t = Pₖᵀz``: a move inside the usual correlation
+      structure. Its law with a mean and covariance estimated from ``n`` samples is
+      ``k(n² − 1)/(n(n − k)) · F(k, n − k)`` (the F-distribution control limit), read as a
+      standard-normal equivalent with Paulson's approximation;
+    - **SPE/Q** ``= ‖z − PₖPₖᵀz‖²``: a break of the correlation structure. Its law is ``g·χ²ₕ``
+      with ``g = θ₂/θ₁``, ``h = θ₁²/θ₂``, ``θⱼ = Σ λᵢʲ`` over the residual eigenvalues (Box;
+      Jackson–Mudholkar), read with Wilson–Hilferty.
+
+    The score is the larger of the two equivalents (z units); the **contributions** say which
+    signals make it: each signal's share of the combined index ``φ = T²/τ² + SPE/δ²`` (Yue and
+    Qin), ``cᵢ = zᵢ·(Φz)ᵢ`` with ``Φ = PₖΛₖ⁻¹Pₖᵀ/τ² + (I − PₖPₖᵀ)/δ²`` and ``τ²``, ``δ²`` the
+    99 % limits of T² (χ²ₖ) and SPE (``g·χ²ₕ``) — they sum to ``φ``, whichever statistic fired.
+    (The squared residuals ``rᵢ²``, the classic SPE contributions, name nothing when the residual
+    subspace has one or two dimensions: then ``r`` is the residual direction times a number, and
+    ``rᵢ²`` is the same profile whatever moved.)
+
+    >>> import random
+    >>> rnd, pca = random.Random(1), Pca(["flow", "pressure", "voltage"])
+    >>> for _ in range(300):
+    ...     f = rnd.gauss(32, 0.3)
+    ...     pca.learn([f, 0.1 * f + rnd.gauss(0, 0.02), rnd.gauss(230, 1)], 1e-3)
+    >>> z, share = pca.score([29.0, 2.9, 230.0], 0.95, 300)   # flow and pressure drop together
+    >>> z > 5, max(share, key=lambda k: abs(share[k])), round(pca.score([32.0, 3.2, 230.5], 0.95, 300)[0]) < 3
+    (True, 'flow', True)
+    """
+
+    dims: list[str]
+    n: int = 0
+    mean: list[float] = field(default_factory=list)
+    cov: list[float] = field(default_factory=list)
+    """Row-major d × d covariance."""
+    x: dict[str, float] = field(default_factory=dict)
+    """The latest value of every signal (held between samples, as a PLC tag is)."""
+    tick: int | None = None
+    """The scoring period (or sample time) of the vector being filled; None: none."""
+    tick_start: int = 0
+    tick_end: int = 0
+
+    def learn(self, x: list[float], alpha_min: float, clip: float = 3.0) -> None:
+        import numpy as np
+
+        d = len(x)
+        if len(self.mean) != d:
+            self.n, self.mean, self.cov = 0, [0.0] * d, [0.0] * (d * d)
+        self.n += 1
+        alpha = max(1.0 / self.n, alpha_min)
+        mu, cov = np.asarray(self.mean), np.asarray(self.cov).reshape(d, d)
+        dx = np.asarray(x) - mu
+        if self.n > 30 and clip > 0:
+            lim = clip * np.sqrt(np.maximum(np.diag(cov), 1e-18))
+            dx = np.clip(dx, -lim, lim)
+        mu = mu + alpha * dx
+        cov = (1.0 - alpha) * (cov + alpha * np.outer(dx, dx))
+        self.mean, self.cov = mu.tolist(), cov.ravel().tolist()
+
+    def score(self, x: list[float], variance: float, n_eff: int) -> tuple[float, dict[str, float]]:
+        """(z-equivalent of the larger of T² and SPE, signal → signed share of it)."""
+        import numpy as np
+
+        d = len(x)
+        mu, cov = np.asarray(self.mean), np.asarray(self.cov).reshape(d, d)
+        floor = np.maximum(1e-9, 1e-4 * np.abs(mu))
+        sd = np.maximum(np.sqrt(np.maximum(np.diag(cov), 0.0)), floor)
+        z = (np.asarray(x) - mu) / sd
+        r = cov / np.outer(sd, sd)
+        lam, vec = np.linalg.eigh(r)
+        lam, vec = lam[::-1], vec[:, ::-1]
+        lam = np.maximum(lam, 1e-6 * max(float(lam.sum()), 1e-9))
+        share = np.cumsum(lam) / lam.sum()
+        k = min(int(np.searchsorted(share, variance)) + 1, d - 1)
+        t = vec[:, :k].T @ z
+        t2 = float((t * t / lam[:k]).sum())
+        resid = z - vec[:, :k] @ t
+        spe = float(resid @ resid)
+        n = max(n_eff, k + 2)
+        z_t2 = paulson(t2 * n * (n - k) / (k * (n * n - 1.0)), k, n - k)
+        th = lam[k:]
+        th1, th2 = float(th.sum()), float((th * th).sum())
+        z_spe = wilson_hilferty(spe * th1 / th2, th1 * th1 / th2)
+        # contributions to the combined index T²/τ² + SPE/δ² (each statistic over its 99 % limit):
+        # zᵢ·(Φz)ᵢ, Φ = PΛ⁻¹Pᵀ/τ² + (I − PPᵀ)/δ²; they sum to the index
+        tau2 = chi2_quantile(k, CONTRIB_Z)
+        delta2 = th2 / th1 * chi2_quantile(th1 * th1 / th2, CONTRIB_Z)
+        contrib = z * (vec[:, :k] @ (t / lam[:k])) / tau2 + z * resid / delta2
+        contrib = np.maximum(contrib, 0.0)
+        total = float(contrib.sum()) or 1.0
+        shares = {name: math.copysign(float(c) / total, float(zi))
+                  for name, c, zi in zip(self.dims, contrib, z, strict=True)}
+        return max(z_t2, z_spe), shares
+
+
 # -- River detectors (built lazily, fixed seed) -----------------------------------------------
 
 
@@ -339,6 +488,11 @@ class Model:
     seen: int = 0
     episode: Episode | None = None
     fits: dict[str, ThermalFit] = field(default_factory=dict)
+    born_ms: int = 0
+    """The machine's running time (:attr:`MachineMonitor.run_ms`) when the model was built or
+    last relearned: its warm-up counts from there."""
+    pca: Pca | None = None
+    """The process model's PCA (detector ``pca``)."""
 
     def features(self, signal: str, value: float, ambient: float | None,
                  cfg: AnomalyConfig, run: int = -1) -> dict[str, float]:
@@ -380,7 +534,7 @@ class Model:
     def _excess(self, signal: str, fx: float, window: int, run: int) -> float | None:
         """Rolling mean of the thermal model's one-step residual (``run`` < 0: no machine state,
         no operating-state model, no excess)."""
-        if run < 0:
+        if run < 2:  # no stop yet: no transients to explain (and no state: no operating model)
             return None
         fit = self.fits.get(signal)
         if fit is None:
@@ -401,6 +555,8 @@ class Model:
         """Forget the learned normal (bands, detector, threshold); the warm-up starts again."""
         self.bands, self.gauss, self.river, self.quantile = {}, {}, None, None
         self.seen, self.episode = 0, None
+        if self.pca is not None:
+            self.pca.n, self.pca.mean, self.pca.cov = 0, [], []
 
     def threshold(self, cfg: AnomalyConfig) -> float:
         if self.fixed_threshold is not None:
@@ -411,9 +567,10 @@ class Model:
         return z_to_score(max(floor, self.quantile.value))
 
     def floor_z(self, cfg: AnomalyConfig) -> float:
-        """Threshold floor (z-equivalent): ``min_z`` for the Gaussian-calibrated detectors;
-        the other detectors' scores have no absolute meaning, so only their quantile counts."""
-        return cfg.min_z if self.detector in ("zscore", "gaussian") else 0.0
+        """Threshold floor (z-equivalent): ``min_z`` for the calibrated detectors (z-scores,
+        Gaussian, the process model's F/χ² equivalents); the other detectors' scores have no
+        absolute meaning, so only their quantile counts."""
+        return cfg.min_z if self.detector in ("zscore", "gaussian", "pca") else 0.0
 
     def score(self, x: dict[str, float], zs: dict[str, float], cfg: AnomalyConfig) -> float:
         if self.detector == "zscore":
@@ -445,7 +602,8 @@ class Model:
             for k in own:
                 g = self.gauss.get(k)
                 if g is None:
-                    g = self.gauss[k] = anomaly.GaussianScorer(window_size=None, grace_period=cfg.warmup)
+                    g = self.gauss[k] = anomaly.GaussianScorer(window_size=None,
+                                                               grace_period=cfg.warm_samples)
                 g.learn_one(None, own[k])
         elif self.detector != "zscore":
             if self.river is None:
@@ -497,9 +655,16 @@ class MachineMonitor:
     models: dict[str, Model] = field(default_factory=dict)
     iso: Episode | None = None
     pending: dict[str, list[float]] = field(default_factory=dict)
-    """Signal → [period, sum, count, last ts] of the samples not scored yet (``sample_s``)."""
+    """Signal → [period, sum, count, last ts, min, max, first ts] of the samples not scored yet
+    (``sample_s``)."""
     ambient_closed: tuple[float, float] | None = None
     """(period, mean) of the last closed ambient period: the baseline of signals scored late."""
+    run_ms: int = 0
+    """Running event time seen (ms): the sum of the steps between scored samples while running."""
+    last_ts: int | None = None
+    """The latest scored sample time of the current run (None after a stop)."""
+    proc: Model | None = None
+    """The multivariate process model (``anomaly.process``)."""
     max_signals: int = 128
     """Models and open scoring periods the monitor keeps at most (``state.max_signals_per_machine``):
     a further signal of the machine is not monitored (it is archived). Not part of the state."""
@@ -516,7 +681,15 @@ class MachineMonitor:
                 return self._ensure(mc.name, mc.detector or cfg.detector, mc.signals, mc)
         if signal in cfg.exclude:
             return None
+        if self._process_watches(signal, cfg):
+            return None
         return self._ensure(signal, cfg.detector, (signal,), None)
+
+    def _process_watches(self, signal: str, cfg: AnomalyConfig) -> bool:
+        """True when the process model watches ``signal`` instead of a per-signal chart."""
+        proc = self.proc
+        return (proc is not None and proc.pca is not None and signal in proc.pca.x
+                and len(proc.pca.dims) >= cfg.process_min_signals)
 
     def _ensure(self, name: str, detector: str, signals: tuple[str, ...],
                 mc: AnomalyModelConfig | None) -> Model | None:
@@ -525,7 +698,7 @@ class MachineMonitor:
             if len(self.models) >= self.max_signals:
                 return None  # bounded: a machine sending ever new metric names
             model = self.models[name] = Model(name, detector, signals,
-                                              mc.threshold if mc is not None else None)
+                                              mc.threshold if mc is not None else None, born_ms=self.run_ms)
         return model
 
     # -- processing ------------------------------------------------------------------------
@@ -560,6 +733,10 @@ class MachineMonitor:
                         acc[2] += 1
                         if ts > acc[3]:
                             acc[3] = ts
+                        if v < acc[4]:
+                            acc[4] = v
+                        elif v > acc[5]:
+                            acc[5] = v
                         continue
             rows = self._one(m, cfg)
             if rows:
@@ -574,6 +751,8 @@ class MachineMonitor:
         if m.metric == MACHINE_STATE:
             out = self.flush(cfg)  # what was sampled while running is scored as such
             running = _is_running(m.value)
+            if not running:
+                self.last_ts = None  # stopped time is not running time
             if running and (not self.running or self.run < 0):
                 self.run += 1
                 if self.run == 0:
@@ -599,14 +778,14 @@ class MachineMonitor:
         if acc is None:
             if len(self.pending) >= self.max_signals:
                 return []  # bounded, like the models
-            self.pending[metric] = [period, value, 1, ts]
+            self.pending[metric] = [period, value, 1, ts, value, value, ts]
             return []
-        # a new period (fold adds to an open one): score the closed period's mean
+        # a new period (fold adds to an open one): score the closed period's mean and extremes
         mean = acc[1] / acc[2]
         if metric == AMBIENT:
             self.ambient_closed = (acc[0], mean)
-        out = self._score(metric, int(acc[3]), mean, cfg, self._ambient_in(acc[0]))
-        acc[0], acc[1], acc[2], acc[3] = period, value, 1, ts
+        out = self._score(metric, int(acc[3]), mean, cfg, self._ambient_in(acc[0]), acc)
+        acc[:] = [period, value, 1, ts, value, value, ts]
         return out
 
     def _ambient_in(self, period: float) -> float | None:
@@ -622,39 +801,63 @@ class MachineMonitor:
     def flush(self, cfg: AnomalyConfig) -> list[Row]:
         """Score the periods still open (before a state change, at the end of input)."""
         out: list[Row] = []
-        ambient = {p: total / n for signal, (p, total, n, _) in self.pending.items() if signal == AMBIENT}
+        ambient = {acc[0]: acc[1] / acc[2] for signal, acc in self.pending.items() if signal == AMBIENT}
         pending = dict(self.pending)
         self.pending.clear()  # in place: fold() holds the dict
-        for signal, (period, total, n, ts) in pending.items():
-            out += self._score(signal, int(ts), total / n, cfg, ambient.get(period, self.ambient))
+        for signal, acc in pending.items():
+            base = ambient.get(acc[0], self.ambient)
+            out += self._score(signal, int(acc[3]), acc[1] / acc[2], cfg, base, acc)
+        if self.proc is not None:
+            out += self._process_tick(self.proc, cfg)
         return out
 
     def _score(self, signal: str, ts: int, value: float, cfg: AnomalyConfig,
-               ambient: float | None) -> list[Row]:
+               ambient: float | None, period: list[float] | None = None) -> list[Row]:
+        """Score a signal's sample (``sample_s`` 0) or closed period (``period``: its pending
+        accumulator, for the extremes and the first sample time)."""
         out: list[Row] = []
+        if self.last_ts is not None and ts > self.last_ts:
+            self.run_ms += ts - self.last_ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        start = ts if period is None else int(period[6])
         if cfg.iso10816 and signal == VIBRATION_RMS:
-            out += self._iso(ts, value, cfg)
+            peak = value if period is None else max(value, period[5])
+            out += self._iso(ts, peak, cfg)
         model = self._model_for(signal, cfg)
         if model is not None:
-            out += self._score_learn(model, signal, ts, value, cfg, ambient)
+            out += self._score_learn(model, signal, ts, value, cfg, ambient, start, period)
+        if cfg.process and signal not in cfg.exclude:
+            fx = feature_value(signal, value, None if signal == AMBIENT else ambient)[1]
+            key = ts if period is None else int(period[0])
+            out += self._observe_process(signal, key, start, ts, fx, cfg)
         return out
 
     def _score_learn(self, model: Model, signal: str, ts: int, value: float,
-                     cfg: AnomalyConfig, ambient: float | None) -> list[Row]:
+                     cfg: AnomalyConfig, ambient: float | None, start: int,
+                     period: list[float] | None) -> list[Row]:
         if signal == AMBIENT:
             ambient = None
         own = model.features(signal, value, ambient, cfg, self.run)
+        fname = feature_value(signal, value, ambient)[0]
+        if period is not None and period[2] > 1 and not signal.startswith(cfg.thermal):
+            # thinning keeps the extremes: the period's max and min have bands of their own
+            own[f"{fname}.hi"] = feature_value(signal, period[5], ambient)[1]
+            own[f"{fname}.lo"] = feature_value(signal, period[4], ambient)[1]
+        else:
+            model.latest.pop(f"{fname}.hi", None)
+            model.latest.pop(f"{fname}.lo", None)
         model.latest.update(own)
         x = dict(model.latest)
         for k in [k for k in x if k.endswith(".excess")]:
             band = model.bands.get(k)
-            if band is None or band.n < cfg.warmup:  # the thermal model is still learning
+            if band is None or band.n < self._warm_count(cfg):  # the thermal model is still learning
                 del x[k]
         zs = {k: model.bands[k].z(v) for k, v in x.items() if k in model.bands}
         for k in zs:
             if k.endswith(".excess"):  # one-sided: unexplained heat, not unexplained cooling
                 zs[k] = max(zs[k], 0.0)
-        warm = model.seen >= cfg.warmup and len(x) == len(zs)
+        warm = self._warm(model, cfg) and len(x) == len(zs)
         out: list[Row] = []
         anomalous = False
         if warm:
@@ -666,12 +869,13 @@ class MachineMonitor:
             if not (anomalous and model.episode is not None):
                 # an episode counts once: a long anomaly must not raise the threshold over itself
                 model.quantile.update(score_to_z(score))
-            out += self._episode(model, ts, anomalous, score, threshold, zs, cfg)
+            out += self._episode(model, ts, anomalous, score, threshold, zs, cfg, start)
         ep = model.episode
         if ep is not None and ep.points >= max(cfg.adapt_after, cfg.min_points):
             # The anomaly has lasted long enough to be the new normal: close it and relearn.
             out.append(_row(self.machine, self.site, self.line, model.name, model.detector, ep, False))
             model.reset()
+            model.born_ms = self.run_ms
             ep = None
         protect = anomalous or (ep is not None and ep.normal_run == 0)
         if not protect:
@@ -682,25 +886,114 @@ class MachineMonitor:
         model.seen += 1
         return out
 
+    def _warm(self, model: Model, cfg: AnomalyConfig, samples: int = 0) -> bool:
+        """Past its warm-up: ``warmup_s`` of running time since it was built or relearned, and
+        ``warmup_samples`` (at least ``samples``) scored samples."""
+        return (self.run_ms - model.born_ms >= cfg.warm_ms
+                and model.seen >= max(cfg.warm_samples, samples))
+
+    @staticmethod
+    def _warm_count(cfg: AnomalyConfig) -> int:
+        """The warm-up in scored samples (the thermal model's excess band waits this long)."""
+        if cfg.sample_s > 0:
+            return max(cfg.warm_samples, math.ceil(cfg.warm_ms / (cfg.sample_s * 1000)))
+        return cfg.warm_samples
+
+    # -- the process model --------------------------------------------------------------------
+
+    def _observe_process(self, signal: str, key: int, start: int, ts: int, value: float,
+                         cfg: AnomalyConfig) -> list[Row]:
+        """Add a scored value to the process model's vector of period ``key``; a value of a later
+        period completes the vector (scored, then learned)."""
+        model = self.proc
+        if model is None:
+            model = self.proc = Model("process", "pca", (), born_ms=self.run_ms,
+                                      pca=Pca([]))
+        pca = model.pca
+        assert pca is not None
+        out: list[Row] = []
+        if pca.tick is not None and key != pca.tick:
+            out += self._process_tick(model, cfg)
+        if signal not in pca.x:
+            if len(pca.dims) >= cfg.process_max_signals:
+                return out
+            pca.dims.append(signal)  # a new signal: the model relearns with it
+            model.signals = tuple(pca.dims)
+            model.reset()
+            model.born_ms = self.run_ms
+            pca.x[signal] = value
+            if len(pca.dims) >= cfg.process_min_signals:  # the process model takes over
+                for name in [k for k in self.models if k in pca.x]:
+                    del self.models[name]
+        pca.x[signal] = value
+        if pca.tick is None:
+            pca.tick, pca.tick_start, pca.tick_end = key, start, ts
+        else:
+            pca.tick_start, pca.tick_end = min(pca.tick_start, start), max(pca.tick_end, ts)
+        return out
+
+    def _process_tick(self, model: Model, cfg: AnomalyConfig) -> list[Row]:
+        """Score, then learn, the process model's completed vector."""
+        pca = model.pca
+        if pca is None or pca.tick is None:
+            return []
+        pca.tick = None
+        d = len(pca.dims)
+        if d < cfg.process_min_signals:
+            return []
+        x = [pca.x[k] for k in pca.dims]
+        alpha = 1.0 - 0.5 ** (1.0 / cfg.half_life)
+        out: list[Row] = []
+        anomalous = False
+        if self._warm(model, cfg, 2 * d):
+            z, shares = pca.score(x, cfg.process_variance, min(pca.n, round(2.0 / alpha) - 1))
+            score = z_to_score(z)
+            threshold = model.threshold(cfg)
+            anomalous = score > threshold
+            if model.quantile is None:
+                model.quantile = AdaptiveQuantile(max(model.floor_z(cfg), z), cfg.quantile)
+            if not (anomalous and model.episode is not None):
+                model.quantile.update(z)
+            top = max(abs(v) for v in shares.values())
+            named = {k: v for k, v in shares.items() if abs(v) >= min(0.1, top)}
+            out += self._episode(model, pca.tick_end, anomalous, score, threshold, {"process": z}, cfg,
+                                 pca.tick_start, named)
+        ep = model.episode
+        if ep is not None and ep.points >= max(cfg.adapt_after, cfg.min_points):
+            out.append(_row(self.machine, self.site, self.line, model.name, model.detector, ep, False))
+            model.reset()
+            model.born_ms = self.run_ms
+            ep = None
+        if not (anomalous or (ep is not None and ep.normal_run == 0)):
+            pca.learn(x, alpha)
+        model.seen += 1
+        return out
+
     def _episode(self, model: Model, ts: int, anomalous: bool, score: float, threshold: float,
-                 zs: dict[str, float], cfg: AnomalyConfig) -> list[Row]:
+                 zs: dict[str, float], cfg: AnomalyConfig, start: int | None = None,
+                 named: dict[str, float] | None = None) -> list[Row]:
+        """Open, extend or close ``model``'s episode; ``start`` is when the scored period began,
+        ``named`` the signals the episode names (default: the features beyond 3 σ)."""
         ep = model.episode
         if anomalous:
-            deviating = {k: z for k, z in zs.items() if abs(z) >= min(cfg.min_z, 3.0)} or zs
+            deviating = named if named is not None else (
+                {k: z for k, z in zs.items() if abs(z) >= min(cfg.min_z, 3.0)} or zs)
+            was = False
             if ep is None:
-                ep = model.episode = Episode(ts, ts, score, threshold, deviating,
+                ep = model.episode = Episode(ts if start is None else start, ts, score, threshold, deviating,
                                              severity=_severity(zs, score))
             else:
+                was = _reported(ep, cfg)
                 ep.end, ep.points, ep.normal_run = ts, ep.points + 1, 0
                 if score > ep.score or (score == ep.score and _zmax(zs) > _zmax(ep.signals)):
                     ep.score, ep.threshold, ep.signals = score, threshold, deviating
                     ep.severity = max(ep.severity, _severity(zs, score), key=_SEVERITY_RANK.__getitem__)
-            if ep.points == cfg.min_points:  # persistent enough: the episode is reported
+            if not was and _reported(ep, cfg):  # persistent enough: the episode is reported
                 return [_row(self.machine, self.site, self.line, model.name, model.detector, ep, True)]
             return []
         if ep is None:
             return []
-        if ep.points < cfg.min_points:  # a blip shorter than min_points: never reported
+        if not _reported(ep, cfg):  # a blip shorter than the persistence rule: never reported
             model.episode = None
             return []
         ep.normal_run += 1
@@ -734,8 +1027,9 @@ class MachineMonitor:
     def close(self, cfg: AnomalyConfig) -> list[Row]:
         """Close every open episode (end of input: replay semantics)."""
         out: list[Row] = self.flush(cfg) if self.running else []
-        for model in self.models.values():
-            if model.episode is not None and model.episode.points >= cfg.min_points:
+        models = list(self.models.values()) + ([self.proc] if self.proc is not None else [])
+        for model in models:
+            if model.episode is not None and _reported(model.episode, cfg):
                 out.append(_row(self.machine, self.site, self.line, model.name, model.detector,
                                 model.episode, False))
             model.episode = None
@@ -746,6 +1040,27 @@ class MachineMonitor:
 
 
 _SEVERITY_RANK: Final = {"info": 0, "warning": 1, "critical": 2}
+
+
+def episode_span_ms(ep: Episode, cfg: AnomalyConfig) -> int:
+    """How long an episode has been anomalous (ms): from the start of its first anomalous
+    scoring period to the end of its latest (``sample_s`` 0: from its first to its latest
+    anomalous sample).
+
+    >>> from plantstream.schemas.anomaly_config import AnomalyConfig
+    >>> episode_span_ms(Episode(0, 29_000, 1.0, 0.9, {}, points=3), AnomalyConfig())   # 3 periods of 10 s
+    30000
+    """
+    period = round(cfg.sample_s * 1000)
+    end = (ep.end // period + 1) * period if period > 0 else ep.end
+    return end - ep.start
+
+
+def _reported(ep: Episode, cfg: AnomalyConfig) -> bool:
+    """The persistence rule: an episode is reported (and is an episode at all) once it has been
+    anomalous for ``min_points`` consecutive scored samples spanning ``min_duration_s``; before
+    that, one normal sample drops it, and the end of the input drops it."""
+    return ep.points >= cfg.min_points and episode_span_ms(ep, cfg) >= cfg.min_duration_ms
 
 
 def _zmax(zs: dict[str, float]) -> float:
@@ -797,7 +1112,22 @@ def _dump_model(m: Model) -> dict[str, Any]:
         "quantile": None if m.quantile is None else (m.quantile.value, m.quantile.tau, m.quantile.eta),
         "seen": m.seen, "episode": _dump_episode(m.episode),
         "fits": {k: _dump_fit(f) for k, f in m.fits.items()},
+        "born_ms": m.born_ms, "pca": _dump_pca(m.pca),
     }
+
+
+def _dump_pca(p: Pca | None) -> Any:
+    if p is None:
+        return None
+    return {"dims": list(p.dims), "n": p.n, "mean": list(p.mean), "cov": list(p.cov), "x": dict(p.x),
+            "tick": p.tick, "tick_start": p.tick_start, "tick_end": p.tick_end}
+
+
+def _load_pca(p: Any) -> Pca | None:
+    if p is None:
+        return None
+    return Pca(list(p["dims"]), p["n"], list(p["mean"]), list(p["cov"]), dict(p["x"]), p["tick"],
+               p["tick_start"], p["tick_end"])
 
 
 def _load_model(p: dict[str, Any]) -> Model:
@@ -810,6 +1140,7 @@ def _load_model(p: dict[str, Any]) -> Model:
         gauss={k: _river_model(g) for k, g in p["gauss"].items()},
         quantile=None if q is None else AdaptiveQuantile(*q), seen=p["seen"],
         episode=_load_episode(p["episode"]), fits={k: _load_fit(f) for k, f in p["fits"].items()},
+        born_ms=p["born_ms"], pca=_load_pca(p["pca"]),
     )
 
 
@@ -818,7 +1149,8 @@ def _dump_monitor(mon: MachineMonitor) -> dict[str, Any]:
         "machine": mon.machine, "site": mon.site, "line": mon.line, "running": mon.running, "run": mon.run,
         "ambient": mon.ambient, "models": {k: _dump_model(m) for k, m in mon.models.items()},
         "iso": _dump_episode(mon.iso), "pending": {k: list(v) for k, v in mon.pending.items()},
-        "ambient_closed": mon.ambient_closed,
+        "ambient_closed": mon.ambient_closed, "run_ms": mon.run_ms, "last_ts": mon.last_ts,
+        "proc": None if mon.proc is None else _dump_model(mon.proc),
     }
 
 
@@ -829,17 +1161,39 @@ def _load_monitor(p: dict[str, Any]) -> MachineMonitor:
         models={k: _load_model(m) for k, m in p["models"].items()}, iso=_load_episode(p["iso"]),
         pending={k: list(v) for k, v in p["pending"].items()},
         ambient_closed=None if closed is None else (closed[0], closed[1]),
+        run_ms=p["run_ms"], last_ts=p["last_ts"],
+        proc=None if p["proc"] is None else _load_model(p["proc"]),
     )
 
 
-ANOMALY_CODEC: StateCodec[MachineMonitor] = StateCodec("anomaly", 1, MachineMonitor, _dump_monitor,
-                                                        _load_monitor)
-"""Format 1 of a machine's monitor: machine, site, line, running, run, ambient, pending periods
-(signal → [period, sum, count, last ts]), ambient_closed, the ISO 10816 episode and per model its
+LONG_AGO: Final = -(2**53)
+"""``born_ms`` of a model upgraded from format 1: its warm-up time is long past (format 1
+counted the warm-up in samples, which ``seen`` still holds)."""
+
+
+def _upgrade_1(p: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 → 2: pending periods gain [min, max, first ts] (the mean and the last time stand
+    for them), models a birth time long ago and no PCA, the monitor its running time and no
+    process model."""
+    out = dict(p)
+    out["pending"] = {k: [*v, v[1] / v[2], v[1] / v[2], v[3]] for k, v in p["pending"].items()}
+    out["models"] = {k: {**m, "born_ms": LONG_AGO, "pca": None} for k, m in p["models"].items()}
+    out["run_ms"], out["last_ts"], out["proc"] = 0, None, None
+    return out
+
+
+ANOMALY_CODEC: StateCodec[MachineMonitor] = StateCodec("anomaly", 2, MachineMonitor, _dump_monitor,
+                                                        _load_monitor, upgrades={1: _upgrade_1})
+"""Format 2 of a machine's monitor: machine, site, line, running, run, ambient, pending periods
+(signal → [period, sum, count, last ts, min, max, first ts]), ambient_closed, running time
+(``run_ms``, ``last_ts``), the process model (a model as below, or None), the ISO 10816
+episode and per model its
 name, detector, signals, fixed threshold, bands (mean, var, n), rolling windows (lists), latest
 features, adaptive quantile (value, tau, eta), samples seen, open episode (start, end, score,
 threshold, signals, points, normal_run, severity) and thermal fits (n, mx, my, cxx, cxy, rvar,
-prev, prev_run, pending, residual window). River estimators (``river`` of the ``hst``, ``ilof``,
+prev, prev_run, pending, residual window), birth time (``born_ms``) and PCA (None, or dims,
+n, mean, row-major covariance, latest values, tick, tick start and end). Format 1 (no extremes,
+no running time, no PCA) upgrades (:func:`_upgrade_1`). River estimators (``river`` of the ``hst``, ``ilof``,
 ``ocsvm`` detectors; ``gauss`` scorers of ``gaussian``) are stored as bytes inside the plain
 payload: each the pickle of the River object. River is pinned (pyproject), so those bytes read
 back in the same release; raise the format version with an upgrade when the pin moves."""

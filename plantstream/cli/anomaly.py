@@ -12,20 +12,24 @@ labelled data set through the same anomaly operator, via ``replay`` (embedded br
 - ``--format csv``: a generic labelled CSV: a timestamp column (RFC 3339, ``YYYY-MM-DD
   HH:MM:SS`` UTC or epoch ms), signal columns and a 0/1 label column; the first ``--train``
   rows are not scored (training).
+- ``--format skab``: a SKAB experiment file or a folder of them (searched recursively), scored
+  with the published protocol: the first 400 rows of a file are training, point-wise F1,
+  false-alarm and missed-alarm rates on the rest; the NAB-style score takes each labelled
+  interval as a window (see :mod:`plantstream.operators.anomaly_data`).
 
-A directory PATH evaluates every data file in it and adds a total row.
+A directory PATH evaluates every data file in it and adds a pooled row: the point-wise metrics
+from the summed confusion counts (the files' predictions concatenated, as the SKAB leaderboard
+pools), false alarms per day of scored event time, and the replay's throughput (points/s).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import statistics
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -47,17 +51,34 @@ from plantstream.cli.common import (
 )
 from plantstream.cli.output import Col, View, check_format, emit
 from plantstream.connectors import kpi
-from plantstream.operators.anomaly_eval import (
-    episode_metrics,
-    label_intervals,
-    nab_score,
-    point_metrics,
-    predicted_points,
-    probation_rows,
+from plantstream.operators.anomaly_data import (
+    EvalResult,
+    LabelledSeries,
+    merge_episodes,
+    pooled,
+    read_labelled_csv,
+    read_nab,
+    read_skab,
+    score_series,
+    series_measurements,
+    skab_files,
 )
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConfigError
-from plantstream.schemas.measurement import parse_ts
+
+__all__ = [
+    "EvalResult",
+    "LabelledSeries",
+    "eval_anomaly",
+    "evaluate",
+    "kpi_anomalies",
+    "load_series",
+    "read_labelled_csv",
+    "read_nab",
+    "read_skab",
+    "score_series",
+    "series_lines",
+]
 
 DETECTORS = ("zscore", "gaussian", "hst", "ilof", "ocsvm")
 ANOMALY_COLUMNS = list(kpi.ANOMALY_COLUMNS)
@@ -94,153 +115,10 @@ def kpi_anomalies(
 # -- evaluation -----------------------------------------------------------------------------------
 
 
-@dataclass
-class LabelledSeries:
-    """One labelled file: timestamps (ms), signal columns, and labels or windows."""
-
-    name: str
-    ts: list[int]
-    signals: dict[str, list[float]]
-    labels: list[int] | None = None
-    windows: list[tuple[int, int]] = field(default_factory=list)
-    train: int = 0
-    label_ts: list[int] = field(default_factory=list)
-    """NAB's labelled anomaly timestamps (one per window)."""
-
-    def intervals(self) -> list[tuple[int, int]]:
-        if self.labels is not None:
-            return label_intervals(self.ts, self.labels)
-        return self.windows
-
-    def point_labels(self) -> list[int]:
-        if self.labels is not None:
-            return self.labels
-        return predicted_points(self.ts, self.windows)
-
-
-def _ms(text: str) -> int:
-    s = text.strip()
-    if s.isdigit():
-        return int(s)
-    if "T" not in s and " " in s:
-        s = s.replace(" ", "T")
-    if not s.endswith("Z") and "+" not in s[10:]:
-        s += "Z"
-    ms = parse_ts(s)
-    if ms is None:
-        msg = f"timestamp {text!r} is neither RFC 3339 nor 'YYYY-MM-DD HH:MM:SS' nor epoch ms"
-        raise ConfigError(msg)
-    return ms
-
-
-def read_nab(path: Path, labels: Path | None = None, signal: str = "value") -> LabelledSeries:
-    """A NAB data file and its windows (labels JSON beside it, or ``labels``)."""
-    label_file = labels or _find_labels(path)
-    spec = json.loads(label_file.read_text(encoding="utf-8"))
-    windows = spec.get("windows")
-    if windows is None:  # NAB's combined_windows.json: {"dir/file.csv": [[a, b], …]}
-        windows = next((w for k, w in spec.items() if k.endswith(path.name)), None)
-    if windows is None:
-        msg = f"{label_file}: no windows for {path.name}; pass --labels with its NAB windows JSON"
-        raise ConfigError(msg)
-    ts, values = [], []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            ts.append(_ms(row["timestamp"]))
-            values.append(float(row["value"]))
-    wins = [(_ms(a.split(".")[0]), _ms(b.split(".")[0])) for a, b in windows]
-    marks = [_ms(t.split(".")[0]) for t in spec.get("label_timestamps", [])]
-    return LabelledSeries(path.stem, ts, {signal: values}, windows=wins, train=probation_rows(len(ts)),
-                          label_ts=marks)
-
-
-def _find_labels(path: Path) -> Path:
-    for cand in sorted(path.parent.glob("*labels*.json")):
-        try:
-            spec = json.loads(cand.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if spec.get("file") == path.name or any(str(k).endswith(path.name) for k in spec):
-            return cand
-    msg = f"no labels JSON for {path.name} in {path.parent}; pass --labels FILE"
-    raise ConfigError(msg)
-
-
-def read_labelled_csv(path: Path, *, timestamp: str = "timestamp", label: str = "label",
-                      train: int = 0) -> LabelledSeries:
-    """A generic labelled CSV: timestamp column, numeric signal columns, 0/1 label column."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        for need in (timestamp, label):
-            if need not in cols:
-                msg = f"{path}: no column {need!r} (columns {cols}); use --timestamp-column/--label-column"
-                raise ConfigError(msg)
-        sigs = [c for c in cols if c not in (timestamp, label)]
-        ts: list[int] = []
-        labels: list[int] = []
-        signals: dict[str, list[float]] = {c: [] for c in sigs}
-        for row in reader:
-            ts.append(_ms(row[timestamp]))
-            labels.append(1 if float(row[label] or 0) else 0)
-            for c in sigs:
-                signals[c].append(float(row[c]) if row[c] not in ("", None) else float("nan"))
-    return LabelledSeries(path.stem, ts, signals, labels=labels, train=train)
-
-
 def series_lines(series: Sequence[LabelledSeries]) -> list[bytes]:
-    """The Measurements (JSON lines) of labelled series; machine = file name."""
-    lines = []
-    for s in series:
-        for i, t in enumerate(s.ts):
-            for name, values in s.signals.items():
-                v = values[i]
-                if v == v:  # not NaN
-                    lines.append(orjson.dumps({"ts": t, "machine": s.name, "metric": name, "value": v,
-                                               "source": "eval"}))
-    return lines
-
-
-@dataclass
-class EvalResult:
-    name: str
-    rows: int
-    windows: int
-    detected: int
-    false_alarm_episodes: int
-    nab_raw: float | None
-    nab_score: float | None
-    f1: float
-    precision: float
-    recall: float
-    false_alarm_rate: float
-    missed_alarm_rate: float
-    median_delay_s: float | None
-    delays_s: list[float]
-    """Per detected labelled interval: first alarm − interval (NAB: window) start."""
-    label_delays_s: list[float] = field(default_factory=list)
-    """NAB: per detected window, first alarm − labelled timestamp (negative = before it)."""
-
-
-def score_series(s: LabelledSeries, episodes: list[tuple[int, int]], *, nab: bool) -> EvalResult:
-    """Metrics of detected ``episodes`` (start, end ms) against a labelled series."""
-    pts = predicted_points(s.ts, episodes)
-    pm = point_metrics(s.point_labels(), pts, skip=s.train)
-    scored_from = s.ts[s.train] if s.train < len(s.ts) else s.ts[-1] + 1
-    em = episode_metrics(s.intervals(), episodes, scored_from=scored_from)
-    raw = norm = None
-    if nab:
-        result = nab_score(s.ts, [a for a, _ in episodes], s.windows, probation=s.train)
-        raw, norm = result.raw, result.normalized
-    delays = [d / 1000.0 for d in em.delays_ms]
-    label_delays = []
-    for (a, b), mark in zip(s.windows, s.label_ts, strict=False):
-        hits = [start for start, end in episodes if start <= b and end >= a]
-        if hits:
-            label_delays.append((min(hits) - mark) / 1000.0)
-    return EvalResult(s.name, len(s.ts), em.intervals, em.detected, em.false_episodes, raw, norm,
-                      pm.f1, pm.precision, pm.recall, pm.false_alarm_rate, pm.missed_alarm_rate,
-                      statistics.median(delays) if delays else None, delays, label_delays)
+    """The Measurements (JSON lines) of labelled series (:func:`series_measurements`)."""
+    return [orjson.dumps({"ts": m.ts, "machine": m.machine, "metric": m.metric, "value": m.value,
+                          "source": m.source}) for m in series_measurements(series)]
 
 
 def evaluate(series: Sequence[LabelledSeries], config: PlantConfig, *, nab: bool,
@@ -256,8 +134,11 @@ def evaluate(series: Sequence[LabelledSeries], config: PlantConfig, *, nab: bool
         work = workdir or Path(tmp)
         target = dsn or f"chdb://{Path(tmp) / 'clickhouse'}"
         data = Path(tmp) / "eval.jsonl"
-        data.write_bytes(b"\n".join(series_lines(series)) + b"\n")
+        lines = series_lines(series)
+        data.write_bytes(b"\n".join(lines) + b"\n")
+        t0 = time.perf_counter()
         replay(data, config, dsn=target, flows={"anomaly": anomaly}, workdir=work, database=db)
+        speed = len(lines) / max(time.perf_counter() - t0, 1e-9)
         client = ch.connect(target, database=db)
         try:
             found = client.query(
@@ -270,28 +151,26 @@ def evaluate(series: Sequence[LabelledSeries], config: PlantConfig, *, nab: bool
     by_machine: dict[str, list[tuple[int, int]]] = {}
     for machine, start, end in found:
         by_machine.setdefault(machine, []).append((int(start), int(end)))
-    return [score_series(s, _merge(by_machine.get(s.name, [])), nab=nab) for s in series]
-
-
-def _merge(episodes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Episodes of several models of one machine, overlapping ones merged (one alarm)."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(episodes):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
+    out = [score_series(s, merge_episodes(by_machine.get(s.name, [])), nab=nab) for s in series]
+    for r in out:
+        r.points_per_s = speed
     return out
 
 
 def load_series(path: Path, fmt: str, *, labels: Path | None, signal: str, timestamp: str,
                 label: str, train: int | None) -> list[LabelledSeries]:
-    if fmt not in ("nab", "csv"):
-        msg = f"--format must be nab or csv, got {fmt!r}"
+    if fmt not in ("nab", "csv", "skab"):
+        msg = f"--format must be nab, csv or skab, got {fmt!r}"
         raise ConfigError(msg)
     if not path.exists():
         msg = f"data set {str(path)!r} does not exist"
         raise ConfigError(msg)
+    if fmt == "skab":
+        files = skab_files(path)
+        if not files:
+            msg = f"no SKAB files (*.csv) in {str(path)!r}"
+            raise ConfigError(msg)
+        return [read_skab(f) if train is None else read_skab(f, train=train) for f in files]
     files = sorted(p for p in path.glob("*.csv")) if path.is_dir() else [path]
     out = []
     for f in files:
@@ -311,13 +190,15 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 
 def eval_anomaly(
     path: Annotated[Path, typer.Argument(help="Labelled data file or directory of them.")],
-    fmt: Annotated[str, typer.Option("--format", help="nab or csv.")] = "nab",
+    fmt: Annotated[str, typer.Option("--format", help="nab, csv or skab.")] = "nab",
     labels: Annotated[Path | None, typer.Option(help="NAB labels/windows JSON.")] = None,
     signal: Annotated[str, typer.Option(help="Metric name of a NAB file's value column.")] = "value",
     timestamp_column: Annotated[str, typer.Option(help="CSV timestamp column.")] = "timestamp",
     label_column: Annotated[str, typer.Option(help="CSV 0/1 label column.")] = "label",
     train: Annotated[int | None, typer.Option(
-        help="Rows at the start of each file not scored (default: NAB probation, or 0 for csv).")] = None,
+        help="Rows at the start of each file not scored (default: NAB probation, SKAB 400, csv 0).")] = None,
+    warmup_s: Annotated[float | None, typer.Option(
+        "--warmup-s", help="Override anomaly.warmup_s (seconds of running time that only learn).")] = None,
     detector: Annotated[str | None, typer.Option(
         help="Override the detector: zscore, gaussian, hst, ilof, ocsvm.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table, json or csv.")] = "table",
@@ -332,20 +213,28 @@ def eval_anomaly(
             msg = f"--detector {detector!r}: choose one of {', '.join(DETECTORS)}"
             raise ConfigError(msg)
         cfg = cfg.model_copy(update={"anomaly": cfg.anomaly.model_copy(update={"detector": detector})})
+    if warmup_s is not None:
+        anomaly = cfg.anomaly.model_dump(exclude_unset=True) | {"warmup_s": warmup_s}
+        cfg = cfg.model_copy(update={"anomaly": type(cfg.anomaly).model_validate(anomaly)})
     series = load_series(path, fmt, labels=labels, signal=signal, timestamp=timestamp_column,
                          label=label_column, train=train)
     results = evaluate(series, cfg, nab=fmt == "nab", dsn=clickhouse_dsn)
-    if output != "table":  # every metric, raw
-        data = [asdict(r) for r in results]
+    if output != "table":  # every metric, raw (and the pooled row for several files)
+        data = [asdict(r) | {"false_episodes_per_day": r.false_episodes_per_day}
+                for r in ([*results, pooled(results)] if len(results) > 1 else results)]
         if output == "json":
             sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         else:
             names = [k for k in data[0] if not k.endswith("delays_s")] if data else []
             emit(names, [[d[k] for k in names] for d in data], "csv")
         return
-    cols = ["file", "rows", "windows hit", "false alarms", "NAB score", "F1", "false-alarm rate",
-            "missed-alarm rate", "median delay (s)"]
-    rows = [[r.name, r.rows, f"{r.detected}/{r.windows}", r.false_alarm_episodes, _fmt(r.nab_score, 1),
-             _fmt(r.f1), _fmt(r.false_alarm_rate, 4), _fmt(r.missed_alarm_rate), _fmt(r.median_delay_s, 0)]
+    if len(results) > 1:
+        results = [*results, pooled(results)]
+    cols = ["file", "rows", "windows hit", "false alarms", "false alarms/day", "NAB score", "F1",
+            "false-alarm rate", "missed-alarm rate", "median delay (s)", "points/s"]
+    rows = [[r.name, r.rows, f"{r.detected}/{r.windows}", r.false_alarm_episodes,
+             _fmt(r.false_episodes_per_day, 1), _fmt(r.nab_score, 1), _fmt(r.f1), _fmt(r.false_alarm_rate, 4),
+             _fmt(r.missed_alarm_rate), _fmt(r.median_delay_s, 0), _fmt(r.points_per_s, 0)]
             for r in results]
-    emit(cols, rows, "table", title=f"anomaly evaluation ({cfg.anomaly.detector})")
+    emit(cols, rows, "table", title=f"anomaly evaluation ({cfg.anomaly.detector}"
+                                    f"{', process model' if cfg.anomaly.process else ''})")

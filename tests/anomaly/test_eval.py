@@ -1,7 +1,7 @@
 """``eval anomaly``: labelled data streamed through the anomaly flow via replay, then scored.
 
-The NAB machine-temperature file (real data, labelled by Numenta) lives in ``../shared/data/nab``
-beside the repository clone.
+The NAB machine-temperature file (real data, labelled by Numenta; MIT) is kept in
+``tests/anomaly/data/nab`` with its licence, so the tests run on any clone.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from tests.anomaly.synthetic import STEP_MS, T0, Plan, generate
 
 pytestmark = pytest.mark.integration
 
-NAB_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "nab"
+NAB_DIR = Path(__file__).resolve().parent / "data" / "nab"
 NAB_FILE = NAB_DIR / "machine_temperature_system_failure.csv"
 
 
 def nab_file() -> Path:
-    if not NAB_FILE.is_file():
-        pytest.fail(f"NAB data missing: expected {NAB_FILE.resolve()} (the shared/ directory beside "
-                    "the repository clone, see shared/data/nab/README.md)")
+    assert NAB_FILE.is_file(), f"NAB data missing from the repository: {NAB_FILE}"
     return NAB_FILE
 
 

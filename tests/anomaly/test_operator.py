@@ -85,11 +85,16 @@ def test_nothing_is_scored_while_the_machine_is_stopped() -> None:
 
 
 def test_no_alarm_during_warm_up() -> None:
-    plan = Plan("mill-01", 600, anomalies=[(100, 130, "overheat")])
-    assert closed(run(generate(plan))) == []
+    # warm-up in running time: 2 h of 1-minute samples learn only, whatever the sample count
+    cfg = AnomalyConfig(warmup_s=2 * 3600)
+    plan = Plan("mill-01", 600, anomalies=[(80, 110, "overheat")])
+    assert closed(run(generate(plan), cfg)) == []
     # the same anomaly after the warm-up is found
     later = Plan("mill-01", 600, anomalies=[(400, 430, "overheat")])
-    assert len(closed(run(generate(later)), "temperature_c")) == 1
+    assert len(closed(run(generate(later), cfg), "temperature_c")) == 1
+    # the deprecated sample count still states a warm-up (and no time condition)
+    assert AnomalyConfig(warmup=288).warm_ms == 0
+    assert closed(run(generate(plan), AnomalyConfig(warmup=288))) == []
 
 
 def test_a_long_anomaly_does_not_teach_the_model_that_it_is_normal() -> None:
@@ -168,3 +173,27 @@ def test_pure_helpers_against_worked_values() -> None:
     assert z_to_score(1.959964) == pytest.approx(0.95, abs=1e-6)
     assert hypothesis({"cycle_time_ms": 4.0}).startswith("cycle time high: material or tool wear")
     assert hypothesis({"pressure_bar": -6.0}) == "pressure low: leak or pump wear"
+
+
+def test_persistence_in_time_reports_conditions_not_transients() -> None:
+    """``min_duration_s`` (30 s): a 1 Hz pressure excursion of 20 s is no episode, one of 45 s is
+    (its start the onset, its alert 30 s in), and one still 20 s long at the end of input is none."""
+    import random
+
+    rnd = random.Random(7)
+    cfg = AnomalyConfig(warmup_s=400, features=("value",))  # no rolling mean to outlast a burst
+    bursts = {(1000, 1020), (2000, 2045), (2980, 3000)}
+
+    def value(i: int) -> float:
+        up = any(a <= i < b for a, b in bursts)
+        return 2.0 + rnd.gauss(0, 0.01) + (0.5 if up else 0.0)
+
+    ms = [Measurement(i * 1000, "pump-01", "pressure_bar", value(i)) for i in range(3000)]
+    rows = run(ms, cfg)
+    eps = closed(rows)
+    assert [(r["start"] // 1000, r["end"] // 1000) for r in eps] == [(2000, 2049)], eps
+    [opened] = [r for r in rows if r["is_open"]]
+    assert opened["start"] == 2_000_000 and opened["end"] == 2_029_000  # reported once 30 s long
+    # without the rule (min_points alone) both short bursts are episodes too
+    short = closed(run(ms, AnomalyConfig(warmup_s=400, features=("value",), min_duration_s=0)))
+    assert len(short) == 3
