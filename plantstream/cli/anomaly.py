@@ -35,6 +35,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.console import Console
 
 from plantstream.cli.common import (
     ClickHouseOpt,
@@ -230,11 +231,19 @@ def eval_anomaly(
         return
     if len(results) > 1:
         results = [*results, pooled(results)]
-    cols = ["file", "rows", "windows hit", "false alarms", "false alarms/day", "NAB score", "F1",
-            "false-alarm rate", "missed-alarm rate", "median delay (s)", "points/s"]
+    cols = ["file", "rows", "windows hit", "false ep.", "false ep./day", "NAB", "F1", "FAR", "MAR",
+            "delay s", "points/s"]
     rows = [[r.name, r.rows, f"{r.detected}/{r.windows}", r.false_alarm_episodes,
-             _fmt(r.false_episodes_per_day, 1), _fmt(r.nab_score, 1), _fmt(r.f1), _fmt(r.false_alarm_rate, 4),
-             _fmt(r.missed_alarm_rate), _fmt(r.median_delay_s, 0), _fmt(r.points_per_s, 0)]
+             r.false_episodes_per_day, r.nab_score, _fmt(r.f1), r.false_alarm_rate, r.missed_alarm_rate,
+             r.median_delay_s, r.points_per_s]
             for r in results]
-    emit(cols, rows, "table", title=f"anomaly evaluation ({cfg.anomaly.detector}"
+    # 80 columns: the per-day rate and the speed only when the terminal has room for them
+    # (every metric is in --output json/csv); FAR and MAR are point-wise rates, delay the median.
+    view = View(default=("file", "rows", "windows hit", "false ep.", "NAB", "F1", "FAR", "MAR", "delay s"),
+                cols={"rows": Col("rows", "int"), "false ep.": Col("false ep.", "int"),
+                      "false ep./day": Col("false ep./day", "min"), "NAB": Col("NAB", "min"),
+                      "FAR": Col("FAR", "pct"), "MAR": Col("MAR", "pct"),
+                      "delay s": Col("delay s", "int"), "points/s": Col("points/s", "int")})
+    emit(cols, rows, "table", view=view, wide=Console().width >= 132,
+         title=f"anomaly evaluation ({cfg.anomaly.detector}"
                                     f"{', process model' if cfg.anomaly.process else ''})")
