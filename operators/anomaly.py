@@ -870,13 +870,7 @@ class MachineMonitor:
                 # an episode counts once: a long anomaly must not raise the threshold over itself
                 model.quantile.update(score_to_z(score))
             out += self._episode(model, ts, anomalous, score, threshold, zs, cfg, start)
-        ep = model.episode
-        if ep is not None and ep.points >= max(cfg.adapt_after, cfg.min_points):
-            # The anomaly has lasted long enough to be the new normal: close it and relearn.
-            out.append(_row(self.machine, self.site, self.line, model.name, model.detector, ep, False))
-            model.reset()
-            model.born_ms = self.run_ms
-            ep = None
+        ep = self._adapt(model, cfg, out)
         protect = anomalous or (ep is not None and ep.normal_run == 0)
         if not protect:
             model.learn(x, own, cfg)
@@ -958,16 +952,22 @@ class MachineMonitor:
             named = {k: v for k, v in shares.items() if abs(v) >= min(0.1, top)}
             out += self._episode(model, pca.tick_end, anomalous, score, threshold, {"process": z}, cfg,
                                  pca.tick_start, named)
+        ep = self._adapt(model, cfg, out)
+        if not (anomalous or (ep is not None and ep.normal_run == 0)):
+            pca.learn(x, alpha)
+        model.seen += 1
+        return out
+
+    def _adapt(self, model: Model, cfg: AnomalyConfig, out: list[Row]) -> Episode | None:
+        """The model's open episode; one that has lasted ``adapt_after`` points is the new normal:
+        it closes (its row goes to ``out``) and the model relearns from scratch (None)."""
         ep = model.episode
         if ep is not None and ep.points >= max(cfg.adapt_after, cfg.min_points):
             out.append(_row(self.machine, self.site, self.line, model.name, model.detector, ep, False))
             model.reset()
             model.born_ms = self.run_ms
-            ep = None
-        if not (anomalous or (ep is not None and ep.normal_run == 0)):
-            pca.learn(x, alpha)
-        model.seen += 1
-        return out
+            return None
+        return ep
 
     def _episode(self, model: Model, ts: int, anomalous: bool, score: float, threshold: float,
                  zs: dict[str, float], cfg: AnomalyConfig, start: int | None = None,

@@ -649,11 +649,7 @@ class Ledger:
                 self.fold.load_state(fold)
                 self.version, self.seq, self.counts, self._out = version, seq, counts, out
                 self.counts["rebases"] += 1
-                self._rebasing = True
-                try:
-                    self.ingest([(ev[0], ev[2], ev[3]) for ev in held], [raws.get(ev[1]) for ev in held])
-                finally:
-                    self._rebasing = False
+                self._apply_held(held, raws)
                 return
         self._finish_timeline()
         carry = getattr(self.fold, "carry", None)
@@ -670,6 +666,10 @@ class Ledger:
         self.open_state = self.fold.dump_state()
         self.recent, self._packed = [], None
         self.counts["rebases"] += 1
+        self._apply_held(held, raws)
+
+    def _apply_held(self, held: list[Event], raws: dict[int, Any]) -> None:
+        """Ingest the held samples onto the (re-based) timeline, as one arrival."""
         self._rebasing = True
         try:
             self.ingest([(ev[0], ev[2], ev[3]) for ev in held], [raws.get(ev[1]) for ev in held])
