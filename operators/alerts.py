@@ -185,6 +185,9 @@ class AlertEngine:
         self.cfg = cfg
         self.losses = losses
         self.oee = oee
+        self.wall_ms: int | None = None
+        """The wall clock at the current batch (epoch ms), for the OEE accounting's clock-skew
+        check (samples too far ahead of it are dead-lettered, never applied); None: no check."""
         self.counter_rules = DEFAULT_RULES
         """How a decrease of a counter is read (the machine's ``counters:``; :meth:`for_config`)."""
         self.s = _AState()
@@ -336,7 +339,7 @@ class AlertEngine:
         out = self.advance(ts)
         s, cfg = self.s, self.cfg
         if self.oee is not None and metric in OEE_METRICS:
-            self.oee.on_sample(ts, metric, value)
+            self.oee.ingest(((ts, metric, value),), None, self.wall_ms)
             out += self._on_facts(self.oee.take())
         if metric == MACHINE_STATE:
             out += self._on_state(ts, value)
@@ -693,6 +696,7 @@ class AlertLogic(MachineLogic[AlertState, Row]):
         if engine is None:
             first = samples[0]
             engine = self.engine = self.make(first.machine, first.site, first.line)
+        engine.wall_ms = round(self.clock.wall() * 1000)
         out = engine.on_samples(samples)
         top = max(m.ts for m in samples)
         if top >= self.last_ts:

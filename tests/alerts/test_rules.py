@@ -209,3 +209,20 @@ def test_the_state_survives_a_snapshot_round_trip() -> None:
     again.restore(state)
     assert again.due() == eng.due() == 15 * MIN + 1
     assert _brief(again.advance(16 * MIN)) == _brief(eng.advance(16 * MIN))
+
+
+def test_the_alert_engines_own_oee_accounting_ignores_a_sample_far_ahead_of_the_wall_clock() -> None:
+    # Without the OEE flow in the engine, the alerts flow keeps its own OEE accounting; a sample
+    # dated 30 days ahead of the wall clock must not move its event time (clock policy, docs/oee.md).
+    eng = _engine()
+    assert eng.oee is not None
+    wall = 1_700_000_000_000
+    eng.wall_ms = wall
+    _feed(eng, [(wall - 10 * MIN, "machine_state", "running"), (wall - 9 * MIN, "good_count", 1)])
+    _feed(eng, [(wall + 30 * 24 * 60 * MIN, "good_count", 2)])
+    assert eng.oee.max_ts == wall - 9 * MIN
+    _feed(eng, [(wall - 8 * MIN, "good_count", 3)])
+    assert eng.oee.max_ts == wall - 8 * MIN
+    eng.wall_ms = None  # no wall clock (replay of a file with a frozen clock): no check
+    _feed(eng, [(wall + 30 * 24 * 60 * MIN, "good_count", 4)])
+    assert eng.oee.max_ts == wall + 30 * 24 * 60 * MIN
