@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import typer
 
-from plantstream.cli import anomaly, cloud, core, kafka, mqtt, oee, opcua, report, scrap, status
+from plantstream.cli import anomaly, cloud, core, kafka, mqtt, oee, opcua, report, run, scrap, status
 from plantstream.cli.common import error_line
 from plantstream.schemas.errors import PlantStreamError
 
@@ -52,6 +52,7 @@ def build_app() -> typer.Typer:
     app.command("demo")(core.demo)
     app.command("flows")(core.list_flows)
     app.command("status")(status.status)
+    app.command("run")(run.run)
 
     db = _group("ClickHouse schema.")
     db.command("migrate")(core.db_migrate)

@@ -17,7 +17,16 @@ from typing import Annotated
 
 import typer
 
-from plantstream.cli.common import ConfigOpt, config_from, error_line, stderr
+from plantstream.cli.common import (
+    ConfigOpt,
+    HealthPortOpt,
+    SourceOpt,
+    StateDirOpt,
+    config_from,
+    error_line,
+    for_source,
+    stderr,
+)
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import PlantStreamError
 from plantstream.schemas.measurement import now_ms, parse_ts
@@ -51,13 +60,16 @@ def connect_opcua(
         "--preset", help="Add a built-in tag dictionary: 'plc' (the PLC line simulator).")] = None,
     duration: Annotated[float, typer.Option(
         "--duration", help="Stop after N seconds (0 = until Ctrl-C).")] = 0.0,
+    source: SourceOpt = None,
+    state_dir: StateDirOpt = None,
+    health_port: HealthPortOpt = None,
 ) -> None:
     """Subscribe to the OPC UA server's tags and produce Measurements to Kafka (Ctrl-C stops)."""
     from plantstream.connectors.opcua import OpcUaConnector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = config_from(config)
+        cfg = for_source(config_from(config), "opcua", source, state_dir, health_port)
         if preset == "plc":
             from plantstream.simulators.opcua_server import PLC_IGNORE
 
