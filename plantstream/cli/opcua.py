@@ -127,6 +127,9 @@ def simulate_plc(
         help="Seconds to keep serving after --duration, for clients to read the last values.")] = 3.0,
     replay_file: Annotated[Path | None, typer.Option(
         "--replay-file", help="Write the Measurements as JSONL instead of serving OPC UA.")] = None,
+    wait_for_client: Annotated[bool, typer.Option(
+        "--wait-for-client",
+        help="Hold the simulated clock at --start until a client subscribes (tests against the truth).")] = False,
 ) -> None:
     """Simulate a PLC line (states, counts, scrap, anomalies) and serve it over OPC UA."""
     from plantstream.simulators.opcua_server import PlcOpcUaServer
@@ -167,6 +170,9 @@ def simulate_plc(
                 stderr().print(
                     f"PLC line ({', '.join(line.machine_ids)}) on {srv.endpoint}, nodes "
                     f"ns={srv.ns};s=Channel1.<machine>.<Tag>, {speed:g}× real time; Ctrl-C to stop")
+                if wait_for_client:
+                    stderr().print("holding the simulated clock until a client subscribes")
+                    await srv.wait_for_subscriber(grace_s=2.0, stop=stop)
                 await srv.play(until_ms=until_ms, stop=stop)
                 if not stop.is_set() and linger > 0:
                     with contextlib.suppress(TimeoutError):
