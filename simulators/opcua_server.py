@@ -199,6 +199,7 @@ class PlcOpcUaServer:
         self.ns = 0
         self.nodes: dict[tuple[str, str], ua.NodeId] = {}
         self.written = 0
+        self._internal_items = 0
         self._started = False
 
     @property
@@ -257,6 +258,7 @@ class PlcOpcUaServer:
                 await server.historize_node_data_change(var, period=timedelta(days=3650),
                                                         count=self.history)
         self.server = server
+        self._internal_items = self.monitored_items()
         self._started = True
         log.info("PLC simulator serving %d machines on %s", len(self.line.machine_ids), self.endpoint)
         return self
@@ -334,6 +336,7 @@ class PlcOpcUaServer:
         ``MachineState``), then ``grace_s`` more (for the rest of its monitored items): a run
         that starts its connector later still sees the line from its first sample."""
         want = len(self.line.machine_ids) if items is None else items
+        want += self._internal_items  # the server's own (history) subscriptions
         while self.monitored_items() < want:
             if stop is not None and stop.is_set():
                 return
