@@ -130,7 +130,7 @@ def check_against_truth(tmp: Path, dsn: str, truth: GroundTruth, start_ms: int) 
         assert (e["reason"], e["category"]) == (s.reason, s.category), (s, e)
 
     scrap = query(tmp, dsn, "kpi", "scrap", "--by", "machine")
-    got = {r["machine"]: r["rejects"] for r in scrap}
+    got = {r["machine"]: r["quantity"] for r in scrap}
     assert got == {m: c["reject"] for m, c in truth.counts.items() if c["reject"]}
 
 
