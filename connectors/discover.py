@@ -98,8 +98,9 @@ async def _walk(node: Node, path: list[tuple[int, str]], depth: int, out: list[U
             await _walk(child, here, depth - 1, out)
 
 
-async def _browse(endpoint: str, depth: int, timeout_s: float, username: str | None,
-                  password: str | None) -> list[UaVariable]:
+async def _browse(
+    endpoint: str, depth: int, timeout_s: float, username: str | None, password: str | None
+) -> list[UaVariable]:
     client = Client(endpoint, timeout=timeout_s)
     if username:
         client.set_user(username)
@@ -117,8 +118,14 @@ async def _browse(endpoint: str, depth: int, timeout_s: float, username: str | N
         await client.disconnect()
 
 
-def browse_opcua(endpoint: str, *, depth: int = 6, timeout_s: float = 15.0, username: str | None = None,
-                 password: str | None = None) -> list[UaVariable]:
+def browse_opcua(
+    endpoint: str,
+    *,
+    depth: int = 6,
+    timeout_s: float = 15.0,
+    username: str | None = None,
+    password: str | None = None,
+) -> list[UaVariable]:
     """Every variable under ``Objects`` (``depth`` folders deep), with its metadata."""
     return asyncio.run(_browse(endpoint, depth, timeout_s, username, password))
 
@@ -132,9 +139,16 @@ class TopicSample:
     count: int = 0
 
 
-def sample_mqtt(host: str, port: int, topic: str = "#", listen_s: float = 30.0, *,
-                username: str | None = None, password: str | None = None,
-                keep: int = 50) -> dict[str, TopicSample]:
+def sample_mqtt(
+    host: str,
+    port: int,
+    topic: str = "#",
+    listen_s: float = 30.0,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    keep: int = 50,
+) -> dict[str, TopicSample]:
     """Subscribe to ``topic`` for ``listen_s`` seconds; the last ``keep`` payloads per topic."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
@@ -159,8 +173,9 @@ def sample_mqtt(host: str, port: int, topic: str = "#", listen_s: float = 30.0, 
             if len(s.payloads) > keep:
                 del s.payloads[0]
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"plantstream-init-{int(time.time())}",
-                         clean_session=True)
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"plantstream-init-{int(time.time())}", clean_session=True
+    )
     if username:
         client.username_pw_set(username, password)
     client.on_connect = on_connect
@@ -173,7 +188,8 @@ def sample_mqtt(host: str, port: int, topic: str = "#", listen_s: float = 30.0, 
     client.loop_start()
     try:
         if not connected.wait(15) or failure:
-            msg = f"the MQTT broker {host}:{port} refused the connection: {failure[0] if failure else 'no answer'}"
+            why = failure[0] if failure else "no answer"
+            msg = f"the MQTT broker {host}:{port} refused the connection: {why}"
             raise ConnectorError(msg)
         time.sleep(listen_s)
     finally:

@@ -364,7 +364,8 @@ def get_flow() -> Dataflow:
     ``PLANTSTREAM_STOP=end`` stops at the end of the measurements topic (batch re-runs, tests);
     the default ``never`` tails it; ``signal`` tails it until SIGTERM or SIGINT, then reads what
     the topic holds at that moment and ends the input, so the last epoch closes (open windows
-    out provisionally, snapshot taken) and the process exits 0 (``plantstream run``). Before it starts, each flow's config section is validated,
+    out provisionally, snapshot taken) and the process exits 0 (``plantstream run``).
+    Before it starts, each flow's config section is validated,
     every table a flow writes must exist in ClickHouse (:func:`check_start`), and the plant's
     and the flows' result topics are created where missing.
 

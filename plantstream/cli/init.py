@@ -39,15 +39,33 @@ from plantstream.schemas.oee_config import CATEGORIES
 
 _F_TO_C = {"scale": 5 / 9, "offset": -160 / 9}
 _STATE_WORDS: dict[str, tuple[str, ...]] = {
-    "running": ("running", "run", "production", "producing", "execute", "executing", "auto", "automatic",
-                "working", "operating", "cycling"),
+    "running": (
+        "running",
+        "run",
+        "production",
+        "producing",
+        "execute",
+        "executing",
+        "auto",
+        "automatic",
+        "working",
+        "operating",
+        "cycling",
+    ),
     "idle": ("idle", "waiting", "starved", "blocked", "ready", "standby", "hold"),
     "fault": ("fault", "faulted", "error", "alarm", "down", "failure", "breakdown", "aborted", "emergency"),
     "setup": ("setup", "set_up", "changeover", "tooling", "adjusting"),
     "planned_stop": ("planned_stop", "planned", "break", "maintenance", "sanitation", "cleaning", "pause"),
     "off": ("off", "power_off", "poweroff", "shutdown", "stopped", "not_scheduled", "offline"),
 }
-COMMON_STATE_CODES = {"0": "off", "1": "running", "2": "idle", "3": "fault", "4": "setup", "5": "planned_stop"}
+COMMON_STATE_CODES = {
+    "0": "off",
+    "1": "running",
+    "2": "idle",
+    "3": "fault",
+    "4": "setup",
+    "5": "planned_stop",
+}
 """The integer convention assumed for a state tag whose server names no states (check it)."""
 
 
@@ -85,10 +103,31 @@ def state_of(name: str) -> str | None:
     return None
 
 
-_UNIT_WORDS = {"c": "degC", "degc": "degC", "°c": "degC", "celsius": "degC", "f": "degF", "degf": "degF",
-               "°f": "degF", "fahrenheit": "degF", "mm/s": "mm/s", "mms": "mm/s", "rpm": "rpm", "r/min": "rpm",
-               "ms": "ms", "s": "s", "bar": "bar", "psi": "psi", "kw": "kW", "w": "W", "%": "%", "pct": "%",
-               "g": "g", "kg": "kg", "count": "count"}
+_UNIT_WORDS = {
+    "c": "degC",
+    "degc": "degC",
+    "°c": "degC",
+    "celsius": "degC",
+    "f": "degF",
+    "degf": "degF",
+    "°f": "degF",
+    "fahrenheit": "degF",
+    "mm/s": "mm/s",
+    "mms": "mm/s",
+    "rpm": "rpm",
+    "r/min": "rpm",
+    "ms": "ms",
+    "s": "s",
+    "bar": "bar",
+    "psi": "psi",
+    "kw": "kW",
+    "w": "W",
+    "%": "%",
+    "pct": "%",
+    "g": "g",
+    "kg": "kg",
+    "count": "count",
+}
 
 
 def unit_of(unit: str, name: str) -> str:
@@ -137,9 +176,19 @@ def guess_metric(name: str, unit: str = "", data_type: str = "", sample: Any = N
     """
     s = snake(name)
     u = unit_of(unit, name)
-    numeric = data_type in ("Double", "Float", "Int16", "Int32", "Int64", "UInt16", "UInt32", "UInt64",
-                            "Byte", "SByte", "number") or (
-        isinstance(sample, int | float) and not isinstance(sample, bool))
+    numeric = data_type in (
+        "Double",
+        "Float",
+        "Int16",
+        "Int32",
+        "Int64",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "Byte",
+        "SByte",
+        "number",
+    ) or (isinstance(sample, int | float) and not isinstance(sample, bool))
     if _has(s, "reason"):
         return Guess("scrap_reason" if _has(s, "scrap", "waste", "reject") else "reason_code")
     if _has(s, "fault", "alarm", "error") and not _has(s, "count"):
@@ -165,11 +214,17 @@ def guess_metric(name: str, unit: str = "", data_type: str = "", sample: Any = N
     if _has(s, "cycle", "total", "counter") and _has(s, "count", "counter") and numeric:
         return Guess("total_count", "count")
     if not numeric:
-        return Guess(None, reason=f"no canonical metric for {name!r} (a {data_type or 'non-numeric'} value "
-                                  "that is neither state, reason, part nor order); map it by hand if it matters")
+        return Guess(
+            None,
+            reason=f"no canonical metric for {name!r} (a {data_type or 'non-numeric'} value "
+            "that is neither state, reason, part nor order); map it by hand if it matters",
+        )
     if _has(s, "id", "identifier", "number", "no", "serial", "index") and u == "":
-        return Guess(None, reason=f"no canonical metric for {name!r} (an identifier or setting, not a signal); "
-                                  "map it by hand if it matters")
+        return Guess(
+            None,
+            reason=f"no canonical metric for {name!r} (an identifier or setting, not a signal); "
+            "map it by hand if it matters",
+        )
     base = _STRIP.sub("", s)
     if _has(s, "temp", "temperature"):
         extra = dict(_F_TO_C) if u == "degF" else {}
@@ -177,7 +232,9 @@ def guess_metric(name: str, unit: str = "", data_type: str = "", sample: Any = N
         if _has(s, "ambient"):
             return Guess("ambient_temperature_c", "degC", extra, note=note)
         if _has(s, "oil"):
-            metric = "oil_temperature_target_c" if _has(s, "target", "setpoint", "set") else "oil_temperature_c"
+            metric = (
+                "oil_temperature_target_c" if _has(s, "target", "setpoint", "set") else "oil_temperature_c"
+            )
             return Guess(metric, "degC", extra, note=note)
         prefix = re.sub(r"_?(temp|temperature)(_.*)?$", "", base)
         return Guess(f"{prefix}_temperature_c" if prefix else "temperature_c", "degC", extra, note=note)
@@ -187,12 +244,28 @@ def guess_metric(name: str, unit: str = "", data_type: str = "", sample: Any = N
         return Guess("spindle_speed_rpm", "rpm")
     if _has(s, "pressure"):
         extra = {"scale": 0.0689476} if u == "psi" else {"scale": 0.1} if s.endswith("_x10") else {}
-        return Guess("pressure_bar" if base == "pressure" else f"{base.replace('pressure', '').strip('_')}_pressure_bar"
-                     if base.replace("pressure", "").strip("_") else "pressure_bar", "bar", extra)
+        return Guess(
+            "pressure_bar"
+            if base == "pressure"
+            else f"{base.replace('pressure', '').strip('_')}_pressure_bar"
+            if base.replace("pressure", "").strip("_")
+            else "pressure_bar",
+            "bar",
+            extra,
+        )
     if _has(s, "power") or u in ("kW", "W"):
         return Guess("power_kw", "kW", {"scale": 0.001} if u == "W" else {})
-    suffix = {"%": "pct", "rpm": "rpm", "degC": "c", "mm/s": "mms", "bar": "bar", "g": "g", "kg": "kg",
-              "ms": "ms", "s": "s"}.get(u, "")
+    suffix = {
+        "%": "pct",
+        "rpm": "rpm",
+        "degC": "c",
+        "mm/s": "mms",
+        "bar": "bar",
+        "g": "g",
+        "kg": "kg",
+        "ms": "ms",
+        "s": "s",
+    }.get(u, "")
     metric = f"{base}_{suffix}" if suffix and not base.endswith(suffix) else base
     return Guess(metric, u, note="a condition signal (monitored for anomalies while the machine runs)")
 
@@ -230,8 +303,10 @@ def _states_from_names(names: Mapping[str, str], tag: str, proposal: Proposal) -
         else:
             states[raw] = st
     if unknown:
-        proposal.notes[tag] = (f"state names not understood: {', '.join(unknown)} (dead-lettered as unmapped "
-                               "until you add them to states)")
+        proposal.notes[tag] = (
+            f"state names not understood: {', '.join(unknown)} (dead-lettered as unmapped "
+            "until you add them to states)"
+        )
     else:
         proposal.notes[tag] = "states from the server's state names"
     return states
@@ -266,36 +341,58 @@ def propose_opcua(variables: list[Any], endpoint: str, *, site: str = "plant") -
         if g.note:
             p.notes[v.tag] = g.note
         if v.eu_range is not None and g.metric not in ("machine_state",):
-            p.notes[v.tag] = (p.notes.get(v.tag, "") + f"; EURange {v.eu_range[0]:g}..{v.eu_range[1]:g}"
-                              + (f" {v.unit}" if v.unit else "")).lstrip("; ")
+            p.notes[v.tag] = (
+                p.notes.get(v.tag, "")
+                + f"; EURange {v.eu_range[0]:g}..{v.eu_range[1]:g}"
+                + (f" {v.unit}" if v.unit else "")
+            ).lstrip("; ")
         if g.metric == "machine_state":
             if v.enum_strings:
                 entry["states"] = _states_from_names(
-                    {str(i): n for i, n in enumerate(v.enum_strings) if n}, v.tag, p)
+                    {str(i): n for i, n in enumerate(v.enum_strings) if n}, v.tag, p
+                )
             elif v.enum_values:
-                entry["states"] = _states_from_names({str(k): n for k, (n, _) in v.enum_values.items()}, v.tag, p)
+                entry["states"] = _states_from_names(
+                    {str(k): n for k, (n, _) in v.enum_values.items()}, v.tag, p
+                )
             elif v.data_type not in ("String",):
                 entry["states"] = dict(COMMON_STATE_CODES)
-                p.notes[v.tag] = ("the server names no states: assumed 0 off, 1 running, 2 idle, 3 fault, 4 setup, "
-                                  "5 planned_stop; check against the PLC's documentation")
+                p.notes[v.tag] = (
+                    "the server names no states: assumed 0 off, 1 running, 2 idle, 3 fault, 4 setup, "
+                    "5 planned_stop; check against the PLC's documentation"
+                )
         if g.metric == "fault_code" and v.enum_values:
             for code, (name, desc) in v.enum_values.items():
                 if code == 0:
                     continue
-                p.fault_codes[str(code)] = {"reason": snake(name) or str(code),
-                                            "category": desc if desc in CATEGORIES else "unassigned"}
+                p.fault_codes[str(code)] = {
+                    "reason": snake(name) or str(code),
+                    "category": desc if desc in CATEGORIES else "unassigned",
+                }
         p.tags[v.tag] = entry
     browse = [f"0:Objects/{ns}:{name}" for name, ns in tops.items()]
     host = urlparse(endpoint).hostname or "opcua"
-    p.sources.append({"name": f"opcua-{slug(host)}",
-                      "opcua": {"endpoint": endpoint, "browse": browse, "browse_depth": max(2, depth),
-                                "ignore": ignore}})
-    p.header.append(f"browsed {endpoint}: {len(variables)} variables, "
-                    f"{sum(len(m) for m in p.lines.values())} machines on {len(p.lines)} lines")
+    p.sources.append(
+        {
+            "name": f"opcua-{slug(host)}",
+            "opcua": {
+                "endpoint": endpoint,
+                "browse": browse,
+                "browse_depth": max(2, depth),
+                "ignore": ignore,
+            },
+        }
+    )
+    p.header.append(
+        f"browsed {endpoint}: {len(variables)} variables, "
+        f"{sum(len(m) for m in p.lines.values())} machines on {len(p.lines)} lines"
+    )
     return p
 
 
-def propose_mqtt(samples: Mapping[str, Any], host: str, port: int, topic: str, *, site: str = "plant") -> Proposal:
+def propose_mqtt(
+    samples: Mapping[str, Any], host: str, port: int, topic: str, *, site: str = "plant"
+) -> Proposal:
     """Machines, lines and tags from sampled MQTT topics (see the module doc).
 
     A topic whose payload is a JSON object of fields (``flat``) gives one machine (its last
@@ -326,7 +423,8 @@ def propose_mqtt(samples: Mapping[str, Any], host: str, port: int, topic: str, *
                 parsed = parse_payload(t, raw, "flat", 0)
                 for tag, value, _, _ in parsed.samples:
                     fields.setdefault(tag.split("#", 1)[1], {"values": set()})["values"].add(
-                        value if isinstance(value, int | float | str | bool) else str(value))
+                        value if isinstance(value, int | float | str | bool) else str(value)
+                    )
         else:
             for raw in payloads[-1:]:
                 for tag, value, _, _ in parse_payload(t, raw, fmt, 0).samples:
@@ -374,10 +472,14 @@ def propose_mqtt(samples: Mapping[str, Any], host: str, port: int, topic: str, *
             if len(levels) != depth:
                 p.unplaced["/".join(levels)] = f"topic depth {len(levels)} differs from the common {depth}"
     subs = [{"topic": topic, "format": formats.most_common(1)[0][0] if len(formats) == 1 else "auto"}]
-    p.sources.append({"name": f"mqtt-{slug(host)}", "mqtt": {"host": host, "port": port, "subscriptions": subs}})
-    p.header.append(f"sampled mqtt://{host}:{port} topic {topic!r}: {len(samples)} topics "
-                    f"({', '.join(f'{n} {f}' for f, n in formats.items()) or 'none'}), "
-                    f"{sum(len(m) for m in p.lines.values())} machines on {len(p.lines)} lines")
+    p.sources.append(
+        {"name": f"mqtt-{slug(host)}", "mqtt": {"host": host, "port": port, "subscriptions": subs}}
+    )
+    p.header.append(
+        f"sampled mqtt://{host}:{port} topic {topic!r}: {len(samples)} topics "
+        f"({', '.join(f'{n} {f}' for f, n in formats.items()) or 'none'}), "
+        f"{sum(len(m) for m in p.lines.values())} machines on {len(p.lines)} lines"
+    )
     return p
 
 
@@ -394,8 +496,10 @@ def _entry(machine: str, g: Any, key: str, p: Proposal, values: Iterable[Any]) -
             entry["states"] = _states_from_names({v: v for v in seen}, key, p)
         else:
             entry["states"] = dict(COMMON_STATE_CODES)
-            p.notes[key] = (f"integer states (seen {', '.join(seen) or 'none'}): assumed 0 off, 1 running, 2 idle, "
-                            "3 fault, 4 setup, 5 planned_stop; check against the source's documentation")
+            p.notes[key] = (
+                f"integer states (seen {', '.join(seen) or 'none'}): assumed 0 off, 1 running, 2 idle, "
+                "3 fault, 4 setup, 5 planned_stop; check against the source's documentation"
+            )
     return entry
 
 
@@ -417,32 +521,45 @@ def _format_of(payload: bytes) -> str | None:
 
 def render(p: Proposal) -> str:
     """The proposal as plant-config YAML, with comments (JSON flow mappings are YAML)."""
-    out = ["# plantstream plant config written by `plantstream init` — review, then:",
-           "#   plantstream config check plant.yaml && plantstream run --config plant.yaml",
-           *(f"# {h}" for h in p.header),
-           f"site: {json.dumps(p.site)}", "timezone: UTC",
-           "# shifts: [{name: day, start: \"06:00\", end: \"14:00\", breaks: [{start: \"10:00\", minutes: 30}]}]",
-           "#   without shifts every hour is scheduled (see docs/oee.md)", "lines:"]
+    out = [
+        "# plantstream plant config written by `plantstream init` — review, then:",
+        "#   plantstream config check plant.yaml && plantstream run --config plant.yaml",
+        *(f"# {h}" for h in p.header),
+        f"site: {json.dumps(p.site)}",
+        "timezone: UTC",
+        '# shifts: [{name: day, start: "06:00", end: "14:00", breaks: [{start: "10:00", minutes: 30}]}]',
+        "#   without shifts every hour is scheduled (see docs/oee.md)",
+        "lines:",
+    ]
     for line, machines in p.lines.items():
         out.append(f"  - id: {json.dumps(line)}")
         out.append("    machines:")
-        out += [f"      - {{id: {json.dumps(m)}}}   # ideal_cycle_time_ms: set it unless a tag sends it"
-                for m in machines]
+        out += [
+            f"      - {{id: {json.dumps(m)}}}   # ideal_cycle_time_ms: set it unless a tag sends it"
+            for m in machines
+        ]
     if not p.lines:
         out[-1] = "lines: []"
     if p.fault_codes:
-        out += ["losses:", "  fault_codes:   # from the server's fault-code names (reason) and descriptions (category)"]
+        out += [
+            "losses:",
+            "  fault_codes:   # from the server's fault-code names (reason) and descriptions (category)",
+        ]
         out += [f"    {json.dumps(code)}: {json.dumps(v)}" for code, v in p.fault_codes.items()]
-    out.append("tags:")
+    out.append("tags:" if p.tags else "tags: {}")
     for tag, entry in p.tags.items():
         note = p.notes.get(tag)
         out.append(f"  {json.dumps(tag)}: {json.dumps(entry)}" + (f"   # {note}" if note else ""))
     if p.unplaced:
         out.append("  # not placed (left out of the subscription; map them by hand to use them):")
         out += [f"  # {json.dumps(tag)}: {{}}   # {why}" for tag, why in p.unplaced.items()]
-    out.append("sources:")
-    for src in p.sources:
-        out.append(f"  - {json.dumps(src)}")
+    if len(p.sources) == 1:  # the single form: plantstream run and the Helm chart's connectors read it
+        kind = "opcua" if "opcua" in p.sources[0] else "mqtt"
+        out.append("# the source (add more OPC UA servers and MQTT brokers as a sources: list, docs/cli.md)")
+        out.append(f"{kind}: {json.dumps(p.sources[0][kind])}")
+    else:
+        out.append("sources:")
+        out += [f"  - {json.dumps(src)}" for src in p.sources]
     return "\n".join(out) + "\n"
 
 
@@ -450,12 +567,16 @@ def render(p: Proposal) -> str:
 
 
 def init(
-    opcua: Annotated[str | None, typer.Option("--opcua", help="Browse this OPC UA endpoint (opc.tcp://…).")] = None,
+    opcua: Annotated[
+        str | None, typer.Option("--opcua", help="Browse this OPC UA endpoint (opc.tcp://…).")
+    ] = None,
     mqtt: Annotated[str | None, typer.Option("--mqtt", help="Sample this MQTT broker, HOST:PORT.")] = None,
     topic: Annotated[str, typer.Option("--topic", help="MQTT topic filter to sample.")] = "#",
     listen: Annotated[float, typer.Option("--listen", help="Seconds to sample MQTT.", min=1.0)] = 30.0,
     site: Annotated[str, typer.Option("--site", help="The site name to write.")] = "plant",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: standard output).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: standard output).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
 ) -> None:
     """Write a starter plant config from a live OPC UA server or MQTT broker."""
@@ -488,8 +609,10 @@ def init(
         output.write_text(text, encoding="utf-8")
     for line in proposal.header:
         err.print(line)
-    err.print(f"{len(proposal.tags)} tags mapped, {len(proposal.unplaced)} not placed (commented out)"
-              + (f"; written to {output}" if output else ""))
+    err.print(
+        f"{len(proposal.tags)} tags mapped, {len(proposal.unplaced)} not placed (commented out)"
+        + (f"; written to {output}" if output else "")
+    )
 
 
 def config_check(
@@ -506,9 +629,13 @@ def config_check(
     out = stdout()
     sources = cfg.source_list()
     if fmt == "table":
-        out.print(f"{file}: valid — site {cfg.site}, {len(cfg.lines)} lines, "
-                  f"{sum(len(ln.machines) for ln in cfg.lines)} machines, {len(sources)} sources, "
-                  f"{len(cfg.tags)} tag entries", markup=False, highlight=False)
+        out.print(
+            f"{file}: valid — site {cfg.site}, {len(cfg.lines)} lines, "
+            f"{sum(len(ln.machines) for ln in cfg.lines)} machines, {len(sources)} sources, "
+            f"{len(cfg.tags)} tag entries",
+            markup=False,
+            highlight=False,
+        )
         for s in sources:
             out.print(f"source {s.name}: {s.kind} {s.describe()}", markup=False, highlight=False)
     rows = []
@@ -520,6 +647,15 @@ def config_check(
         if t.metric == "machine_state":
             conv.append(" ".join(f"{k}={v}" for k, v in t.state_map().items()))
         known = "{" in t.machine or t.machine in machines
-        rows.append([tag, t.machine, t.line or "", t.metric, t.unit, "; ".join(conv),
-                     "" if known else "machine not in lines: (unconfigured)"])
+        rows.append(
+            [
+                tag,
+                t.machine,
+                t.line or "",
+                t.metric,
+                t.unit,
+                "; ".join(conv),
+                "" if known else "machine not in lines: (unconfigured)",
+            ]
+        )
     emit(["source tag", "machine", "line", "metric", "unit", "conversion", "warning"], rows, fmt)

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 
 import typer
 
-from plantstream.cli import anomaly, cloud, core, init, kafka, mqtt, oee, opcua, report, run, scrap, status
+from plantstream.cli import anomaly, cloud, core, init, kafka, mqtt, oee, opcua, report, scrap, status
+from plantstream.cli import run as edge
 from plantstream.cli.common import error_line
 from plantstream.schemas.errors import PlantStreamError
 
@@ -54,7 +55,7 @@ def build_app() -> typer.Typer:
     app.command("demo")(core.demo)
     app.command("flows")(core.list_flows)
     app.command("status")(status.status)
-    app.command("run")(run.run)
+    app.command("run")(edge.run)
     app.command("init")(init.init)
 
     db = _group("ClickHouse schema.")

@@ -129,7 +129,7 @@ def simulate_plc(
         "--replay-file", help="Write the Measurements as JSONL instead of serving OPC UA.")] = None,
     wait_for_client: Annotated[bool, typer.Option(
         "--wait-for-client",
-        help="Hold the simulated clock at --start until a client subscribes (tests against the truth).")] = False,
+        help="Hold the simulated clock at --start until a client subscribes (for truth tests).")] = False,
 ) -> None:
     """Simulate a PLC line (states, counts, scrap, anomalies) and serve it over OPC UA."""
     from plantstream.simulators.opcua_server import PlcOpcUaServer

@@ -97,12 +97,21 @@ class Telemetry:
 
         from plantstream.connectors import kafka
 
-        consumer = Consumer({**self.kafka_conf, "group.id": "plantstream-run-status",
-                             "enable.auto.commit": False, "auto.offset.reset": "latest"})
+        consumer = Consumer(
+            {
+                **self.kafka_conf,
+                "group.id": "plantstream-run-status",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "latest",
+            }
+        )
         meta = consumer.list_topics(timeout=10)
         parts = []
-        for topic, start in ((kafka.MEASUREMENTS, OFFSET_END), (kafka.DEADLETTER, OFFSET_BEGINNING),
-                             ("plantstream.alerts", OFFSET_BEGINNING)):
+        for topic, start in (
+            (kafka.MEASUREMENTS, OFFSET_END),
+            (kafka.DEADLETTER, OFFSET_BEGINNING),
+            ("plantstream.alerts", OFFSET_BEGINNING),
+        ):
             tmeta = meta.topics.get(topic)
             if tmeta is not None and tmeta.error is None:
                 parts += [TopicPartition(topic, p, start) for p in tmeta.partitions]
@@ -173,16 +182,18 @@ class Telemetry:
                 con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
                 try:
                     rows = con.execute(
-                        "SELECT state_key, ser_change FROM snaps s WHERE step_id LIKE '%kafka_in%' AND snap_epoch = "
+                        "SELECT state_key, ser_change FROM snaps s "
+                        "WHERE step_id LIKE '%kafka_in%' AND snap_epoch = "
                         "(SELECT max(snap_epoch) FROM snaps t WHERE t.step_id = s.step_id "
-                        "AND t.state_key = s.state_key)").fetchall()
+                        "AND t.state_key = s.state_key)"
+                    ).fetchall()
                 finally:
                     con.close()
             except sqlite3.Error:
                 continue
             for key, blob in rows:
                 with contextlib.suppress(Exception):
-                    value = pickle.loads(blob) if blob is not None else None  # noqa: S301 (our recovery store)
+                    value = pickle.loads(blob) if blob is not None else None  # our own recovery store
                     if isinstance(value, int):
                         out[int(key)] = value
         return out
@@ -193,8 +204,9 @@ class Telemetry:
         if self._meta is None:  # its own client: a consumer is not shared between threads
             from confluent_kafka import Consumer
 
-            self._meta = Consumer({**self.kafka_conf, "group.id": "plantstream-run-status-meta",
-                                   "enable.auto.commit": False})
+            self._meta = Consumer(
+                {**self.kafka_conf, "group.id": "plantstream-run-status-meta", "enable.auto.commit": False}
+            )
         consumer = self._meta
         out = {}
         with contextlib.suppress(Exception):
@@ -213,7 +225,9 @@ class Telemetry:
         return sum(max(0, h - min(done.get(p, 0), h)) for p, h in high.items())
 
     def rows(self) -> dict[str, int]:
-        return {table: sum(self.high_watermarks(topic).values()) for table, topic in self.table_topics.items()}
+        return {
+            table: sum(self.high_watermarks(topic).values()) for table, topic in self.table_topics.items()
+        }
 
 
 def _health_cell(child: Child) -> str:
@@ -238,10 +252,18 @@ def status_view(sup: Supervisor, tel: Telemetry | None, started: float) -> Group
         src = Table(title="sources", title_justify="left")
         for col in ("source", "msg/s", "messages", "last value (UTC)", "spool bytes"):
             src.add_column(col)
-        spool = {c.name.removeprefix("source "): (c.health or {}).get("spool_bytes", 0) for c in sup.by_role("source")}
+        spool = {
+            c.name.removeprefix("source "): (c.health or {}).get("spool_bytes", 0)
+            for c in sup.by_role("source")
+        }
         for name in sorted(set(rates) | set(spool)):
-            src.add_row(name, f"{rates.get(name, 0.0):.1f}", str(tel.totals.get(name, 0)),
-                        _ms_text(tel.last_ts.get(name)), str(spool.get(name, "-")))
+            src.add_row(
+                name,
+                f"{rates.get(name, 0.0):.1f}",
+                str(tel.totals.get(name, 0)),
+                _ms_text(tel.last_ts.get(name)),
+                str(spool.get(name, "-")),
+            )
         parts.append(src)
         lag = tel.lag()
         tables = Table(title=f"flows: Kafka lag {'-' if lag is None else lag} records", title_justify="left")
@@ -261,8 +283,12 @@ def status_view(sup: Supervisor, tel: Telemetry | None, started: float) -> Group
         for col in ("machine", "rule", "severity", "since"):
             al.add_column(col)
         for a in alerts[:10]:
-            al.add_row(str(a.get("machine", "")), str(a.get("rule", "")), str(a.get("severity", "")),
-                       str(a.get("raised_at") or a.get("ts") or ""))
+            al.add_row(
+                str(a.get("machine", "")),
+                str(a.get("rule", "")),
+                str(a.get("severity", "")),
+                str(a.get("raised_at") or a.get("ts") or ""),
+            )
         parts.append(al)
     return Group(*parts)
 
@@ -275,29 +301,54 @@ def status_line(sup: Supervisor, tel: Telemetry | None) -> str:
     rates = ", ".join(f"{s} {r:.1f}/s" for s, r in sorted(tel.rates().items())) or "no messages yet"
     rows = ", ".join(f"{t} {n}" for t, n in sorted(tel.rows().items()) if n)
     dead = sum(tel.deadletters.values())
-    return (f"{procs} | sources: {rates} | lag {tel.lag()} | rows: {rows or 'none yet'} | "
-            f"dead letters {dead} | open alerts {len(tel.open_alerts())}")
+    return (
+        f"{procs} | sources: {rates} | lag {tel.lag()} | rows: {rows or 'none yet'} | "
+        f"dead letters {dead} | open alerts {len(tel.open_alerts())}"
+    )
 
 
 def _dsn(cfg: PlantConfig, state_dir: Path) -> str:
-    return cfg.clickhouse.url or os.environ.get("PLANTSTREAM_CLICKHOUSE_URL") or \
-        f"chdb://{(state_dir / 'clickhouse').resolve()}"
+    return (
+        cfg.clickhouse.url
+        or os.environ.get("PLANTSTREAM_CLICKHOUSE_URL")
+        or f"chdb://{(state_dir / 'clickhouse').resolve()}"
+    )
 
 
 def run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Plant config YAML (plantstream init writes one).")],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Plant config YAML (plantstream init writes one).")
+    ],
     flows: Annotated[str, typer.Option("--flows", help="Comma-separated flow names, or all.")] = "all",
-    duration: Annotated[float | None, typer.Option(
-        "--duration", help="Seconds to run once started, then stop cleanly (default: until Ctrl-C or SIGTERM).")] = None,
-    state_dir: Annotated[Path, typer.Option(
-        "--state-dir", help="Recovery store, spools, embedded ClickHouse, logs and the lock.")] = Path(
-        ".plantstream/run"),
-    snapshot_s: Annotated[float, typer.Option(
-        "--snapshot-interval", help="Seconds between the flows' recovery snapshots (epochs).", min=0.5)] = 5.0,
-    log_every: Annotated[float, typer.Option(
-        "--log-every", help="Seconds between plain status lines when not on a terminal.", min=1.0)] = 30.0,
-    live: Annotated[bool | None, typer.Option(
-        "--live/--no-live", help="The live status view (default: when standard output is a terminal).")] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            help="Seconds to run once started, then stop cleanly (default: until Ctrl-C or SIGTERM).",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", help="Recovery store, spools, embedded ClickHouse, logs and the lock."),
+    ] = Path(".plantstream/run"),
+    snapshot_s: Annotated[
+        float,
+        typer.Option(
+            "--snapshot-interval", help="Seconds between the flows' recovery snapshots (epochs).", min=0.5
+        ),
+    ] = 5.0,
+    log_every: Annotated[
+        float,
+        typer.Option(
+            "--log-every", help="Seconds between plain status lines when not on a terminal.", min=1.0
+        ),
+    ] = 30.0,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--no-live", help="The live status view (default: when standard output is a terminal)."
+        ),
+    ] = None,
 ) -> None:
     """Run the plant: Kafka, ClickHouse, every flow and a connector per source, supervised."""
     from bytewax.recovery import init_db_dir
@@ -327,7 +378,7 @@ def run(
     lock = StateLock(state_dir)
     lock.acquire()
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set() and signum == signal.SIGINT:
@@ -345,46 +396,101 @@ def run(
         if not cfg.kafka.bootstrap_servers:
             broker = TansuBroker(state_dir / "logs").start()
             kconf["bootstrap.servers"] = broker.bootstrap
-            event(f"embedded Kafka broker on {broker.bootstrap} (pid {broker.proc.pid if broker.proc else '?'})")
+            event(
+                f"embedded Kafka broker on {broker.bootstrap} (pid {broker.proc.pid if broker.proc else '?'})"
+            )
         create_topics(kconf, chosen, cfg.kafka)
         dsn = _dsn(cfg, state_dir)
-        base = child_env(os.environ, {"PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS": kconf["bootstrap.servers"],
-                                      "PLANTSTREAM__CLICKHOUSE__URL": dsn})
+        base = child_env(
+            os.environ,
+            {
+                "PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS": kconf["bootstrap.servers"],
+                "PLANTSTREAM__CLICKHOUSE__URL": dsn,
+            },
+        )
         logs = state_dir / "logs"
-        sup.run_task(Child("migrate", python_argv("-m", "plantstream", "db", "migrate", "--config", cfg_path),
-                           base, logs / "migrate.log"))
+        sup.run_task(
+            Child(
+                "migrate",
+                python_argv("-m", "plantstream", "db", "migrate", "--config", cfg_path),
+                base,
+                logs / "migrate.log",
+            )
+        )
         event(f"ClickHouse migrated ({dsn.split('@')[-1]})")
         recovery = state_dir / "recovery"
         if not any(recovery.glob("part-*.sqlite3")):
             recovery.mkdir(parents=True, exist_ok=True)
             init_db_dir(recovery, 1)
         flows_port = free_port()
-        flows_child = sup.add(Child(
-            "flows",
-            python_argv("-m", "bytewax.run", "plantstream.flows.main:get_flow()", "-w", "1", "-r", str(recovery),
-                        "-s", f"{snapshot_s:g}", "-b", "0"),
-            {**base, "PLANTSTREAM_CONFIG": cfg_path, "PLANTSTREAM_FLOWS": ",".join(chosen),
-             "PLANTSTREAM_STOP": "signal", "PLANTSTREAM_HEALTH_PORT": str(flows_port)},
-            logs / "flows.log", role="flows", health_port=flows_port))
+        flows_child = sup.add(
+            Child(
+                "flows",
+                python_argv(
+                    "-m",
+                    "bytewax.run",
+                    "plantstream.flows.main:get_flow()",
+                    "-w",
+                    "1",
+                    "-r",
+                    str(recovery),
+                    "-s",
+                    f"{snapshot_s:g}",
+                    "-b",
+                    "0",
+                ),
+                {
+                    **base,
+                    "PLANTSTREAM_CONFIG": cfg_path,
+                    "PLANTSTREAM_FLOWS": ",".join(chosen),
+                    "PLANTSTREAM_STOP": "signal",
+                    "PLANTSTREAM_HEALTH_PORT": str(flows_port),
+                },
+                logs / "flows.log",
+                role="flows",
+                health_port=flows_port,
+            )
+        )
         if not sup.start(flows_child, wait_ready_s=FLOWS_READY_S) and not stop.is_set():
-            event("the flows are not ready yet; starting the connectors anyway (see "
-                  f"{flows_child.log_path})")
+            event(f"the flows are not ready yet; starting the connectors anyway (see {flows_child.log_path})")
         for src in sources:
             port = free_port()
-            child = sup.add(Child(
-                f"source {src.name}",
-                python_argv("-m", "plantstream", "connect", src.kind, "--config", cfg_path, "--source", src.name,
-                            "--state-dir", str(state_dir / "sources" / src.name), "--health-port", str(port),
-                            "--bootstrap", kconf["bootstrap.servers"]),
-                base, logs / f"source-{src.name}.log", role="source", health_port=port))
+            child = sup.add(
+                Child(
+                    f"source {src.name}",
+                    python_argv(
+                        "-m",
+                        "plantstream",
+                        "connect",
+                        src.kind,
+                        "--config",
+                        cfg_path,
+                        "--source",
+                        src.name,
+                        "--state-dir",
+                        str(state_dir / "sources" / src.name),
+                        "--health-port",
+                        str(port),
+                        "--bootstrap",
+                        kconf["bootstrap.servers"],
+                    ),
+                    base,
+                    logs / f"source-{src.name}.log",
+                    role="source",
+                    health_port=port,
+                )
+            )
             sup.start(child)
         if not sources:
             event("no sources in the config (sources:, opcua:, mqtt:): only the flows run")
         tel = Telemetry(kconf, recovery, result_topics(chosen.values())).start()
         deadline = None if duration is None else time.monotonic() + duration  # after start-up
         last_line = time.monotonic()
-        view = Live(status_view(sup, tel, started), console=console, refresh_per_second=1,
-                    transient=False) if use_live else None
+        view = (
+            Live(status_view(sup, tel, started), console=console, refresh_per_second=1, transient=False)
+            if use_live
+            else None
+        )
         with view if view is not None else contextlib.nullcontext():
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:

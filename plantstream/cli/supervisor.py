@@ -97,8 +97,10 @@ class StateLock:
             except FileExistsError:
                 pid = self.holder()
                 if pid is not None and pid != os.getpid() and pid_alive(pid):
-                    msg = (f"another plantstream run (pid {pid}) uses the state directory "
-                           f"{self.path.parent}; stop it first, or pass --state-dir to another directory")
+                    msg = (
+                        f"another plantstream run (pid {pid}) uses the state directory "
+                        f"{self.path.parent}; stop it first, or pass --state-dir to another directory"
+                    )
                     raise RunError(msg) from None
                 log.warning("taking over the stale lock %s (pid %s is gone)", self.path, pid)
                 with contextlib.suppress(FileNotFoundError):
@@ -148,7 +150,7 @@ def tail(path: Path, lines: int = 5, max_bytes: int = 16_384) -> list[str]:
 def fetch_json(url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
     """GET a health endpoint: its JSON whatever the status (200 or 503), None when unreachable."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (loopback http)
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
         body = exc.read()
@@ -188,11 +190,19 @@ class Child:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as logf:
-            logf.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.name}: "
-                       f"{' '.join(self.argv)}\n".encode())
+            logf.write(
+                f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.name}: "
+                f"{' '.join(self.argv)}\n".encode()
+            )
             logf.flush()
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.started_at = time.monotonic()
         self.next_start_at = None
         self.health = None
@@ -271,8 +281,11 @@ class Supervisor:
 
         Returns whether it became ready (True without waiting)."""
         child.start()
-        self.on_event(f"started {child.name} (pid {child.pid}"
-                      + (f", health on :{child.health_port}" if child.health_port else "") + ")")
+        self.on_event(
+            f"started {child.name} (pid {child.pid}"
+            + (f", health on :{child.health_port}" if child.health_port else "")
+            + ")"
+        )
         if wait_ready_s <= 0:
             return True
         deadline = time.monotonic() + wait_ready_s
@@ -294,14 +307,20 @@ class Supervisor:
             if child.proc is not None and child.next_start_at is None and child.proc.poll() is not None:
                 code = child.proc.returncode
                 ran = now - child.started_at
-                child.backoff_s = (self.backoff_initial_s if ran >= self.healthy_s or child.backoff_s == 0
-                                   else min(self.backoff_max_s, child.backoff_s * 2))
+                child.backoff_s = (
+                    self.backoff_initial_s
+                    if ran >= self.healthy_s or child.backoff_s == 0
+                    else min(self.backoff_max_s, child.backoff_s * 2)
+                )
                 child.next_start_at = now + child.backoff_s
                 child.last_exit = describe_exit(code)
                 lines = tail(child.log_path, 5)
-                self.on_event(f"{child.name} (pid {child.pid}) stopped: {child.last_exit} after {ran:.0f}s; "
-                              f"restarting in {child.backoff_s:g}s; last log lines: "
-                              + (" | ".join(lines) if lines else "(none)") + f" [{child.log_path}]")
+                self.on_event(
+                    f"{child.name} (pid {child.pid}) stopped: {child.last_exit} after {ran:.0f}s; "
+                    f"restarting in {child.backoff_s:g}s; last log lines: "
+                    + (" | ".join(lines) if lines else "(none)")
+                    + f" [{child.log_path}]"
+                )
             if child.next_start_at is not None and now >= child.next_start_at:
                 child.restarts += 1
                 child.start()
@@ -318,12 +337,10 @@ class Supervisor:
         self.stopping = True
         ended: dict[str, str] = {}
         t0 = time.monotonic()
-        groups = [self.by_role("source"), self.by_role("flows")]
-        shares = [0.45, 0.45]
-        for group, share in zip(groups, shares, strict=True):
+        for group, until in ((self.by_role("source"), 0.45), (self.by_role("flows"), 0.9)):
             for child in group:
                 child.signal(child.stop_signal)
-            deadline = t0 + self.stop_timeout_s * sum(shares[: groups.index(group) + 1])
+            deadline = t0 + self.stop_timeout_s * until
             for child in group:
                 if child.proc is None:
                     continue
@@ -333,8 +350,10 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     child.kill()
                     ended[child.name] = "killed after the stop timeout"
-                    self.on_event(f"{child.name} did not stop in time: killed; last log lines: "
-                                  + " | ".join(tail(child.log_path, 3)))
+                    self.on_event(
+                        f"{child.name} did not stop in time: killed; last log lines: "
+                        + " | ".join(tail(child.log_path, 3))
+                    )
         return ended
 
 

@@ -51,10 +51,33 @@ def start_simulator(tmp: Path) -> tuple[subprocess.Popen[bytes], str, int]:
     start = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
     start_ms = int(start.timestamp() * 1000)
     sim = subprocess.Popen(
-        [EXE, "simulate", "plc", "--seed", "3", "--machines", "3", "--port", str(port), "--speed", str(SPEED),
-         "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ"), "--duration", str(SIM_HOURS), "--linger", "900",
-         "--wait-for-client", "--truth", str(tmp / "truth.jsonl")],
-        cwd=tmp, env=_env(), stdout=subprocess.DEVNULL, stderr=(tmp / "sim.log").open("wb"))
+        [
+            EXE,
+            "simulate",
+            "plc",
+            "--seed",
+            "3",
+            "--machines",
+            "3",
+            "--port",
+            str(port),
+            "--speed",
+            str(SPEED),
+            "--start",
+            start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "--duration",
+            str(SIM_HOURS),
+            "--linger",
+            "900",
+            "--wait-for-client",
+            "--truth",
+            str(tmp / "truth.jsonl"),
+        ],
+        cwd=tmp,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "sim.log").open("wb"),
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -73,8 +96,9 @@ def stop_simulator(sim: subprocess.Popen[bytes], tmp: Path) -> GroundTruth:
 
 
 def cli(tmp: Path, *args: str, timeout: float = 120) -> str:
-    res = subprocess.run([EXE, *args], cwd=tmp, env=_env(), capture_output=True, text=True, timeout=timeout,
-                         check=False)
+    res = subprocess.run(
+        [EXE, *args], cwd=tmp, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert res.returncode == 0, f"plantstream {' '.join(args)}:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
     return res.stdout
 
@@ -88,20 +112,33 @@ def query(tmp: Path, dsn: str, *args: str) -> list[dict[str, Any]]:
 def check_against_truth(tmp: Path, dsn: str, truth: GroundTruth, start_ms: int) -> None:
     """OEE facts, downtime and scrap events of the run == the simulator's ground truth."""
     assert truth.start_ms == start_ms and truth.end_ms == start_ms + SIM_HOURS * 3_600_000
-    last = {r["machine"]: r["last"] for r in query(
-        tmp, dsn, "query", "SELECT machine, toUnixTimestamp64Milli(max(ts)) AS last FROM measurements GROUP BY machine")}
+    last = {
+        r["machine"]: r["last"]
+        for r in query(
+            tmp,
+            dsn,
+            "query",
+            "SELECT machine, toUnixTimestamp64Milli(max(ts)) AS last FROM measurements GROUP BY machine",
+        )
+    }
     oee = {r["machine"]: r for r in query(tmp, dsn, "kpi", "oee", "--by", "machine")}
     assert set(oee) == set(truth.machines) == set(last)
     for machine in truth.machines:
         end = int(last[machine])
         assert end > truth.end_ms - 60_000, (machine, end)  # the run saw the line to its end
         ms = truth.state_ms(machine, start_ms, end)
-        micro = sum(min(s.end_ms, end) - max(s.start_ms, start_ms) for s in truth.states
-                    if s.machine == machine and s.microstop and s.end_ms > start_ms and s.start_ms < end)
-        expected = {"planned_min": sum(ms.values()) - ms.get("planned_stop", 0) - ms.get("off", 0),
-                    "run_min": ms.get("running", 0) + micro, "small_stop_min": micro,
-                    "setup_min": ms.get("setup", 0),
-                    "unplanned_stop_min": ms.get("fault", 0) + ms.get("idle", 0) - micro}
+        micro = sum(
+            min(s.end_ms, end) - max(s.start_ms, start_ms)
+            for s in truth.states
+            if s.machine == machine and s.microstop and s.end_ms > start_ms and s.start_ms < end
+        )
+        expected = {
+            "planned_min": sum(ms.values()) - ms.get("planned_stop", 0) - ms.get("off", 0),
+            "run_min": ms.get("running", 0) + micro,
+            "small_stop_min": micro,
+            "setup_min": ms.get("setup", 0),
+            "unplanned_stop_min": ms.get("fault", 0) + ms.get("idle", 0) - micro,
+        }
         row = oee[machine]
         for col, value in expected.items():
             assert row[col] == pytest.approx(value / 60_000, rel=1e-3, abs=1e-6), (machine, col, row)
@@ -115,11 +152,27 @@ def check_against_truth(tmp: Path, dsn: str, truth: GroundTruth, start_ms: int) 
         return None if iso is None else round(datetime.fromisoformat(iso).timestamp() * 1000)
 
     # a stop still open at the end of the run cannot be told small or not yet (the truth cuts it)
-    mine = sorted((e["machine"], ms_of(e["start"]), e["state"], e["fault_code"],
-                   int(e["small_stop"]) if e["end"] is not None else None) for e in events)
-    true = sorted((s.machine, s.start_ms, s.state, str(s.fault_code) if s.fault_code else "",
-                   int(s.microstop) if s.end_ms < int(last[s.machine]) else None)
-                  for s in truth.downtime() if s.start_ms < int(last[s.machine]))
+    mine = sorted(
+        (
+            e["machine"],
+            ms_of(e["start"]),
+            e["state"],
+            e["fault_code"],
+            int(e["small_stop"]) if e["end"] is not None else None,
+        )
+        for e in events
+    )
+    true = sorted(
+        (
+            s.machine,
+            s.start_ms,
+            s.state,
+            str(s.fault_code) if s.fault_code else "",
+            int(s.microstop) if s.end_ms < int(last[s.machine]) else None,
+        )
+        for s in truth.downtime()
+        if s.start_ms < int(last[s.machine])
+    )
     assert len(true) >= 10 and mine == true
     # fault codes named by the server (EnumValues) give the true reason and category
     by_start = {(e["machine"], ms_of(e["start"])): e for e in events}
@@ -148,8 +201,20 @@ def test_init_then_run_matches_the_plc_ground_truth(tmp_path: Path) -> None:
     try:
         init_config(tmp_path, endpoint)
         t0 = time.monotonic()
-        cli(tmp_path, "run", "--config", "plant.yaml", "--duration", "60", "--no-live", "--log-every", "10",
-            "--state-dir", "state", timeout=400)
+        cli(
+            tmp_path,
+            "run",
+            "--config",
+            "plant.yaml",
+            "--duration",
+            "60",
+            "--no-live",
+            "--log-every",
+            "10",
+            "--state-dir",
+            "state",
+            timeout=400,
+        )
         print(f"run took {time.monotonic() - t0:.0f}s")
     finally:
         truth = stop_simulator(sim, tmp_path)
@@ -163,7 +228,9 @@ def _children(pid: int) -> dict[int, str]:
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == pid:
-                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                out[int(stat.parent.name)] = (
+                    (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
         except (OSError, IndexError, ValueError):
             continue
     return out
@@ -174,8 +241,13 @@ def test_kill_9_of_the_flows_is_restarted_and_sigterm_stops_within_10s(tmp_path:
     log = (tmp_path / "run.log").open("wb")
     try:
         init_config(tmp_path, endpoint)
-        run = subprocess.Popen([EXE, "run", "--config", "plant.yaml", "--no-live", "--log-every", "5",
-                                "--state-dir", "state"], cwd=tmp_path, env=_env(), stdout=log, stderr=log)
+        run = subprocess.Popen(
+            [EXE, "run", "--config", "plant.yaml", "--no-live", "--log-every", "5", "--state-dir", "state"],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=log,
+            stderr=log,
+        )
         try:
             deadline = time.monotonic() + 120
             flows = None
@@ -184,8 +256,15 @@ def test_kill_9_of_the_flows_is_restarted_and_sigterm_stops_within_10s(tmp_path:
                 flows = next((p for p, c in _children(run.pid).items() if "bytewax.run" in c), None)
                 time.sleep(0.5)
             # a second run on the same state directory is refused while this one holds the lock
-            second = subprocess.run([EXE, "run", "--config", "plant.yaml", "--state-dir", "state", "--duration", "1"],
-                                    cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=False)
+            second = subprocess.run(
+                [EXE, "run", "--config", "plant.yaml", "--state-dir", "state", "--duration", "1"],
+                cwd=tmp_path,
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             assert second.returncode == 2 and f"pid {run.pid}" in second.stderr, second.stderr
             time.sleep(12)  # mid-way through the simulated shift (30 s of playback)
             assert flows is not None
