@@ -58,13 +58,16 @@ def _wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[by
 
 @dataclass
 class TansuBroker:
-    """The Tansu Kafka-protocol broker as a subprocess on loopback (data in memory only)."""
+    """The Tansu Kafka-protocol broker as a subprocess on loopback (data in memory unless ``storage``)."""
 
     log_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    storage: str = "memory://tansu/"
+    """Where the broker keeps its data: ``memory://tansu/`` (lost when it stops) or
+    ``file:///abs/dir`` (kept across restarts, ``plantstream run``)."""
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -85,7 +88,7 @@ class TansuBroker:
         self.log_path = self.log_dir / f"tansu-{self.port}.log"
         url = f"tcp://{self.host}:{self.port}"
         cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/", *self.extra_args]
+               "--storage-engine", self.storage, *self.extra_args]
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
                 cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

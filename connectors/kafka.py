@@ -328,6 +328,30 @@ StopWhen = Literal["end", "never"] | threading.Event
 until it is set, then drain what the topic holds at that moment and stop (demo, Ctrl-C)."""
 
 
+_SIGNAL_STOP: threading.Event | None = None
+
+
+def signal_stop() -> threading.Event:
+    """One event per process that SIGTERM and SIGINT set: every input of a dataflow given it
+    tails its topic until then, reads what the topic holds at that moment and ends, so the
+    dataflow completes and its last epoch closes (``PLANTSTREAM_STOP=signal``). Installed once,
+    from the main thread."""
+    global _SIGNAL_STOP
+    if _SIGNAL_STOP is None:
+        import signal
+
+        event = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            log.warning("signal %d: reading to the end of the topics, then closing the last epoch", signum)
+            event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        _SIGNAL_STOP = event
+    return _SIGNAL_STOP
+
+
 class _KafkaPartition(StatefulSourcePartition[Any, int]):
     # The end of a partition is learnt from fetch responses (partition EOF events and the
     # cached high watermark), never from ListOffsets: some Kafka-protocol brokers answer that

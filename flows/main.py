@@ -356,13 +356,24 @@ def _stall_s(environ: Mapping[str, str]) -> float:
     return value
 
 
+def _stop_when(stop: str) -> kafka.StopWhen:
+    """The Kafka input's end for ``PLANTSTREAM_STOP``: ``signal`` is the event SIGTERM/SIGINT set
+    (:func:`~plantstream.connectors.kafka.signal_stop`)."""
+    if stop == "signal":
+        return kafka.signal_stop()
+    return "end" if stop == "end" else "never"
+
+
 def get_flow() -> Dataflow:
     """Production entry point for ``python -m bytewax.run "plantstream.flows.main:get_flow()"``.
 
     Reads the plant config from ``PLANTSTREAM_CONFIG`` (plus ``PLANTSTREAM__…`` overrides)
     and the flows from ``PLANTSTREAM_FLOWS`` (comma-separated, default all).
     ``PLANTSTREAM_STOP=end`` stops at the end of the measurements topic (batch re-runs, tests);
-    the default ``never`` tails it. Before it starts, each flow's config section is validated,
+    the default ``never`` tails it; ``signal`` tails it until SIGTERM or SIGINT, then reads what
+    the topic holds at that moment and ends the input, so the last epoch closes (open windows
+    out provisionally, snapshot taken) and the process exits 0 (``plantstream run``).
+    Before it starts, each flow's config section is validated,
     every table a flow writes must exist in ClickHouse (:func:`check_start`), and the plant's
     and the flows' result topics are created where missing.
 
@@ -391,10 +402,11 @@ def get_flow() -> Dataflow:
                "plant config or PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS")
         raise ConfigError(msg)
     stop = os.environ.get("PLANTSTREAM_STOP", "never")
-    if stop not in ("end", "never"):
+    if stop not in ("end", "never", "signal"):
         from plantstream.schemas.errors import ConfigError
 
-        msg = f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic) or 'never' (tail)"
+        msg = (f"PLANTSTREAM_STOP={stop!r}: use 'end' (stop at the end of the topic), 'never' (tail) or "
+               "'signal' (tail until SIGTERM or SIGINT, then drain and close the epoch)")
         raise ConfigError(msg)
     stall_s = _stall_s(os.environ)
     outbox_here = _outbox_here(os.environ)
@@ -409,7 +421,7 @@ def get_flow() -> Dataflow:
     target = eventhubs.target_from_config(config.eventhubs)
     meter = eventhubs.BandwidthMeter()
     progress = Progress()
-    kafka_in = kafka.KafkaInput(kconf, stop="end" if stop == "end" else "never")
+    kafka_in = kafka.KafkaInput(kconf, stop=_stop_when(stop))
     source = WatchedSource(kafka_in, progress)
     input_stats = FlowInputStats()
     flow = build_dataflow(config, source, sink, flows=chosen,

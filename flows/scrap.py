@@ -71,6 +71,8 @@ def workorder_source(config: PlantConfig) -> Source[RawMessage] | None:
         return None
     if os.environ.get("PLANTSTREAM_STOP") == "end":
         return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="end", batched=False)
+    if os.environ.get("PLANTSTREAM_STOP") == "signal":  # plantstream run: ends with the measurements
+        return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop=kafka.signal_stop(), batched=False)
     return kafka.KafkaInput(kconf, kafka.WORKORDERS, stop="never", batched=False)
 
 

@@ -61,6 +61,7 @@ from plantstream.schemas.redact import (
 )
 from plantstream.schemas.scrap_config import ScrapConfig
 from plantstream.schemas.sinks_config import EventHubsConfig, OutboxConfig, StatusConfig
+from plantstream.schemas.sources_config import SourceConfig
 from plantstream.schemas.state_config import StateConfig
 from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
@@ -326,6 +327,9 @@ class PlantConfig(Frozen):
     """The OPC UA → Kafka connector: endpoint, security, nodes/browse, subscription settings."""
     state: StateConfig = StateConfig()
     """Bounds of per-machine state: idle eviction, unconfigured machines, signals per machine."""
+    sources: tuple[SourceConfig, ...] = ()
+    """Several OPC UA servers and MQTT brokers, each named (``schemas/sources_config.py``); unset:
+    the top-level ``opcua:`` / ``mqtt:`` sections written in the config are the sources."""
     flows: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-flow settings: flow name → its section, validated by the model the flow declares
     (``config=`` of its ``FLOW``) when the flows are built; a name that is no flow is an error."""
@@ -389,6 +393,34 @@ class PlantConfig(Frozen):
             msg = f"shift names must be unique, got {names}"
             raise ValueError(msg)
         return shifts
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, sources: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
+        names = [s.name for s in sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            msg = f"source names must be unique, {', '.join(dup)} appear more than once; rename one"
+            raise ValueError(msg)
+        return sources
+
+    def source_list(self) -> list[SourceConfig]:
+        """The plant's sources: ``sources:`` (enabled ones), else the top-level ``opcua:`` and
+        ``mqtt:`` sections that the config (or the environment) sets, named ``opcua`` and ``mqtt``.
+
+        >>> [s.name for s in PlantConfig.model_validate({"mqtt": {"host": "broker"}}).source_list()]
+        ['mqtt']
+        >>> PlantConfig().source_list()
+        []
+        """
+        if self.sources:
+            return [s for s in self.sources if s.enabled]
+        out = []
+        if "opcua" in self.model_fields_set:
+            out.append(SourceConfig(name="opcua", opcua=self.opcua))
+        if "mqtt" in self.model_fields_set:
+            out.append(SourceConfig(name="mqtt", mqtt=self.mqtt))
+        return out
 
     @property
     def tz(self) -> ZoneInfo:

@@ -134,6 +134,16 @@ def plc_tag_dictionary(channel: str = "Channel1", *, line: str = "") -> dict[str
 
 
 _EXTRA_METRICS = {"CycleCount": "total_count"}
+_UNITS: dict[str, tuple[int, str, str, float, float]] = {
+    # tag: (UNECE common code as UnitId, symbol, description, EURange low, high)
+    "Temperature_C": (4399180, "°C", "degree Celsius", 0.0, 150.0),
+    "AmbientTemperature_C": (4399180, "°C", "degree Celsius", -20.0, 60.0),
+    "Vibration_Velocity_mms": (4403766, "mm/s", "millimetre per second", 0.0, 50.0),
+    "SpindleSpeed_RPM": (5395778, "r/min", "revolutions per minute", 0.0, 12000.0),
+    "CycleTimeActual_ms": (4403268, "ms", "millisecond", 0.0, 60000.0),
+    "CycleTimeTarget_ms": (4403268, "ms", "millisecond", 0.0, 60000.0),
+}
+"""Engineering units of the analog PLC tags (``EngineeringUnits`` and ``EURange`` properties)."""
 PLC_IGNORE = ("*.ToolID",)
 """PLC tags the connector should not subscribe to (no canonical metric)."""
 
@@ -189,6 +199,7 @@ class PlcOpcUaServer:
         self.ns = 0
         self.nodes: dict[tuple[str, str], ua.NodeId] = {}
         self.written = 0
+        self._internal_items = 0
         self._started = False
 
     @property
@@ -232,6 +243,7 @@ class PlcOpcUaServer:
                     ua.Variant(_INITIAL[vtype], vtype), SourceTimestamp=t0, ServerTimestamp=t0,
                     StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)))
                 self.nodes[(mid, tag)] = nid
+                await self._describe(var, f"{self.channel}.{mid}.{tag}", tag)
                 hist.append(var)
         self.server = server
         for upd in self.line.run_tags(self.line.now + 1):  # the PLC's values at start
@@ -246,9 +258,38 @@ class PlcOpcUaServer:
                 await server.historize_node_data_change(var, period=timedelta(days=3650),
                                                         count=self.history)
         self.server = server
+        self._internal_items = self.monitored_items()
         self._started = True
         log.info("PLC simulator serving %d machines on %s", len(self.line.machine_ids), self.endpoint)
         return self
+
+    async def _describe(self, var: Any, ident: str, tag: str) -> None:
+        """The metadata a real PLC's server gives (what ``plantstream init`` reads): the state
+        names of ``MachineState`` (``EnumStrings``, index = PLC value), the fault codes of
+        ``ActiveFaultCode`` (``EnumValues``: value, reason, category), and ``EngineeringUnits``
+        with ``EURange`` on the analog tags (OPC UA Part 8)."""
+        from plantstream.simulators.plc import CODE_STATES, FAULT_CODES
+
+        ns = self.ns
+        if tag == "MachineState":
+            names = [ua.LocalizedText(CODE_STATES[i]) for i in range(max(CODE_STATES) + 1)]
+            await var.add_property(ua.NodeId(f"{ident}.EnumStrings", ns), "0:EnumStrings",
+                                   ua.Variant(names, ua.VariantType.LocalizedText))
+        elif tag == "ActiveFaultCode":
+            values = [ua.EnumValueType(Value=code, DisplayName=ua.LocalizedText(reason),
+                                       Description=ua.LocalizedText(category))
+                      for code, (reason, category) in sorted(FAULT_CODES.items())]
+            await var.add_property(ua.NodeId(f"{ident}.EnumValues", ns), "0:EnumValues",
+                                   ua.Variant(values, ua.VariantType.ExtensionObject))
+        unit = _UNITS.get(tag)
+        if unit is not None:
+            code, symbol, text, low, high = unit
+            eu = ua.EUInformation(NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact", UnitId=code,
+                                  DisplayName=ua.LocalizedText(symbol), Description=ua.LocalizedText(text))
+            await var.add_property(ua.NodeId(f"{ident}.EngineeringUnits", ns), "0:EngineeringUnits",
+                                   ua.Variant(eu, ua.VariantType.ExtensionObject))
+            await var.add_property(ua.NodeId(f"{ident}.EURange", ns), "0:EURange",
+                                   ua.Variant(ua.Range(Low=low, High=high), ua.VariantType.ExtensionObject))
 
     async def stop(self) -> None:
         if self.server is not None and self._started:
@@ -281,6 +322,26 @@ class PlcOpcUaServer:
                           SourceTimestamp=_dt(ts_ms) if ts_ms is not None else None,
                           ServerTimestamp=datetime.now(UTC))
         await self.server.write_attribute_value(nid, dv)
+
+    def monitored_items(self) -> int:
+        """Monitored items of every client subscription right now."""
+        if self.server is None:
+            return 0
+        subs = self.server.iserver.subscription_service.subscriptions
+        return sum(len(getattr(sub.monitored_item_srv, "_monitored_items", {})) for sub in subs.values())
+
+    async def wait_for_subscriber(self, items: int | None = None, *, grace_s: float = 1.0,
+                                  stop: asyncio.Event | None = None) -> None:
+        """Hold event time until a client monitors ``items`` nodes (default: every machine's
+        ``MachineState``), then ``grace_s`` more (for the rest of its monitored items): a run
+        that starts its connector later still sees the line from its first sample."""
+        want = len(self.line.machine_ids) if items is None else items
+        want += self._internal_items  # the server's own (history) subscriptions
+        while self.monitored_items() < want:
+            if stop is not None and stop.is_set():
+                return
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(grace_s)
 
     async def play(self, until_ms: int | None = None, stop: asyncio.Event | None = None,
                    pause: asyncio.Event | None = None) -> int:

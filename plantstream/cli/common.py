@@ -97,3 +97,50 @@ def kpi_filter(start: str | None = None, end: str | None = None, *, machine: str
     """The command's options as one :class:`~plantstream.connectors.kpi.Filter`."""
     return Filter(start_ms=time_option(start, start_option), end_ms=time_option(end, "--to"),
                   machine=machine or None, line=line or None)
+
+
+SourceOpt = Annotated[str | None, typer.Option(
+    "--source", help="A named source of the config's sources: list (default: the top-level section).")]
+StateDirOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", help="Keep this connector's spool and state here (default: the config's paths).")]
+HealthPortOpt = Annotated[int | None, typer.Option(
+    "--health-port", help="Serve /healthz and /readyz on this port (default: producer.health_port).")]
+
+
+def for_source(cfg: PlantConfig, kind: str, name: str | None, state_dir: Path | None = None,
+               health_port: int | None = None) -> PlantConfig:
+    """``cfg`` as one connector of kind ``kind`` sees it: the named source of ``sources:`` as its
+    top-level ``opcua:``/``mqtt:`` section (its ``source`` field its name unless set), the spool
+    and the OPC UA state under ``state_dir``, and ``/healthz`` on ``health_port``.
+
+    >>> cfg = PlantConfig.model_validate({"sources": [{"name": "line-2", "opcua": {"endpoint": "opc.tcp://b:4840"}}]})
+    >>> one = for_source(cfg, "opcua", "line-2", Path("/var/ps/line-2"), 9101)
+    >>> one.opcua.endpoint, one.opcua.source, one.producer.spool_dir, one.producer.health_port
+    ('opc.tcp://b:4840', 'line-2', '/var/ps/line-2/spool', 9101)
+    """
+    from plantstream.schemas.errors import ConfigError
+
+    update: dict[str, Any] = {}
+    if name is not None:
+        by_name = {s.name: s for s in cfg.source_list()}
+        src = by_name.get(name)
+        if src is None or src.kind != kind:
+            known = ", ".join(f"{s.name} ({s.kind})" for s in by_name.values()) or "none"
+            msg = f"--source {name!r}: no {kind} source of that name in the config; its sources: {known}"
+            raise ConfigError(msg)
+        section = src.opcua if kind == "opcua" else src.mqtt
+        assert section is not None
+        if "source" not in section.model_fields_set and name not in ("opcua", "mqtt"):
+            section = section.model_copy(update={"source": name})
+        update[kind] = section
+    producer: dict[str, Any] = {}
+    if state_dir is not None:
+        producer["spool_dir"] = str(state_dir / "spool")
+        if kind == "opcua":
+            section = update.get("opcua", cfg.opcua)
+            update["opcua"] = section.model_copy(update={"state_file": str(state_dir / "opcua-state.json")})
+    if health_port is not None:
+        producer["health_port"] = health_port
+    if producer:
+        update["producer"] = cfg.producer.model_copy(update=producer)
+    return cfg.model_copy(update=update) if update else cfg

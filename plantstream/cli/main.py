@@ -15,6 +15,8 @@ commands live in their modules as plain functions:
 ``report daily``       :mod:`~plantstream.cli.report`
 ``cloud settings``     :mod:`~plantstream.cli.cloud`
 ``kafka create-topics``  :mod:`~plantstream.cli.kafka`
+``run``                :mod:`~plantstream.cli.run` (the supervisor: :mod:`~plantstream.cli.supervisor`)
+``init``               :mod:`~plantstream.cli.init` (with ``config check``)
 =====================  =========================================================================
 
 :func:`main` is the console script (``plantstream``, ``python -m plantstream``): a usage error
@@ -30,11 +32,12 @@ from collections.abc import Sequence
 
 import typer
 
-from plantstream.cli import anomaly, cloud, core, kafka, mqtt, oee, opcua, report, scrap, status
+from plantstream.cli import anomaly, cloud, core, init, kafka, mqtt, oee, opcua, report, scrap, status
+from plantstream.cli import run as edge
 from plantstream.cli.common import error_line
 from plantstream.schemas.errors import PlantStreamError
 
-GROUPS = ("db", "kafka", "kpi", "eval", "connect", "simulate", "report", "cloud")
+GROUPS = ("db", "kafka", "kpi", "eval", "connect", "simulate", "report", "cloud", "config")
 """The command groups, in the order ``--help`` lists them (after the top-level commands)."""
 
 
@@ -52,6 +55,8 @@ def build_app() -> typer.Typer:
     app.command("demo")(core.demo)
     app.command("flows")(core.list_flows)
     app.command("status")(status.status)
+    app.command("run")(edge.run)
+    app.command("init")(init.init)
 
     db = _group("ClickHouse schema.")
     db.command("migrate")(core.db_migrate)
@@ -83,7 +88,10 @@ def build_app() -> typer.Typer:
     cloud_app = _group("The cloud sink (Azure Event Hubs or any Kafka).")
     cloud_app.command("settings")(cloud.cloud_settings)
 
-    groups = (db, kafka_app, kpi, evaluate, connect, simulate, reports, cloud_app)
+    config_app = _group("Plant config files.")
+    config_app.command("check")(init.config_check)
+
+    groups = (db, kafka_app, kpi, evaluate, connect, simulate, reports, cloud_app, config_app)
     for name, group in zip(GROUPS, groups, strict=True):
         app.add_typer(group, name=name)
     return app

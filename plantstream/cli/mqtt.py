@@ -11,7 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
-from plantstream.cli.common import ConfigOpt, config_from, error_line, stderr
+from plantstream.cli.common import (
+    ConfigOpt,
+    HealthPortOpt,
+    SourceOpt,
+    StateDirOpt,
+    config_from,
+    error_line,
+    for_source,
+    stderr,
+)
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import PlantStreamError
 
@@ -50,13 +59,16 @@ def connect_mqtt(
         "--preset", help="Add a built-in tag dictionary: 'bakery' (the Contoso bakery simulator).")] = None,
     duration: Annotated[float, typer.Option(
         "--duration", help="Stop after N seconds (0 = until Ctrl-C).")] = 0.0,
+    source: SourceOpt = None,
+    state_dir: StateDirOpt = None,
+    health_port: HealthPortOpt = None,
 ) -> None:
     """Bridge the MQTT broker of the plant config into Kafka (QoS 1, acked after Kafka confirms)."""
     from plantstream.connectors.mqtt import MqttConnector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = config_from(config)
+        cfg = for_source(config_from(config), "mqtt", source, state_dir, health_port)
         if preset == "bakery":
             cfg = _with_bakery_tags(cfg)
         elif preset is not None:

@@ -17,7 +17,16 @@ from typing import Annotated
 
 import typer
 
-from plantstream.cli.common import ConfigOpt, config_from, error_line, stderr
+from plantstream.cli.common import (
+    ConfigOpt,
+    HealthPortOpt,
+    SourceOpt,
+    StateDirOpt,
+    config_from,
+    error_line,
+    for_source,
+    stderr,
+)
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import PlantStreamError
 from plantstream.schemas.measurement import now_ms, parse_ts
@@ -51,13 +60,16 @@ def connect_opcua(
         "--preset", help="Add a built-in tag dictionary: 'plc' (the PLC line simulator).")] = None,
     duration: Annotated[float, typer.Option(
         "--duration", help="Stop after N seconds (0 = until Ctrl-C).")] = 0.0,
+    source: SourceOpt = None,
+    state_dir: StateDirOpt = None,
+    health_port: HealthPortOpt = None,
 ) -> None:
     """Subscribe to the OPC UA server's tags and produce Measurements to Kafka (Ctrl-C stops)."""
     from plantstream.connectors.opcua import OpcUaConnector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = config_from(config)
+        cfg = for_source(config_from(config), "opcua", source, state_dir, health_port)
         if preset == "plc":
             from plantstream.simulators.opcua_server import PLC_IGNORE
 
@@ -115,6 +127,9 @@ def simulate_plc(
         help="Seconds to keep serving after --duration, for clients to read the last values.")] = 3.0,
     replay_file: Annotated[Path | None, typer.Option(
         "--replay-file", help="Write the Measurements as JSONL instead of serving OPC UA.")] = None,
+    wait_for_client: Annotated[bool, typer.Option(
+        "--wait-for-client",
+        help="Hold the simulated clock at --start until a client subscribes (for truth tests).")] = False,
 ) -> None:
     """Simulate a PLC line (states, counts, scrap, anomalies) and serve it over OPC UA."""
     from plantstream.simulators.opcua_server import PlcOpcUaServer
@@ -155,6 +170,9 @@ def simulate_plc(
                 stderr().print(
                     f"PLC line ({', '.join(line.machine_ids)}) on {srv.endpoint}, nodes "
                     f"ns={srv.ns};s=Channel1.<machine>.<Tag>, {speed:g}× real time; Ctrl-C to stop")
+                if wait_for_client:
+                    stderr().print("holding the simulated clock until a client subscribes")
+                    await srv.wait_for_subscriber(grace_s=2.0, stop=stop)
                 await srv.play(until_ms=until_ms, stop=stop)
                 if not stop.is_set() and linger > 0:
                     with contextlib.suppress(TimeoutError):

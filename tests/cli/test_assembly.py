@@ -15,7 +15,7 @@ from plantstream.cli.main import GROUPS, app
 
 CLI_DIR = Path(plantstream.cli.__file__).parent
 EXPECTED = {
-    "replay": None, "query": None, "demo": None, "flows": None, "status": None,
+    "replay": None, "query": None, "demo": None, "flows": None, "status": None, "run": None, "init": None,
     "db": {"migrate"},
     "kafka": {"create-topics"},
     "kpi": {"oee", "downtime", "scrap", "alerts", "anomalies"},
@@ -24,6 +24,7 @@ EXPECTED = {
     "simulate": {"plc", "bakery"},
     "report": {"daily"},
     "cloud": {"settings"},
+    "config": {"check"},
 }
 
 
