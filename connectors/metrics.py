@@ -81,7 +81,6 @@ _REASON_KINDS: tuple[tuple[str, str], ...] = (
     ("counter out of range", "counter_range"),
     ("late", "late"),
     ("clock_skew", "clock_skew"),
-    ("unconfigured machine", "unconfigured_machine"),
     ("refused by kafka", "kafka_refused"),
     ("kepserverex", "bad_payload"),
     ("one-value payload", "bad_payload"),

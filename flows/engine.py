@@ -67,7 +67,9 @@ Spec = LogicSpec[Any, Any]
 
 ENGINE = "_engine"
 """The engine's own key: in the snapshot (its registry of unconfigured machines) and as the
-flow name of the rows it emits itself (``deadletter`` notices of unconfigured machines)."""
+flow name of the rows it emits itself (:data:`NOTICES` of unconfigured machines)."""
+NOTICES = "machine_notices"
+"""The table of what the engine reports once per machine (migration 056): not dead letters."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,10 @@ UNCONFIGURED = ("unconfigured machine: not in the plant config (lines[].machines
                 "lines[].machines")
 
 
-def _notice(ts: int, source: str, reason: str, m: Measurement) -> Row:
-    raw = m.to_json().decode("utf-8", "backslashreplace")
-    return {"ts": ts, "source": source, "reason": reason, "raw": raw}
+def _notice(kind: str, machine: str, detail: str, m: Measurement) -> Row:
+    """A ``machine_notices`` row: reported once, not a dead letter (the samples are archived)."""
+    return {"ts": m.ts, "machine": machine, "kind": kind, "detail": detail,
+            "sample": m.to_json().decode("utf-8", "backslashreplace")}
 
 
 # -- flows -------------------------------------------------------------------------------------
@@ -326,8 +329,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                 reg[machine] = first.ts
                 log.warning("unconfigured machine %r: not in the plant config (lines[].machines); archived, "
                             "availability and quality only until it is configured (reported once)", machine)
-                out.append((ENGINE, "deadletter", _notice(first.ts, f"engine:unconfigured/{machine}",
-                                                          UNCONFIGURED, first)))
+                out.append((ENGINE, NOTICES, _notice("unconfigured", machine, UNCONFIGURED, first)))
                 continue
             refused.append(machine)
             if not self.registry.capped:
@@ -338,8 +340,7 @@ class MachineEngine(op.StatefulBatchLogic[Grouped, list[Tagged], Snapshot]):
                           f"unconfigured machine of shard {shard} are archived only (no status, OEE, scrap, "
                           "anomalies or alerts); list them in lines[].machines or raise the cap")
                 log.warning("%s (reported once per shard)", reason)
-                out.append((ENGINE, "deadletter", _notice(first.ts, f"engine:unconfigured_cap/{shard}",
-                                                          reason, first)))
+                out.append((ENGINE, NOTICES, _notice("unconfigured_cap", machine, reason, first)))
         if not refused:
             return by_machine
         return {m: g for m, g in by_machine.items() if m not in refused}

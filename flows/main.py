@@ -29,6 +29,7 @@ from plantstream.connectors.metrics import FlowInputStats, Metrics
 from plantstream.flows import cloud
 from plantstream.flows.engine import (
     ENGINE,
+    NOTICES,
     BatchFlow,
     MachineFlow,
     Spec,
@@ -154,9 +155,9 @@ def _flow_rows(name: str) -> Callable[[Tagged], tuple[str, Row] | None]:
 
 
 def _engine_notices(limit: int) -> Callable[[Tagged], tuple[str, Row] | None]:
-    """The machine engine's own rows (an unconfigured machine seen, a shard's cap reached):
-    dead letters, bounded like every other."""
-    return lambda t: (t[1], bound_row(t[2], limit)) if t[0] == ENGINE else None
+    """The machine engine's own rows (an unconfigured machine seen, a shard's cap reached) for
+    ``machine_notices``, the sample they keep bounded like a dead letter's bytes."""
+    return lambda t: (t[1], t[2] | {"sample": t[2]["sample"][:limit]}) if t[0] == ENGINE else None
 
 
 GC_THRESHOLD = (50_000, 20, 100)
@@ -300,7 +301,11 @@ def check_start(config: PlantConfig, flows: Mapping[str, Flow | FlowFn] | None,
     Returns the flows' declarations."""
     chosen = resolve(flows)
     check_config(config, chosen)
-    check_tables_of(chosen, client)
+    checked = dict(chosen)
+    if any(isinstance(f.build, MachineFlow) for f in chosen.values()):  # the engine's own table
+        checked[ENGINE] = Flow(name="machine_engine", build=lambda ctx, ms: {},
+                               tables={NOTICES: "056_machine_notices.sql"})
+    check_tables_of(checked, client)
     return chosen
 
 

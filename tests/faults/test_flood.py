@@ -133,11 +133,11 @@ def test_100k_random_machine_ids_stay_under_the_bound_and_nothing_stops() -> Non
     assert after_200k - after_100k < 4 * 1024 * 1024  # no memory per refused id
     # 1,000 admitted (32 per shard, 1,024 at most), each reported once; each shard's cap once
     assert 1_000 <= admitted <= SHARDS * StateLimits().per_shard
-    notices = [r["source"] for f, _, r in rows + rows2 if f == ENGINE]
-    unconfigured = [s for s in notices if s.startswith("engine:unconfigured/")]
+    notices = [(r["kind"], r["machine"]) for f, _, r in rows + rows2 if f == ENGINE]
+    unconfigured = [m for k, m in notices if k == "unconfigured"]
     assert len(unconfigured) == len(set(unconfigured)) == admitted
-    assert sorted(s for s in notices if s.startswith("engine:unconfigured_cap/")) == \
-        sorted(f"engine:unconfigured_cap/s{k}" for k in range(SHARDS))
+    assert sorted(shard_of(m) for k, m in notices if k == "unconfigured_cap") == \
+        sorted(f"s{k}" for k in range(SHARDS))
     # machines with state: the configured one and the admitted ones, nothing else
     live = {m for r in shards.runs.values() for logics in r.engine.logics for m in logics}
     assert len(live) == admitted + 1
@@ -210,10 +210,11 @@ def test_an_unconfigured_machine_gets_availability_and_quality_and_is_reported_o
     assert round(100 * got["press-01"]["performance"], 2) == round(100 * got["ghost-8"]["performance"], 2) == 80.0
     assert round(100 * got["ghost-8"]["oee"], 2) == 52.8
     assert got["ghost-7"]["performance"] is None and got["ghost-7"]["oee"] is None
-    # reported once each (not per sample): one notice in the dead letter per unconfigured machine
-    dead = ch.query("SELECT source, reason FROM deadletter FINAL ORDER BY source").result_rows
-    assert [s for s, _ in dead] == ["engine:unconfigured/ghost-7", "engine:unconfigured/ghost-8"]
-    assert "lines[].machines" in dead[0][1]
+    # reported once each (not per sample) in machine_notices; nothing is a dead letter
+    assert ch.query("SELECT count() FROM deadletter FINAL").result_rows == [(0,)]
+    notes = ch.query("SELECT machine, kind, detail FROM machine_notices FINAL ORDER BY machine").result_rows
+    assert [(m, k) for m, k, _ in notes] == [("ghost-7", "unconfigured"), ("ghost-8", "unconfigured")]
+    assert "lines[].machines" in notes[0][2]
 
 
 @pytest.mark.integration
@@ -231,11 +232,11 @@ def test_a_flood_of_ids_through_replay_is_archived_and_only_the_cap_gets_state(
     # nothing lost: every line archived
     assert ch.query("SELECT count() FROM measurements FINAL").result_rows == [(len(lines),)]
     assert ch.query("SELECT uniqExact(machine) FROM measurements FINAL").result_rows == [(3_001,)]
-    notices = [s for (s,) in ch.query("SELECT source FROM deadletter FINAL").result_rows]
-    admitted = {s.removeprefix("engine:unconfigured/") for s in notices if s.startswith("engine:unconfigured/")}
-    caps = [s for s in notices if s.startswith("engine:unconfigured_cap/")]
+    notes = ch.query("SELECT kind, machine FROM machine_notices FINAL").result_rows
+    admitted = {m for k, m in notes if k == "unconfigured"}
+    caps = [m for k, m in notes if k == "unconfigured_cap"]
     assert 0 < len(admitted) <= 64 and 0 < len(caps) <= SHARDS
-    assert len(notices) == len(admitted) + len(caps)  # nothing dead-lettered sample by sample
+    assert ch.query("SELECT count() FROM deadletter FINAL").result_rows == [(0,)]  # nothing dead-lettered
     # state (here: the twin) only for the configured machine and the admitted ones
     status = {m for (m,) in ch.query("SELECT machine FROM machine_status FINAL").result_rows}
     assert status == admitted | {"press-01"}

@@ -153,10 +153,9 @@ def test_unconfigured_machines_are_reported_once_and_capped_per_shard() -> None:
     rows = run.batch([_m(T0, m) for m in [*same, "press-01"]])
     rows += run.batch([_m(T0 + 1_000, m, "good_count", 5) for m in [*same, "press-01"]])
     notices = [r for f, _, r in rows if f == ENGINE]
-    assert [n["source"] for n in notices] == [f"engine:unconfigured/{same[0]}",
-                                              f"engine:unconfigured/{same[1]}",
-                                              f"engine:unconfigured_cap/{shard_of(same[0])}"]
-    assert "lines[].machines" in notices[0]["reason"] and same[2] in notices[2]["reason"]
+    assert [(n["kind"], n["machine"]) for n in notices] == [
+        ("unconfigured", same[0]), ("unconfigured", same[1]), ("unconfigured_cap", same[2])]
+    assert "lines[].machines" in notices[0]["detail"] and same[2] in notices[2]["detail"]
     machines = {r.get("machine") for f, _, r in rows if f == "status"}
     assert machines == {same[0], same[1], "press-01"}  # the third one: archived only
     assert same[2] not in {m for logics in run.engine.logics for m in logics}
@@ -165,7 +164,7 @@ def test_unconfigured_machines_are_reported_once_and_capped_per_shard() -> None:
     more = again.batch([_m(T0 + 2_000, m, "temperature_c", 40.0) for m in [*same, "ghost-new"]])
     assert [r for f, _, r in more if f == ENGINE and shard_of("ghost-new") != shard_of(same[0])] == \
         [r for f, _, r in more if f == ENGINE]
-    assert not [r for f, _, r in more if f == ENGINE and r["source"].endswith(tuple(same))]
+    assert not [r for f, _, r in more if f == ENGINE and r["machine"] in same]
 
 
 def test_without_a_machine_list_no_notices_and_no_cap() -> None:

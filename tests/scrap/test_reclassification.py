@@ -44,7 +44,7 @@ def test_a_late_reclassification_restates_scrap_events_in_clickhouse(tmp_path: P
     res = runner.invoke(app, ["replay", str(data), "--config", str(cfg), "--clickhouse", ch_dsn,
                               "--flows", "scrap", "--format", "json"])
     assert res.exit_code == 0, res.output
-    assert orjson.loads(res.stdout)["deadlettered"] == 2  # the two-day-old reject, and press-01's notice
+    assert orjson.loads(res.stdout)["deadlettered"] == 1  # the two-day-old reject
     res = runner.invoke(app, ["kpi", "scrap", "--by", "reason", "--config", str(cfg), "--clickhouse", ch_dsn,
                               "--format", "json"])
     assert res.exit_code == 0, res.output
