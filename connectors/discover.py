@@ -162,7 +162,9 @@ class TopicSample:
             return False
         if not isinstance(obj, dict):
             return False
-        shown = {(k, None) for k in obj} | {(k, v) for k, v in obj.items() if isinstance(v, str) and len(v) <= 64}
+        shown = {(k, None) for k in obj} | {
+            (k, v) for k, v in obj.items() if isinstance(v, str) and len(v) <= 64
+        }
         shown -= {(k, v) for k, v in shown if k in ("timestamp", "ts", "time")}
         if shown <= self._seen:
             return False

@@ -64,7 +64,12 @@ def cli(tmp: Path, *args: str, timeout: float = 120) -> str:
 def query(tmp: Path, dsn: str, *args: str) -> list[dict[str, Any]]:
     res = subprocess.run(
         [EXE, *args, "--clickhouse", dsn, "--format", "json"],
-        cwd=tmp, env=_env(), capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert res.returncode == 0, res.stderr[-4000:]
     rows = orjson.loads(res.stdout)
@@ -91,7 +96,9 @@ def check_against_truth(tmp: Path, dsn: str, truth: dict[str, Any], machines: li
     # every state change with its time, as the MQTT pipeline test checks Kafka
     got_states: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for r in query(
-        tmp, dsn, "query",
+        tmp,
+        dsn,
+        "query",
         "SELECT machine, toUnixTimestamp64Milli(ts) AS t, value_str FROM measurements "
         "WHERE metric = 'machine_state' ORDER BY machine, t",
     ):
@@ -100,13 +107,17 @@ def check_against_truth(tmp: Path, dsn: str, truth: dict[str, Any], machines: li
     for machine in machines:
         true = [(s.start_ms, s.state) for s in states if s.machine == machine]
         # the run stores a state sample per message; collapse repeats to the changes
-        changes = [x for i, x in enumerate(got_states[machine]) if i == 0 or got_states[machine][i - 1][1] != x[1]]
+        changes = [
+            x for i, x in enumerate(got_states[machine]) if i == 0 or got_states[machine][i - 1][1] != x[1]
+        ]
         assert changes == true, machine
 
     last = {
         r["machine"]: int(r["last"])
         for r in query(
-            tmp, dsn, "query",
+            tmp,
+            dsn,
+            "query",
             "SELECT machine, toUnixTimestamp64Milli(max(ts)) AS last FROM measurements GROUP BY machine",
         )
     }
@@ -154,7 +165,9 @@ def check_against_truth(tmp: Path, dsn: str, truth: dict[str, Any], machines: li
     assert len(true_events) >= 10 and mine == true_events
 
     scrap = query(
-        tmp, dsn, "query",
+        tmp,
+        dsn,
+        "query",
         "SELECT machine, reason, sum(quantity) AS quantity FROM scrap_events_latest GROUP BY machine, reason",
     )
     got_scrap: dict[str, dict[str, int]] = defaultdict(dict)
@@ -163,6 +176,12 @@ def check_against_truth(tmp: Path, dsn: str, truth: dict[str, Any], machines: li
     assert dict(got_scrap) == {
         m: c["rejects_by_reason"] for m, c in truth["counts"].items() if c["rejects_by_reason"]
     }
+    print(
+        f"{len(machines)} machines: {len(true_events)} downtime events, "
+        f"good {sum(c['good'] for c in truth['counts'].values())}, "
+        f"reject {sum(c['reject'] for c in truth['counts'].values())} in "
+        f"{sum(len(r) for r in got_scrap.values())} (machine, reason) scrap groups"
+    )
 
 
 def subscribed(logs: Path) -> bool:
@@ -177,15 +196,36 @@ def test_init_mqtt_then_run_matches_the_bakery_ground_truth(tmp_path: Path) -> N
         start_ms = int(start.timestamp() * 1000)
         # 1. init samples the broker while the bakery publishes (an hour of it in 6 s)
         init = subprocess.Popen(
-            [EXE, "init", "--mqtt", f"{mq.host}:{mq.port}", "--topic", "#", "--listen", "8", "-o", "plant.yaml"],
-            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                EXE,
+                "init",
+                "--mqtt",
+                f"{mq.host}:{mq.port}",
+                "--topic",
+                "#",
+                "--listen",
+                "8",
+                "-o",
+                "plant.yaml",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert init.stderr is not None
         assert "listening to" in init.stderr.readline()
         time.sleep(1.5)  # subscribed: what is published from here on reaches init
         preview = BakerySim(seed=SEED, start_ms=start_ms - 3_600_000, machines=MACHINES)
-        publish(preview, mq.host, mq.port, end_ms=preview.start_ms + 3_600_000, speed=600.0,
-                client_id="bakery-preview")
+        publish(
+            preview,
+            mq.host,
+            mq.port,
+            end_ms=preview.start_ms + 3_600_000,
+            speed=600.0,
+            client_id="bakery-preview",
+        )
         out, err = init.communicate(timeout=60)
         out += err
         assert init.returncode == 0, out
@@ -195,13 +235,37 @@ def test_init_mqtt_then_run_matches_the_bakery_ground_truth(tmp_path: Path) -> N
         out = cli(tmp_path, "config", "check", "plant.yaml")
         print(out)
         assert "valid" in out and "machine_state" in out
+        # fields sent only on a change (state, reasons, product) are mapped too
+        for field, metric in [
+            ("state", "machine_state"),
+            ("lost_time_reason", "reason_code"),
+            ("waste_reason", "scrap_reason"),
+            ("waste_count", "reject_count"),
+            ("product", "part_number"),
+            ("work_order", "work_order"),
+        ]:
+            assert f'#{field}": {{"machine": "{{machine}}", "metric": "{metric}"' in text, field
 
         # 2. run, and once its connector holds the subscription, the measured shift
         log = (tmp_path / "run.log").open("wb")
         run = subprocess.Popen(
-            [EXE, "run", "--config", "plant.yaml", "--duration", "75", "--no-live", "--log-every", "10",
-             "--state-dir", "state"],
-            cwd=tmp_path, env=_env(), stdout=log, stderr=log,
+            [
+                EXE,
+                "run",
+                "--config",
+                "plant.yaml",
+                "--duration",
+                "75",
+                "--no-live",
+                "--log-every",
+                "10",
+                "--state-dir",
+                "state",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=log,
+            stderr=log,
         )
         try:
             deadline = time.monotonic() + 120
@@ -209,8 +273,14 @@ def test_init_mqtt_then_run_matches_the_bakery_ground_truth(tmp_path: Path) -> N
                 assert time.monotonic() < deadline and run.poll() is None, (tmp_path / "run.log").read_text()
                 time.sleep(0.3)
             sim = BakerySim(seed=SEED, start_ms=start_ms, machines=MACHINES)
-            n = publish(sim, mq.host, mq.port, end_ms=start_ms + SIM_HOURS * 3_600_000, speed=SPEED,
-                        client_id="bakery-sim")
+            n = publish(
+                sim,
+                mq.host,
+                mq.port,
+                end_ms=start_ms + SIM_HOURS * 3_600_000,
+                speed=SPEED,
+                client_id="bakery-sim",
+            )
             print(f"published {n} messages")
             run.wait(timeout=300)
         finally:
