@@ -136,7 +136,45 @@ class TopicSample:
 
     topic: str
     payloads: list[bytes] = field(default_factory=list)
+    """The last ``keep`` payloads."""
     count: int = 0
+    telling: list[bytes] = field(default_factory=list)
+    """Earlier payloads that showed a JSON field, or a text value of a field, not seen before on
+    the topic (up to ``keep`` × 4): a flat payload carries only what changed, so the state, the
+    reasons and the product appear in few messages, and the last ``keep`` would miss them."""
+    _seen: set[tuple[str, str | None]] = field(default_factory=set, repr=False)
+
+    def add(self, payload: bytes, keep: int) -> None:
+        """Record one message: kept among the last ``keep``, and as telling if it shows something new."""
+        self.count += 1
+        self.payloads.append(payload)
+        if len(self.payloads) > keep:
+            dropped = self.payloads.pop(0)
+            if len(self.telling) < keep * 4 and self._news(dropped):
+                self.telling.append(dropped)
+
+    def _news(self, payload: bytes) -> bool:
+        import orjson
+
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(obj, dict):
+            return False
+        shown = {(k, None) for k in obj} | {
+            (k, v) for k, v in obj.items() if isinstance(v, str) and len(v) <= 64
+        }
+        shown -= {(k, v) for k, v in shown if k in ("timestamp", "ts", "time")}
+        if shown <= self._seen:
+            return False
+        self._seen |= shown
+        return True
+
+    @property
+    def sampled(self) -> list[bytes]:
+        """The telling payloads, then the last ones (in arrival order)."""
+        return [*self.telling, *self.payloads]
 
 
 def sample_mqtt(
@@ -167,11 +205,7 @@ def sample_mqtt(
 
     def on_message(c: Any, u: Any, msg: Any) -> None:
         with lock:
-            s = seen.setdefault(msg.topic, TopicSample(msg.topic))
-            s.count += 1
-            s.payloads.append(bytes(msg.payload))
-            if len(s.payloads) > keep:
-                del s.payloads[0]
+            seen.setdefault(msg.topic, TopicSample(msg.topic)).add(bytes(msg.payload), keep)
 
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id=f"plantstream-init-{int(time.time())}", clean_session=True

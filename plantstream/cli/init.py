@@ -419,7 +419,7 @@ def propose_mqtt(
         levels = t.split("/")
         if fmt == "flat":
             flat_topics.append(levels)
-            for raw in payloads:
+            for raw in sample.sampled:  # the telling earlier payloads too: flat sends what changed
                 parsed = parse_payload(t, raw, "flat", 0)
                 for tag, value, _, _ in parsed.samples:
                     fields.setdefault(tag.split("#", 1)[1], {"values": set()})["values"].add(
