@@ -39,6 +39,7 @@ from rich.table import Table
 
 from plantstream.cli.common import stderr
 from plantstream.cli.supervisor import Child, RunError, StateLock, Supervisor, child_env, python_argv
+from plantstream.connectors.metrics import Metrics, Sample, reason_kind
 from plantstream.schemas.config import PlantConfig, load_config
 
 log = logging.getLogger("plantstream.run")
@@ -71,8 +72,11 @@ class Telemetry:
         self.last_ts: dict[str, int] = {}
         self.totals: Counter[str] = Counter()
         self.deadletters: Counter[str] = Counter()
+        self.deadletter_kinds: Counter[str] = Counter()
+        """Dead letters by :func:`~plantstream.connectors.metrics.reason_kind` (``/metrics``)."""
         self.alerts: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._meta_lock = threading.Lock()  # the view and a /metrics scrape share the metadata client
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -87,10 +91,11 @@ class Telemetry:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=3)
-        if self._meta is not None:
-            with contextlib.suppress(Exception):
-                self._meta.close()
-            self._meta = None
+        with self._meta_lock:
+            if self._meta is not None:
+                with contextlib.suppress(Exception):
+                    self._meta.close()
+                self._meta = None
 
     def _assign(self) -> Any:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
@@ -150,6 +155,7 @@ class Telemetry:
                                 self.last_ts[src] = ts
                         elif topic == kafka.DEADLETTER:
                             self.deadletters[str(rec.get("reason") or "?").split(":")[0][:60]] += 1
+                            self.deadletter_kinds[reason_kind(rec.get("reason"))] += 1
                         else:
                             key = str(rec.get("alert_id") or "")
                             old = self.alerts.get(key)
@@ -169,6 +175,12 @@ class Telemetry:
                     stamps.popleft()
                 out[src] = sum(1 for t in stamps if t >= now - window_s) / window_s
             return out
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Copies of the measurements per source, newest value time per source (ms) and dead
+        letters by reason kind, taken together."""
+        with self._lock:
+            return dict(self.totals), dict(self.last_ts), dict(self.deadletter_kinds)
 
     def open_alerts(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -199,6 +211,10 @@ class Telemetry:
         return out
 
     def high_watermarks(self, topic: str) -> dict[int, int]:
+        with self._meta_lock:
+            return self._high_watermarks(topic)
+
+    def _high_watermarks(self, topic: str) -> dict[int, int]:
         from confluent_kafka import TopicPartition
 
         if self._meta is None:  # its own client: a consumer is not shared between threads
@@ -307,6 +323,173 @@ def status_line(sup: Supervisor, tel: Telemetry | None) -> str:
     )
 
 
+class RunEndpoint:
+    """What the ``run`` process itself serves with ``--health-port``: ``/healthz``, ``/readyz``
+    and ``/metrics`` (:class:`~plantstream.connectors.health.HealthServer`).
+
+    ``/healthz``: the supervisor runs (always true while it answers). ``/readyz``: the start-up
+    is over and every long-running child (the flows, each connector) runs and its own last
+    ``/readyz`` (polled every second) said ready — so it fails while, say, the flows cannot
+    reach ClickHouse, and recovers with them. The body lists each child's state and endpoint.
+
+    ``/metrics`` (:class:`~plantstream.connectors.metrics.Metrics`, component ``run``): per
+    child ``plantstream_child_up``, ``plantstream_child_ready``,
+    ``plantstream_child_restarts_total`` and ``plantstream_child_endpoint_info`` (its
+    ``/metrics`` URL); and what the status view reads (:class:`Telemetry`):
+    ``plantstream_run_measurements_total`` and ``plantstream_run_messages_per_second`` and
+    ``plantstream_run_last_value_timestamp_seconds`` per source,
+    ``plantstream_run_result_records`` per table, ``plantstream_run_deadletters_total`` by reason
+    kind, ``plantstream_run_kafka_lag_records`` and ``plantstream_run_open_alerts``.
+    """
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.telemetry: Telemetry | None = None
+        self.started = False
+        """Set once every child has been started (not ready before)."""
+        self.metrics = Metrics("run")
+        self.metrics.add(self._children)
+        self.metrics.add(self._telemetry)
+
+    def _long_running(self) -> list[Child]:
+        return [c for c in self.sup.children if c.role != "task"]
+
+    def health(self) -> dict[str, Any]:
+        children = {
+            c.name: {
+                "role": c.role,
+                "pid": c.pid,
+                "running": c.running(),
+                "ready": c.running() and c.ready,
+                "restarts": c.restarts,
+                "last_exit": c.last_exit,
+                "endpoint": c.url(""),
+            }
+            for c in self._long_running()
+        }
+        not_ready = [name for name, c in children.items() if not c["ready"]]
+        return {
+            "live": True,
+            "ready": self.started and not self.sup.stopping and bool(children) and not not_ready,
+            "starting": not self.started,
+            "not_ready": not_ready,
+            "children": children,
+        }
+
+    def _children(self) -> list[Sample]:
+        out = []
+        for c in self._long_running():
+            lab = {"child": c.name, "role": c.role}
+            out += [
+                Sample(
+                    "gauge",
+                    "plantstream_child_up",
+                    "1 while the child process runs.",
+                    lab,
+                    1 if c.running() else 0,
+                ),
+                Sample(
+                    "gauge",
+                    "plantstream_child_ready",
+                    "1 while the child's own /readyz says ready.",
+                    lab,
+                    1 if c.running() and c.ready else 0,
+                ),
+                Sample(
+                    "counter",
+                    "plantstream_child_restarts",
+                    "Times the supervisor restarted the child after it exited.",
+                    lab,
+                    c.restarts,
+                ),
+            ]
+            if c.health_port is not None:
+                out.append(
+                    Sample(
+                        "gauge",
+                        "plantstream_child_endpoint_info",
+                        "The child's own health and metrics endpoint (always 1).",
+                        {**lab, "url": c.url("/metrics") or ""},
+                        1,
+                    )
+                )
+        return out
+
+    def _telemetry(self) -> list[Sample]:
+        tel = self.telemetry
+        if tel is None:
+            return []
+        totals, last_ts, kinds = tel.counts()
+        rates = tel.rates()
+        out = []
+        for src in sorted(set(totals) | set(rates)):
+            lab = {"source": src}
+            out += [
+                Sample(
+                    "counter",
+                    "plantstream_run_measurements",
+                    "Measurements of the source on the measurements topic since the run started.",
+                    lab,
+                    totals.get(src, 0),
+                ),
+                Sample(
+                    "gauge",
+                    "plantstream_run_messages_per_second",
+                    "Measurements per second of the source over the last 10 s.",
+                    lab,
+                    rates.get(src, 0.0),
+                ),
+                Sample(
+                    "gauge",
+                    "plantstream_run_last_value_timestamp_seconds",
+                    "Time of the source's newest measurement, epoch seconds.",
+                    lab,
+                    last_ts.get(src, 0) / 1000,
+                ),
+            ]
+        for table, n in sorted(tel.rows().items()):
+            out.append(
+                Sample(
+                    "gauge",
+                    "plantstream_run_result_records",
+                    "Records on the table's result topic (rows on their way to ClickHouse).",
+                    {"table": table},
+                    n,
+                )
+            )
+        for kind, n in sorted(kinds.items()):
+            out.append(
+                Sample(
+                    "counter",
+                    "plantstream_run_deadletters",
+                    "Dead letters on the dead-letter topic by reason kind.",
+                    {"reason": kind},
+                    n,
+                )
+            )
+        lag = tel.lag()
+        if lag is not None:
+            out.append(
+                Sample(
+                    "gauge",
+                    "plantstream_run_kafka_lag_records",
+                    "Measurements not yet in the flows' newest recovery snapshot.",
+                    {},
+                    lag,
+                )
+            )
+        out.append(
+            Sample(
+                "gauge",
+                "plantstream_run_open_alerts",
+                "Alerts raised and not cleared.",
+                {},
+                len(tel.open_alerts()),
+            )
+        )
+        return out
+
+
 def _dsn(cfg: PlantConfig, state_dir: Path) -> str:
     return (
         cfg.clickhouse.url
@@ -349,11 +532,22 @@ def run(
             "--live/--no-live", help="The live status view (default: when standard output is a terminal)."
         ),
     ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port",
+            help="Serve /healthz, /readyz and /metrics of the run on this port (0: a free one; "
+            "default: producer.health_port of the config; unset: off).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Run the plant: Kafka, ClickHouse, every flow and a connector per source, supervised."""
     from bytewax.recovery import init_db_dir
 
     from plantstream.connectors.embedded import TansuBroker, free_port
+    from plantstream.connectors.health import HealthServer
     from plantstream.flows.main import create_topics
     from plantstream.flows.registry import result_topics, select
 
@@ -390,8 +584,19 @@ def run(
     sup = Supervisor(on_event=event)
     broker: TansuBroker | None = None
     tel: Telemetry | None = None
+    endpoint = RunEndpoint(sup)
+    server: HealthServer | None = None
     started = time.monotonic()
     try:
+        run_port = health_port if health_port is not None else cfg.producer.health_port
+        if run_port is not None:
+            server = HealthServer(
+                run_port, endpoint.health, host=cfg.producer.health_host, metrics=endpoint.metrics
+            ).start()
+            event(
+                f"health and metrics of the run on http://{cfg.producer.health_host}:{server.port}"
+                "/healthz, /readyz and /metrics"
+            )
         kconf = cfg.kafka.client_config()
         if not cfg.kafka.bootstrap_servers:
             broker = TansuBroker(state_dir / "logs").start()
@@ -484,6 +689,8 @@ def run(
         if not sources:
             event("no sources in the config (sources:, opcua:, mqtt:): only the flows run")
         tel = Telemetry(kconf, recovery, result_topics(chosen.values())).start()
+        endpoint.telemetry = tel
+        endpoint.started = True
         deadline = None if duration is None else time.monotonic() + duration  # after start-up
         last_line = time.monotonic()
         view = (
@@ -513,6 +720,8 @@ def run(
         sup.stop()
         raise
     finally:
+        if server is not None:
+            server.stop()
         if tel is not None:
             tel.stop()
         if broker is not None:
