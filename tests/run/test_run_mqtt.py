@@ -39,6 +39,7 @@ import pytest
 
 from plantstream.simulators.bakery import BakerySim, publish
 from tests.mqtt.conftest import start_mosquitto
+from tests.run.truth import assert_oee_row_equals_truth, expected_minutes
 
 pytestmark = pytest.mark.integration
 
@@ -126,25 +127,8 @@ def check_against_truth(tmp: Path, dsn: str, truth: dict[str, Any], machines: li
     for machine in machines:
         end = last[machine]
         assert end > end_ms - 60_000, (machine, end)  # the run saw the shift to its end
-        ms = state_ms(states, machine, start_ms, end)
-        micro = sum(
-            min(s.end_ms, end) - max(s.start_ms, start_ms)
-            for s in states
-            if s.machine == machine and s.microstop and s.end_ms > start_ms and s.start_ms < end
-        )
-        expected = {
-            "planned_min": sum(ms.values()) - ms.get("planned_stop", 0) - ms.get("off", 0),
-            "run_min": ms.get("running", 0) + micro,
-            "small_stop_min": micro,
-            "setup_min": ms.get("setup", 0),
-            "unplanned_stop_min": ms.get("fault", 0) + ms.get("idle", 0) - micro,
-        }
-        row = oee[machine]
-        for col, value in expected.items():
-            assert row[col] == pytest.approx(value / 60_000, rel=1e-3, abs=1e-6), (machine, col, row)
-        counts = truth["counts"][machine]
-        assert (row["good"], row["reject"]) == (counts["good"], counts["reject"]), machine
-        assert row["good"] > 0
+        expected = expected_minutes(states, state_ms(states, machine, start_ms, end), machine, start_ms, end)
+        assert_oee_row_equals_truth(oee[machine], expected, truth["counts"][machine], machine)
 
     events = query(tmp, dsn, "kpi", "downtime")
     mine = sorted(

@@ -1,0 +1,37 @@
+"""What a run's OEE facts must equal, from a simulator's true state intervals (shared by the
+OPC UA and MQTT must-show tests of ``plantstream run``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+def expected_minutes(states: list[Any], ms: dict[str, int], machine: str, start_ms: int,
+                     end_ms: int) -> dict[str, float]:
+    """The loss buckets in minutes, as OEE facts report them: ``ms`` is the machine's true time
+    per state between ``start_ms`` and ``end_ms``; a micro-stop counts as run time and as a small
+    stop (docs/oee.md)."""
+    micro = sum(
+        min(s.end_ms, end_ms) - max(s.start_ms, start_ms)
+        for s in states
+        if s.machine == machine and s.microstop and s.end_ms > start_ms and s.start_ms < end_ms
+    )
+    minutes = {
+        "planned_min": sum(ms.values()) - ms.get("planned_stop", 0) - ms.get("off", 0),
+        "run_min": ms.get("running", 0) + micro,
+        "small_stop_min": micro,
+        "setup_min": ms.get("setup", 0),
+        "unplanned_stop_min": ms.get("fault", 0) + ms.get("idle", 0) - micro,
+    }
+    return {col: value / 60_000 for col, value in minutes.items()}
+
+
+def assert_oee_row_equals_truth(row: dict[str, Any], expected: dict[str, float], counts: dict[str, int],
+                                machine: str) -> None:
+    """Loss minutes within 0.1 %, good and reject counts exact."""
+    for col, value in expected.items():
+        assert row[col] == pytest.approx(value, rel=1e-3, abs=1e-6), (machine, col, row)
+    assert (row["good"], row["reject"]) == (counts["good"], counts["reject"]), machine
+    assert row["good"] > 0
