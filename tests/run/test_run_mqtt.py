@@ -173,6 +173,7 @@ def subscribed(logs: Path) -> bool:
     return any("Ctrl-C to stop" in p.read_text(errors="replace") for p in logs.glob("source-*.log"))
 
 
+@pytest.mark.paho  # the bakery simulator (paho) publishes from the test process
 def test_init_mqtt_then_run_matches_the_bakery_ground_truth(tmp_path: Path) -> None:
     mq = start_mosquitto(tmp_path / "mosquitto")
     try:
