@@ -160,6 +160,28 @@ def _engine_notices(limit: int) -> Callable[[Tagged], tuple[str, Row] | None]:
     return lambda t: (t[1], t[2] | {"sample": t[2]["sample"][:limit]}) if t[0] == ENGINE else None
 
 
+def _json_objects(limit: int) -> Callable[[kafka.Batch], list[tuple[str, Row]]]:
+    """A batch of a flow's own topic → ``("row", object)`` per JSON object, ``("bad", dead
+    letter row)`` for anything else."""
+
+    def decode(batch: kafka.Batch) -> list[tuple[str, Row]]:
+        out: list[tuple[str, Row]] = []
+        for i, raw in enumerate(batch.values()):
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict):
+                out.append(("row", obj))
+                continue
+            msg = batch.raw(i)
+            out.append(("bad", DeadLetter(raw, f"not a JSON object on {msg.topic}", msg.source,
+                                          msg.timestamp_ms).row(limit)))
+        return out
+
+    return decode
+
+
 GC_THRESHOLD = (50_000, 20, 100)
 
 
@@ -188,6 +210,7 @@ def build_dataflow(
     cloud_meter: eventhubs.BandwidthMeter | None = None,
     flow_id: str = "plantstream",
     input_stats: FlowInputStats | None = None,
+    inputs: Mapping[str, Source[Any]] | None = None,
 ) -> Dataflow:
     """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given).
 
@@ -212,6 +235,8 @@ def build_dataflow(
     webhook. ``cloud_meter`` counts the raw measurement bytes (the worker counts what it sends).
     Building it tunes the process's garbage collector for the flow (:func:`tune_gc`).
     ``input_stats`` counts the input records read (``/metrics``; :mod:`plantstream.connectors.metrics`).
+    ``inputs`` maps the topic of a flow that reads its own topic (``input_topic=``, the operator
+    station's audit records) to its source; such a flow without a source here is left out.
     """
     if cloud_meter is not None and kafka_sink is None:
         from plantstream.schemas.errors import ConfigError
@@ -233,8 +258,22 @@ def build_dataflow(
     ]
     steps: list[tuple[str, MachineFlow, Spec]] = []
     plain: list[Flow] = []
+    results: list[tuple[Flow, Results]] = []
     for name, declared in chosen.items():
         fn = declared.build
+        if declared.input_topic is not None:
+            own = (inputs or {}).get(declared.input_topic)
+            if own is None:
+                log.debug("flow %s reads %s, which this runner does not give it: left out",
+                          name, declared.input_topic)
+                continue
+            records = op.flat_map_batch(f"{name}_batches", op.input(f"{name}_in", flow, own), as_batches)
+            objects = op.flat_map(f"{name}_decode", records, _json_objects(limit))
+            own_rows = op.branch(f"{name}_objects", objects, lambda o: o[0] == "row")
+            tables.append(op.map(f"{name}_bad_records", own_rows.falses, lambda o: ("deadletter", o[1])))
+            rows = op.map(f"{name}_rows", own_rows.trues, lambda o: o[1])
+            results.append((declared, declared.build(contexts[name], rows)))  # type: ignore[arg-type]
+            continue
         if isinstance(fn, MachineFlow):
             step = fn.step(contexts[name])
             if step is not None:
@@ -243,7 +282,6 @@ def build_dataflow(
             tables.append(op.flat_map(f"{name}_blocks", decoded, fn.blocks_of(contexts[name])))
         else:
             plain.append(declared)
-    results: list[tuple[Flow, Results]] = []
     if steps:
         shards = op.flat_map("machine_shards", decoded, lambda d: by_shard(d.measurements))
         tagged = engine_step("machines", shards, [s for _, _, s in steps], StateLimits.from_config(config))
@@ -429,7 +467,11 @@ def get_flow() -> Dataflow:
     kafka_in = kafka.KafkaInput(kconf, stop=_stop_when(stop))
     source = WatchedSource(kafka_in, progress)
     input_stats = FlowInputStats()
-    flow = build_dataflow(config, source, sink, flows=chosen,
+    own_inputs: dict[str, Source[Any]] = {
+        f.input_topic: kafka.KafkaInput(kconf, f.input_topic, stop=_stop_when(stop))
+        for f in chosen.values() if f.input_topic
+    }
+    flow = build_dataflow(config, source, sink, flows=chosen, inputs=own_inputs,
                           kafka_sink=kafka.KafkaOutput(
                               kconf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes),
                           cloud_meter=meter if target is not None else None, input_stats=input_stats)

@@ -63,6 +63,7 @@ from plantstream.schemas.scrap_config import ScrapConfig
 from plantstream.schemas.sinks_config import EventHubsConfig, OutboxConfig, StatusConfig
 from plantstream.schemas.sources_config import SourceConfig
 from plantstream.schemas.state_config import StateConfig
+from plantstream.schemas.station_config import StationConfig
 from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
 ENV_PREFIX = "PLANTSTREAM__"
@@ -330,6 +331,8 @@ class PlantConfig(Frozen):
     sources: tuple[SourceConfig, ...] = ()
     """Several OPC UA servers and MQTT brokers, each named (``schemas/sources_config.py``); unset:
     the top-level ``opcua:`` / ``mqtt:`` sections written in the config are the sources."""
+    station: StationConfig = StationConfig()
+    """The operator station web app: operators (hashed badge/PIN), TLS, sessions (docs/station.md)."""
     flows: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-flow settings: flow name → its section, validated by the model the flow declares
     (``config=`` of its ``FLOW``) when the flows are built; a name that is no flow is an error."""
