@@ -144,7 +144,8 @@ class Station:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.signin_rate = parse(cfg.station.signin_rate)
         self.entry_rate = parse(cfg.station.entry_rate)
-        self.local_entries: dict[tuple[str, int, int | None], int] = {}
+        self.recent: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        """Entries this station sent, per stop, until ClickHouse has them (``operator_entries``)."""
         self.metrics = Metrics("station")
         self.metrics.add(self._samples)
         self.refused_by_kind: dict[str, int] = {}
@@ -406,6 +407,12 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             raise EntryRefused(msg, 404)
         tree = reason_tree(cfg, station.data.reason_uses())
         entries = station.data.entries(machine, start)
+        stored = {e["entry_id"] for e in entries}
+        mine = station.recent.get((machine, start), [])
+        if mine and all(e["entry_id"] in stored for e in mine):
+            station.recent.pop((machine, start), None)  # ClickHouse has them all now
+        entries += [e for e in mine if e["entry_id"] not in stored]
+        entries.sort(key=lambda e: e["ts"])
         return {"stop": stop, "tree": tree, "entries": entries}
 
     async def stop_view(request: Request) -> Response:
@@ -445,24 +452,24 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             await run_in_threadpool(station.sender.send, entry)
         except EntryRefused as exc:
             return refusal(request, exc, back)
+        if entry.stop_start is not None:
+            if len(station.recent) > 10_000:
+                station.recent.clear()
+            station.recent.setdefault((machine, entry.stop_start), []).append(
+                {k: v for k, v in entry.audit().items() if k != "sent"})
         log.info("entry %s by %s: %s %s %s → %s", entry.entry_id, op.id, action, machine, entry.before, entry.after)
         request.session["flash"] = done.format(after=entry.after, quantity=entry.quantity)
         return RedirectResponse(back, 303)
 
     def authorize(op: Operator, entries: list[dict[str, Any]], split_at: int | None = None) -> int:
-        """Refuse an operator changing another's entry; the entries already made (for ``n``)."""
-        mine = [e for e in entries if split_at is None or e["split_at"] == split_at]
+        """Refuse an operator changing another's entry on the same part of the stop (``split_at``
+        None: its first part); returns how many entries that part has had."""
+        mine = [e for e in entries if e["split_at"] == split_at]
         others = sorted({str(e["operator_name"] or e["operator_id"]) for e in mine if e["operator_id"] != op.id})
         if others and op.role != "supervisor":
             msg = f"this was entered by {', '.join(others)}: only a supervisor may correct it"
             raise EntryRefused(msg, 403)
         return len(mine)
-
-    def earlier(entry: Entry, start: int, split_at: int | None, db_count: int) -> int:
-        key = (entry.machine, start, split_at)
-        n = max(db_count, station.local_entries.get(key, 0))
-        station.local_entries[key] = n + 1
-        return n
 
     async def post_reason(request: Request) -> Response:
         machine, start = request.path_params["machine"], request.path_params["start"]
@@ -471,10 +478,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             choice = reason_of(cfg, form.get("code", ""))
             ctx = stop_context(machine, start)
             stop: Stop = ctx["stop"]
-            n = authorize(op, ctx["entries"])
-            entry.action = "correct" if n else "reason"
+            entry.action = "correct" if authorize(op, ctx["entries"]) else "reason"
             nxt = station.data.next_stop_start(machine, start)
-            return reason_entry(entry, stop, choice, earlier(entry, start, None, n), nxt)
+            return reason_entry(entry, stop, choice, len(ctx["entries"]), nxt)
 
         return await enter(request, "reason", build, f"/machine/{machine}/stop/{start}",
                            "Saved: reason {after}. The stop is restated in a few seconds.")
@@ -486,12 +492,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             choice = reason_of(cfg, form.get("code", ""))
             ctx = stop_context(machine, start)
             stop: Stop = ctx["stop"]
-            authorize(op, ctx["entries"])
             at = _split_time(station, stop, form.get("at", ""))
             horizon = start + int(stop.duration_s * 1000)
-            entry = split_entry(entry, stop, at, choice, horizon)
-            earlier(entry, start, None, len(ctx["entries"]))
-            return entry
+            return split_entry(entry, stop, at, choice, horizon)
 
         return await enter(request, "split", build, f"/machine/{machine}/stop/{start}",
                            "Saved: the stop is split; the part after it is {after}.")
@@ -504,7 +507,7 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             choice = reason_of(cfg, form.get("code", ""))
             ctx = stop_context(machine, start)
             n = authorize(op, ctx["entries"], point)
-            return split_correction(entry, ctx["stop"], point, choice, earlier(entry, start, point, n))
+            return split_correction(entry, ctx["stop"], point, choice, n)
 
         return await enter(request, "correct", build, f"/machine/{machine}/stop/{start}",
                            "Saved: that part of the stop is now {after}.")
