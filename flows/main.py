@@ -267,8 +267,8 @@ def build_dataflow(
                 log.debug("flow %s reads %s, which this runner does not give it: left out",
                           name, declared.input_topic)
                 continue
-            records = op.flat_map_batch(f"{name}_batches", op.input(f"{name}_in", flow, own), as_batches)
-            objects = op.flat_map(f"{name}_decode", records, _json_objects(limit))
+            own_batches = op.flat_map_batch(f"{name}_batches", op.input(f"{name}_in", flow, own), as_batches)
+            objects = op.flat_map(f"{name}_decode", own_batches, _json_objects(limit))
             own_rows = op.branch(f"{name}_objects", objects, lambda o: o[0] == "row")
             tables.append(op.map(f"{name}_bad_records", own_rows.falses, lambda o: ("deadletter", o[1])))
             rows = op.map(f"{name}_rows", own_rows.trues, lambda o: o[1])

@@ -45,8 +45,11 @@ def entry_row(record: Row) -> tuple[str, Row]:
     >>> entry_row({"entry_id": "e2", "ts": 1, "machine": "m"})[1]["reason"]
     'operator entry without operator_id'
     """
-    missing = [k for k in ("entry_id", "operator_id", "machine") if not isinstance(record.get(k), str)
-               or not record.get(k)]
+    missing = [
+        k
+        for k in ("entry_id", "operator_id", "machine")
+        if not isinstance(record.get(k), str) or not record.get(k)
+    ]
     ts = _ms(record.get("ts"))
     if ts is None:
         missing.append("ts")
@@ -54,8 +57,12 @@ def entry_row(record: Row) -> tuple[str, Row]:
     if missing or action not in ACTIONS:
         what = f"without {missing[0]}" if missing else f"with action {action!r}"
         raw = orjson.dumps(record).decode()
-        return "deadletter", {"ts": ts or 0, "source": f"flow:operator_entries/{record.get('entry_id', '')}",
-                              "reason": f"operator entry {what}", "raw": raw}
+        return "deadletter", {
+            "ts": ts or 0,
+            "source": f"flow:operator_entries/{record.get('entry_id', '')}",
+            "reason": f"operator entry {what}",
+            "raw": raw,
+        }
     quantity = record.get("quantity")
     sent = record.get("sent", [])
     row: Row = {
@@ -66,7 +73,8 @@ def entry_row(record: Row) -> tuple[str, Row]:
         "action": action,
         "stop_start": _ms(record.get("stop_start")),
         "split_at": _ms(record.get("split_at")),
-        "quantity": float(quantity) if isinstance(quantity, int | float) and not isinstance(quantity, bool)
+        "quantity": float(quantity)
+        if isinstance(quantity, int | float) and not isinstance(quantity, bool)
         else None,
         "sent": sent if isinstance(sent, str) else orjson.dumps(sent).decode(),
     }
@@ -80,8 +88,12 @@ def operator_entries(ctx: FlowContext, records: Stream[Row]) -> Results:
     """The station's audit records, one row each, into ``operator_entries``."""
     tagged = op.map("entry_rows", records, entry_row)
     return {
-        "operator_entries": op.filter_map("entries", tagged, lambda t: t[1] if t[0] == "operator_entries" else None),
-        "deadletter": op.filter_map("entry_deadletters", tagged, lambda t: t[1] if t[0] == "deadletter" else None),
+        "operator_entries": op.filter_map(
+            "entries", tagged, lambda t: t[1] if t[0] == "operator_entries" else None
+        ),
+        "deadletter": op.filter_map(
+            "entry_deadletters", tagged, lambda t: t[1] if t[0] == "deadletter" else None
+        ),
     }
 
 

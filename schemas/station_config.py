@@ -30,8 +30,10 @@ Role = Literal["operator", "supervisor"]
 
 def _check_hash(value: SecretStr | None, field: str) -> SecretStr | None:
     if value is not None and not value.get_secret_value().startswith("$argon2"):
-        msg = (f"{field} must be an argon2 hash ($argon2id$…), never the value in clear; print one with "
-               "`plantstream station hash-pin` and paste its output")
+        msg = (
+            f"{field} must be an argon2 hash ($argon2id$…), never the value in clear; print one with "
+            "`plantstream station hash-pin` and paste its output"
+        )
         raise ValueError(msg)
     return value
 

@@ -32,7 +32,20 @@ from collections.abc import Sequence
 
 import typer
 
-from plantstream.cli import anomaly, cloud, core, init, kafka, mqtt, oee, opcua, report, scrap, station, status
+from plantstream.cli import (
+    anomaly,
+    cloud,
+    core,
+    init,
+    kafka,
+    mqtt,
+    oee,
+    opcua,
+    report,
+    scrap,
+    station,
+    status,
+)
 from plantstream.cli import run as edge
 from plantstream.cli.common import error_line
 from plantstream.schemas.errors import PlantStreamError

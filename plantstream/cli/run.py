@@ -498,6 +498,22 @@ def _dsn(cfg: PlantConfig, state_dir: Path) -> str:
     )
 
 
+def _station_child(cfg: PlantConfig, cfg_path: str, bootstrap: str, clickhouse_url: str,
+                   env: dict[str, str], logs: Path) -> Child:
+    """The operator station (``station.enabled``): ``plantstream station`` with the run's Kafka
+    and ClickHouse (docs/station.md); ``/readyz`` on the station's own port (``station.port``,
+    0: a free one)."""
+    from plantstream.connectors.embedded import free_port
+
+    port = cfg.station.port or free_port()
+    return Child(
+        "station",
+        python_argv("-m", "plantstream", "station", "--config", cfg_path, "--bootstrap", bootstrap,
+                    "--clickhouse", clickhouse_url, "--port", str(port)),
+        env, logs / "station.log", role="station", health_port=None if cfg.station.tls_certfile else port,
+    )
+
+
 def run(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Plant config YAML (plantstream init writes one).")
@@ -688,6 +704,8 @@ def run(
             sup.start(child)
         if not sources:
             event("no sources in the config (sources:, opcua:, mqtt:): only the flows run")
+        if cfg.station.enabled:
+            sup.start(sup.add(_station_child(cfg, cfg_path, kconf["bootstrap.servers"], dsn, base, logs)))
         tel = Telemetry(kconf, recovery, result_topics(chosen.values())).start()
         endpoint.telemetry = tel
         endpoint.started = True

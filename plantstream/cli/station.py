@@ -27,12 +27,22 @@ log = logging.getLogger("plantstream.station")
 
 def serve(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Plant config YAML with a station: section.")] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Listen address (default: station.host).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: station.port; 0: a free one).",
-                                             min=0, max=65535)] = None,
-    bootstrap: Annotated[str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (default: the config's).")] = None,
-    clickhouse: Annotated[str | None, typer.Option("--clickhouse", help="ClickHouse URL to read (default: the config's).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Plant config YAML with a station: section.")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen address (default: station.host).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Port (default: station.port; 0: a free one).", min=0, max=65535),
+    ] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (default: the config's).")
+    ] = None,
+    clickhouse: Annotated[
+        str | None, typer.Option("--clickhouse", help="ClickHouse URL to read (default: the config's).")
+    ] = None,
 ) -> None:
     """The operator station: explain stops, split and correct them, enter scrap, on the line's tablet."""
     if ctx.invoked_subcommand is not None:
@@ -57,16 +67,19 @@ def serve(
         msg = "the station needs Kafka: pass --bootstrap HOST:PORT or set kafka.bootstrap_servers"
         raise ConfigError(msg)
     dsn = clickhouse or cfg.clickhouse.url
-    if dsn is None or ch.is_embedded(ch.resolve_dsn(dsn)):
-        if not clickhouse:
-            msg = ("the station reads ClickHouse over HTTP: pass --clickhouse http(s)://HOST:PORT (plantstream run "
-                   "serves its embedded chDB read-only, see docs/station.md) or set clickhouse.url")
-            raise ConfigError(msg)
+    if dsn is None:
+        msg = (
+            "the station reads ClickHouse over HTTP: pass --clickhouse http(s)://HOST:PORT (plantstream "
+            "run serves its embedded chDB read-only, see docs/station.md) or set clickhouse.url"
+        )
+        raise ConfigError(msg)
     if not cfg.station.operators and not cfg.station.operators_file:
         msg = "station.operators is empty: add operators (plantstream station hash-pin makes their pin_hash)"
         raise ConfigError(msg)
     settings = None if ch.is_embedded(ch.resolve_dsn(dsn)) else ch.readonly_settings()
-    data = StationData(cfg, lambda: ch.connect_config(cfg.clickhouse, dsn, account="reader", settings=settings))
+    data = StationData(
+        cfg, lambda: ch.connect_config(cfg.clickhouse, dsn, account="reader", settings=settings)
+    )
     sender = EntrySender(kconf, st.kafka_timeout_s).start()
     station = Station(cfg, data, sender)
     secret = st.session_secret.get_secret_value() if st.session_secret else None
@@ -77,19 +90,31 @@ def serve(
     listen_host = host or st.host
     listen_port = st.port if port is None else port
     err = stderr()
-    err.print(f"plantstream station on {'https' if tls else 'http'}://{listen_host}:{listen_port} "
-              f"(Kafka {kconf['bootstrap.servers']}, ClickHouse {mask_url(dsn)})",
-              soft_wrap=True)
+    err.print(
+        f"plantstream station on {'https' if tls else 'http'}://{listen_host}:{listen_port} "
+        f"(Kafka {kconf['bootstrap.servers']}, ClickHouse {mask_url(dsn)})",
+        soft_wrap=True,
+    )
     try:
-        uvicorn.run(app, host=listen_host, port=listen_port, log_level="warning", access_log=False,
-                    ssl_certfile=st.tls_certfile, ssl_keyfile=st.tls_keyfile, timeout_graceful_shutdown=3)
+        uvicorn.run(
+            app,
+            host=listen_host,
+            port=listen_port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=st.tls_certfile,
+            ssl_keyfile=st.tls_keyfile,
+            timeout_graceful_shutdown=3,
+        )
     finally:
         sender.close()
         data.close()
 
 
 def hash_pin(
-    badge: Annotated[bool, typer.Option("--badge", help="Say 'badge id' in the prompt (the hash is the same kind).")] = False,
+    badge: Annotated[
+        bool, typer.Option("--badge", help="Say 'badge id' in the prompt (the hash is the same kind).")
+    ] = False,
 ) -> None:
     """Print the argon2 hash of a PIN or badge id read from standard input (or a prompt), for
     ``station.operators[].pin_hash`` / ``badge_hash``. The value itself is never printed or stored."""

@@ -62,8 +62,14 @@ from plantstream.station.sender import EntrySender
 log = logging.getLogger("plantstream.station")
 
 _HERE = resources.files("plantstream.station")
-STATES = {"running": "run", "idle": "stop", "fault": "stop", "setup": "setup", "planned_stop": "planned",
-          "off": "off"}
+STATES = {
+    "running": "run",
+    "idle": "stop",
+    "fault": "stop",
+    "setup": "setup",
+    "planned_stop": "planned",
+    "off": "off",
+}
 
 
 def _now_ms() -> int:
@@ -167,16 +173,38 @@ class Station:
 
     def _samples(self) -> list[Sample]:
         out = [
-            Sample("gauge", "plantstream_station_kafka_ok", "1 while Kafka confirms entries (else read-only).",
-                   {}, 1 if self.sender.ok else 0),
-            Sample("counter", "plantstream_station_entries_accepted", "Entries Kafka confirmed.", {},
-                   self.sender.accepted),
-            Sample("gauge", "plantstream_station_live_clients", "Tablets following a line view.", {},
-                   sum(f.subscribers for f in self.feeds.values())),
+            Sample(
+                "gauge",
+                "plantstream_station_kafka_ok",
+                "1 while Kafka confirms entries (else read-only).",
+                {},
+                1 if self.sender.ok else 0,
+            ),
+            Sample(
+                "counter",
+                "plantstream_station_entries_accepted",
+                "Entries Kafka confirmed.",
+                {},
+                self.sender.accepted,
+            ),
+            Sample(
+                "gauge",
+                "plantstream_station_live_clients",
+                "Tablets following a line view.",
+                {},
+                sum(f.subscribers for f in self.feeds.values()),
+            ),
         ]
         for kind, n in sorted(self.refused_by_kind.items()):
-            out.append(Sample("counter", "plantstream_station_entries_refused",
-                              "Entries refused, by why (validation, csrf, rate, kafka).", {"reason": kind}, n))
+            out.append(
+                Sample(
+                    "counter",
+                    "plantstream_station_entries_refused",
+                    "Entries refused, by why (validation, csrf, rate, kafka).",
+                    {"reason": kind},
+                    n,
+                )
+            )
         return out
 
     def refused(self, kind: str) -> None:
@@ -189,7 +217,7 @@ class Station:
         status = {str(r["machine"]): r for r in self.data.line_status(line)}
         seen = [int(r["last_seen"]) for r in status.values() if r["last_seen"]]
         ref = max(seen) if seen else _now_ms()  # the line's event time (a replayed or simulated line too)
-        start, end, shift = self.data.shift_window(ref)
+        start, _, shift = self.data.shift_window(ref)
         oee = self.data.shift_oee(line, start, ref + 1)
         cards = []
         for m in self.lines[line].machines:
@@ -197,16 +225,25 @@ class Station:
             row = oee.get(m.id, {})
             since = st.get("downtime_since") if st.get("downtime_open") else None
             value = row.get("oee")
-            cards.append({
-                "id": m.id, "type": m.type, "state": st.get("state") or "unknown",
-                "state_class": STATES.get(str(st.get("state") or ""), "unknown"),
-                "stop_since": since, "stop_min": (ref - int(since)) / 60_000 if since else None,
-                "stop_state": st.get("downtime_state", ""), "fault_code": st.get("fault_code", ""),
-                "part": st.get("part_number", ""), "work_order": st.get("work_order", ""),
-                "oee": value, "oee_class": self.oee_class(value),
-                "availability": row.get("availability"), "performance": row.get("performance"),
-                "quality": row.get("quality"),
-            })
+            cards.append(
+                {
+                    "id": m.id,
+                    "type": m.type,
+                    "state": st.get("state") or "unknown",
+                    "state_class": STATES.get(str(st.get("state") or ""), "unknown"),
+                    "stop_since": since,
+                    "stop_min": (ref - int(since)) / 60_000 if since else None,
+                    "stop_state": st.get("downtime_state", ""),
+                    "fault_code": st.get("fault_code", ""),
+                    "part": st.get("part_number", ""),
+                    "work_order": st.get("work_order", ""),
+                    "oee": value,
+                    "oee_class": self.oee_class(value),
+                    "availability": row.get("availability"),
+                    "performance": row.get("performance"),
+                    "quality": row.get("quality"),
+                }
+            )
         return {"cards": cards, "ref": ref, "shift": shift, "shift_start": start}
 
     def render_machines(self, line: str) -> str:
@@ -237,7 +274,8 @@ def check_csrf(request: Request, form: Mapping[str, Any]) -> None:
     expected = request.session.get("csrf")
     sent = form.get("csrf")
     if not expected or not isinstance(sent, str) or not hmac.compare_digest(expected, sent):
-        msg = "this form has expired or was not sent by the station (CSRF token missing or wrong); reload the page"
+        msg = ("this form has expired or was not sent by the station (CSRF token missing or wrong); "
+               "reload the page")
         raise EntryRefused(msg, 403)
 
 
@@ -267,10 +305,20 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
     def page(request: Request, name: str, code: int = 200, **ctx: Any) -> Response:
         op = operator_of(request, station)
         flash = request.session.pop("flash", None)
-        return templates.TemplateResponse(request, name, {
-            "op": op, "station": station, "csrf": csrf_token(request), "flash": flash,
-            "readonly": not station.sender.ok, "readonly_reason": station.sender.reason, **ctx,
-        }, status_code=code)
+        return templates.TemplateResponse(
+            request,
+            name,
+            {
+                "op": op,
+                "station": station,
+                "csrf": csrf_token(request),
+                "flash": flash,
+                "readonly": not station.sender.ok,
+                "readonly_reason": station.sender.reason,
+                **ctx,
+            },
+            status_code=code,
+        )
 
     def refusal(request: Request, exc: EntryRefused, back: str) -> Response:
         kind = {403: "forbidden", 429: "rate", 503: "kafka"}.get(exc.status, "validation")
@@ -328,13 +376,22 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
                 raise EntryRefused(msg, 429)
         except EntryRefused as exc:
             return refusal(request, exc, "/signin")
-        op = await run_in_threadpool(auth.sign_in, station.ops, form.get("operator", ""), form.get("secret", ""))
+        op = await run_in_threadpool(
+            auth.sign_in, station.ops, form.get("operator", ""), form.get("secret", "")
+        )
         if op is None:
             station.refused("signin")
-            return page(request, "signin.html", 401, error="Badge or PIN not recognised.",
-                        operators=sorted(station.ops.values(), key=lambda o: o.name))
+            return page(
+                request,
+                "signin.html",
+                401,
+                error="Badge or PIN not recognised.",
+                operators=sorted(station.ops.values(), key=lambda o: o.name),
+            )
         request.session.clear()
-        request.session.update({"operator": op.id, "signed_in_at": time.time(), "csrf": secrets.token_urlsafe(32)})
+        request.session.update(
+            {"operator": op.id, "signed_in_at": time.time(), "csrf": secrets.token_urlsafe(32)}
+        )
         log.info("signed in: %s (%s) from %s", op.id, op.role, client_of(request))
         return RedirectResponse("/", 303)
 
@@ -379,8 +436,13 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
         start, _, shift = station.data.shift_window(ref)
         stops = station.data.stops(machine, start)
         stops.sort(key=lambda s: (s.explained, -s.start))
-        return {"stops": stops, "shift": shift, "status": st, "ref": ref,
-                "scrap_reasons": _scrap_reasons(cfg)}
+        return {
+            "stops": stops,
+            "shift": shift,
+            "status": st,
+            "ref": ref,
+            "scrap_reasons": _scrap_reasons(cfg),
+        }
 
     async def machine_view(request: Request) -> Response:
         machine = request.path_params["machine"]
@@ -398,7 +460,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
         if op is None or not cfg.configured(machine) or not op.may_use(cfg.machine(machine).line):
             return Response("sign in first", 403)
         ctx = await run_in_threadpool(stop_list, machine)
-        return templates.TemplateResponse(request, "_stops.html", {"machine": machine, "station": station, **ctx})
+        return templates.TemplateResponse(
+            request, "_stops.html", {"machine": machine, "station": station, **ctx}
+        )
 
     def stop_context(machine: str, start: int) -> dict[str, Any]:
         stop = station.data.stop(machine, start)
@@ -436,8 +500,13 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
 
     # -- entries ---------------------------------------------------------------------------------
 
-    async def enter(request: Request, action: str, build: Callable[[Operator, dict[str, Any], Entry], Entry],
-                    back: str, done: str) -> Response:
+    async def enter(
+        request: Request,
+        action: str,
+        build: Callable[[Operator, dict[str, Any], Entry], Entry],
+        back: str,
+        done: str,
+    ) -> Response:
         machine = request.path_params["machine"]
         try:
             op = require(request)
@@ -446,8 +515,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             if not station.limiter.hit(station.entry_rate, "entry", op.id):
                 msg = f"too many entries by {op.name} in a short time; wait a minute and try again"
                 raise EntryRefused(msg, 429)
-            entry = Entry(action, machine, line, site, op.id, op.name, op.role, _now_ms(),
-                          client=client_of(request))
+            entry = Entry(
+                action, machine, line, site, op.id, op.name, op.role, _now_ms(), client=client_of(request)
+            )
             entry = await run_in_threadpool(build, op, form, entry)
             await run_in_threadpool(station.sender.send, entry)
         except EntryRefused as exc:
@@ -456,8 +526,11 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             if len(station.recent) > 10_000:
                 station.recent.clear()
             station.recent.setdefault((machine, entry.stop_start), []).append(
-                {k: v for k, v in entry.audit().items() if k != "sent"})
-        log.info("entry %s by %s: %s %s %s → %s", entry.entry_id, op.id, action, machine, entry.before, entry.after)
+                {k: v for k, v in entry.audit().items() if k != "sent"}
+            )
+        log.info(
+            "entry %s by %s: %s %s %s → %s", entry.entry_id, op.id, action, machine, entry.before, entry.after
+        )
         request.session["flash"] = done.format(after=entry.after, quantity=entry.quantity)
         return RedirectResponse(back, 303)
 
@@ -465,7 +538,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
         """Refuse an operator changing another's entry on the same part of the stop (``split_at``
         None: its first part); returns how many entries that part has had."""
         mine = [e for e in entries if e["split_at"] == split_at]
-        others = sorted({str(e["operator_name"] or e["operator_id"]) for e in mine if e["operator_id"] != op.id})
+        others = sorted(
+            {str(e["operator_name"] or e["operator_id"]) for e in mine if e["operator_id"] != op.id}
+        )
         if others and op.role != "supervisor":
             msg = f"this was entered by {', '.join(others)}: only a supervisor may correct it"
             raise EntryRefused(msg, 403)
@@ -482,8 +557,13 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             nxt = station.data.next_stop_start(machine, start)
             return reason_entry(entry, stop, choice, len(ctx["entries"]), nxt)
 
-        return await enter(request, "reason", build, f"/machine/{machine}/stop/{start}",
-                           "Saved: reason {after}. The stop is restated in a few seconds.")
+        return await enter(
+            request,
+            "reason",
+            build,
+            f"/machine/{machine}/stop/{start}",
+            "Saved: reason {after}. The stop is restated in a few seconds.",
+        )
 
     async def post_split(request: Request) -> Response:
         machine, start = request.path_params["machine"], request.path_params["start"]
@@ -496,8 +576,13 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             horizon = start + int(stop.duration_s * 1000)
             return split_entry(entry, stop, at, choice, horizon)
 
-        return await enter(request, "split", build, f"/machine/{machine}/stop/{start}",
-                           "Saved: the stop is split; the part after it is {after}.")
+        return await enter(
+            request,
+            "split",
+            build,
+            f"/machine/{machine}/stop/{start}",
+            "Saved: the stop is split; the part after it is {after}.",
+        )
 
     async def post_segment(request: Request) -> Response:
         machine, start = request.path_params["machine"], request.path_params["start"]
@@ -509,8 +594,13 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             n = authorize(op, ctx["entries"], point)
             return split_correction(entry, ctx["stop"], point, choice, n)
 
-        return await enter(request, "correct", build, f"/machine/{machine}/stop/{start}",
-                           "Saved: that part of the stop is now {after}.")
+        return await enter(
+            request,
+            "correct",
+            build,
+            f"/machine/{machine}/stop/{start}",
+            "Saved: that part of the stop is now {after}.",
+        )
 
     async def post_scrap(request: Request) -> Response:
         machine = request.path_params["machine"]
@@ -522,8 +612,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             previous = station.data.last_scrap_reason(machine)
             return scrap_entry(entry, quantity, form.get("reason", ""), previous, _scrap_reasons(cfg))
 
-        return await enter(request, "scrap", build, f"/machine/{machine}",
-                           "Saved: {quantity:g} rejects, reason {after}.")
+        return await enter(
+            request, "scrap", build, f"/machine/{machine}", "Saved: {quantity:g} rejects, reason {after}."
+        )
 
     # -- probes ----------------------------------------------------------------------------------
 
@@ -532,9 +623,14 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
 
     async def readyz(request: Request) -> Response:
         ch_ok = await run_in_threadpool(station.data.ping)
-        body = {"live": True, "ready": station.sender.ok and ch_ok, "kafka": station.sender.ok,
-                "kafka_reason": station.sender.reason, "clickhouse": ch_ok,
-                "clickhouse_error": "" if ch_ok else station.data.last_error}
+        body = {
+            "live": True,
+            "ready": station.sender.ok and ch_ok,
+            "kafka": station.sender.ok,
+            "kafka_reason": station.sender.reason,
+            "clickhouse": ch_ok,
+            "clickhouse_error": "" if ch_ok else station.data.last_error,
+        }
         return JSONResponse(body, 200 if body["ready"] else 503)
 
     async def metrics(request: Request) -> Response:
@@ -564,8 +660,14 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
     secret = session_secret or secrets.token_urlsafe(48)
     middleware = [
         Middleware(_SecurityHeaders),
-        Middleware(SessionMiddleware, secret_key=secret, session_cookie="plantstream_station",
-                   max_age=int(cfg.station.session_ttl_s), same_site="strict", https_only=https),
+        Middleware(
+            SessionMiddleware,
+            secret_key=secret,
+            session_cookie="plantstream_station",
+            max_age=int(cfg.station.session_ttl_s),
+            same_site="strict",
+            https_only=https,
+        ),
     ]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={_SignIn: _to_signin})
 
@@ -593,11 +695,15 @@ class _SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [
-                    (b"content-security-policy",
-                     b"default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
-                     b"form-action 'self'"),
-                    (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"), (b"cache-control", b"no-store"),
+                    (
+                        b"content-security-policy",
+                        b"default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
+                        b"form-action 'self'",
+                    ),
+                    (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"cache-control", b"no-store"),
                 ]
                 message["headers"] = headers
             await send(message)

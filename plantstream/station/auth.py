@@ -45,7 +45,8 @@ def operators(cfg: StationConfig) -> dict[str, Operator]:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
         except (OSError, yaml.YAMLError) as exc:
-            msg = f"station.operators_file {str(path)!r} cannot be read ({exc}); mount the operators Secret there"
+            msg = (f"station.operators_file {str(path)!r} cannot be read ({exc}); mount the operators "
+                   "Secret there")
             raise ConfigError(msg) from None
         try:
             more = TypeAdapter(list[Operator]).validate_python(data)

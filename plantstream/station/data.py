@@ -83,7 +83,9 @@ class StationData:
             "SELECT machine, state, toUnixTimestamp64Milli(state_since) AS state_since, downtime_open, "
             "toUnixTimestamp64Milli(downtime_since) AS downtime_since, downtime_state, fault_code, "
             "reason_code, part_number, work_order, toUnixTimestamp64Milli(last_seen) AS last_seen "
-            "FROM machine_status FINAL WHERE line = {line:String} ORDER BY machine", {"line": line})
+            "FROM machine_status FINAL WHERE line = {line:String} ORDER BY machine",
+            {"line": line},
+        )
 
     def shift_window(self, ref_ms: int) -> tuple[int, int, str]:
         """``(start, end, name)`` of the shift at ``ref_ms``: the config's calendar, or the 24 h up
@@ -96,8 +98,9 @@ class StationData:
 
     def shift_oee(self, line: str, start_ms: int, end_ms: int) -> dict[str, dict[str, Any]]:
         """OEE (and its parts) per machine of the line over the shift so far, from sums."""
-        client_rows = self._run(lambda c: oee_rows(c, "machine", Filter(start_ms=start_ms, end_ms=end_ms,
-                                                                         line=line)))
+        client_rows = self._run(
+            lambda c: oee_rows(c, "machine", Filter(start_ms=start_ms, end_ms=end_ms, line=line))
+        )
         return {str(r["machine"]): r for r in client_rows}
 
     # -- stops ------------------------------------------------------------------------------------
@@ -105,49 +108,77 @@ class StationData:
     def has_segments(self) -> bool:
         """Whether ``downtime_events`` has the split column ``segments`` (migration 057)."""
         if self._has_segments is None:
-            found = self.rows("SELECT count() AS n FROM system.columns WHERE database = currentDatabase() "
-                              "AND table = 'downtime_events' AND name = 'segments'")
+            found = self.rows(
+                "SELECT count() AS n FROM system.columns WHERE database = currentDatabase() "
+                "AND table = 'downtime_events' AND name = 'segments'"
+            )
             self._has_segments = bool(found and found[0]["n"])
         return self._has_segments
 
     def _stop_sql(self, where: str) -> str:
-        seg = ("arrayMap(s -> (toUnixTimestamp64Milli(s.1), s.2, s.3), segments) AS segs"
-               if self.has_segments() else "[] AS segs")
-        return ("SELECT machine, toUnixTimestamp64Milli(start) AS start_ms, "
-                "toUnixTimestamp64Milli(`end`) AS end_ms, duration_s, state, fault_code, reason, category, "
-                f"small_stop, version, {seg} FROM downtime_events FINAL WHERE deleted = 0 AND {where}")
+        seg = (
+            "arrayMap(s -> (toUnixTimestamp64Milli(s.1), s.2, s.3), segments) AS segs"
+            if self.has_segments()
+            else "[] AS segs"
+        )
+        return (
+            "SELECT machine, toUnixTimestamp64Milli(start) AS start_ms, "
+            "toUnixTimestamp64Milli(`end`) AS end_ms, duration_s, state, fault_code, reason, category, "
+            f"small_stop, version, {seg} FROM downtime_events FINAL WHERE deleted = 0 AND {where}"
+        )
 
     @staticmethod
     def _stop(r: dict[str, Any]) -> Stop:
         segs = tuple((int(p), str(reason), str(cat)) for p, reason, cat in (r["segs"] or ()))
-        return Stop(str(r["machine"]), int(r["start_ms"]), _ms(r["end_ms"]), float(r["duration_s"]),
-                    str(r["state"]), str(r["fault_code"]), str(r["reason"]), str(r["category"]),
-                    bool(r["small_stop"]), int(r["version"]), segs)
+        return Stop(
+            str(r["machine"]),
+            int(r["start_ms"]),
+            _ms(r["end_ms"]),
+            float(r["duration_s"]),
+            str(r["state"]),
+            str(r["fault_code"]),
+            str(r["reason"]),
+            str(r["category"]),
+            bool(r["small_stop"]),
+            int(r["version"]),
+            segs,
+        )
 
     def stops(self, machine: str, since_ms: int) -> list[Stop]:
         """The machine's stops that started since ``since_ms`` or are still open, oldest first."""
-        rows = self.rows(self._stop_sql("machine = {m:String} AND (start >= fromUnixTimestamp64Milli({s:Int64}) "
-                                        "OR `end` IS NULL)") + " ORDER BY start",
-                         {"m": machine, "s": since_ms})
+        rows = self.rows(
+            self._stop_sql(
+                "machine = {m:String} AND (start >= fromUnixTimestamp64Milli({s:Int64}) OR `end` IS NULL)"
+            )
+            + " ORDER BY start",
+            {"m": machine, "s": since_ms},
+        )
         return [self._stop(r) for r in rows]
 
     def stop(self, machine: str, start_ms: int) -> Stop | None:
         """The stop ``(machine, start)``, None when there is none."""
-        rows = self.rows(self._stop_sql("machine = {m:String} AND start = fromUnixTimestamp64Milli({s:Int64})"),
-                         {"m": machine, "s": start_ms})
+        rows = self.rows(
+            self._stop_sql("machine = {m:String} AND start = fromUnixTimestamp64Milli({s:Int64})"),
+            {"m": machine, "s": start_ms},
+        )
         return self._stop(rows[0]) if rows else None
 
     def next_stop_start(self, machine: str, start_ms: int) -> int | None:
-        rows = self.rows("SELECT toUnixTimestamp64Milli(min(start)) AS n FROM downtime_events FINAL "
-                         "WHERE deleted = 0 AND machine = {m:String} AND start > fromUnixTimestamp64Milli({s:Int64})",
-                         {"m": machine, "s": start_ms})
+        rows = self.rows(
+            "SELECT toUnixTimestamp64Milli(min(start)) AS n FROM downtime_events FINAL "
+            "WHERE deleted = 0 AND machine = {m:String} AND start > fromUnixTimestamp64Milli({s:Int64})",
+            {"m": machine, "s": start_ms},
+        )
         value = rows[0]["n"] if rows else None
         return int(value) if value else None
 
     def reason_uses(self, days: int = 30) -> dict[str, int]:
         """Stops per reason over the last ``days`` (the reason tree's "most used first")."""
-        rows = self.rows("SELECT reason, count() AS n FROM downtime_events FINAL WHERE deleted = 0 AND "
-                         "start >= now64(3) - toIntervalDay({d:UInt32}) GROUP BY reason", {"d": days})
+        rows = self.rows(
+            "SELECT reason, count() AS n FROM downtime_events FINAL WHERE deleted = 0 AND "
+            "start >= now64(3) - toIntervalDay({d:UInt32}) GROUP BY reason",
+            {"d": days},
+        )
         return {str(r["reason"]): int(r["n"]) for r in rows}
 
     def entries(self, machine: str, stop_start: int) -> list[dict[str, Any]]:
@@ -156,9 +187,12 @@ class StationData:
             "SELECT entry_id, toUnixTimestamp64Milli(ts) AS ts, operator_id, operator_name, role, action, "
             "toUnixTimestamp64Milli(split_at) AS split_at, before, after FROM operator_entries FINAL "
             "WHERE machine = {m:String} AND stop_start = fromUnixTimestamp64Milli({s:Int64}) ORDER BY ts",
-            {"m": machine, "s": stop_start})
+            {"m": machine, "s": stop_start},
+        )
 
     def last_scrap_reason(self, machine: str) -> str:
-        rows = self.rows("SELECT argMax(reason, ts) AS r FROM scrap_events_latest WHERE machine = {m:String}",
-                         {"m": machine})
+        rows = self.rows(
+            "SELECT argMax(reason, ts) AS r FROM scrap_events_latest WHERE machine = {m:String}",
+            {"m": machine},
+        )
         return str(rows[0]["r"]) if rows and rows[0]["r"] else ""

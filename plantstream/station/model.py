@@ -50,7 +50,9 @@ class ReasonChoice:
     uses: int = 0
 
 
-def reason_tree(config: PlantConfig, uses: Mapping[str, int] | None = None) -> list[tuple[str, list[ReasonChoice]]]:
+def reason_tree(
+    config: PlantConfig, uses: Mapping[str, int] | None = None
+) -> list[tuple[str, list[ReasonChoice]]]:
     """The plant's operator reasons (``losses.reason_codes``) by category, most used first.
 
     Categories are ordered by the uses of their reasons, then by name; ``uses`` counts stops
@@ -66,7 +68,9 @@ def reason_tree(config: PlantConfig, uses: Mapping[str, int] | None = None) -> l
     uses = uses or {}
     by_cat: dict[str, list[ReasonChoice]] = {}
     for code, r in config.losses.reason_codes.items():
-        by_cat.setdefault(r.category, []).append(ReasonChoice(code, r.reason, r.category, uses.get(r.reason, 0)))
+        by_cat.setdefault(r.category, []).append(
+            ReasonChoice(code, r.reason, r.category, uses.get(r.reason, 0))
+        )
     out = []
     for cat, choices in by_cat.items():
         choices.sort(key=lambda c: (-c.uses, c.reason))
@@ -135,11 +139,22 @@ class Entry:
     def audit(self) -> dict[str, Any]:
         """The audit record (``plantstream.operator_entries``; table ``operator_entries``)."""
         return {
-            "entry_id": self.entry_id, "ts": self.now_ms, "operator_id": self.operator_id,
-            "operator_name": self.operator_name, "role": self.role, "action": self.action,
-            "site": self.site, "line": self.line, "machine": self.machine, "stop_start": self.stop_start,
-            "split_at": self.split_at, "before": self.before, "after": self.after,
-            "quantity": self.quantity, "work_order": self.work_order, "client": self.client,
+            "entry_id": self.entry_id,
+            "ts": self.now_ms,
+            "operator_id": self.operator_id,
+            "operator_name": self.operator_name,
+            "role": self.role,
+            "action": self.action,
+            "site": self.site,
+            "line": self.line,
+            "machine": self.machine,
+            "stop_start": self.stop_start,
+            "split_at": self.split_at,
+            "before": self.before,
+            "after": self.after,
+            "quantity": self.quantity,
+            "work_order": self.work_order,
+            "client": self.client,
             "sent": [{"metric": m.metric, "ts": m.ts, "value": m.value} for m in self.measurements],
         }
 
@@ -164,17 +179,22 @@ def reason_ts(stop: Stop, earlier_entries: int, next_start: int | None, now_ms: 
         return now_ms
     ts = stop.end + earlier_entries + 1
     if next_start is not None and ts >= next_start:
-        msg = ("this stop was corrected so often that the next correction would fall into the next "
-               "stop; ask a supervisor to correct it with plantstream's tools")
+        msg = (
+            "this stop was corrected so often that the next correction would fall into the next "
+            "stop; ask a supervisor to correct it with plantstream's tools"
+        )
         raise EntryRefused(msg, 409)
     return ts
 
 
-def reason_entry(entry: Entry, stop: Stop, choice: ReasonChoice, earlier: int, next_start: int | None) -> Entry:
+def reason_entry(
+    entry: Entry, stop: Stop, choice: ReasonChoice, earlier: int, next_start: int | None
+) -> Entry:
     """The ``reason_code`` for a stop (or the first part of a split stop)."""
     entry.stop_start, entry.before, entry.after = stop.start, stop.reason, choice.code
-    entry.measurements = [_measurement(entry, reason_ts(stop, earlier, next_start, entry.now_ms),
-                                       "reason_code", choice.code)]
+    entry.measurements = [
+        _measurement(entry, reason_ts(stop, earlier, next_start, entry.now_ms), "reason_code", choice.code)
+    ]
     return entry
 
 
@@ -218,10 +238,10 @@ def parse_quantity(text: str) -> int:
 
     >>> parse_quantity(" 12 ")
     12
-    >>> parse_quantity("-3")
+    >>> parse_quantity("-3")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    plantstream.station.model.EntryRefused: the quantity must be a whole number of parts from 1 to 100000, got '-3'
+    plantstream.station.model.EntryRefused: the quantity must be a whole number of parts from 1 to ...
     """
     try:
         value = float(text.strip())
@@ -233,11 +253,14 @@ def parse_quantity(text: str) -> int:
     return int(value)
 
 
-def scrap_entry(entry: Entry, quantity: int, reason: str, previous_reason: str, known: Iterable[str]) -> Entry:
+def scrap_entry(
+    entry: Entry, quantity: int, reason: str, previous_reason: str, known: Iterable[str]
+) -> Entry:
     """``scrap_reason``, then ``reject_parts``, then the previous scrap reason again."""
     choices = set(known)
     if reason not in choices:
-        msg = f"unknown scrap reason {reason!r}: pick one of the plant's scrap reasons (scrap.reasons of the config)"
+        msg = (f"unknown scrap reason {reason!r}: pick one of the plant's scrap reasons "
+               "(scrap.reasons of the config)")
         raise EntryRefused(msg)
     now = entry.now_ms
     entry.before, entry.after, entry.quantity = previous_reason, reason, float(quantity)

@@ -47,9 +47,16 @@ class EntrySender:
 
     def _conf(self) -> dict[str, Any]:
         ms = int(self.timeout_s * 1000)
-        return {**self.kafka_conf, "enable.idempotence": True, "acks": "all", "linger.ms": 0,
-                "message.timeout.ms": ms, "socket.timeout.ms": max(ms, 1000), "request.timeout.ms": ms,
-                "client.id": "plantstream-station"}
+        return {
+            **self.kafka_conf,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 0,
+            "message.timeout.ms": ms,
+            "socket.timeout.ms": max(ms, 1000),
+            "request.timeout.ms": ms,
+            "client.id": "plantstream-station",
+        }
 
     def start(self) -> EntrySender:
         self._producer = Producer(self._conf())

@@ -49,25 +49,41 @@ def chromium_path() -> str:
 
 def plant_dict(hashes: dict[str, str], badge_hash: str) -> dict[str, Any]:
     return {
-        "site": "plant-a", "timezone": "UTC",
+        "site": "plant-a",
+        "timezone": "UTC",
         "lines": [
-            {"id": "line-1", "machines": [{"id": "press-01", "ideal_cycle_time_ms": 1000},
-                                          {"id": "press-02", "ideal_cycle_time_ms": 1000}]},
+            {
+                "id": "line-1",
+                "machines": [
+                    {"id": "press-01", "ideal_cycle_time_ms": 1000},
+                    {"id": "press-02", "ideal_cycle_time_ms": 1000},
+                ],
+            },
             {"id": "line-2", "machines": [{"id": "cnc-01", "ideal_cycle_time_ms": 2000}]},
         ],
-        "losses": {"reason_codes": {
-            "waiting_material": {"reason": "waiting_material", "category": "material"},
-            "no_operator": {"reason": "no_operator", "category": "operator"},
-            "die_change": {"reason": "die_change", "category": "changeover"},
-            "jam": {"reason": "jam", "category": "mechanical"},
-        }},
+        "losses": {
+            "reason_codes": {
+                "waiting_material": {"reason": "waiting_material", "category": "material"},
+                "no_operator": {"reason": "no_operator", "category": "operator"},
+                "die_change": {"reason": "die_change", "category": "changeover"},
+                "jam": {"reason": "jam", "category": "mechanical"},
+            }
+        },
         "scrap": {"reasons": {"burr": "production", "crack": "production"}},
         "station": {
-            "enabled": True, "session_ttl_s": 3600, "signin_rate": "20/minute", "entry_rate": "30/minute",
+            "enabled": True,
+            "session_ttl_s": 3600,
+            "signin_rate": "20/minute",
+            "entry_rate": "30/minute",
             "kafka_timeout_s": 3,
             "operators": [
-                {"id": "op-ana", "name": "Ana", "lines": ["line-1"], "pin_hash": hashes["op-ana"],
-                 "badge_hash": badge_hash},
+                {
+                    "id": "op-ana",
+                    "name": "Ana",
+                    "lines": ["line-1"],
+                    "pin_hash": hashes["op-ana"],
+                    "badge_hash": badge_hash,
+                },
                 {"id": "op-ben", "name": "Ben", "lines": ["line-1"], "pin_hash": hashes["op-ben"]},
                 {"id": "sup-cleo", "name": "Cleo", "role": "supervisor", "pin_hash": hashes["sup-cleo"]},
                 {"id": "op-dan", "name": "Dan", "lines": ["line-2"], "pin_hash": hashes["op-dan"]},
@@ -106,8 +122,15 @@ class Seeded:
 def seed(client: Any, plant: PlantConfig) -> Seeded:
     """Status, stops and OEE facts of the two lines, as the flows would have written them."""
     now = (int(time.time() * 1000) // 60_000) * 60_000
-    base = {"site": "plant-a", "planned": 0, "small_stop": 0, "shift": "", "part_number": "P-100",
-            "work_order": "WO-7", "deleted": 0}
+    base = {
+        "site": "plant-a",
+        "planned": 0,
+        "small_stop": 0,
+        "shift": "",
+        "part_number": "P-100",
+        "work_order": "WO-7",
+        "deleted": 0,
+    }
     stops = [
         ("press-01", now - 3 * H, now - 3 * H + 5 * 60_000, "fault", "E7", "unassigned", "unassigned", 1),
         ("press-01", now - 2 * H, now - 2 * H + 4 * 60_000, "idle", "", "unassigned", "unassigned", 1),
@@ -118,31 +141,85 @@ def seed(client: Any, plant: PlantConfig) -> Seeded:
     ]
     rows = []
     for machine, start, end, state, code, reason, cat, version in stops:
-        rows.append({**base, "machine": machine, "line": plant.machine(machine).line, "start": dt(start),
-                     "end": dt(end) if end else None, "duration_s": ((end or now) - start) / 1000,
-                     "state": state, "fault_code": code, "reason": reason, "category": cat,
-                     "is_open": 0 if end else 1, "version": version})
+        rows.append(
+            {
+                **base,
+                "machine": machine,
+                "line": plant.machine(machine).line,
+                "start": dt(start),
+                "end": dt(end) if end else None,
+                "duration_s": ((end or now) - start) / 1000,
+                "state": state,
+                "fault_code": code,
+                "reason": reason,
+                "category": cat,
+                "is_open": 0 if end else 1,
+                "version": version,
+            }
+        )
     chc.insert_rows(client, "downtime_events", rows)
     status = []
-    for machine, state, since in (("press-01", "running", now - H + 6 * 60_000),
-                                  ("press-02", "fault", now - 10 * 60_000), ("cnc-01", "running", now - H)):
-        status.append({"site": "plant-a", "line": plant.machine(machine).line, "machine": machine,
-                       "state": state, "state_since": dt(since), "downtime_open": state == "fault",
-                       "downtime_since": dt(since) if state == "fault" else None,
-                       "downtime_state": "fault" if state == "fault" else "", "fault_code": "",
-                       "reason_code": "", "part_number": "P-100", "work_order": "WO-7", "operator_id": "",
-                       "signals": {}, "signals_ts": {}, "last_seen": dt(now), "samples": 100, "version": now})
+    for machine, state, since in (
+        ("press-01", "running", now - H + 6 * 60_000),
+        ("press-02", "fault", now - 10 * 60_000),
+        ("cnc-01", "running", now - H),
+    ):
+        status.append(
+            {
+                "site": "plant-a",
+                "line": plant.machine(machine).line,
+                "machine": machine,
+                "state": state,
+                "state_since": dt(since),
+                "downtime_open": state == "fault",
+                "downtime_since": dt(since) if state == "fault" else None,
+                "downtime_state": "fault" if state == "fault" else "",
+                "fault_code": "",
+                "reason_code": "",
+                "part_number": "P-100",
+                "work_order": "WO-7",
+                "operator_id": "",
+                "signals": {},
+                "signals_ts": {},
+                "last_seen": dt(now),
+                "samples": 100,
+                "version": now,
+            }
+        )
     chc.insert_rows(client, "machine_status", status)
     facts = []
     for machine, run_min, good in (("press-01", 50, 2800), ("press-02", 40, 2000), ("cnc-01", 55, 1500)):
         w = now - H
-        facts.append({"machine": machine, "site": "plant-a", "line": plant.machine(machine).line,
-                      "window_start": dt(w), "window_end": dt(now), "shift": "", "shift_start": dt(0),
-                      "day": dt(w).date(), "part_number": "P-100", "work_order": "WO-7", "all_s": 3600.0,
-                      "scheduled_s": 3600.0, "planned_s": 3600.0, "run_s": run_min * 60.0,
-                      "unplanned_stop_s": (60 - run_min) * 60.0, "setup_s": 0.0, "small_stop_s": 0.0,
-                      "excluded_s": 0.0, "unscheduled_run_s": 0.0, "ideal_s": good * 1.0, "good": good,
-                      "reject": 10, "total": good + 10, "stops": 1, "small_stops": 0, "version": 1})
+        facts.append(
+            {
+                "machine": machine,
+                "site": "plant-a",
+                "line": plant.machine(machine).line,
+                "window_start": dt(w),
+                "window_end": dt(now),
+                "shift": "",
+                "shift_start": dt(0),
+                "day": dt(w).date(),
+                "part_number": "P-100",
+                "work_order": "WO-7",
+                "all_s": 3600.0,
+                "scheduled_s": 3600.0,
+                "planned_s": 3600.0,
+                "run_s": run_min * 60.0,
+                "unplanned_stop_s": (60 - run_min) * 60.0,
+                "setup_s": 0.0,
+                "small_stop_s": 0.0,
+                "excluded_s": 0.0,
+                "unscheduled_run_s": 0.0,
+                "ideal_s": good * 1.0,
+                "good": good,
+                "reject": 10,
+                "total": good + 10,
+                "stops": 1,
+                "small_stops": 0,
+                "version": 1,
+            }
+        )
     chc.insert_rows(client, "oee_facts", facts)
     return Seeded(now, now - 2 * H, now - H, now - 90 * 60_000, now - 10 * 60_000)
 
@@ -164,8 +241,10 @@ class Served:
             out = {}
             for topic in (kafka.MEASUREMENTS, ENTRIES):
                 meta = c.list_topics(topic, timeout=10).topics[topic]
-                out[topic] = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-                                 for p in meta.partitions)
+                out[topic] = sum(
+                    c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                    for p in meta.partitions
+                )
             return out
         finally:
             c.close()
@@ -196,8 +275,9 @@ class Served:
 
 def serve_app(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=1))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -212,8 +292,9 @@ def serve_app(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 
 @pytest.fixture
-def served_station(plant: PlantConfig, ch: Any, ch_dsn: str, ch_db: str,
-                   kafka_conf: dict[str, Any]) -> Iterator[Served]:
+def served_station(
+    plant: PlantConfig, ch: Any, ch_dsn: str, ch_db: str, kafka_conf: dict[str, Any]
+) -> Iterator[Served]:
     kafka.create_topics(kafka_conf, {ENTRIES: 1})
     seeded = seed(ch, plant)
     data = StationData(plant, lambda: chc.connect(ch_dsn, database=ch_db))

@@ -8,9 +8,7 @@ against ``plantstream run`` in ``test_station_run.py``.
 from __future__ import annotations
 
 import re
-import time
 
-import httpx
 import orjson
 import pytest
 
@@ -56,11 +54,29 @@ def test_sign_in_line_view_and_a_reason_for_an_unexplained_stop(served_station: 
     assert after[ENTRIES] == before[ENTRIES] + 1
     ms, entries = sent(s)
     stop_end = s.seeded.unexplained + 4 * 60_000
-    assert ms == [{"ts": stop_end + 1, "machine": "press-01", "metric": "reason_code", "value": "waiting_material",
-                   "site": "plant-a", "line": "line-1", "unit": "", "source": "station", "quality": "good"}]
+    assert ms == [
+        {
+            "ts": stop_end + 1,
+            "machine": "press-01",
+            "metric": "reason_code",
+            "value": "waiting_material",
+            "site": "plant-a",
+            "line": "line-1",
+            "unit": "",
+            "source": "station",
+            "quality": "good",
+        }
+    ]
     [e] = entries
-    assert (e["operator_id"], e["role"], e["action"], e["machine"], e["stop_start"], e["before"], e["after"]) == (
-        "op-ana", "operator", "reason", "press-01", s.seeded.unexplained, "unassigned", "waiting_material")
+    assert (
+        e["operator_id"],
+        e["role"],
+        e["action"],
+        e["machine"],
+        e["stop_start"],
+        e["before"],
+        e["after"],
+    ) == ("op-ana", "operator", "reason", "press-01", s.seeded.unexplained, "unassigned", "waiting_material")
 
 
 def test_badge_sign_in_wrong_pin_and_session_end(served_station: Served, page) -> None:
