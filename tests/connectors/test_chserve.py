@@ -24,7 +24,13 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from plantstream.cli import endpoints
-from plantstream.connectors.chserve import ChServe, ServeError, ServeLimits, native_for_revision, read_statement
+from plantstream.connectors.chserve import (
+    ChServe,
+    ServeError,
+    ServeLimits,
+    native_for_revision,
+    read_statement,
+)
 
 T0 = 1_795_327_200_000  # 2026-11-22T06:00:00Z
 
