@@ -10,6 +10,7 @@ Run in production as a Bytewax process or cluster::
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -22,8 +23,8 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from plantstream.connectors import chserve, eventhubs, kafka
 from plantstream.connectors import clickhouse as ch
-from plantstream.connectors import eventhubs, kafka
 from plantstream.connectors.kafka import RawMessage
 from plantstream.connectors.metrics import FlowInputStats, Metrics
 from plantstream.flows import cloud
@@ -430,6 +431,10 @@ def get_flow() -> Dataflow:
     ``outbox.ready_max_age_s``; live unless the dataflow has not turned for
     ``PLANTSTREAM_STALL_S`` seconds (default 300) while Kafka and ClickHouse are up, or an
     outbox worker died. The same port serves Prometheus ``/metrics`` (:func:`flow_metrics`).
+
+    With embedded chDB and ``clickhouse.serve_port`` set (``plantstream run`` sets it), Bytewax
+    process 0 serves its chDB read-only over ClickHouse's HTTP interface on that port
+    (:func:`plantstream.connectors.chserve.serve_from_config`).
     """
     from plantstream.connectors.health import FlowHealth, HealthServer, Progress, WatchedSource
     from plantstream.connectors.outbox import workers_from_config
@@ -461,6 +466,9 @@ def get_flow() -> Dataflow:
         client.close()
     create_topics(kconf, chosen, config.kafka)
     sink = ch.ClickHouseSink.from_config(config.clickhouse)
+    served = chserve.serve_from_config(config.clickhouse, ch.resolve_dsn(config.clickhouse.url))
+    if served is not None:  # readers (Grafana, kpi) read the live chDB through it; see connectors/chserve.py
+        atexit.register(served.stop)
     target = eventhubs.target_from_config(config.eventhubs)
     meter = eventhubs.BandwidthMeter()
     progress = Progress()

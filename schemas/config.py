@@ -247,6 +247,17 @@ class ClickHouseConfig(Frozen):
     ca_cert: str | None = None
     client_cert: str | None = None
     client_cert_key: str | None = None
+    serve_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve the embedded chDB read-only over ClickHouse's HTTP interface on this port, from the
+    flows process that owns it (``connectors/chserve.py``), so Grafana and ``plantstream kpi``
+    read the live results. 0: a free port. Unset: off, except under ``plantstream run``, which
+    serves on 8123 (``--clickhouse-port``). Never with a ClickHouse server (``url``)."""
+    serve_host: str = "127.0.0.1"
+    """Where the endpoint listens. It has no authentication: keep it on loopback."""
+    serve_max_execution_s: float = Field(default=30.0, gt=0, le=3600)
+    """Longest a query through the endpoint may run (a reader may ask for less)."""
+    serve_max_result_mb: int = Field(default=256, ge=1, le=65536)
+    """Largest result a query through the endpoint may return, MiB."""
 
 
 class Lateness(Frozen):
