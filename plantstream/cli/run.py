@@ -754,7 +754,11 @@ def run(
         if not sources:
             event("no sources in the config (sources:, opcua:, mqtt:): only the flows run")
         if cfg.station.enabled:
-            sup.start(sup.add(_station_child(cfg, cfg_path, kconf["bootstrap.servers"], dsn, base, logs)))
+            if dsn.startswith("chdb:") and not serve:
+                event("station.enabled: the station reads ClickHouse over HTTP; drop --no-clickhouse-http")
+            else:
+                boot = kconf["bootstrap.servers"]
+                sup.start(sup.add(_station_child(cfg, cfg_path, boot, ch_url, base, logs)))
         tel = Telemetry(kconf, recovery, result_topics(chosen.values())).start()
         endpoint.telemetry = tel
         endpoint.started = True
