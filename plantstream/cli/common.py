@@ -19,6 +19,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from rich.console import Console
 from rich.markup import escape
 
+from plantstream.cli.endpoints import reader_dsn
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors.kpi import Filter
 from plantstream.schemas.config import PlantConfig, load_config
@@ -66,8 +67,6 @@ def reading_dsn(dsn: str | None, config: PlantConfig | None = None,
                 state_dir: Path | None = None) -> str | None:
     """The DSN a reading command opens (:func:`plantstream.cli.endpoints.reader_dsn`): a live
     ``plantstream run`` is read through its read-only HTTP endpoint, never by opening its chDB."""
-    from plantstream.cli.endpoints import reader_dsn
-
     return reader_dsn(dsn, state_dir, config,
                       note=lambda text: stderr().print(f"note: {text}", soft_wrap=True))
 
