@@ -49,6 +49,7 @@ from plantstream.station.model import (
     Entry,
     EntryRefused,
     Stop,
+    last_sent_ts,
     parse_quantity,
     reason_entry,
     reason_of,
@@ -525,9 +526,7 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
         if entry.stop_start is not None:
             if len(station.recent) > 10_000:
                 station.recent.clear()
-            station.recent.setdefault((machine, entry.stop_start), []).append(
-                {k: v for k, v in entry.audit().items() if k != "sent"}
-            )
+            station.recent.setdefault((machine, entry.stop_start), []).append(entry.audit())
         log.info(
             "entry %s by %s: %s %s %s → %s", entry.entry_id, op.id, action, machine, entry.before, entry.after
         )
@@ -555,7 +554,8 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             stop: Stop = ctx["stop"]
             entry.action = "correct" if authorize(op, ctx["entries"]) else "reason"
             nxt = station.data.next_stop_start(machine, start)
-            return reason_entry(entry, stop, choice, len(ctx["entries"]), nxt)
+            previous = last_sent_ts(ctx["entries"])
+            return reason_entry(entry, stop, choice, len(ctx["entries"]), nxt, previous)
 
         return await enter(
             request,

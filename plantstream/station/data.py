@@ -182,10 +182,10 @@ class StationData:
         return {str(r["reason"]): int(r["n"]) for r in rows}
 
     def entries(self, machine: str, stop_start: int) -> list[dict[str, Any]]:
-        """The station entries already made on a stop, oldest first."""
+        """The station entries already made on a stop, oldest first (``sent``: the Measurements, JSON)."""
         return self.rows(
             "SELECT entry_id, toUnixTimestamp64Milli(ts) AS ts, operator_id, operator_name, role, action, "
-            "toUnixTimestamp64Milli(split_at) AS split_at, before, after FROM operator_entries FINAL "
+            "toUnixTimestamp64Milli(split_at) AS split_at, before, after, sent FROM operator_entries FINAL "
             "WHERE machine = {m:String} AND stop_start = fromUnixTimestamp64Milli({s:Int64}) ORDER BY ts",
             {"m": machine, "s": stop_start},
         )

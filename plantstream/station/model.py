@@ -4,10 +4,12 @@ The operator-entry contract (docs/station.md): a stop is ``(machine, start)``; e
 one or a few Measurements on ``plantstream.measurements``, each with its own ``ts`` and
 ``source: "station"``, plus one audit record on ``plantstream.operator_entries``.
 
-- A stop's reason (first part of a split stop): ``reason_code`` at ``ts = now`` while the
-  stop is open, else at ``end + n`` ms, ``n`` = 1 + the station entries already made on the stop
-  (each correction later in event time than what it corrects); refused when ``end + n`` reaches
-  the next stop's start.
+- A stop's reason (first part of a split stop): while the stop is open, ``reason_code`` at
+  ``ts = max(start + duration_s·1000, previous station entry on the stop + 1)`` — the machine's
+  latest event time as the open stop row shows it, never the wall clock (which runs ahead of a
+  replayed or simulated line and would move the machine's event time); else at ``end + n`` ms,
+  ``n`` = 1 + the station entries already made on the stop (each correction later in event time
+  than what it corrects); refused when ``end + n`` reaches the next stop's start.
 - A split: ``reason_split`` at a point strictly inside the stop; correcting a later part:
   ``reason_split`` at ``split point + n`` ms (``n`` < 1000).
 - Scrap: ``scrap_reason`` at ``now``, ``reject_parts`` at ``now + 1``, then the machine's previous
@@ -166,18 +168,28 @@ def _measurement(entry: Entry, ts: int, metric: str, value: str | float) -> Meas
     return Measurement(ts, entry.machine, metric, value, site=entry.site, line=entry.line, source=SOURCE)
 
 
-def reason_ts(stop: Stop, earlier_entries: int, next_start: int | None, now_ms: int) -> int:
+def reason_ts(stop: Stop, earlier_entries: int, next_start: int | None, previous_ts: int | None = None) -> int:
     """When a stop's (first part's) ``reason_code`` is sent.
 
+    ``previous_ts``: the latest ``ts`` of the Measurements the station already sent on this stop
+    (None: none). While the stop is open the entry goes at the machine's latest event time as
+    the open stop row shows it (``start + duration_s``), or just after the previous entry when
+    that is later, so two entries never share a ``ts`` and event-time order is entry order; the
+    wall clock is never used.
+
     >>> s = Stop("m", 1_000, 5_000, 4.0, "fault", "", "unassigned", "unassigned", False, 1)
-    >>> reason_ts(s, 0, None, 9_999), reason_ts(s, 2, 6_000, 9_999)
+    >>> reason_ts(s, 0, None), reason_ts(s, 2, 6_000, 3_500)
     (5001, 5003)
-    >>> reason_ts(Stop("m", 1_000, None, 4.0, "fault", "", "", "", False, 1), 3, None, 9_999)
-    9999
+    >>> open_stop = Stop("m", 1_000, None, 4.0, "fault", "", "", "", False, 1)
+    >>> reason_ts(open_stop, 0, None), reason_ts(open_stop, 1, None, 5_000), reason_ts(open_stop, 1, None, 4_000)
+    (5000, 5001, 5000)
     """
     if stop.end is None:
-        return now_ms
+        latest = stop.start + round(stop.duration_s * 1000)
+        return latest if previous_ts is None else max(latest, previous_ts + 1)
     ts = stop.end + earlier_entries + 1
+    if previous_ts is not None:
+        ts = max(ts, previous_ts + 1)
     if next_start is not None and ts >= next_start:
         msg = (
             "this stop was corrected so often that the next correction would fall into the next "
@@ -187,14 +199,42 @@ def reason_ts(stop: Stop, earlier_entries: int, next_start: int | None, now_ms: 
     return ts
 
 
+def last_sent_ts(entries: Iterable[Mapping[str, Any]]) -> int | None:
+    """The latest ``ts`` of the Measurements the given station entries sent (``sent``: JSON text
+    as ``operator_entries`` stores it, or a list as the audit record carries it).
+
+    >>> last_sent_ts([{"sent": '[{"metric": "reason_split", "ts": 7}]'}, {"sent": [{"ts": 9}]}, {}])
+    9
+    >>> last_sent_ts([]) is None
+    True
+    """
+    out: int | None = None
+    for e in entries:
+        sent = e.get("sent") or []
+        if isinstance(sent, str | bytes):
+            try:
+                sent = orjson.loads(sent)
+            except orjson.JSONDecodeError:
+                continue
+        for m in sent if isinstance(sent, list) else []:
+            ts = m.get("ts") if isinstance(m, dict) else None
+            if isinstance(ts, int) and not isinstance(ts, bool):
+                out = ts if out is None else max(out, ts)
+    return out
+
+
 def reason_entry(
-    entry: Entry, stop: Stop, choice: ReasonChoice, earlier: int, next_start: int | None
+    entry: Entry,
+    stop: Stop,
+    choice: ReasonChoice,
+    earlier: int,
+    next_start: int | None,
+    previous_ts: int | None = None,
 ) -> Entry:
-    """The ``reason_code`` for a stop (or the first part of a split stop)."""
+    """The ``reason_code`` for a stop (or the first part of a split stop); see :func:`reason_ts`."""
     entry.stop_start, entry.before, entry.after = stop.start, stop.reason, choice.code
-    entry.measurements = [
-        _measurement(entry, reason_ts(stop, earlier, next_start, entry.now_ms), "reason_code", choice.code)
-    ]
+    ts = reason_ts(stop, earlier, next_start, previous_ts)
+    entry.measurements = [_measurement(entry, ts, "reason_code", choice.code)]
     return entry
 
 

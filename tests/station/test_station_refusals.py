@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from plantstream.connectors import clickhouse as chc
 from plantstream.connectors import kafka
 from plantstream.flows.operator_entries import TOPIC as ENTRIES
 from tests.station.conftest import PINS, Served, sign_in
@@ -165,3 +166,42 @@ def test_read_only_with_a_banner_while_kafka_is_unreachable(
         "read-only",
     )
     assert httpx.get(s.url + "/readyz").status_code == 503
+
+
+def test_an_open_stop_s_reason_goes_at_the_machine_s_event_time_not_the_wall_clock(
+    served_station: Served, ch: Any
+) -> None:
+    """A replayed or simulated line runs behind the wall clock: the entry must not move it."""
+    s = served_station
+    start = s.seeded.open_stop  # press-02, open
+    row = ch.query(
+        "SELECT * FROM downtime_events FINAL WHERE machine = 'press-02' AND `end` IS NULL"
+    ).named_results()
+    [open_row] = list(row)
+    # the flow last saw press-02 five minutes into the stop (an hour behind the wall clock, say)
+    chc.insert_rows(ch, "downtime_events", [{**open_row, "duration_s": 300.0, "version": open_row["version"] + 1}])
+    ana, token = client_for(s, "op-ana")
+    stop = f"/machine/press-02/stop/{start}"
+    assert "Saved: reason jam" in ana.post(stop + "/reason", data={"csrf": token, "code": "jam"}).text
+    assert "Saved: reason no_operator" in ana.post(
+        stop + "/reason", data={"csrf": token, "code": "no_operator"}
+    ).text
+    ms = [orjson.loads(v) for v in s.records(kafka.MEASUREMENTS)]
+    assert [(m["metric"], m["ts"], m["value"]) for m in ms] == [
+        ("reason_code", start + 300_000, "jam"),  # the machine's latest event time
+        ("reason_code", start + 300_001, "no_operator"),  # after the previous entry, still not the clock
+    ]
+    # the line moves on (the open row now shows 7 minutes): the next entry follows it
+    chc.insert_rows(ch, "downtime_events", [{**open_row, "duration_s": 420.0, "version": open_row["version"] + 2}])
+    cleo, ctoken = client_for(s, "sup-cleo")
+    assert "Saved: reason die_change" in cleo.post(
+        stop + "/reason", data={"csrf": ctoken, "code": "die_change"}
+    ).text
+    ms = [orjson.loads(v) for v in s.records(kafka.MEASUREMENTS)]
+    assert (ms[-1]["ts"], ms[-1]["value"]) == (start + 420_000, "die_change")
+    entries = [orjson.loads(v) for v in s.records(ENTRIES)]
+    assert [(e["operator_id"], e["action"], e["sent"][0]["ts"]) for e in entries] == [
+        ("op-ana", "reason", start + 300_000),
+        ("op-ana", "correct", start + 300_001),
+        ("sup-cleo", "correct", start + 420_000),
+    ]
