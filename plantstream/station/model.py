@@ -168,7 +168,9 @@ def _measurement(entry: Entry, ts: int, metric: str, value: str | float) -> Meas
     return Measurement(ts, entry.machine, metric, value, site=entry.site, line=entry.line, source=SOURCE)
 
 
-def reason_ts(stop: Stop, earlier_entries: int, next_start: int | None, previous_ts: int | None = None) -> int:
+def reason_ts(
+    stop: Stop, earlier_entries: int, next_start: int | None, previous_ts: int | None = None
+) -> int:
     """When a stop's (first part's) ``reason_code`` is sent.
 
     ``previous_ts``: the latest ``ts`` of the Measurements the station already sent on this stop
@@ -181,8 +183,8 @@ def reason_ts(stop: Stop, earlier_entries: int, next_start: int | None, previous
     >>> reason_ts(s, 0, None), reason_ts(s, 2, 6_000, 3_500)
     (5001, 5003)
     >>> open_stop = Stop("m", 1_000, None, 4.0, "fault", "", "", "", False, 1)
-    >>> reason_ts(open_stop, 0, None), reason_ts(open_stop, 1, None, 5_000), reason_ts(open_stop, 1, None, 4_000)
-    (5000, 5001, 5000)
+    >>> [reason_ts(open_stop, 1, None, prev) for prev in (None, 5_000, 4_000)]
+    [5000, 5001, 5000]
     """
     if stop.end is None:
         latest = stop.start + round(stop.duration_s * 1000)
