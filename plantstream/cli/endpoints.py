@@ -6,7 +6,9 @@
      "kafka": {"bootstrap": "127.0.0.1:39092", "embedded": true},
      "clickhouse": {"url": "http://127.0.0.1:8123", "embedded": true, "read_only": true,
                     "path": "/plant/.plantstream/run/clickhouse"},
-     "health": "http://127.0.0.1:9100"}
+     "health": "http://127.0.0.1:9100", "station": "http://127.0.0.1:8080"}
+
+``station`` is the operator station's URL when ``station.enabled`` (docs/station.md), else null.
 
 With embedded chDB, ``clickhouse.url`` is the read-only HTTP endpoint the flows process serves
 (:mod:`plantstream.connectors.chserve`); with a server, the server's URL without credentials.
@@ -94,7 +96,7 @@ def public_url(dsn: str) -> str:
 
 def write_endpoints(state_dir: Path, *, kafka_bootstrap: str, kafka_embedded: bool,
                     clickhouse_url: str | None, clickhouse_embedded: bool, chdb_path: Path | None,
-                    health: str | None) -> Path:
+                    health: str | None, station: str | None = None) -> Path:
     """Write ``STATE_DIR/endpoints.json`` (atomically) for the run of this process."""
     data = {
         "pid": os.getpid(),
@@ -105,6 +107,7 @@ def write_endpoints(state_dir: Path, *, kafka_bootstrap: str, kafka_embedded: bo
                        "read_only": clickhouse_embedded,
                        "path": str(chdb_path.resolve()) if chdb_path is not None else None},
         "health": health,
+        "station": station,
     }
     path = state_dir / ENDPOINTS
     tmp = path.with_suffix(".tmp")

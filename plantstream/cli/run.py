@@ -501,14 +501,18 @@ def _dsn(cfg: PlantConfig, state_dir: Path) -> str:
     )
 
 
+def _station_url(cfg: PlantConfig, port: int) -> str:
+    """Where the station of this run answers (``0.0.0.0`` / ``::`` listen on loopback too)."""
+    host = cfg.station.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"{'https' if cfg.station.tls_certfile else 'http'}://{host}:{port}"
+
+
 def _station_child(cfg: PlantConfig, cfg_path: str, bootstrap: str, clickhouse_url: str,
-                   env: dict[str, str], logs: Path) -> Child:
+                   env: dict[str, str], logs: Path, port: int) -> Child:
     """The operator station (``station.enabled``): ``plantstream station`` with the run's Kafka
     and ClickHouse (docs/station.md); ``/readyz`` on the station's own port (``station.port``,
-    0: a free one)."""
-    from plantstream.connectors.embedded import free_port
-
-    port = cfg.station.port or free_port()
+    0: a free one, chosen by the caller)."""
     return Child(
         "station",
         python_argv("-m", "plantstream", "station", "--config", cfg_path, "--bootstrap", bootstrap,
@@ -664,8 +668,12 @@ def run(
                 "PLANTSTREAM__CLICKHOUSE__URL": dsn,
             },
         )
+        station_port = None
+        if cfg.station.enabled and not (dsn.startswith("chdb:") and not serve):
+            station_port = cfg.station.port or free_port()
         write_endpoints(
             state_dir,
+            station=_station_url(cfg, station_port) if station_port else None,
             kafka_bootstrap=kconf["bootstrap.servers"],
             kafka_embedded=broker is not None,
             clickhouse_url=ch_url if serve or not dsn.startswith("chdb:") else None,
@@ -754,11 +762,12 @@ def run(
         if not sources:
             event("no sources in the config (sources:, opcua:, mqtt:): only the flows run")
         if cfg.station.enabled:
-            if dsn.startswith("chdb:") and not serve:
+            if station_port is None:
                 event("station.enabled: the station reads ClickHouse over HTTP; drop --no-clickhouse-http")
             else:
                 boot = kconf["bootstrap.servers"]
-                sup.start(sup.add(_station_child(cfg, cfg_path, boot, ch_url, base, logs)))
+                sup.start(sup.add(_station_child(cfg, cfg_path, boot, ch_url, base, logs, station_port)))
+                event(f"operator station on {_station_url(cfg, station_port)}")
         tel = Telemetry(kconf, recovery, result_topics(chosen.values())).start()
         endpoint.telemetry = tel
         endpoint.started = True
