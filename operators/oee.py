@@ -103,6 +103,7 @@ from plantstream.schemas.measurement import (
     MACHINE_STATE,
     PART_NUMBER,
     REASON_CODE,
+    REASON_SPLIT,
     REJECT_COUNT,
     REJECT_PARTS,
     TOTAL_COUNT,
@@ -113,7 +114,7 @@ from plantstream.schemas.oee_config import LossConfig
 
 OEE_METRICS = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, GOOD_PARTS,
                          REJECT_PARTS, IDEAL_CYCLE_TIME_MS, PART_NUMBER, WORK_ORDER, FAULT_CODE,
-                         REASON_CODE})
+                         REASON_CODE, REASON_SPLIT})
 """The metrics the OEE accounting reads; everything else passes it by."""
 
 # fact vector layout (times in ms, counts as ints, ideal in ms as float)
@@ -197,11 +198,21 @@ tuples) is upgraded on decode."""
 
 
 def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
-    return None if stop is None else asdict(stop)
+    """A stop as plain data; ``splits`` is an optional key, written only when the stop is split
+    (a state without it, as written before splits existed, reads as unsplit)."""
+    if stop is None:
+        return None
+    p = asdict(stop)
+    if not p["splits"]:
+        del p["splits"]
+    return p
 
 
 def _stop_of(p: dict[str, Any] | None) -> Stop | None:
-    return None if p is None else Stop(**(p | {"context": dict(p["context"])}))
+    if p is None:
+        return None
+    return Stop(**(p | {"context": dict(p["context"]),
+                        "splits": [(t, r, c) for t, r, c in p.get("splits", ())]}))
 
 
 def _account_payload(a: Account) -> dict[str, Any]:
@@ -490,7 +501,8 @@ class OeeFold:
         return [self._base_row() | {
             "start": key, "end": None, "duration_s": 0.0, "state": "", "fault_code": "",
             "reason": "", "category": "unassigned", "planned": 0, "small_stop": 0,
-            "is_open": 0, "shift": "", "part_number": "", "work_order": "", "deleted": 1}]
+            "is_open": 0, "shift": "", "part_number": "", "work_order": "", "segments": [],
+            "deleted": 1}]
 
     # -- accounting --------------------------------------------------------------------------
     def _base_row(self) -> dict[str, Any]:
@@ -597,6 +609,11 @@ class OeeFold:
                 self._count_stop(ts, STOPS)
         elif metric == REASON_CODE:
             self._downtime(acc.downtime.on_reason(ts, str(value), self.losses))
+        elif metric == REASON_SPLIT:
+            rows, refused = acc.downtime.on_split(ts, value, self.losses)
+            if refused is not None:
+                self._refuse(ev, refused)
+            self._downtime(rows)
 
     def _parts(self, ts: int, side: str, qty: float) -> None:
         """``qty`` parts of ``side`` (good, reject or total) at ``ts``."""
@@ -746,6 +763,15 @@ class OeeFold:
     def _downtime(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             self._out.append(("downtime_events", r["start"], [self._base_row() | r | {"deleted": 0}]))
+
+    def _refuse(self, ev: Event, reason: str) -> None:
+        """A sample the fold cannot use (a ``reason_split`` outside a stop) as a dead letter,
+        keyed by the sample: a restatement that applies it again does not write it again."""
+        ts, seq, metric, value = ev
+        raw = Measurement(ts, self.machine, metric, value, self.site, self.line)
+        self._out.append(("deadletter", ("refused", ts, seq), [{
+            "ts": ts, "source": f"oee:{self.machine}:{metric}", "reason": reason,
+            "raw": raw.to_json().decode()}]))
 
 
 # -- the machine logic -------------------------------------------------------------------------
