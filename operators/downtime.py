@@ -16,7 +16,8 @@ names the reason of the stop's first part (the whole stop while it is not split)
 next split point (or the end) the reason is the entry's; one less than :data:`SPLIT_WINDOW_MS`
 after an existing split point replaces that part's reason instead (an empty value removes the
 split point). A split stop is still one event: its ``segments`` list every part as
-``{"from", "reason", "category"}`` (empty for an unsplit stop); its durations never change.
+``{"from", "reason", "category"}`` (absent from the row of an unsplit stop, ``[]`` in the
+table); its durations never change.
 
 :class:`DowntimeTracker` is pure state driven by the OEE accounting operator
 (:mod:`operators.oee`), which owns the per-machine event-time order; it returns event rows.
@@ -108,14 +109,19 @@ class Stop:
                 *({"from": t, "reason": r, "category": c} for t, r, c in self.splits)]
 
     def row(self, now: int) -> dict[str, Any]:
+        """The event row as of ``now``; ``segments`` only when the stop is split (a record
+        without it is unsplit: the table's column defaults to ``[]``)."""
         end = self.end
         dur = ((end if end is not None else max(now, self.start)) - self.start) / 1000
-        return {
+        row = {
             "start": self.start, "end": end, "duration_s": dur, "state": self.state,
             "fault_code": self.fault_code, "reason": self.reason, "category": self.category,
             "planned": self.planned, "small_stop": self.small_stop,
-            "is_open": 1 if end is None else 0, **self.context, "segments": self.segments(),
+            "is_open": 1 if end is None else 0, **self.context,
         }
+        if self.splits:
+            row["segments"] = self.segments()
+        return row
 
 
 @dataclass

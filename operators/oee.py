@@ -205,6 +205,7 @@ def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
     (a state without it, as written before splits existed, reads as unsplit)."""
     if stop is None:
         return None
+    vars(stop).setdefault("splits", [])  # a Stop pickled before splits existed (pre-ledger states)
     p = asdict(stop)
     if not p["splits"]:
         del p["splits"]
@@ -229,7 +230,14 @@ def _account_payload(a: Account) -> dict[str, Any]:
         "pending": None if a.pending is None else list(a.pending),
         "stop_resolved": a.stop_resolved,
         "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
-    } | _balance_extra(a) | ({"refused": list(a.refused)} if a.refused else {})
+    } | _balance_extra(a) | _refused_extra(a)
+
+
+def _refused_extra(a: Account) -> dict[str, Any]:
+    """The optional key ``refused``: only while the fold holds refused samples (an Account
+    pickled before it existed has none)."""
+    refused = vars(a).get("refused")
+    return {"refused": list(refused)} if refused else {}
 
 
 def _balance_extra(a: Account) -> dict[str, Any]:
@@ -516,8 +524,7 @@ class OeeFold:
         return [self._base_row() | {
             "start": key, "end": None, "duration_s": 0.0, "state": "", "fault_code": "",
             "reason": "", "category": "unassigned", "planned": 0, "small_stop": 0,
-            "is_open": 0, "shift": "", "part_number": "", "work_order": "", "segments": [],
-            "deleted": 1}]
+            "is_open": 0, "shift": "", "part_number": "", "work_order": "", "deleted": 1}]
 
     # -- accounting --------------------------------------------------------------------------
     def _base_row(self) -> dict[str, Any]:
