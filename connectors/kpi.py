@@ -235,6 +235,8 @@ def downtime_rows(client: Any, flt: Filter | None = None, *,
     """:func:`downtime_sql` run, each stop's ``segments`` as :func:`downtime_parts` (with their
     ends and durations)."""
     names, rows = rows_of(client, *downtime_sql(flt, small=small))
+    if not rows:  # (chDB names no columns of an empty result)
+        return list(DOWNTIME_COLUMNS), rows
     i, s, e, d = (names.index(c) for c in ("segments", "start", "end", "duration_s"))
     for row in rows:
         row[i] = downtime_parts(row[s], row[e], row[d], row[i] or [])

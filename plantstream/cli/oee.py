@@ -102,7 +102,7 @@ def kpi_downtime(
     flt = kpi_filter(start, end, machine=machine, line=line)
     with clickhouse(clickhouse_dsn, config_from(config)) as client:
         names, rows = kpi.downtime_rows(client, flt, small=small)
-    if fmt == "table":  # minutes read better than seconds on a screen; JSON and CSV keep seconds
+    if fmt == "table" and rows:  # minutes read better than seconds on a screen; JSON and CSV keep seconds
         i, s = names.index("duration_s"), names.index("segments")
         for r in rows:
             r[i] = None if r[i] is None else float(r[i]) / 60
