@@ -300,3 +300,28 @@ def test_the_state_keeps_splits_as_an_optional_key_and_reads_states_without_it()
     unsplit.take()
     assert all(s is None or "splits" not in s for s in unsplit.state().account["downtime"])
     assert "refused" not in unsplit.state().account
+
+
+def test_the_topic_and_cloud_records_carry_the_parts_and_old_records_without_them_still_read() -> None:
+    import dataclasses
+
+    import orjson
+
+    from plantstream.connectors.eventhubs import record_value
+    from plantstream.flows.main import row_json
+    from plantstream.operators.rollup import COALESCE_STATE, CoalesceState, event_key
+
+    split = A_START + 25 * MIN
+    got = run(shift(), [(split, "reason_split", "no_material")])
+    row = got["stops"][A_START]
+    want = [{"from": A_START, "reason": "hydraulic leak", "category": "mechanical"},
+            {"from": split, "reason": "no material", "category": "material"}]
+    assert orjson.loads(row_json(row))["segments"] == want  # plantstream.downtime
+    cloud = orjson.loads(record_value("downtime_events", row))  # Event Hubs
+    assert (cloud["type"], cloud["segments"]) == ("downtime_events", want)
+    # the cloud export's coalescing step keeps the row as plain data (its format unchanged)
+    state = CoalesceState({event_key(row): row})
+    checked = dataclasses.replace(COALESCE_STATE, check=True)
+    assert checked.decode(checked.encode(state)).pending[event_key(row)]["segments"] == want
+    # an unsplit stop's record has no segments: readers take it as unsplit
+    assert "segments" not in orjson.loads(row_json(got["stops"][B_START]))
