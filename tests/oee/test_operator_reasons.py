@@ -252,3 +252,24 @@ def test_redelivered_entries_are_absorbed(runs: dict[str, dict[str, Any]]) -> No
     # (the outside split is not redelivered: the table keeps one dead letter per source and time)
     assert sorted(d["reason"].split(":")[0] for d in dead) == ["duplicate"] * 7 + ["reason_split outside a stop"]
     assert run["summary"]["deadlettered"] == 8
+
+
+def test_rows_written_before_segments_read_as_unsplit(ch: Any) -> None:
+    """A row without ``segments`` (written before migration 057, or an unsplit stop's record)
+    reads as ``[]``, counts whole under its reason, and sits beside a split stop."""
+    base = {"machine": "press-01", "site": "plant-a", "line": "line-1", "state": "fault", "fault_code": "",
+            "category": "mechanical", "planned": 0, "small_stop": 0, "is_open": 0, "shift": "day",
+            "part_number": "", "work_order": "", "version": 1, "deleted": 0}
+    old = base | {"start": A, "end": A_END, "duration_s": 2400.0, "reason": "hydraulic leak"}
+    split = base | {"start": C, "end": C_END, "duration_s": 1200.0, "reason": "hydraulic leak",
+                    "segments": [{"from": C, "reason": "hydraulic leak", "category": "mechanical"},
+                                 {"from": C + 5 * MIN, "reason": "no material", "category": "material"}]}
+    chc.insert_rows(ch, "downtime_events", [old])
+    chc.insert_rows(ch, "downtime_events", [split])
+    names, rows = kpi.downtime_rows(ch)
+    got = [dict(zip(names, r, strict=True)) for r in rows]
+    assert got[0]["segments"] == []
+    assert [(p["reason"], p["duration_s"]) for p in got[1]["segments"]] == [("hydraulic leak", 300.0),
+                                                                            ("no material", 900.0)]
+    causes = kpi.downtime_causes(ch, kpi.Filter())
+    assert [(r, n, mins) for r, _, _, n, mins in causes] == [("hydraulic leak", 2, 45.0), ("no material", 1, 15.0)]
