@@ -401,13 +401,21 @@ def propose_mqtt(
     IoT Gateway messages (``kepware``) and one-value topics (``scalar``) give a tag per id or
     topic, the machine from the id's or topic's second-to-last part.
     """
+    from plantstream.connectors.discover import read_sparkplug
     from plantstream.connectors.mqtt import parse_payload
+    from plantstream.connectors.sparkplug import NAMESPACE
 
     p = Proposal(site=site)
     formats: Counter[str] = Counter()
     fields: dict[str, dict[str, Any]] = {}  # field -> sample value
     flat_topics: list[list[str]] = []
+    spb = {t: s for t, s in samples.items() if t.startswith(f"{NAMESPACE}/")}
+    if spb:
+        formats["sparkplug"] = len(spb)
+        _propose_sparkplug(read_sparkplug(spb), p, list(getattr(samples, "rebirths_requested", [])))
     for t, sample in sorted(samples.items()):
+        if t in spb:
+            continue
         payloads = sample.payloads
         if not payloads:
             continue
@@ -471,6 +479,8 @@ def propose_mqtt(
         for levels in flat_topics:
             if len(levels) != depth:
                 p.unplaced["/".join(levels)] = f"topic depth {len(levels)} differs from the common {depth}"
+    if set(formats) == {"sparkplug"} and not topic.startswith(f"{NAMESPACE}/"):
+        topic = f"{NAMESPACE}/#"  # only Sparkplug B seen: subscribe to it alone
     subs = [{"topic": topic, "format": formats.most_common(1)[0][0] if len(formats) == 1 else "auto"}]
     p.sources.append(
         {"name": f"mqtt-{slug(host)}", "mqtt": {"host": host, "port": port, "subscriptions": subs}}
@@ -483,6 +493,121 @@ def propose_mqtt(
     return p
 
 
+_SP_NUMERIC = frozenset(
+    {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float", "Double"}
+)
+_SP_TEXT = frozenset({"String", "Text", "UUID"})
+
+
+def _sp_guess(name: str, data_type: str, values: list[Any]) -> Guess:
+    """The canonical metric of a Sparkplug B metric, from its name and birth data type."""
+    sample = next(iter(values), None)
+    if data_type == "Boolean":
+        if state_of(name.rsplit("/", 1)[-1]) == "running":
+            return Guess(
+                "machine_state",
+                extra={"states": {"1": "running", "0": "idle"}},
+                note="a running flag: false is counted as idle (an unplanned stop); "
+                "say off or planned_stop under states if false means switched off",
+            )
+        return Guess(
+            None,
+            reason=f"a Boolean metric {name!r} (no canonical metric is a flag); map it by hand, e.g. "
+            'as machine_state with states {"1": "running", "0": "idle"} if it tells the machine runs',
+        )
+    if data_type in _SP_NUMERIC:
+        return guess_metric(name, "", "number", sample)
+    if data_type in _SP_TEXT:
+        return guess_metric(name, "", "String", sample)
+    if data_type == "Unknown":  # named data of a node whose birth was not seen
+        return guess_metric(name, "", "", sample)
+    return Guess(
+        None,
+        reason=f"a {data_type} metric {name!r}: plantstream measures numbers and texts; map a "
+        "numeric or text metric instead",
+    )
+
+
+def _sp_safe(name: str) -> bool:
+    """A Sparkplug id a ``{placeholder}`` matches and that is already a machine/line id."""
+    return slug(name) == name
+
+
+def _propose_sparkplug(things: list[Any], p: Proposal, rebirths: list[str]) -> None:
+    """Machines and tags from Sparkplug B births (:func:`~plantstream.connectors.discover.read_sparkplug`).
+
+    Each device is a machine on the line named by its edge node; an edge node's own metrics
+    (``NBIRTH``) make the node a machine on the line named by its group. Metric names and
+    data types come from the births, and the canonical metric from the same rules as every
+    other source (:func:`guess_metric`). When every group is one and the node and device ids
+    are already ids, the tags are patterns (``spBv1.0/<group>/{line}/{machine}#<metric>``)
+    shared by the devices that send that metric; otherwise one exact key per device and metric.
+    """
+    from plantstream.connectors.sparkplug import NAMESPACE
+
+    groups = {t.group for t in things}
+    one_group = next(iter(groups)) if len(groups) == 1 else None
+    shared: dict[tuple[str, str], list[tuple[Any, Any]]] = {}  # (pattern base, metric name) → uses
+    for t in things:
+        if not t.metrics and not t.unknown_aliases:
+            continue
+        machine = slug(t.device or t.node)
+        line = slug(t.node if t.device else t.group)
+        if t.unknown_aliases or not t.born:
+            why = (
+                "data without a birth: the edge node did not answer the rebirth request while init listened"
+                if f"{t.group}/{t.node}" in rebirths
+                else "data without a birth"
+            )
+            p.unplaced[t.where] = (
+                f"{why}; metrics known by alias only: {', '.join(map(str, sorted(t.unknown_aliases)))} "
+                "(listen longer, or restart the edge node, so that its birth names them)"
+                if t.unknown_aliases
+                else f"{why}; its named metrics are proposed from their values"
+            )
+        if not t.metrics:
+            continue
+        pattern = (
+            one_group is not None
+            and _sp_safe(machine if t.device else t.node)
+            and (t.device is None or _sp_safe(t.node))
+            and (t.device is None or _sp_safe(t.device))
+        )
+        if pattern:
+            base = f"{NAMESPACE}/{one_group}/" + ("{line}/{machine}" if t.device else "{machine}")
+            for name, m in t.metrics.items():
+                shared.setdefault((base, name), []).append((t, m))
+            continue
+        for name, m in t.metrics.items():
+            key = f"{t.where}#{name}"
+            g = _sp_guess(name, m.data_type, m.values)
+            if g.metric is None:
+                p.unplaced[key] = g.reason
+                continue
+            p.machine(line, machine)
+            p.tags[key] = {**_entry(machine, g, key, p, m.values), "line": line}
+    for (base, name), uses in shared.items():
+        key = f"{base}#{name}"
+        data_type = next((m.data_type for _, m in uses if m.data_type != "Unknown"), "Unknown")
+        values = [v for _, m in uses for v in m.values]
+        g = _sp_guess(name, data_type, values)
+        if g.metric is None:
+            p.unplaced[key] = g.reason
+            continue
+        for t, _ in uses:
+            p.machine(slug(t.node if t.device else t.group), slug(t.device or t.node))
+        entry = _entry("{machine}", g, key, p, values)
+        entry["line"] = "{line}" if "{line}" in base else slug(one_group or "")
+        p.tags[key] = entry
+    nodes = {(t.group, t.node) for t in things}
+    devices = [t for t in things if t.device]
+    p.header.append(
+        f"Sparkplug B: {len(nodes)} edge nodes, {len(devices)} devices, births seen for "
+        f"{sum(t.born for t in things)} of {len(things)}"
+        + (f"; asked {', '.join(rebirths)} for a rebirth" if rebirths else "")
+    )
+
+
 def _entry(machine: str, g: Any, key: str, p: Proposal, values: Iterable[Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"machine": machine, "metric": g.metric}
     if g.unit:
@@ -490,7 +615,7 @@ def _entry(machine: str, g: Any, key: str, p: Proposal, values: Iterable[Any]) -
     entry.update(g.extra)
     if g.note:
         p.notes[key] = g.note
-    if g.metric == "machine_state":
+    if g.metric == "machine_state" and "states" not in entry:
         seen = sorted({str(v) for v in values})
         if seen and not all(v.lstrip("-").isdigit() for v in seen):
             entry["states"] = _states_from_names({v: v for v in seen}, key, p)
