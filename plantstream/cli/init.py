@@ -286,11 +286,36 @@ class Proposal:
     fault_codes: dict[str, dict[str, str]] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
+    covers: dict[str, set[str]] = field(default_factory=dict)
+    """machine → the canonical metrics its mapped tags give."""
+    unplaced_of: dict[str, str] = field(default_factory=dict)
+    """unplaced source tag → the machine it belongs to, where known."""
 
     def machine(self, line: str, machine: str) -> None:
         ms = self.lines.setdefault(line, [])
         if machine not in ms:
             ms.append(machine)
+
+    def cover(self, machine: str, metric: str) -> None:
+        """Note that a mapped tag gives ``machine`` the canonical ``metric``."""
+        self.covers.setdefault(machine, set()).add(metric)
+
+    def stateless(self) -> dict[str, str]:
+        """Machines no tag gives a ``machine_state`` → what to map (no availability, so no OEE)."""
+        out = {}
+        for machines in self.lines.values():
+            for m in machines:
+                if "machine_state" in self.covers.get(m, set()):
+                    continue
+                candidates = [t for t, owner in self.unplaced_of.items() if owner == m]
+                out[m] = (
+                    f"no machine_state tag for machine {m!r}: plantstream cannot tell when it runs, "
+                    "so it gets no availability and no OEE (its counts and signals are kept); map the "
+                    "tag that says whether it runs (a state or status code, a running flag) as "
+                    "metric: machine_state with states: for its codes"
+                    + (f" — not placed, maybe one of: {', '.join(candidates[:5])}" if candidates else "")
+                )
+        return out
 
 
 def _states_from_names(names: Mapping[str, str], tag: str, proposal: Proposal) -> dict[str, str]:
@@ -331,9 +356,11 @@ def propose_opcua(variables: list[Any], endpoint: str, *, site: str = "plant") -
         g = guess_metric(v.name, v.unit, v.data_type, v.value)
         if g.metric is None:
             p.unplaced[v.tag] = g.reason
+            p.unplaced_of[v.tag] = machine
             ignore.append(v.tag)
             continue
         p.machine(line, machine)
+        p.cover(machine, g.metric)
         entry: dict[str, Any] = {"machine": machine, "metric": g.metric}
         if g.unit:
             entry["unit"] = g.unit
@@ -409,6 +436,7 @@ def propose_mqtt(
     formats: Counter[str] = Counter()
     fields: dict[str, dict[str, Any]] = {}  # field -> sample value
     flat_topics: list[list[str]] = []
+    fields_of: dict[tuple[str, ...], set[str]] = {}  # flat topic levels -> its fields
     spb = {t: s for t, s in samples.items() if t.startswith(f"{NAMESPACE}/")}
     if spb:
         formats["sparkplug"] = len(spb)
@@ -430,6 +458,7 @@ def propose_mqtt(
             for raw in sample.sampled:  # the telling earlier payloads too: flat sends what changed
                 parsed = parse_payload(t, raw, "flat", 0)
                 for tag, value, _, _ in parsed.samples:
+                    fields_of.setdefault(tuple(levels), set()).add(tag.split("#", 1)[1])
                     fields.setdefault(tag.split("#", 1)[1], {"values": set()})["values"].add(
                         value if isinstance(value, int | float | str | bool) else str(value)
                     )
@@ -444,8 +473,10 @@ def propose_mqtt(
                     g = guess_metric(parts[-1], "", "", value)
                     if g.metric is None:
                         p.unplaced[tag] = g.reason
+                        p.unplaced_of[tag] = machine
                         continue
                     p.machine(line, machine)
+                    p.cover(machine, g.metric)
                     p.tags[tag] = _entry(machine, g, tag, p, {value})
     if flat_topics:
         depths = Counter(len(levels) for levels in flat_topics)
@@ -476,6 +507,9 @@ def propose_mqtt(
             entry = _entry("{machine}", g, key, p, values)
             entry["line"] = "{line}"
             p.tags[key] = entry
+            for levels in same:
+                if name in fields_of.get(tuple(levels), set()):
+                    p.cover(slug(levels[-1]), g.metric)
         for levels in flat_topics:
             if len(levels) != depth:
                 p.unplaced["/".join(levels)] = f"topic depth {len(levels)} differs from the common {depth}"
@@ -583,8 +617,10 @@ def _propose_sparkplug(things: list[Any], p: Proposal, rebirths: list[str]) -> N
             g = _sp_guess(name, m.data_type, m.values)
             if g.metric is None:
                 p.unplaced[key] = g.reason
+                p.unplaced_of[key] = machine
                 continue
             p.machine(line, machine)
+            p.cover(machine, g.metric)
             p.tags[key] = {**_entry(machine, g, key, p, m.values), "line": line}
     for (base, name), uses in shared.items():
         key = f"{base}#{name}"
@@ -596,6 +632,7 @@ def _propose_sparkplug(things: list[Any], p: Proposal, rebirths: list[str]) -> N
             continue
         for t, _ in uses:
             p.machine(slug(t.node if t.device else t.group), slug(t.device or t.node))
+            p.cover(slug(t.device or t.node), g.metric)
         entry = _entry("{machine}", g, key, p, values)
         entry["line"] = "{line}" if "{line}" in base else slug(one_group or "")
         p.tags[key] = entry
@@ -656,13 +693,22 @@ def render(p: Proposal) -> str:
         "#   without shifts every hour is scheduled (see docs/oee.md)",
         "lines:",
     ]
+    stateless = p.stateless()
+    if stateless:
+        out.insert(
+            3 + len(p.header),
+            f"# WARNING: {len(stateless)} machines without a machine_state tag (no OEE for them): "
+            f"{', '.join(stateless)}; see the WARNING at each",
+        )
     for line, machines in p.lines.items():
         out.append(f"  - id: {json.dumps(line)}")
         out.append("    machines:")
-        out += [
-            f"      - {{id: {json.dumps(m)}}}   # ideal_cycle_time_ms: set it unless a tag sends it"
-            for m in machines
-        ]
+        for m in machines:
+            if m in stateless:
+                out.append(f"      # WARNING: {stateless[m]}")
+            out.append(
+                f"      - {{id: {json.dumps(m)}}}   # ideal_cycle_time_ms: set it unless a tag sends it"
+            )
     if not p.lines:
         out[-1] = "lines: []"
     if p.fault_codes:
@@ -734,6 +780,8 @@ def init(
         output.write_text(text, encoding="utf-8")
     for line in proposal.header:
         err.print(line)
+    for why in proposal.stateless().values():
+        err.print(f"warning: {why}", markup=False, highlight=False)
     err.print(
         f"{len(proposal.tags)} tags mapped, {len(proposal.unplaced)} not placed (commented out)"
         + (f"; written to {output}" if output else "")

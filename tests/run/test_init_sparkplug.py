@@ -123,6 +123,10 @@ def test_init_proposes_one_machine_per_device_and_node_with_patterns_and_exact_k
         line = next(ln for ln in text.splitlines() if ln.lstrip().startswith(f'# "{key}"'))
         assert why in line, line
     assert "asked line-1/gw-3 for a rebirth" in text
+    # machines no tag gives a state: warned in the file (a header line and a comment at each)
+    assert "# WARNING: 2 machines without a machine_state tag (no OEE for them): gw-1, filler" in text
+    warned = [ln.split("'")[1] for ln in text.splitlines() if ln.strip().startswith("# WARNING: no machine_state")]
+    assert warned == ["gw-1", "filler"]
     assert not any("bdSeq" in k or "Control" in k for k in cfg.tags)
 
 
@@ -152,3 +156,63 @@ def test_the_proposed_tags_map_births_and_data_through_the_connector() -> None:
     assert by[(0, "oven-a", "machine_state", "gw-2")] == "running"
     assert by[(0, "oven-a", "zone1_temperature_c", "gw-2")] == 180.0
     assert not any(m.metric in ("tool_id", "recipe") for m in got)
+
+
+def test_init_warns_about_machines_without_a_state_tag(tmp_path: Any, capsys: Any) -> None:
+    """On stderr and in the file, naming what to map; the OPC UA and plain MQTT paths too."""
+    from plantstream.cli.init import propose_opcua
+    from plantstream.connectors.discover import UaVariable
+
+    def var(folder: str, name: str, data_type: str, value: Any) -> UaVariable:
+        return UaVariable([(2, "Line1"), (2, folder), (2, name)], f"ns=2;s={folder}.{name}",
+                          f"{folder}.{name}", data_type, value=value)
+
+    p = propose_opcua([var("Press01", "MachineState", "Int32", 1), var("Press01", "GoodCount", "Int64", 5),
+                       var("Oven", "Temperature", "Double", 180.0), var("Oven", "RunBits", "ByteString", b"")],
+                      "opc.tcp://plc:4840")
+    assert list(p.stateless()) == ["oven"]
+    assert "maybe one of: Oven.RunBits" in p.stateless()["oven"]
+    text = render(p)
+    assert text.count("# WARNING: no machine_state tag for machine 'oven'") == 1
+    load_config_text(text)
+
+    flat = MqttSamples()
+    for topic, body in [("plant/l1/fryer", b'{"state": 1, "good_count": 3}'),
+                        ("plant/l1/scale", b'{"weight_g": 60.1}')]:
+        flat.setdefault(topic, TopicSample(topic)).add(body, 50)
+    q = propose_mqtt(flat, "broker", 1883, "#")
+    assert list(q.stateless()) == ["scale"]
+
+
+def test_init_command_warns_on_stderr_and_in_the_file(tmp_path: Any) -> None:
+    """``plantstream init --mqtt`` itself: retained messages on a Mosquitto (published by a child
+    process, so no MQTT client runs in this one), a scale that sends no state."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.mqtt.conftest import start_mosquitto
+    from tests.run.test_run_mqtt import _env
+
+    tmp = Path(tmp_path)
+    mq = start_mosquitto(tmp / "mosquitto")
+    try:
+        publisher = (
+            "import sys, paho.mqtt.publish as pub\n"
+            "pub.multiple([('plant/l1/fryer', '{\"state\": 1, \"good_count\": 3}', 1, True),\n"
+            "              ('plant/l1/scale', '{\"weight_g\": 60.1}', 1, True)],\n"
+            "             hostname=sys.argv[1], port=int(sys.argv[2]))\n"
+        )
+        subprocess.run([sys.executable, "-c", publisher, mq.host, str(mq.port)], check=True, timeout=60)
+        exe = str(Path(sys.executable).parent / "plantstream")
+        res = subprocess.run([exe, "init", "--mqtt", f"{mq.host}:{mq.port}", "--listen", "2", "-o", "plant.yaml"],
+                             cwd=tmp, env=_env(), capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        mq.stop()
+    assert res.returncode == 0, res.stderr
+    err = " ".join(res.stderr.split())  # the console wraps long lines
+    assert "warning: no machine_state tag for machine 'scale'" in err and "metric: machine_state" in err
+    assert "'fryer'" not in err
+    text = (tmp / "plant.yaml").read_text()
+    assert "# WARNING: no machine_state tag for machine 'scale'" in text
+    load_config_text(text)
