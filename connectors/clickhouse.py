@@ -125,8 +125,8 @@ def connect(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
                 msg = f"ClickHouse database name {database!r} must be an identifier"
                 raise ConfigError(msg)
-            if not (settings or {}).get("readonly"):  # a read-only session cannot create it
-                client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+            if not (settings or {}).get("readonly") and not client.command(f"EXISTS DATABASE {database}"):
+                client.command(f"CREATE DATABASE IF NOT EXISTS {database}")  # a reader need not create it
             client.close()
             client = clickhouse_connect.get_client(**kwargs, database=database)
     except ClickHouseError as exc:

@@ -31,7 +31,8 @@ Lag (:meth:`OutboxWorker.status`): ``behind`` is the number of records between t
 offsets and the ends of the partitions (end offsets as seen by the worker's fetches and by a
 small probe consumer that keeps reading while the worker waits); ``oldest_age_s`` the age of
 the oldest record read but not yet delivered (its Kafka timestamp). Both go to the log every
-``outbox.log_every_s`` while the worker is behind, and to the health endpoint.
+``outbox.log_every_s`` while the worker is behind (at INFO while the oldest undelivered record
+is younger than :data:`LAG_WARN_S` and nothing failed, else WARNING), and to the health endpoint.
 
 Delivery: at-least-once. The webhook gets the same ``Idempotency-Key`` on a repeat. A cloud
 record's value carries its table (``type``), natural key and ``version``: within one run the
@@ -64,6 +65,9 @@ CLOUD_OUTBOX = kafka.CLOUD_OUTBOX
 """The local topic of the cloud export's records (written by the flows, read by the cloud worker)."""
 ALERTS_TOPIC = "plantstream.alerts"
 """The alert records (the alerts flow's result topic), read by the webhook worker."""
+LAG_WARN_S = 30.0
+"""The lag line is a warning once the oldest undelivered record is this old (or a delivery
+failed); records merely in flight are logged at INFO."""
 
 Outcome = tuple[Literal["sent", "refused", "retry"], str]
 Pause = Callable[[float], bool]
@@ -487,9 +491,12 @@ class OutboxWorker:
         if now >= self._next_log:
             st = self.status()
             if st["behind"] or st["oldest_age_s"] > 5:
-                log.warning("outbox %s → %s: %d records behind, oldest undelivered %.1fs%s", st["name"],
-                            st["destination"], st["behind"], st["oldest_age_s"],
-                            f" (last error: {st['last_error']})" if st["last_error"] else "")
+                # Records in flight are normal: a warning only once the oldest waits or fails.
+                stuck = st["oldest_age_s"] > LAG_WARN_S or bool(st["last_error"])
+                log.log(logging.WARNING if stuck else logging.INFO,
+                        "outbox %s → %s: %d records behind, oldest undelivered %.1fs%s", st["name"],
+                        st["destination"], st["behind"], st["oldest_age_s"],
+                        f" (last error: {st['last_error']})" if st["last_error"] else "")
                 self._next_log = now + self.log_every_s
             else:
                 self._next_log = now + 1.0

@@ -10,6 +10,7 @@ Run in production as a Bytewax process or cluster::
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -22,8 +23,8 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from plantstream.connectors import chserve, eventhubs, kafka
 from plantstream.connectors import clickhouse as ch
-from plantstream.connectors import eventhubs, kafka
 from plantstream.connectors.kafka import RawMessage
 from plantstream.connectors.metrics import FlowInputStats, Metrics
 from plantstream.flows import cloud
@@ -160,6 +161,28 @@ def _engine_notices(limit: int) -> Callable[[Tagged], tuple[str, Row] | None]:
     return lambda t: (t[1], t[2] | {"sample": t[2]["sample"][:limit]}) if t[0] == ENGINE else None
 
 
+def _json_objects(limit: int) -> Callable[[kafka.Batch], list[tuple[str, Row]]]:
+    """A batch of a flow's own topic → ``("row", object)`` per JSON object, ``("bad", dead
+    letter row)`` for anything else."""
+
+    def decode(batch: kafka.Batch) -> list[tuple[str, Row]]:
+        out: list[tuple[str, Row]] = []
+        for i, raw in enumerate(batch.values()):
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict):
+                out.append(("row", obj))
+                continue
+            msg = batch.raw(i)
+            out.append(("bad", DeadLetter(raw, f"not a JSON object on {msg.topic}", msg.source,
+                                          msg.timestamp_ms).row(limit)))
+        return out
+
+    return decode
+
+
 GC_THRESHOLD = (50_000, 20, 100)
 
 
@@ -188,6 +211,7 @@ def build_dataflow(
     cloud_meter: eventhubs.BandwidthMeter | None = None,
     flow_id: str = "plantstream",
     input_stats: FlowInputStats | None = None,
+    inputs: Mapping[str, Source[Any]] | None = None,
 ) -> Dataflow:
     """Kafka input → decode → each flow → ClickHouse (and result topics when a Kafka sink is given).
 
@@ -212,6 +236,8 @@ def build_dataflow(
     webhook. ``cloud_meter`` counts the raw measurement bytes (the worker counts what it sends).
     Building it tunes the process's garbage collector for the flow (:func:`tune_gc`).
     ``input_stats`` counts the input records read (``/metrics``; :mod:`plantstream.connectors.metrics`).
+    ``inputs`` maps the topic of a flow that reads its own topic (``input_topic=``, the operator
+    station's audit records) to its source; such a flow without a source here is left out.
     """
     if cloud_meter is not None and kafka_sink is None:
         from plantstream.schemas.errors import ConfigError
@@ -233,8 +259,22 @@ def build_dataflow(
     ]
     steps: list[tuple[str, MachineFlow, Spec]] = []
     plain: list[Flow] = []
+    results: list[tuple[Flow, Results]] = []
     for name, declared in chosen.items():
         fn = declared.build
+        if declared.input_topic is not None:
+            own = (inputs or {}).get(declared.input_topic)
+            if own is None:
+                log.debug("flow %s reads %s, which this runner does not give it: left out",
+                          name, declared.input_topic)
+                continue
+            own_batches = op.flat_map_batch(f"{name}_batches", op.input(f"{name}_in", flow, own), as_batches)
+            objects = op.flat_map(f"{name}_decode", own_batches, _json_objects(limit))
+            own_rows = op.branch(f"{name}_objects", objects, lambda o: o[0] == "row")
+            tables.append(op.map(f"{name}_bad_records", own_rows.falses, lambda o: ("deadletter", o[1])))
+            rows = op.map(f"{name}_rows", own_rows.trues, lambda o: o[1])
+            results.append((declared, declared.build(contexts[name], rows)))  # type: ignore[arg-type]
+            continue
         if isinstance(fn, MachineFlow):
             step = fn.step(contexts[name])
             if step is not None:
@@ -243,7 +283,6 @@ def build_dataflow(
             tables.append(op.flat_map(f"{name}_blocks", decoded, fn.blocks_of(contexts[name])))
         else:
             plain.append(declared)
-    results: list[tuple[Flow, Results]] = []
     if steps:
         shards = op.flat_map("machine_shards", decoded, lambda d: by_shard(d.measurements))
         tagged = engine_step("machines", shards, [s for _, _, s in steps], StateLimits.from_config(config))
@@ -392,6 +431,10 @@ def get_flow() -> Dataflow:
     ``outbox.ready_max_age_s``; live unless the dataflow has not turned for
     ``PLANTSTREAM_STALL_S`` seconds (default 300) while Kafka and ClickHouse are up, or an
     outbox worker died. The same port serves Prometheus ``/metrics`` (:func:`flow_metrics`).
+
+    With embedded chDB and ``clickhouse.serve_port`` set (``plantstream run`` sets it), Bytewax
+    process 0 serves its chDB read-only over ClickHouse's HTTP interface on that port
+    (:func:`plantstream.connectors.chserve.serve_from_config`).
     """
     from plantstream.connectors.health import FlowHealth, HealthServer, Progress, WatchedSource
     from plantstream.connectors.outbox import workers_from_config
@@ -423,13 +466,20 @@ def get_flow() -> Dataflow:
         client.close()
     create_topics(kconf, chosen, config.kafka)
     sink = ch.ClickHouseSink.from_config(config.clickhouse)
+    served = chserve.serve_from_config(config.clickhouse, ch.resolve_dsn(config.clickhouse.url))
+    if served is not None:  # readers (Grafana, kpi) read the live chDB through it; see connectors/chserve.py
+        atexit.register(served.stop)
     target = eventhubs.target_from_config(config.eventhubs)
     meter = eventhubs.BandwidthMeter()
     progress = Progress()
     kafka_in = kafka.KafkaInput(kconf, stop=_stop_when(stop))
     source = WatchedSource(kafka_in, progress)
     input_stats = FlowInputStats()
-    flow = build_dataflow(config, source, sink, flows=chosen,
+    own_inputs: dict[str, Source[Any]] = {
+        f.input_topic: kafka.KafkaInput(kconf, f.input_topic, stop=_stop_when(stop))
+        for f in chosen.values() if f.input_topic
+    }
+    flow = build_dataflow(config, source, sink, flows=chosen, inputs=own_inputs,
                           kafka_sink=kafka.KafkaOutput(
                               kconf, deadletter_raw_bytes=config.kafka.deadletter_raw_bytes),
                           cloud_meter=meter if target is not None else None, input_stats=input_stats)

@@ -105,6 +105,12 @@ class Flow:
         it came (the flow handles every value type itself).
     kpi
         The ``plantstream kpi`` sub-commands that read this flow's tables.
+    input_topic
+        A flow that reads its own Kafka topic instead of the measurements (the operator
+        station's audit records): its build function gets a stream of that topic's records,
+        each a JSON object decoded to a ``dict``; a record that is no JSON object goes to the
+        dead letter. The runner that has no input for the topic (``replay``, ``demo``) leaves
+        the flow out. The topic is created with the plant's topics.
 
     Examples
     --------
@@ -127,6 +133,7 @@ class Flow:
     config: type[BaseModel] | str | None = None
     reads: Mapping[str, type] | None = None
     kpi: tuple[str, ...] = ()
+    input_topic: str | None = None
     declared: bool = True
     """False for a flow function passed without a declaration (tests, tools): nothing checked."""
 
@@ -305,6 +312,7 @@ def topics(flows: Iterable[Flow]) -> tuple[str, ...]:
     flows = list(flows)
     names = dict.fromkeys(kafka.PLANT_TOPICS)
     names.update(dict.fromkeys(result_topics(flows).values()))
+    names.update(dict.fromkeys(f.input_topic for f in flows if f.input_topic))
     if any(f.cloud for f in flows):
         names[kafka.CLOUD_OUTBOX] = None
     return tuple(names)

@@ -63,6 +63,7 @@ from plantstream.schemas.scrap_config import ScrapConfig
 from plantstream.schemas.sinks_config import EventHubsConfig, OutboxConfig, StatusConfig
 from plantstream.schemas.sources_config import SourceConfig
 from plantstream.schemas.state_config import StateConfig
+from plantstream.schemas.station_config import StationConfig
 from plantstream.schemas.tags_config import MqttConfig, ProducerConfig, TagMapping
 
 ENV_PREFIX = "PLANTSTREAM__"
@@ -246,6 +247,17 @@ class ClickHouseConfig(Frozen):
     ca_cert: str | None = None
     client_cert: str | None = None
     client_cert_key: str | None = None
+    serve_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve the embedded chDB read-only over ClickHouse's HTTP interface on this port, from the
+    flows process that owns it (``connectors/chserve.py``), so Grafana and ``plantstream kpi``
+    read the live results. 0: a free port. Unset: off, except under ``plantstream run``, which
+    serves on 8123 (``--clickhouse-port``). Never with a ClickHouse server (``url``)."""
+    serve_host: str = "127.0.0.1"
+    """Where the endpoint listens. It has no authentication: keep it on loopback."""
+    serve_max_execution_s: float = Field(default=30.0, gt=0, le=3600)
+    """Longest a query through the endpoint may run (a reader may ask for less)."""
+    serve_max_result_mb: int = Field(default=256, ge=1, le=65536)
+    """Largest result a query through the endpoint may return, MiB."""
 
 
 class Lateness(Frozen):
@@ -330,6 +342,8 @@ class PlantConfig(Frozen):
     sources: tuple[SourceConfig, ...] = ()
     """Several OPC UA servers and MQTT brokers, each named (``schemas/sources_config.py``); unset:
     the top-level ``opcua:`` / ``mqtt:`` sections written in the config are the sources."""
+    station: StationConfig = StationConfig()
+    """The operator station web app: operators (hashed badge/PIN), TLS, sessions (docs/station.md)."""
     flows: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-flow settings: flow name → its section, validated by the model the flow declares
     (``config=`` of its ``FLOW``) when the flows are built; a name that is no flow is an error."""

@@ -44,6 +44,7 @@ from plantstream.cli.common import (
     FormatOpt,
     LineOpt,
     MachineOpt,
+    RunStateOpt,
     ToOpt,
     WideOpt,
     clickhouse,
@@ -101,6 +102,7 @@ def kpi_anomalies(
                                                                "(default RFC 3339).")] = False,
     clickhouse_dsn: ClickHouseOpt = None,
     config: ConfigOpt = None,
+    state_dir: RunStateOpt = None,
     fmt: FormatOpt = "table",
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
@@ -108,7 +110,7 @@ def kpi_anomalies(
     """Anomaly episodes: machine, model, start, end, max score, severity, signals, hypothesis."""
     check_format(fmt)
     flt = kpi_filter(since, end, machine=machine, line=line, start_option="--since")
-    with clickhouse(clickhouse_dsn, config_from(config)) as client:
+    with clickhouse(clickhouse_dsn, config_from(config), state_dir) as client:
         rows = kpi.list_anomalies(client, flt, limit=limit, epoch_ms=epoch_ms)
     emit(ANOMALY_COLUMNS, rows, fmt, view=ANOMALIES_VIEW, selected=columns, wide=wide)
 

@@ -19,6 +19,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from rich.console import Console
 from rich.markup import escape
 
+from plantstream.cli.endpoints import reader_dsn
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors.kpi import Filter
 from plantstream.schemas.config import PlantConfig, load_config
@@ -26,6 +27,9 @@ from plantstream.schemas.errors import ConnectorError
 from plantstream.schemas.measurement import parse_ts
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Plant config YAML.")]
+RunStateOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", help="Read the results of the `plantstream run` with this state directory: while it runs "
+    "through its read-only ClickHouse HTTP endpoint, after it stopped from its chDB.")]
 ClickHouseOpt = Annotated[str | None, typer.Option(
     "--clickhouse", help="ClickHouse DSN (default: $PLANTSTREAM_CLICKHOUSE_URL, else embedded chDB).")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")]
@@ -59,13 +63,25 @@ def config_from(path: Path | None) -> PlantConfig:
     return load_config(path)
 
 
+def reading_dsn(dsn: str | None, config: PlantConfig | None = None,
+                state_dir: Path | None = None) -> str | None:
+    """The DSN a reading command opens (:func:`plantstream.cli.endpoints.reader_dsn`): a live
+    ``plantstream run`` is read through its read-only HTTP endpoint, never by opening its chDB."""
+    return reader_dsn(dsn, state_dir, config,
+                      note=lambda text: stderr().print(f"note: {text}", soft_wrap=True))
+
+
 @contextmanager
-def clickhouse(dsn: str | None, config: PlantConfig | None = None) -> Iterator[Any]:
+def clickhouse(dsn: str | None, config: PlantConfig | None = None,
+               state_dir: Path | None = None) -> Iterator[Any]:
     """The ClickHouse client of a command (``--clickhouse`` over the config's section), closed after.
 
-    A query ClickHouse refuses becomes a :class:`~plantstream.schemas.errors.ConnectorError`
-    (one line for the user); a missing table or KPI function points to ``plantstream db migrate``.
+    ``--state-dir``, or a live ``plantstream run`` in the default state directory, picks the
+    run's endpoint (:func:`reading_dsn`). A query ClickHouse refuses becomes a
+    :class:`~plantstream.schemas.errors.ConnectorError` (one line for the user); a missing table
+    or KPI function points to ``plantstream db migrate``.
     """
+    dsn = reading_dsn(dsn, config, state_dir)
     with ch.client_session((config or PlantConfig()).clickhouse, dsn) as client:
         try:
             yield client

@@ -15,9 +15,11 @@ from plantstream.cli.common import (
     ColumnsOpt,
     ConfigOpt,
     FormatOpt,
+    RunStateOpt,
     WideOpt,
     clickhouse,
     config_from,
+    reading_dsn,
     stdout,
 )
 from plantstream.cli.output import check_format, emit
@@ -79,6 +81,7 @@ def query(
         help="Read ReplacingMergeTree tables FINAL, so replays and restatements never double.")] = True,
     write: Annotated[bool, typer.Option(
         "--write", help="Allow statements that change data or schema (as the writer account).")] = False,
+    state_dir: RunStateOpt = None,
 ) -> None:
     """Run SQL against ClickHouse and print the result (read-only unless --write).
 
@@ -88,6 +91,7 @@ def query(
     """
     check_format(fmt)
     cfg = config_from(config)
+    clickhouse_dsn = reading_dsn(clickhouse_dsn, cfg, state_dir)  # a live run: its read-only endpoint
     if write:
         with clickhouse(clickhouse_dsn, cfg) as client_w:
             result = client_w.query(sql, settings={"final": 1} if final else None)

@@ -32,12 +32,25 @@ from collections.abc import Sequence
 
 import typer
 
-from plantstream.cli import anomaly, cloud, core, init, kafka, mqtt, oee, opcua, report, scrap, status
+from plantstream.cli import (
+    anomaly,
+    cloud,
+    core,
+    init,
+    kafka,
+    mqtt,
+    oee,
+    opcua,
+    report,
+    scrap,
+    station,
+    status,
+)
 from plantstream.cli import run as edge
 from plantstream.cli.common import error_line
 from plantstream.schemas.errors import PlantStreamError
 
-GROUPS = ("db", "kafka", "kpi", "eval", "connect", "simulate", "report", "cloud", "config")
+GROUPS = ("db", "kafka", "kpi", "eval", "connect", "simulate", "report", "cloud", "config", "station")
 """The command groups, in the order ``--help`` lists them (after the top-level commands)."""
 
 
@@ -91,7 +104,12 @@ def build_app() -> typer.Typer:
     config_app = _group("Plant config files.")
     config_app.command("check")(init.config_check)
 
-    groups = (db, kafka_app, kpi, evaluate, connect, simulate, reports, cloud_app, config_app)
+    station_app = typer.Typer(invoke_without_command=True, pretty_exceptions_enable=False,
+                              help="The operator station web app (docs/station.md).")
+    station_app.callback()(station.serve)
+    station_app.command("hash-pin")(station.hash_pin)
+
+    groups = (db, kafka_app, kpi, evaluate, connect, simulate, reports, cloud_app, config_app, station_app)
     for name, group in zip(GROUPS, groups, strict=True):
         app.add_typer(group, name=name)
     return app

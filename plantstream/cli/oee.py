@@ -19,6 +19,7 @@ from plantstream.cli.common import (
     FormatOpt,
     LineOpt,
     MachineOpt,
+    RunStateOpt,
     WideOpt,
     clickhouse,
     config_from,
@@ -48,6 +49,7 @@ def kpi_oee(
     line: LineOpt = None,
     clickhouse_dsn: ClickHouseOpt = None,
     config: ConfigOpt = None,
+    state_dir: RunStateOpt = None,
     fmt: FormatOpt = "table",
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
@@ -56,7 +58,7 @@ def kpi_oee(
     check_format(fmt)
     keys = kpi.group_columns(by)
     flt = kpi_filter(start, end, machine=machine, line=line)
-    with clickhouse(clickhouse_dsn, config_from(config)) as client:
+    with clickhouse(clickhouse_dsn, config_from(config), state_dir) as client:
         names, rows = kpi.rows_of(client, *kpi.oee_sql(by, flt))
     view = View(default=(*keys, *RATIO_COLS), cols=OEE_COLS, title=f"OEE by {by}")
     emit(names, rows, fmt, view=view, selected=columns, wide=wide)
@@ -92,6 +94,7 @@ def kpi_downtime(
     small: Annotated[bool, typer.Option(help="Include small stops (shorter than the threshold).")] = True,
     clickhouse_dsn: ClickHouseOpt = None,
     config: ConfigOpt = None,
+    state_dir: RunStateOpt = None,
     fmt: FormatOpt = "table",
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
@@ -100,7 +103,7 @@ def kpi_downtime(
     parts of a stop split by an operator (``segments``: from, to, duration_s, reason, category)."""
     check_format(fmt)
     flt = kpi_filter(start, end, machine=machine, line=line)
-    with clickhouse(clickhouse_dsn, config_from(config)) as client:
+    with clickhouse(clickhouse_dsn, config_from(config), state_dir) as client:
         names, rows = kpi.downtime_rows(client, flt, small=small)
     if fmt == "table" and rows:  # minutes read better than seconds on a screen; JSON and CSV keep seconds
         i, s = names.index("duration_s"), names.index("segments")

@@ -254,9 +254,12 @@ def _health_cell(child: Child) -> str:
     return "ready" if child.ready else "not ready"
 
 
-def status_view(sup: Supervisor, tel: Telemetry | None, started: float) -> Group:
-    """The live view: children, sources, tables, dead letters, alerts."""
-    procs = Table(title=f"plantstream run — {time.monotonic() - started:.0f}s", title_justify="left")
+def status_view(
+    sup: Supervisor, tel: Telemetry | None, started: float, clickhouse_url: str | None = None
+) -> Group:
+    """The live view: children, sources, tables, dead letters, alerts (and where to read results)."""
+    reads = f" — results: {clickhouse_url} (read-only)" if clickhouse_url else ""
+    procs = Table(title=f"plantstream run — {time.monotonic() - started:.0f}s{reads}", title_justify="left")
     for col in ("process", "pid", "health", "restarts", "last exit"):
         procs.add_column(col)
     for c in sup.children:
@@ -498,6 +501,22 @@ def _dsn(cfg: PlantConfig, state_dir: Path) -> str:
     )
 
 
+def _station_child(cfg: PlantConfig, cfg_path: str, bootstrap: str, clickhouse_url: str,
+                   env: dict[str, str], logs: Path) -> Child:
+    """The operator station (``station.enabled``): ``plantstream station`` with the run's Kafka
+    and ClickHouse (docs/station.md); ``/readyz`` on the station's own port (``station.port``,
+    0: a free one)."""
+    from plantstream.connectors.embedded import free_port
+
+    port = cfg.station.port or free_port()
+    return Child(
+        "station",
+        python_argv("-m", "plantstream", "station", "--config", cfg_path, "--bootstrap", bootstrap,
+                    "--clickhouse", clickhouse_url, "--port", str(port)),
+        env, logs / "station.log", role="station", health_port=None if cfg.station.tls_certfile else port,
+    )
+
+
 def run(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Plant config YAML (plantstream init writes one).")
@@ -542,10 +561,33 @@ def run(
             max=65535,
         ),
     ] = None,
+    clickhouse_port: Annotated[
+        int | None,
+        typer.Option(
+            "--clickhouse-port",
+            help="Serve the embedded ClickHouse read-only over HTTP on this port, for Grafana and "
+            "plantstream kpi while the run runs (0: a free one; default: clickhouse.serve_port, else 8123).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    clickhouse_http: Annotated[
+        bool,
+        typer.Option(
+            "--clickhouse-http/--no-clickhouse-http", help="The read-only ClickHouse HTTP endpoint."
+        ),
+    ] = True,
 ) -> None:
     """Run the plant: Kafka, ClickHouse, every flow and a connector per source, supervised."""
     from bytewax.recovery import init_db_dir
 
+    from plantstream.cli.endpoints import (
+        choose_serve_port,
+        public_url,
+        remove_endpoints,
+        wait_http,
+        write_endpoints,
+    )
     from plantstream.connectors.embedded import TansuBroker, free_port
     from plantstream.connectors.health import HealthServer
     from plantstream.flows.main import create_topics
@@ -606,12 +648,30 @@ def run(
             )
         create_topics(kconf, chosen, cfg.kafka)
         dsn = _dsn(cfg, state_dir)
+        ch_url, serve = public_url(dsn), dict[str, str]()
+        if dsn.startswith("chdb:") and clickhouse_http:  # the flows process serves its chDB read-only
+            ch_port, why = choose_serve_port(
+                clickhouse_port, cfg.clickhouse.serve_port, cfg.clickhouse.serve_host
+            )
+            if why:
+                event(why)
+            ch_url = f"http://{cfg.clickhouse.serve_host}:{ch_port}"
+            serve = {"PLANTSTREAM__CLICKHOUSE__SERVE_PORT": str(ch_port)}
         base = child_env(
             os.environ,
             {
                 "PLANTSTREAM__KAFKA__BOOTSTRAP_SERVERS": kconf["bootstrap.servers"],
                 "PLANTSTREAM__CLICKHOUSE__URL": dsn,
             },
+        )
+        write_endpoints(
+            state_dir,
+            kafka_bootstrap=kconf["bootstrap.servers"],
+            kafka_embedded=broker is not None,
+            clickhouse_url=ch_url if serve or not dsn.startswith("chdb:") else None,
+            clickhouse_embedded=dsn.startswith("chdb:"),
+            chdb_path=state_dir / "clickhouse" if dsn.startswith("chdb:") else None,
+            health=f"http://{cfg.producer.health_host}:{server.port}" if server else None,
         )
         logs = state_dir / "logs"
         sup.run_task(
@@ -650,6 +710,7 @@ def run(
                     "PLANTSTREAM_FLOWS": ",".join(chosen),
                     "PLANTSTREAM_STOP": "signal",
                     "PLANTSTREAM_HEALTH_PORT": str(flows_port),
+                    **serve,
                 },
                 logs / "flows.log",
                 role="flows",
@@ -658,6 +719,10 @@ def run(
         )
         if not sup.start(flows_child, wait_ready_s=FLOWS_READY_S) and not stop.is_set():
             event(f"the flows are not ready yet; starting the connectors anyway (see {flows_child.log_path})")
+        if serve:
+            ok = wait_http(ch_url, 10.0)
+            event(f"ClickHouse HTTP (read-only) for Grafana and plantstream kpi: {ch_url}" if ok else
+                  f"the ClickHouse HTTP endpoint {ch_url} does not answer (see {flows_child.log_path})")
         for src in sources:
             port = free_port()
             child = sup.add(
@@ -688,13 +753,20 @@ def run(
             sup.start(child)
         if not sources:
             event("no sources in the config (sources:, opcua:, mqtt:): only the flows run")
+        if cfg.station.enabled:
+            if dsn.startswith("chdb:") and not serve:
+                event("station.enabled: the station reads ClickHouse over HTTP; drop --no-clickhouse-http")
+            else:
+                boot = kconf["bootstrap.servers"]
+                sup.start(sup.add(_station_child(cfg, cfg_path, boot, ch_url, base, logs)))
         tel = Telemetry(kconf, recovery, result_topics(chosen.values())).start()
         endpoint.telemetry = tel
         endpoint.started = True
         deadline = None if duration is None else time.monotonic() + duration  # after start-up
         last_line = time.monotonic()
         view = (
-            Live(status_view(sup, tel, started), console=console, refresh_per_second=1, transient=False)
+            Live(status_view(sup, tel, started, ch_url if serve else None), console=console,
+                 refresh_per_second=1, transient=False)
             if use_live
             else None
         )
@@ -705,7 +777,7 @@ def run(
                 sup.check()
                 sup.poll_health()
                 if view is not None:
-                    view.update(status_view(sup, tel, started))
+                    view.update(status_view(sup, tel, started, ch_url if serve else None))
                 elif time.monotonic() - last_line >= log_every:
                     last_line = time.monotonic()
                     event(status_line(sup, tel))
@@ -726,6 +798,7 @@ def run(
             tel.stop()
         if broker is not None:
             broker.stop()
+        remove_endpoints(state_dir)
         lock.release()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -21,6 +21,7 @@ from plantstream.cli.common import (
     FromOpt,
     LineOpt,
     MachineOpt,
+    RunStateOpt,
     ToOpt,
     WideOpt,
     clickhouse,
@@ -51,6 +52,7 @@ def kpi_scrap(
     line: LineOpt = None,
     clickhouse_dsn: ClickHouseOpt = None,
     config: ConfigOpt = None,
+    state_dir: RunStateOpt = None,
     fmt: FormatOpt = "table",
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
@@ -62,7 +64,7 @@ def kpi_scrap(
         raise typer.BadParameter(msg)
     cfg = config_from(config)
     flt = kpi_filter(start, end, machine=machine, line=line)
-    with clickhouse(clickhouse_dsn, cfg) as client:
+    with clickhouse(clickhouse_dsn, cfg, state_dir) as client:
         names, rows = kpi.scrap_report(client, by, flt, cfg.scrap.hop_s * 1000)
     view = View(default=SCRAP_DEFAULT[by], cols=SCRAP_COLS, title=f"Scrap by {by}")
     emit(names, rows, fmt, view=view, selected=columns, wide=wide)
@@ -82,6 +84,7 @@ def kpi_alerts(
     end: Annotated[str | None, typer.Option("--to", help="Raised before.")] = None,
     clickhouse_dsn: ClickHouseOpt = None,
     config: ConfigOpt = None,
+    state_dir: RunStateOpt = None,
     fmt: FormatOpt = "table",
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
@@ -89,6 +92,6 @@ def kpi_alerts(
     """Alerts (latest state of each): rule, severity, value and threshold, raised/cleared."""
     check_format(fmt)
     flt = kpi_filter(start, end, machine=machine, line=line)
-    with clickhouse(clickhouse_dsn, config_from(config)) as client:
+    with clickhouse(clickhouse_dsn, config_from(config), state_dir) as client:
         names, rows = kpi.rows_of(client, *kpi.alerts_sql(flt, open_only=open_only))
     emit(names, rows, fmt, view=ALERTS_VIEW, selected=columns, wide=wide)

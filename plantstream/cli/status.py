@@ -9,6 +9,7 @@ from plantstream.cli.common import (
     FormatOpt,
     LineOpt,
     MachineOpt,
+    RunStateOpt,
     WideOpt,
     clickhouse,
     config_from,
@@ -29,12 +30,13 @@ def status(
     machine: MachineOpt = None,
     clickhouse_dsn: ClickHouseOpt = None,
     config: ConfigOpt = None,
+    state_dir: RunStateOpt = None,
     fmt: FormatOpt = "table",
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
 ) -> None:
     """What each machine is doing now: state and since when, open stop, part, work order, signals."""
     check_format(fmt)
-    with clickhouse(clickhouse_dsn, config_from(config)) as client:
+    with clickhouse(clickhouse_dsn, config_from(config), state_dir) as client:
         names, rows = kpi.rows_of(client, *kpi.status_sql(kpi_filter(machine=machine, line=line)))
     emit(names, rows, fmt, view=STATUS_VIEW, selected=columns, wide=wide)

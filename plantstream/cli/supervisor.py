@@ -337,7 +337,8 @@ class Supervisor:
         self.stopping = True
         ended: dict[str, str] = {}
         t0 = time.monotonic()
-        for group, until in ((self.by_role("source"), 0.45), (self.by_role("flows"), 0.9)):
+        for group, until in ((self.by_role("station") + self.by_role("source"), 0.45),
+                             (self.by_role("flows"), 0.9)):
             for child in group:
                 child.signal(child.stop_signal)
             deadline = t0 + self.stop_timeout_s * until

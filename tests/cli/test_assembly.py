@@ -25,6 +25,7 @@ EXPECTED = {
     "report": {"daily"},
     "cloud": {"settings"},
     "config": {"check"},
+    "station": {"hash-pin"},
 }
 
 

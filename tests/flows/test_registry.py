@@ -30,7 +30,7 @@ from plantstream.flows.registry import (
 from plantstream.schemas.config import EXAMPLE_CONFIG, PlantConfig, load_config
 from plantstream.schemas.errors import ConfigError
 
-BUILT_IN = ["alerts", "anomaly", "archive", "oee", "scrap", "status"]
+BUILT_IN = ["alerts", "anomaly", "archive", "oee", "operator_entries", "scrap", "status"]
 
 
 def test_every_built_in_flow_is_declared_by_its_module_and_infrastructure_is_not() -> None:
@@ -60,7 +60,7 @@ def test_result_topics_and_kpi_commands_come_from_the_declarations() -> None:
         "anomalies": "plantstream.anomalies", "alerts": "plantstream.alerts"}
     assert set(topics(flows)) == {*kafka.PLANT_TOPICS, "plantstream.oee", "plantstream.downtime",
                                   "plantstream.scrap", "plantstream.anomalies", "plantstream.alerts",
-                                  kafka.CLOUD_OUTBOX}
+                                  "plantstream.operator_entries", kafka.CLOUD_OUTBOX}
     assert kpi_commands(flows) == {"oee": "oee", "downtime": "oee", "scrap": "scrap", "alerts": "alerts",
                                    "anomalies": "anomaly"}
     # only the chosen flows' topics: the archive alone has none of its own
