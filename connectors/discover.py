@@ -5,8 +5,13 @@
 variable with its folder path, the source tag the OPC UA connector will give it, its data
 type and the OPC UA Part 8 metadata a PLC's server usually carries: ``EngineeringUnits``,
 ``EURange``, and the names of a multi-state variable (``EnumStrings``, ``EnumValues``).
-:func:`sample_mqtt` subscribes to a topic filter for a while and returns the messages per topic.
-Both only read; what to make of it is :mod:`plantstream.cli.init`'s job.
+:func:`sample_mqtt` subscribes to a topic filter for a while and returns the messages per topic;
+on Sparkplug B topics (``spBv1.0/…``) it asks every edge node seen sending data without its
+``NBIRTH`` for a rebirth (``NCMD`` ``Node Control/Rebirth``, the one thing it ever publishes), so
+the births, which name the metrics and their data types, arrive within the listening time.
+:func:`read_sparkplug` turns the sampled births and data into the edge nodes and devices with
+their metrics (decoded with :mod:`plantstream.connectors.sparkplug`).
+Nothing else is written; what to make of it is :mod:`plantstream.cli.init`'s job.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncua import Client, Node, ua
+from google.protobuf.message import DecodeError
 
+from plantstream.connectors import sparkplug as sp
 from plantstream.schemas.errors import ConnectorError
 
 
@@ -177,6 +184,15 @@ class TopicSample:
         return [*self.telling, *self.payloads]
 
 
+class MqttSamples(dict[str, TopicSample]):
+    """The sampled topics (topic → :class:`TopicSample`), and the Sparkplug B edge nodes asked for a
+    rebirth while listening (``group/node``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rebirths_requested: list[str] = []
+
+
 def sample_mqtt(
     host: str,
     port: int,
@@ -186,15 +202,23 @@ def sample_mqtt(
     username: str | None = None,
     password: str | None = None,
     keep: int = 50,
-) -> dict[str, TopicSample]:
-    """Subscribe to ``topic`` for ``listen_s`` seconds; the last ``keep`` payloads per topic."""
+    request_rebirth: bool = True,
+) -> MqttSamples:
+    """Subscribe to ``topic`` for ``listen_s`` seconds; the last ``keep`` payloads per topic.
+
+    A Sparkplug B edge node seen sending ``NDATA``/``DDATA``/``DBIRTH`` without its ``NBIRTH``
+    (it was born before we listened) is sent one rebirth request (``request_rebirth``); commands
+    (``NCMD``/``DCMD``, ours included) are not sampled.
+    """
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    seen: dict[str, TopicSample] = {}
+    seen = MqttSamples()
     lock = threading.Lock()
     connected = threading.Event()
     failure: list[str] = []
+    born: set[tuple[str, str]] = set()
+    asked: set[tuple[str, str]] = set()
 
     def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
         if getattr(reason, "is_failure", False):
@@ -204,6 +228,18 @@ def sample_mqtt(
         connected.set()
 
     def on_message(c: Any, u: Any, msg: Any) -> None:
+        t = sp.parse_topic(msg.topic)
+        if isinstance(t, sp.Topic):
+            if t.kind in ("NCMD", "DCMD"):
+                return
+            node = (t.group, t.node)
+            if t.kind == "NBIRTH":
+                born.add(node)
+            elif t.kind != "NDEATH" and node not in born and node not in asked and request_rebirth:
+                asked.add(node)
+                seen.rebirths_requested.append(f"{t.group}/{t.node}")
+                ask = sp.rebirth_request(int(time.time() * 1000))
+                c.publish(f"{sp.NAMESPACE}/{t.group}/NCMD/{t.node}", ask)
         with lock:
             seen.setdefault(msg.topic, TopicSample(msg.topic)).add(bytes(msg.payload), keep)
 
@@ -230,3 +266,121 @@ def sample_mqtt(
         client.disconnect()
         client.loop_stop()
     return seen
+
+
+# -- Sparkplug B --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpMetric:
+    """One Sparkplug B metric of an edge node or device, as its birth (or its data) showed it."""
+
+    name: str
+    data_type: str
+    """The Sparkplug data type name (``Int32``, ``Double``, ``String``, ``Boolean`` …)."""
+    values: list[Any] = field(default_factory=list)
+    """The values seen (birth and data), in arrival order per topic; nulls left out."""
+
+
+@dataclass
+class SpThing:
+    """A Sparkplug B edge node (``device`` None: its node-level metrics) or one of its devices."""
+
+    group: str
+    node: str
+    device: str | None
+    born: bool = False
+    """A birth (``NBIRTH``/``DBIRTH``) was seen: the metrics carry their names and data types."""
+    metrics: dict[str, SpMetric] = field(default_factory=dict)
+    unknown_aliases: set[int] = field(default_factory=set)
+    """Aliases of data messages that no seen birth named."""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"{sp.NAMESPACE}/{self.group}/{self.node}" + (f"/{self.device}" if self.device else "")
+
+
+_SP_NAMES = {v: k for k, v in sp.DATATYPES.items()}
+_SP_CONTROL = ("Node Control/", "Device Control/", "Properties/", "Node Info/")
+
+
+def _sp_control(name: str) -> bool:
+    return name == "bdSeq" or name.startswith(_SP_CONTROL)
+
+
+def _sp_value(m: Any, datatype: int) -> tuple[bool, Any]:
+    if m.is_null:
+        return False, None
+    try:
+        return True, sp.metric_value(m, datatype)
+    except ValueError:
+        return False, None
+
+
+def read_sparkplug(samples: dict[str, TopicSample]) -> list[SpThing]:
+    """The edge nodes and devices of the sampled Sparkplug B topics, with their metrics.
+
+    A birth names each metric with its alias and data type (its last birth counts); data
+    messages add the values they carry, resolved by name or by an alias of that birth.
+    Sparkplug's own metrics (``bdSeq``, ``Node Control/…``, ``Device Control/…``,
+    ``Properties/…``, ``Node Info/…``) are left out. Data of a node or device whose birth was
+    not seen keeps its named metrics (without a data type unless the metric says it) and the
+    aliases it could not resolve.
+
+    >>> p = sp.new_payload(timestamp=1763791200000, seq=0)
+    >>> _ = p.metrics.add(name="State", alias=2, datatype=sp.DATATYPES["Int32"], int_value=1)
+    >>> d = sp.new_payload(timestamp=1763791201000, seq=1)
+    >>> _ = d.metrics.add(alias=2, int_value=3)
+    >>> s = {"spBv1.0/g/DBIRTH/n/press": TopicSample("spBv1.0/g/DBIRTH/n/press")}
+    >>> s["spBv1.0/g/DBIRTH/n/press"].add(p.SerializeToString(), 5)
+    >>> s["spBv1.0/g/DDATA/n/press"] = TopicSample("spBv1.0/g/DDATA/n/press")
+    >>> s["spBv1.0/g/DDATA/n/press"].add(d.SerializeToString(), 5)
+    >>> [(t.where, t.born, {k: (m.data_type, m.values) for k, m in t.metrics.items()})
+    ...  for t in read_sparkplug(s)]
+    [('spBv1.0/g/n/press', True, {'State': ('Int32', [1, 3])})]
+    """
+    things: dict[tuple[str, str, str | None], SpThing] = {}
+    aliases: dict[tuple[str, str, str | None], dict[int, tuple[str, int]]] = {}
+    topics = [(t, sp.parse_topic(t)) for t in samples]
+    births = [(t, pt) for t, pt in topics if isinstance(pt, sp.Topic) and pt.kind in ("NBIRTH", "DBIRTH")]
+    data = [(t, pt) for t, pt in topics if isinstance(pt, sp.Topic) and pt.kind in ("NDATA", "DDATA")]
+    for t, pt in births + data:  # births first: they name the aliases data messages use
+        key = (pt.group, pt.node, pt.device)
+        thing = things.setdefault(key, SpThing(pt.group, pt.node, pt.device))
+        known = aliases.setdefault(key, {})
+        birth = pt.kind.endswith("BIRTH")
+        payloads = samples[t].sampled[-1:] if birth else samples[t].sampled
+        for raw in payloads:
+            try:
+                p = sp.decode_payload(raw)
+            except DecodeError as exc:
+                thing.errors.append(f"{pt.kind} is not a Sparkplug B payload: {exc}")
+                continue
+            if birth:
+                thing.born = True
+            for m in p.metrics:
+                datatype = int(m.datatype)
+                if m.name:
+                    name = m.name
+                    if m.HasField("alias") and birth:
+                        known[int(m.alias)] = (name, datatype)
+                elif m.HasField("alias") and int(m.alias) in known:
+                    name, born_type = known[int(m.alias)]
+                    datatype = datatype or born_type
+                elif m.HasField("alias"):
+                    thing.unknown_aliases.add(int(m.alias))
+                    continue
+                else:
+                    continue
+                if _sp_control(name):
+                    continue
+                metric = thing.metrics.get(name)
+                if metric is None:
+                    metric = thing.metrics[name] = SpMetric(name, _SP_NAMES.get(datatype, "Unknown"))
+                elif metric.data_type == "Unknown" and datatype:
+                    metric.data_type = _SP_NAMES.get(datatype, "Unknown")
+                ok, value = _sp_value(m, datatype or sp.DATATYPES.get(metric.data_type, 0))
+                if ok:
+                    metric.values.append(value)
+    return sorted(things.values(), key=lambda x: (x.group, x.node, x.device or ""))

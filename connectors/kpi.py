@@ -35,6 +35,8 @@ __all__ = [
     "alerts_raised",
     "alerts_sql",
     "downtime_causes",
+    "downtime_parts",
+    "downtime_rows",
     "downtime_sql",
     "group_columns",
     "list_anomalies",
@@ -179,7 +181,9 @@ def oee_rows(client: Any, by: str | Sequence[str], flt: Filter | None = None) ->
 # -- downtime --------------------------------------------------------------------------------------
 
 DOWNTIME_COLUMNS = ("machine", "line", "site", "start", "end", "duration_s", "state", "fault_code",
-                    "reason", "category", "planned", "small_stop", "is_open")
+                    "reason", "category", "planned", "small_stop", "is_open", "segments")
+"""``reason`` and ``category`` are the first part's; ``segments`` lists the parts of a stop split
+by an operator (empty when unsplit, see :func:`downtime_parts`)."""
 
 
 def downtime_sql(flt: Filter | None = None, *, small: bool = True) -> tuple[str, dict[str, Any]]:
@@ -189,11 +193,67 @@ def downtime_sql(flt: Filter | None = None, *, small: bool = True) -> tuple[str,
     return f"SELECT {cols} FROM downtime_events_latest{where} ORDER BY machine, start", params
 
 
+def _ms(v: Any) -> int:
+    """Epoch ms of a ClickHouse DateTime64 as read (chDB gives naive UTC datetimes) or of ms."""
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=dt.UTC)
+        return round(v.timestamp() * 1000)
+    return int(v)
+
+
+def downtime_parts(start: Any, end: Any, duration_s: float,
+                   segments: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The parts of a split stop with their times: ``from``, ``to`` (the next part's start, the
+    stop's end, or None while it is open), ``duration_s``, ``reason``, ``category``; ``[]``
+    when the stop is not split. The parts' seconds sum to the stop's ``duration_s`` (as the
+    view ``downtime_segments_latest`` counts them).
+
+    >>> t = dt.datetime(2026, 11, 23, 10, 0)
+    >>> parts = downtime_parts(t, t + dt.timedelta(minutes=40), 2400.0, [
+    ...     {"from": t, "reason": "jam", "category": "material"},
+    ...     {"from": t + dt.timedelta(minutes=25), "reason": "no operator", "category": "operator"}])
+    >>> [(p["reason"], p["duration_s"] / 60, p["to"].minute) for p in parts]
+    [('jam', 25.0, 25), ('no operator', 15.0, 40)]
+    """
+    if not segments:
+        return []
+    start_ms = _ms(start)
+    stop_end = start_ms + round(float(duration_s) * 1000)
+    out: list[dict[str, Any]] = []
+    for i, seg in enumerate(segments):
+        last = i + 1 == len(segments)
+        to = end if last else segments[i + 1]["from"]
+        to_ms = stop_end if last else _ms(to)
+        out.append({"from": seg["from"], "to": to, "duration_s": max(0, to_ms - _ms(seg["from"])) / 1000,
+                    "reason": seg["reason"], "category": seg["category"]})
+    return out
+
+
+def downtime_rows(client: Any, flt: Filter | None = None, *,
+                  small: bool = True) -> tuple[list[str], list[list[Any]]]:
+    """:func:`downtime_sql` run, each stop's ``segments`` as :func:`downtime_parts` (with their
+    ends and durations)."""
+    names, rows = rows_of(client, *downtime_sql(flt, small=small))
+    if not rows:  # (chDB names no columns of an empty result)
+        return list(DOWNTIME_COLUMNS), rows
+    i, s, e, d = (names.index(c) for c in ("segments", "start", "end", "duration_s"))
+    for row in rows:
+        row[i] = downtime_parts(row[s], row[e], row[d], row[i] or [])
+    return names, rows
+
+
 def downtime_causes(client: Any, flt: Filter) -> list[tuple[str, str, bool, int, float]]:
-    """Stops (small stops excluded) by reason: (reason, category, planned, events, minutes), longest first."""
+    """Stops (small stops excluded) by reason: (reason, category, planned, events, minutes), longest first.
+
+    A stop split by an operator counts each part under its own reason (``downtime_segments_latest``):
+    the minutes of all reasons sum to those of the stops, and a split stop is an event of each
+    of its reasons.
+    """
     where, params = flt.where("start", extra=("small_stop = 0",))
-    _, rows = rows_of(client, "SELECT reason, category, max(planned) AS planned, count() AS events, "
-                              f"sum(duration_s) / 60 AS minutes FROM downtime_events_latest{where} "
+    _, rows = rows_of(client, "SELECT reason, category, max(planned) AS planned, "
+                              "uniqExact(machine, start) AS events, "
+                              f"sum(duration_s) / 60 AS minutes FROM downtime_segments_latest{where} "
                               "GROUP BY reason, category ORDER BY minutes DESC, reason", params)
     return [(str(r) or "unassigned", str(c), bool(p), int(n), float(m)) for r, c, p, n, m in rows]
 

@@ -31,7 +31,8 @@ Value conversion by metric:
   integral float, string) is looked up as a string in the tag's ``states`` map (default
   ``0 off, 1 running, 2 idle, 3 fault, 4 setup``);
 - string metrics (``part_number``, ``work_order``, ``operator_id``, ``fault_code``,
-  ``reason_code``, ``scrap_reason``): strings stay, numbers become strings (``7`` → ``"7"``);
+  ``reason_code``, ``reason_split``, ``scrap_reason``): strings stay, numbers become strings
+  (``7`` → ``"7"``);
 - every other metric is numeric: int/float/bool → ``value * scale + offset`` (integral results
   of unscaled integers stay ints); strings, null, NaN and inf are dead-lettered.
 
@@ -79,6 +80,7 @@ from plantstream.schemas.measurement import (
     FAULT_CODE,
     MACHINE_STATE,
     REASON_CODE,
+    REASON_SPLIT,
     SCRAP_REASON,
     STATES,
     DeadLetter,
@@ -92,7 +94,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STRING_METRICS: Final = CONTEXT_METRICS | {FAULT_CODE, REASON_CODE, SCRAP_REASON}
+STRING_METRICS: Final = CONTEXT_METRICS | {FAULT_CODE, REASON_CODE, REASON_SPLIT, SCRAP_REASON}
 """Metrics whose values are strings (numbers from the source are turned into strings)."""
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -141,7 +141,7 @@ class Fold(Protocol):
 
 _RANK = {"scrap_reason": 0, "good_count": 1, "reject_count": 1, "total_count": 1, "good_parts": 1,
          "reject_parts": 1, "part_number": 2, "work_order": 3, "operator_id": 3, "ideal_cycle_time_ms": 4,
-         "machine_state": 6, "reason_code": 7}
+         "machine_state": 6, "reason_code": 7, "reason_split": 7}
 _CUMULATIVE = frozenset({"good_count", "reject_count", "total_count"})
 
 
@@ -155,8 +155,8 @@ def order_key(ev: Event) -> tuple[int, int, float, int]:
     time — a new part number clears the ideal sent for the old one; a part counted at the
     instant the order changes belongs to the order it was made in), a
     non-zero ``fault_code`` (it names the stop that starts with it), ``machine_state``, then a
-    ``reason_code``, a cleared ``fault_code`` and every other metric; same metric and value in
-    arrival order.
+    ``reason_code`` or ``reason_split`` (an operator's entries, in arrival order), a cleared
+    ``fault_code`` and every other metric; same metric and value in arrival order.
 
     >>> evs = [(5, 1, "machine_state", "fault"), (5, 2, "good_count", 0), (5, 3, "fault_code", 17),
     ...        (5, 4, "good_count", 90), (5, 5, "part_number", "P-2"), (5, 6, "scrap_reason", "burr")]
@@ -731,6 +731,9 @@ class Ledger:
     # -- ordering, journal, restatement --------------------------------------------------------
     def _emit(self, emitted: list[Emitted]) -> None:
         for table, _, rows in emitted:
+            if table == "deadletter":  # a sample the fold refused: a dead letter has no version
+                self._out.extend((table, row) for row in rows)
+                continue
             self.version += 1
             for row in rows:
                 row["version"] = self.version

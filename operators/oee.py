@@ -103,6 +103,7 @@ from plantstream.schemas.measurement import (
     MACHINE_STATE,
     PART_NUMBER,
     REASON_CODE,
+    REASON_SPLIT,
     REJECT_COUNT,
     REJECT_PARTS,
     TOTAL_COUNT,
@@ -113,7 +114,7 @@ from plantstream.schemas.oee_config import LossConfig
 
 OEE_METRICS = frozenset({MACHINE_STATE, GOOD_COUNT, REJECT_COUNT, TOTAL_COUNT, GOOD_PARTS,
                          REJECT_PARTS, IDEAL_CYCLE_TIME_MS, PART_NUMBER, WORK_ORDER, FAULT_CODE,
-                         REASON_CODE})
+                         REASON_CODE, REASON_SPLIT})
 """The metrics the OEE accounting reads; everything else passes it by."""
 
 # fact vector layout (times in ms, counts as ints, ideal in ms as float)
@@ -151,6 +152,9 @@ class Account:
     """Stop time not yet known to be a small stop or an unplanned stop: (window, key, ms)."""
     stop_resolved: bool = True
     downtime: DowntimeTracker = field(default_factory=DowntimeTracker)
+    refused: list[tuple[int, int, str, Any, str]] = field(default_factory=list)
+    """Samples the fold could not use (a ``reason_split`` outside a stop) as (ts, seq, metric,
+    value, reason), held until they are final (:meth:`OeeFold._release`)."""
 
 
 def ratios(planned_s: float, run_s: float, ideal_s: float, good: float, total: float,
@@ -197,11 +201,22 @@ tuples) is upgraded on decode."""
 
 
 def _stop_payload(stop: Stop | None) -> dict[str, Any] | None:
-    return None if stop is None else asdict(stop)
+    """A stop as plain data; ``splits`` is an optional key, written only when the stop is split
+    (a state without it, as written before splits existed, reads as unsplit)."""
+    if stop is None:
+        return None
+    vars(stop).setdefault("splits", [])  # a Stop pickled before splits existed (pre-ledger states)
+    p = asdict(stop)
+    if not p["splits"]:
+        del p["splits"]
+    return p
 
 
 def _stop_of(p: dict[str, Any] | None) -> Stop | None:
-    return None if p is None else Stop(**(p | {"context": dict(p["context"])}))
+    if p is None:
+        return None
+    return Stop(**(p | {"context": dict(p["context"]),
+                        "splits": [(t, r, c) for t, r, c in p.get("splits", ())]}))
 
 
 def _account_payload(a: Account) -> dict[str, Any]:
@@ -215,7 +230,14 @@ def _account_payload(a: Account) -> dict[str, Any]:
         "pending": None if a.pending is None else list(a.pending),
         "stop_resolved": a.stop_resolved,
         "downtime": (_stop_payload(a.downtime.current), _stop_payload(a.downtime.last)),
-    } | _balance_extra(a)
+    } | _balance_extra(a) | _refused_extra(a)
+
+
+def _refused_extra(a: Account) -> dict[str, Any]:
+    """The optional key ``refused``: only while the fold holds refused samples (an Account
+    pickled before it existed has none)."""
+    refused = vars(a).get("refused")
+    return {"refused": list(refused)} if refused else {}
 
 
 def _balance_extra(a: Account) -> dict[str, Any]:
@@ -295,7 +317,7 @@ class OeeAccounting(Ledger):
                  counter_rules: CounterRules = DEFAULT_RULES, clock: ClockPolicy | None = None) -> None:
         self.machine = machine
         self.acc_fold = OeeFold(machine, site, line, config_ideal_ms, ideal_by_part, calendar, losses,
-                                microstop_ms, counter_rules)
+                                microstop_ms, counter_rules, horizon_ms)
         super().__init__(self.acc_fold, lateness_ms, horizon_ms, self._late, clock)
 
     @classmethod
@@ -407,13 +429,20 @@ class OeeFold:
     """The OEE accounting rules over one machine's samples in event-time order (a ledger fold).
 
     Emits ``("oee_facts", window_start, rows)`` when a window closes (its rows share one
-    version) and ``("downtime_events", start, [row])`` for every change of a stop.
+    version), ``("downtime_events", start, [row])`` for every change of a stop, and
+    ``("deadletter", key, [row])`` for a sample it refused once that is final (``horizon_ms``
+    of event time later, or at the end of input; see :meth:`_release`).
     """
+
+    MAX_REFUSED = 64
+    """Refused samples held at most; beyond, the oldest is dead-lettered at once."""
 
     def __init__(self, machine: str, site: str, line: str, config_ideal_ms: float | None,
                  ideal_by_part: dict[str, float], calendar: ShiftCalendar, losses: LossConfig,
-                 microstop_ms: int, counter_rules: CounterRules = DEFAULT_RULES) -> None:
+                 microstop_ms: int, counter_rules: CounterRules = DEFAULT_RULES,
+                 horizon_ms: int | None = None) -> None:
         self.machine, self.site, self.line = machine, site, line
+        self.horizon_ms = horizon_ms
         self.rules = counter_rules
         self.config_ideal_ms = config_ideal_ms
         self.ideal_by_part = ideal_by_part
@@ -446,7 +475,8 @@ class OeeFold:
                      for ws, win in p["windows"].items()},
             pending=None if p["pending"] is None else [tuple(x) for x in p["pending"]],
             stop_resolved=p["stop_resolved"],
-            downtime=DowntimeTracker(_stop_of(p["downtime"][0]), _stop_of(p["downtime"][1])))
+            downtime=DowntimeTracker(_stop_of(p["downtime"][0]), _stop_of(p["downtime"][1])),
+            refused=[tuple(r) for r in p.get("refused", ())])
         self._out = []
 
     def advance(self, upto: int) -> None:
@@ -454,8 +484,12 @@ class OeeFold:
         acc = self.acc
         if upto > acc.cursor >= 0 and (upto // self.w != acc.cursor // self.w or acc.pending is not None):
             self._advance(upto)
+        if acc.refused:
+            self._release(upto)
 
     def finish(self) -> None:
+        if self.acc.refused:
+            self._release(None)
         if self.acc.cursor < 0:
             return
         self._settle(None)
@@ -597,6 +631,15 @@ class OeeFold:
                 self._count_stop(ts, STOPS)
         elif metric == REASON_CODE:
             self._downtime(acc.downtime.on_reason(ts, str(value), self.losses))
+        elif metric == REASON_SPLIT:
+            rows, refused = acc.downtime.on_split(ts, value, self.losses)
+            if refused is not None:
+                acc.refused.append((ts, ev[1], metric, value, refused))
+                if len(acc.refused) > self.MAX_REFUSED:
+                    self._refuse(acc.refused.pop(0))
+            self._downtime(rows)
+        if acc.refused:
+            self._release(ts)
 
     def _parts(self, ts: int, side: str, qty: float) -> None:
         """``qty`` parts of ``side`` (good, reject or total) at ``ts``."""
@@ -746,6 +789,39 @@ class OeeFold:
     def _downtime(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             self._out.append(("downtime_events", r["start"], [self._base_row() | r | {"deleted": 0}]))
+
+    def _release(self, upto: int | None) -> None:
+        """Dead-letter the refused samples that are final: older than ``horizon_ms`` before
+        ``upto`` (no restatement can reach them any more), all of them when ``upto`` is None
+        (the end of input, provisionally like every row then).
+
+        A refusal waits because a later restatement may undo it: a ``reason_split`` that came
+        before the ``machine_state`` that starts its stop (a shuffled file, a late PLC sample)
+        applies to that stop once the state is placed, and is no dead letter. So any arrival
+        order gives the same dead letters, as it gives the same rows.
+        """
+        refused = self.acc.refused
+        if upto is None:
+            done = len(refused)
+        elif self.horizon_ms is None:
+            return
+        else:
+            floor = upto - self.horizon_ms
+            done = 0
+            while done < len(refused) and refused[done][0] < floor:
+                done += 1
+        for r in refused[:done]:
+            self._refuse(r)
+        del refused[:done]
+
+    def _refuse(self, refused: tuple[int, int, str, Any, str]) -> None:
+        """A sample the fold cannot use as a dead letter, keyed by the sample: a restatement
+        that replays it again does not write it again."""
+        ts, seq, metric, value, reason = refused
+        raw = Measurement(ts, self.machine, metric, value, self.site, self.line)
+        self._out.append(("deadletter", ("refused", ts, seq), [{
+            "ts": ts, "source": f"oee:{self.machine}:{metric}", "reason": reason,
+            "raw": raw.to_json().decode()}]))
 
 
 # -- the machine logic -------------------------------------------------------------------------

@@ -59,6 +59,9 @@ WORK_ORDER: Final = "work_order"
 OPERATOR_ID: Final = "operator_id"
 FAULT_CODE: Final = "fault_code"
 REASON_CODE: Final = "reason_code"
+REASON_SPLIT: Final = "reason_split"
+"""An operator's split of a stop: from ``ts`` (strictly inside the stop) the reason is the value
+(docs/oee.md, "Operator reasons, corrections and splits")."""
 SCRAP_REASON: Final = "scrap_reason"
 
 STATES: Final = ("running", "idle", "fault", "setup", "planned_stop", "off")
@@ -76,7 +79,7 @@ MAX_COUNT: Final = 2**63 - 1
 _FLOAT_COUNT_LIMIT: Final = float(2**63)
 CONTEXT_METRICS: Final = frozenset({PART_NUMBER, WORK_ORDER, OPERATOR_ID})
 """String context that applies until it changes."""
-EVENT_METRICS: Final = frozenset({MACHINE_STATE, FAULT_CODE, REASON_CODE, SCRAP_REASON})
+EVENT_METRICS: Final = frozenset({MACHINE_STATE, FAULT_CODE, REASON_CODE, REASON_SPLIT, SCRAP_REASON})
 PRODUCTION_METRICS: Final = (
     COUNTERS | INCREMENTS | CONTEXT_METRICS | EVENT_METRICS | {CYCLE_TIME_MS, IDEAL_CYCLE_TIME_MS}
 )

@@ -127,12 +127,13 @@ class MqttSubscription(Frozen):
     ``scalar`` (one value per topic: a bare JSON scalar or ``{"timestamp_ms":…,"value":…}``;
     tag = the topic, with ``kepware/{channel}/{device}/{tag}`` topics named
     ``channel.device.tag``), ``flat`` (a JSON object whose fields are metrics; tag =
-    ``topic#field``) or ``auto`` (told apart by shape).
+    ``topic#field``), ``sparkplug`` (Sparkplug B protobuf on ``spBv1.0/…`` topics, see
+    ``connectors/sparkplug.py``) or ``auto`` (told apart by shape; Sparkplug B by the topic).
     """
 
     topic: str = Field(min_length=1)
     qos: Literal[0, 1, 2] = 1
-    format: Literal["auto", "kepware", "scalar", "flat"] = "auto"
+    format: Literal["auto", "kepware", "scalar", "flat", "sparkplug"] = "auto"
     timestamp_field: str | None = None
     """For ``flat``: the field that holds the timestamp (default: ``timestamp``, ``ts``,
     ``timestamp_ms``, ``time`` in that order; the receive time when none)."""

@@ -286,11 +286,36 @@ class Proposal:
     fault_codes: dict[str, dict[str, str]] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
+    covers: dict[str, set[str]] = field(default_factory=dict)
+    """machine → the canonical metrics its mapped tags give."""
+    unplaced_of: dict[str, str] = field(default_factory=dict)
+    """unplaced source tag → the machine it belongs to, where known."""
 
     def machine(self, line: str, machine: str) -> None:
         ms = self.lines.setdefault(line, [])
         if machine not in ms:
             ms.append(machine)
+
+    def cover(self, machine: str, metric: str) -> None:
+        """Note that a mapped tag gives ``machine`` the canonical ``metric``."""
+        self.covers.setdefault(machine, set()).add(metric)
+
+    def stateless(self) -> dict[str, str]:
+        """Machines no tag gives a ``machine_state`` → what to map (no availability, so no OEE)."""
+        out = {}
+        for machines in self.lines.values():
+            for m in machines:
+                if "machine_state" in self.covers.get(m, set()):
+                    continue
+                candidates = [t for t, owner in self.unplaced_of.items() if owner == m]
+                out[m] = (
+                    f"no machine_state tag for machine {m!r}: plantstream cannot tell when it runs, "
+                    "so it gets no availability and no OEE (its counts and signals are kept); map the "
+                    "tag that says whether it runs (a state or status code, a running flag) as "
+                    "metric: machine_state with states: for its codes"
+                    + (f" — not placed, maybe one of: {', '.join(candidates[:5])}" if candidates else "")
+                )
+        return out
 
 
 def _states_from_names(names: Mapping[str, str], tag: str, proposal: Proposal) -> dict[str, str]:
@@ -331,9 +356,11 @@ def propose_opcua(variables: list[Any], endpoint: str, *, site: str = "plant") -
         g = guess_metric(v.name, v.unit, v.data_type, v.value)
         if g.metric is None:
             p.unplaced[v.tag] = g.reason
+            p.unplaced_of[v.tag] = machine
             ignore.append(v.tag)
             continue
         p.machine(line, machine)
+        p.cover(machine, g.metric)
         entry: dict[str, Any] = {"machine": machine, "metric": g.metric}
         if g.unit:
             entry["unit"] = g.unit
@@ -401,13 +428,22 @@ def propose_mqtt(
     IoT Gateway messages (``kepware``) and one-value topics (``scalar``) give a tag per id or
     topic, the machine from the id's or topic's second-to-last part.
     """
+    from plantstream.connectors.discover import read_sparkplug
     from plantstream.connectors.mqtt import parse_payload
+    from plantstream.connectors.sparkplug import NAMESPACE
 
     p = Proposal(site=site)
     formats: Counter[str] = Counter()
     fields: dict[str, dict[str, Any]] = {}  # field -> sample value
     flat_topics: list[list[str]] = []
+    fields_of: dict[tuple[str, ...], set[str]] = {}  # flat topic levels -> its fields
+    spb = {t: s for t, s in samples.items() if t.startswith(f"{NAMESPACE}/")}
+    if spb:
+        formats["sparkplug"] = len(spb)
+        _propose_sparkplug(read_sparkplug(spb), p, list(getattr(samples, "rebirths_requested", [])))
     for t, sample in sorted(samples.items()):
+        if t in spb:
+            continue
         payloads = sample.payloads
         if not payloads:
             continue
@@ -422,6 +458,7 @@ def propose_mqtt(
             for raw in sample.sampled:  # the telling earlier payloads too: flat sends what changed
                 parsed = parse_payload(t, raw, "flat", 0)
                 for tag, value, _, _ in parsed.samples:
+                    fields_of.setdefault(tuple(levels), set()).add(tag.split("#", 1)[1])
                     fields.setdefault(tag.split("#", 1)[1], {"values": set()})["values"].add(
                         value if isinstance(value, int | float | str | bool) else str(value)
                     )
@@ -436,8 +473,10 @@ def propose_mqtt(
                     g = guess_metric(parts[-1], "", "", value)
                     if g.metric is None:
                         p.unplaced[tag] = g.reason
+                        p.unplaced_of[tag] = machine
                         continue
                     p.machine(line, machine)
+                    p.cover(machine, g.metric)
                     p.tags[tag] = _entry(machine, g, tag, p, {value})
     if flat_topics:
         depths = Counter(len(levels) for levels in flat_topics)
@@ -468,9 +507,14 @@ def propose_mqtt(
             entry = _entry("{machine}", g, key, p, values)
             entry["line"] = "{line}"
             p.tags[key] = entry
+            for levels in same:
+                if name in fields_of.get(tuple(levels), set()):
+                    p.cover(slug(levels[-1]), g.metric)
         for levels in flat_topics:
             if len(levels) != depth:
                 p.unplaced["/".join(levels)] = f"topic depth {len(levels)} differs from the common {depth}"
+    if set(formats) == {"sparkplug"} and not topic.startswith(f"{NAMESPACE}/"):
+        topic = f"{NAMESPACE}/#"  # only Sparkplug B seen: subscribe to it alone
     subs = [{"topic": topic, "format": formats.most_common(1)[0][0] if len(formats) == 1 else "auto"}]
     p.sources.append(
         {"name": f"mqtt-{slug(host)}", "mqtt": {"host": host, "port": port, "subscriptions": subs}}
@@ -483,6 +527,124 @@ def propose_mqtt(
     return p
 
 
+_SP_NUMERIC = frozenset(
+    {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float", "Double"}
+)
+_SP_TEXT = frozenset({"String", "Text", "UUID"})
+
+
+def _sp_guess(name: str, data_type: str, values: list[Any]) -> Guess:
+    """The canonical metric of a Sparkplug B metric, from its name and birth data type."""
+    sample = next(iter(values), None)
+    if data_type == "Boolean":
+        if state_of(name.rsplit("/", 1)[-1]) == "running":
+            return Guess(
+                "machine_state",
+                extra={"states": {"1": "running", "0": "idle"}},
+                note="a running flag: false is counted as idle (an unplanned stop); "
+                "say off or planned_stop under states if false means switched off",
+            )
+        return Guess(
+            None,
+            reason=f"a Boolean metric {name!r} (no canonical metric is a flag); map it by hand, e.g. "
+            'as machine_state with states {"1": "running", "0": "idle"} if it tells the machine runs',
+        )
+    if data_type in _SP_NUMERIC:
+        return guess_metric(name, "", "number", sample)
+    if data_type in _SP_TEXT:
+        return guess_metric(name, "", "String", sample)
+    if data_type == "Unknown":  # named data of a node whose birth was not seen
+        return guess_metric(name, "", "", sample)
+    return Guess(
+        None,
+        reason=f"a {data_type} metric {name!r}: plantstream measures numbers and texts; map a "
+        "numeric or text metric instead",
+    )
+
+
+def _sp_safe(name: str) -> bool:
+    """A Sparkplug id a ``{placeholder}`` matches and that is already a machine/line id."""
+    return slug(name) == name
+
+
+def _propose_sparkplug(things: list[Any], p: Proposal, rebirths: list[str]) -> None:
+    """Machines and tags from Sparkplug B births (:func:`~plantstream.connectors.discover.read_sparkplug`).
+
+    Each device is a machine on the line named by its edge node; an edge node's own metrics
+    (``NBIRTH``) make the node a machine on the line named by its group. Metric names and
+    data types come from the births, and the canonical metric from the same rules as every
+    other source (:func:`guess_metric`). When every group is one and the node and device ids
+    are already ids, the tags are patterns (``spBv1.0/<group>/{line}/{machine}#<metric>``)
+    shared by the devices that send that metric; otherwise one exact key per device and metric.
+    """
+    from plantstream.connectors.sparkplug import NAMESPACE
+
+    groups = {t.group for t in things}
+    one_group = next(iter(groups)) if len(groups) == 1 else None
+    shared: dict[tuple[str, str], list[tuple[Any, Any]]] = {}  # (pattern base, metric name) → uses
+    for t in things:
+        if not t.metrics and not t.unknown_aliases:
+            continue
+        machine = slug(t.device or t.node)
+        line = slug(t.node if t.device else t.group)
+        if t.unknown_aliases or not t.born:
+            why = (
+                "data without a birth: the edge node did not answer the rebirth request while init listened"
+                if f"{t.group}/{t.node}" in rebirths
+                else "data without a birth"
+            )
+            p.unplaced[t.where] = (
+                f"{why}; metrics known by alias only: {', '.join(map(str, sorted(t.unknown_aliases)))} "
+                "(listen longer, or restart the edge node, so that its birth names them)"
+                if t.unknown_aliases
+                else f"{why}; its named metrics are proposed from their values"
+            )
+        if not t.metrics:
+            continue
+        pattern = (
+            one_group is not None
+            and _sp_safe(machine if t.device else t.node)
+            and (t.device is None or _sp_safe(t.node))
+            and (t.device is None or _sp_safe(t.device))
+        )
+        if pattern:
+            base = f"{NAMESPACE}/{one_group}/" + ("{line}/{machine}" if t.device else "{machine}")
+            for name, m in t.metrics.items():
+                shared.setdefault((base, name), []).append((t, m))
+            continue
+        for name, m in t.metrics.items():
+            key = f"{t.where}#{name}"
+            g = _sp_guess(name, m.data_type, m.values)
+            if g.metric is None:
+                p.unplaced[key] = g.reason
+                p.unplaced_of[key] = machine
+                continue
+            p.machine(line, machine)
+            p.cover(machine, g.metric)
+            p.tags[key] = {**_entry(machine, g, key, p, m.values), "line": line}
+    for (base, name), uses in shared.items():
+        key = f"{base}#{name}"
+        data_type = next((m.data_type for _, m in uses if m.data_type != "Unknown"), "Unknown")
+        values = [v for _, m in uses for v in m.values]
+        g = _sp_guess(name, data_type, values)
+        if g.metric is None:
+            p.unplaced[key] = g.reason
+            continue
+        for t, _ in uses:
+            p.machine(slug(t.node if t.device else t.group), slug(t.device or t.node))
+            p.cover(slug(t.device or t.node), g.metric)
+        entry = _entry("{machine}", g, key, p, values)
+        entry["line"] = "{line}" if "{line}" in base else slug(one_group or "")
+        p.tags[key] = entry
+    nodes = {(t.group, t.node) for t in things}
+    devices = [t for t in things if t.device]
+    p.header.append(
+        f"Sparkplug B: {len(nodes)} edge nodes, {len(devices)} devices, births seen for "
+        f"{sum(t.born for t in things)} of {len(things)}"
+        + (f"; asked {', '.join(rebirths)} for a rebirth" if rebirths else "")
+    )
+
+
 def _entry(machine: str, g: Any, key: str, p: Proposal, values: Iterable[Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"machine": machine, "metric": g.metric}
     if g.unit:
@@ -490,7 +652,7 @@ def _entry(machine: str, g: Any, key: str, p: Proposal, values: Iterable[Any]) -
     entry.update(g.extra)
     if g.note:
         p.notes[key] = g.note
-    if g.metric == "machine_state":
+    if g.metric == "machine_state" and "states" not in entry:
         seen = sorted({str(v) for v in values})
         if seen and not all(v.lstrip("-").isdigit() for v in seen):
             entry["states"] = _states_from_names({v: v for v in seen}, key, p)
@@ -531,13 +693,22 @@ def render(p: Proposal) -> str:
         "#   without shifts every hour is scheduled (see docs/oee.md)",
         "lines:",
     ]
+    stateless = p.stateless()
+    if stateless:
+        out.insert(
+            3 + len(p.header),
+            f"# WARNING: {len(stateless)} machines without a machine_state tag (no OEE for them): "
+            f"{', '.join(stateless)}; see the WARNING at each",
+        )
     for line, machines in p.lines.items():
         out.append(f"  - id: {json.dumps(line)}")
         out.append("    machines:")
-        out += [
-            f"      - {{id: {json.dumps(m)}}}   # ideal_cycle_time_ms: set it unless a tag sends it"
-            for m in machines
-        ]
+        for m in machines:
+            if m in stateless:
+                out.append(f"      # WARNING: {stateless[m]}")
+            out.append(
+                f"      - {{id: {json.dumps(m)}}}   # ideal_cycle_time_ms: set it unless a tag sends it"
+            )
     if not p.lines:
         out[-1] = "lines: []"
     if p.fault_codes:
@@ -609,6 +780,8 @@ def init(
         output.write_text(text, encoding="utf-8")
     for line in proposal.header:
         err.print(line)
+    for why in proposal.stateless().values():
+        err.print(f"warning: {why}", markup=False, highlight=False)
     err.print(
         f"{len(proposal.tags)} tags mapped, {len(proposal.unplaced)} not placed (commented out)"
         + (f"; written to {output}" if output else "")

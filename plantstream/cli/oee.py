@@ -8,7 +8,7 @@ shop-floor thresholds; ``--wide`` adds planned, run and loss minutes, counts, MT
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,7 +25,7 @@ from plantstream.cli.common import (
     config_from,
     kpi_filter,
 )
-from plantstream.cli.output import Col, View, check_format, emit, oee_style
+from plantstream.cli.output import Col, View, cell_text, check_format, emit, oee_style
 from plantstream.connectors import kpi
 
 RATIO_COLS = {"availability": Col("Avail", "pct"), "performance": Col("Perf", "pct"),
@@ -65,11 +65,25 @@ def kpi_oee(
 
 
 DOWNTIME_VIEW = View(
-    default=("machine", "start", "duration_s", "state", "reason", "category"),
+    default=("machine", "start", "duration_s", "state", "reason", "category", "segments"),
     cols={"start": Col("start (UTC)", "time"), "end": Col("end (UTC)", "time"),
           "duration_s": Col("min", "min"), "planned": Col("planned"), "small_stop": Col("small"),
-          "is_open": Col("open")},
+          "is_open": Col("open"), "segments": Col("parts (UTC, min)")},
     title="Downtime")
+
+
+def parts_text(parts: list[dict[str, Any]]) -> str:
+    """A split stop's parts as one table cell (empty when unsplit).
+
+    >>> import datetime as dt
+    >>> t = dt.datetime(2026, 11, 23, 10, 0)
+    >>> parts_text([{"from": t, "duration_s": 1500.0, "reason": "jam", "category": "material"},
+    ...             {"from": t.replace(minute=25), "duration_s": 900.0, "reason": "no operator",
+    ...              "category": "operator"}])
+    '10:00 jam (material) 25.0; 10:25 no operator (operator) 15.0'
+    """
+    return "; ".join(f"{cell_text(p['from'], 'time')[11:16]} {p['reason']} ({p['category']}) "
+                     f"{cell_text(p['duration_s'] / 60, 'min')}" for p in parts)
 
 
 def kpi_downtime(
@@ -85,12 +99,15 @@ def kpi_downtime(
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
 ) -> None:
-    """Downtime events (open ones included) with reason, category and whether planned."""
+    """Downtime events (open ones included) with reason, category, whether planned, and the
+    parts of a stop split by an operator (``segments``: from, to, duration_s, reason, category)."""
     check_format(fmt)
     flt = kpi_filter(start, end, machine=machine, line=line)
     with clickhouse(clickhouse_dsn, config_from(config), state_dir) as client:
-        names, rows = kpi.rows_of(client, *kpi.downtime_sql(flt, small=small))
-    if fmt == "table":  # minutes read better than seconds on a screen; JSON and CSV keep seconds
-        i = names.index("duration_s")
-        rows = [[*r[:i], None if r[i] is None else float(r[i]) / 60, *r[i + 1:]] for r in rows]
+        names, rows = kpi.downtime_rows(client, flt, small=small)
+    if fmt == "table" and rows:  # minutes read better than seconds on a screen; JSON and CSV keep seconds
+        i, s = names.index("duration_s"), names.index("segments")
+        for r in rows:
+            r[i] = None if r[i] is None else float(r[i]) / 60
+            r[s] = parts_text(r[s])
     emit(names, rows, fmt, view=DOWNTIME_VIEW, selected=columns, wide=wide)

@@ -129,7 +129,10 @@ class StationData:
 
     @staticmethod
     def _stop(r: dict[str, Any]) -> Stop:
-        segs = tuple((int(p), str(reason), str(cat)) for p, reason, cat in (r["segs"] or ()))
+        # The first part (from the stop's start) is the stop's reason, corrected with reason_code;
+        # only the parts after a split point are corrected with reason_split (docs/oee.md).
+        segs = tuple((int(p), str(reason), str(cat)) for p, reason, cat in (r["segs"] or ())
+                     if int(p) != int(r["start_ms"]))
         return Stop(
             str(r["machine"]),
             int(r["start_ms"]),

@@ -173,63 +173,70 @@ def subscribed(logs: Path) -> bool:
     return any("Ctrl-C to stop" in p.read_text(errors="replace") for p in logs.glob("source-*.log"))
 
 
+def init_from_the_bakery(tmp_path: Path, host: str, port: int, start_ms: int) -> str:
+    """``plantstream init --mqtt`` while a first bakery (an hour before ``start_ms``) publishes, then
+    ``config check``; returns the written ``plant.yaml``."""
+    # 1. init samples the broker while the bakery publishes (an hour of it in 6 s)
+    init = subprocess.Popen(
+        [
+            EXE,
+            "init",
+            "--mqtt",
+            f"{host}:{port}",
+            "--topic",
+            "#",
+            "--listen",
+            "8",
+            "-o",
+            "plant.yaml",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert init.stderr is not None
+    assert "listening to" in init.stderr.readline()
+    time.sleep(1.5)  # subscribed: what is published from here on reaches init
+    preview = BakerySim(seed=SEED, start_ms=start_ms - 3_600_000, machines=MACHINES)
+    publish(
+        preview,
+        host,
+        port,
+        end_ms=preview.start_ms + 3_600_000,
+        speed=600.0,
+        client_id="bakery-preview",
+    )
+    out, err = init.communicate(timeout=60)
+    out += err
+    assert init.returncode == 0, out
+    print(out)
+    text = (tmp_path / "plant.yaml").read_text()
+    print(text)
+    out = cli(tmp_path, "config", "check", "plant.yaml")
+    print(out)
+    assert "valid" in out and "machine_state" in out
+    # fields sent only on a change (state, reasons, product) are mapped too
+    for field, metric in [
+        ("state", "machine_state"),
+        ("lost_time_reason", "reason_code"),
+        ("waste_reason", "scrap_reason"),
+        ("waste_count", "reject_count"),
+        ("product", "part_number"),
+        ("work_order", "work_order"),
+    ]:
+        assert f'#{field}": {{"machine": "{{machine}}", "metric": "{metric}"' in text, field
+    return text
+
+
 @pytest.mark.paho  # the bakery simulator (paho) publishes from the test process
 def test_init_mqtt_then_run_matches_the_bakery_ground_truth(tmp_path: Path) -> None:
     mq = start_mosquitto(tmp_path / "mosquitto")
     try:
         start = (datetime.now(UTC) - timedelta(hours=4)).replace(minute=0, second=0, microsecond=0)
         start_ms = int(start.timestamp() * 1000)
-        # 1. init samples the broker while the bakery publishes (an hour of it in 6 s)
-        init = subprocess.Popen(
-            [
-                EXE,
-                "init",
-                "--mqtt",
-                f"{mq.host}:{mq.port}",
-                "--topic",
-                "#",
-                "--listen",
-                "8",
-                "-o",
-                "plant.yaml",
-            ],
-            cwd=tmp_path,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert init.stderr is not None
-        assert "listening to" in init.stderr.readline()
-        time.sleep(1.5)  # subscribed: what is published from here on reaches init
-        preview = BakerySim(seed=SEED, start_ms=start_ms - 3_600_000, machines=MACHINES)
-        publish(
-            preview,
-            mq.host,
-            mq.port,
-            end_ms=preview.start_ms + 3_600_000,
-            speed=600.0,
-            client_id="bakery-preview",
-        )
-        out, err = init.communicate(timeout=60)
-        out += err
-        assert init.returncode == 0, out
-        print(out)
-        text = (tmp_path / "plant.yaml").read_text()
-        print(text)
-        out = cli(tmp_path, "config", "check", "plant.yaml")
-        print(out)
-        assert "valid" in out and "machine_state" in out
-        # fields sent only on a change (state, reasons, product) are mapped too
-        for field, metric in [
-            ("state", "machine_state"),
-            ("lost_time_reason", "reason_code"),
-            ("waste_reason", "scrap_reason"),
-            ("waste_count", "reject_count"),
-            ("product", "part_number"),
-            ("work_order", "work_order"),
-        ]:
-            assert f'#{field}": {{"machine": "{{machine}}", "metric": "{metric}"' in text, field
+        init_from_the_bakery(tmp_path, mq.host, mq.port, start_ms)
 
         # 2. run, and once its connector holds the subscription, the measured shift
         log = (tmp_path / "run.log").open("wb")

@@ -9,14 +9,20 @@ import pytest
 
 
 def expected_minutes(states: list[Any], ms: dict[str, int], machine: str, start_ms: int,
-                     end_ms: int) -> dict[str, float]:
+                     end_ms: int, threshold_ms: int = 120_000) -> dict[str, float]:
     """The loss buckets in minutes, as OEE facts report them: ``ms`` is the machine's true time
     per state between ``start_ms`` and ``end_ms``; a micro-stop counts as run time and as a small
-    stop (docs/oee.md)."""
+    stop (docs/oee.md). An ``idle`` still open at ``end_ms`` (the run's last sample) and shorter
+    than the threshold (``microstop_threshold_s``, 120 s by default) so far is a small stop too:
+    with the data up to ``end_ms`` nobody can tell it will last longer (the flow restates it when
+    it does)."""
     micro = sum(
         min(s.end_ms, end_ms) - max(s.start_ms, start_ms)
         for s in states
-        if s.machine == machine and s.microstop and s.end_ms > start_ms and s.start_ms < end_ms
+        if s.machine == machine
+        and s.end_ms > start_ms
+        and s.start_ms < end_ms
+        and (s.microstop or (s.state == "idle" and s.end_ms > end_ms and end_ms - s.start_ms < threshold_ms))
     )
     minutes = {
         "planned_min": sum(ms.values()) - ms.get("planned_stop", 0) - ms.get("off", 0),

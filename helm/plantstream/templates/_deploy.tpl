@@ -17,14 +17,15 @@ Include with the quantity string; fails naming the value when it cannot be read.
 
 {{/*
 The spool limit of a connector, checked against its volume: include with
-(dict "name" "mqtt" "c" $c). Renders spoolMaxBytes; fails when it exceeds 90 % of the volume.
+(dict "name" "mqtt" "c" $c), optionally "path" (its values path, default connectors.<name>). Renders spoolMaxBytes; fails when it exceeds 90 % of the volume.
 */}}
 {{- define "plantstream.spoolMaxBytes" -}}
 {{- $p := .c.persistence -}}
 {{- $size := include "plantstream.bytes" $p.size | int64 -}}
 {{- $spool := int64 $p.spoolMaxBytes -}}
 {{- if gt (mul $spool 10) (mul $size 9) -}}
-{{- fail (printf "connectors.%s.persistence.spoolMaxBytes=%d does not fit in connectors.%s.persistence.size=%s (%d bytes): keep the spool at most 90%% of the volume (rejected.jsonl and the connector state share it): lower spoolMaxBytes to at most %d or raise size" .name $spool .name (toString $p.size) $size (div (mul $size 9) 10)) -}}
+{{- $at := .path | default (printf "connectors.%s" .name) -}}
+{{- fail (printf "%s.persistence.spoolMaxBytes=%d does not fit in %s.persistence.size=%s (%d bytes): keep the spool at most 90%% of the volume (rejected.jsonl and the connector state share it): lower spoolMaxBytes to at most %d or raise size" $at $spool $at (toString $p.size) $size (div (mul $size 9) 10)) -}}
 {{- end -}}
 {{- $spool -}}
 {{- end -}}
@@ -45,4 +46,56 @@ readinessProbe:
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 3
+{{- end -}}
+
+{{/*
+The connectors to deploy, as JSON {"items": [...]}: the single top-level form (connectors.opcua
+and connectors.mqtt with enabled: true; they read plant.yaml) and one per enabled entry of the
+`sources` list (kind from its opcua:/mqtt: key, Kubernetes settings over connectors.<kind>; it
+reads source-<name>.yaml). Each item: name, kind, path (the values path for messages), file,
+c (the Kubernetes settings). Fails, with the fix, on a duplicate name or both forms for a kind.
+*/}}
+{{- define "plantstream.connectorList" -}}
+{{- $items := list -}}
+{{- $names := dict -}}
+{{- range $name, $c := .Values.connectors -}}
+{{- if $c.enabled -}}
+{{- $items = append $items (dict "name" $name "kind" $name "path" (printf "connectors.%s" $name) "file" "plant.yaml" "c" $c) -}}
+{{- $_ := set $names $name (printf "connectors.%s" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.sources (.Values.plant | default dict).sources -}}
+{{- fail "plant.sources and sources are both set: give the list once, as sources (the chart writes it into plant.yaml and deploys a connector per entry); remove plant.sources" -}}
+{{- end -}}
+{{- range $i, $s := .Values.sources -}}
+{{- $path := printf "sources[%d]" $i -}}
+{{- if eq (hasKey $s "opcua") (hasKey $s "mqtt") -}}
+{{- fail (printf "%s (%s): give exactly one of opcua: or mqtt: (an OPC UA server or an MQTT broker); list a second entry for the other" $path ($s.name | default "no name")) -}}
+{{- end -}}
+{{- $kind := ternary "opcua" "mqtt" (hasKey $s "opcua") -}}
+{{- $k := get $.Values.connectors $kind -}}
+{{- if $k.enabled -}}
+{{- fail (printf "%s (%s) is an %s source while connectors.%s.enabled=true deploys the top-level plant.%s: use one form, e.g. --set connectors.%s.enabled=false and list that %s source under sources" $path $s.name $kind $kind $kind $kind $kind) -}}
+{{- end -}}
+{{- if hasKey $names $s.name -}}
+{{- fail (printf "%s: the name %q is already used by %s; give every source its own name" $path $s.name (get $names $s.name)) -}}
+{{- end -}}
+{{- $_ := set $names $s.name $path -}}
+{{- if or (not (hasKey $s "enabled")) $s.enabled -}}
+{{- $c := mergeOverwrite (deepCopy $k) (omit $s "name" "enabled" "opcua" "mqtt") -}}
+{{- $items = append $items (dict "name" $s.name "kind" $kind "path" $path "file" (printf "source-%s.yaml" $s.name) "c" $c) -}}
+{{- end -}}
+{{- end -}}
+{{- dict "items" $items | toJson -}}
+{{- end -}}
+
+{{/*
+The plant config's sources: list from the values' sources (name, enabled, opcua/mqtt only).
+*/}}
+{{- define "plantstream.plantSources" -}}
+{{- $out := list -}}
+{{- range .Values.sources -}}
+{{- $out = append $out (pick . "name" "enabled" "opcua" "mqtt") -}}
+{{- end -}}
+{{- dict "sources" $out | toJson -}}
 {{- end -}}
