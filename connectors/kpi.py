@@ -181,9 +181,10 @@ def oee_rows(client: Any, by: str | Sequence[str], flt: Filter | None = None) ->
 # -- downtime --------------------------------------------------------------------------------------
 
 DOWNTIME_COLUMNS = ("machine", "line", "site", "start", "end", "duration_s", "state", "fault_code",
-                    "reason", "category", "planned", "small_stop", "is_open", "segments")
+                    "reason", "category", "planned", "small_stop", "is_open", "segments", "version")
 """``reason`` and ``category`` are the first part's; ``segments`` lists the parts of a stop split
-by an operator (empty when unsplit, see :func:`downtime_parts`)."""
+by an operator (empty when unsplit, see :func:`downtime_parts`); ``version`` rises with every
+restatement of the stop (a late reason, a split, a correction)."""
 
 
 def downtime_sql(flt: Filter | None = None, *, small: bool = True) -> tuple[str, dict[str, Any]]:

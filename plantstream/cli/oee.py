@@ -68,7 +68,7 @@ DOWNTIME_VIEW = View(
     default=("machine", "start", "duration_s", "state", "reason", "category", "segments"),
     cols={"start": Col("start (UTC)", "time"), "end": Col("end (UTC)", "time"),
           "duration_s": Col("min", "min"), "planned": Col("planned"), "small_stop": Col("small"),
-          "is_open": Col("open"), "segments": Col("parts (UTC, min)")},
+          "is_open": Col("open"), "segments": Col("parts (UTC, min)"), "version": Col("version")},
     title="Downtime")
 
 
