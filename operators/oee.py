@@ -833,6 +833,10 @@ def accounting_factory(config: PlantConfig) -> Callable[[str], OeeAccounting]:
     return lambda machine: OeeAccounting.for_config(config, machine, calendar)
 
 
+_OPERATOR_ENTRIES = frozenset({REASON_CODE, REASON_SPLIT})
+"""Metrics an operator enters: their batch applies the machine's buffered samples at once."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -849,7 +853,12 @@ class OeeLogic(MachineLogic[OeeState, list[Output]]):
 
     When a machine goes quiet with samples still waiting for the watermark (a machine that stops
     sends nothing more), a timer ``allowed_lateness_s`` of wall time later applies them
-    (:meth:`OeeAccounting.flush`), so the open stop is visible while it lasts. ``now`` is the
+    (:meth:`OeeAccounting.flush`), so the open stop is visible while it lasts. A batch with an
+    operator's entry (``reason_code``, ``reason_split``: the station sends an open stop's reason
+    at the machine's latest event time, inside the allowed lateness) applies them at once the
+    same way, so the restated stop shows within seconds, not ``allowed_lateness_s`` of event time
+    later; a sample that then arrives for an earlier time restates, so the final rows are the
+    same. ``now`` is the
     wall clock (injected for tests). Each output is the list of ``(table, row)`` that one call
     made final.
     """
@@ -886,12 +895,15 @@ class OeeLogic(MachineLogic[OeeState, list[Output]]):
             return []
         now = self.now()
         now_ms = round(now.timestamp() * 1000)
+        flushed: list[Output] = []
         if batch:
             acc.ingest(batch, raws, now_ms)
+            if acc.buffer and any(metric in _OPERATOR_ENTRIES for _, metric, _ in batch):
+                flushed = acc.flush()  # an operator's entry shows at once, not an allowed lateness later
             self.due = now + timedelta(milliseconds=acc.lateness_ms) if acc.buffer else None
         if tick >= 0:
             acc.on_tick(tick, now_ms)
-        out = acc.take()
+        out = flushed + acc.take()
         return [out] if out else []
 
     def notify_at(self) -> datetime | None:

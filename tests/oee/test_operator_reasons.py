@@ -114,7 +114,8 @@ class Plant:
         summary: dict[str, Any] = orjson.loads(res.stdout)
         assert summary["records_in"] == len(samples)
         return {"summary": summary, "cfg": cfg, "db": db, "dsn": self.dsn,
-                "downtime": self.cli(cfg, "kpi", "downtime"),
+                "downtime": [{k: v for k, v in r.items() if k != "version"}  # versions: below
+                             for r in self.cli(cfg, "kpi", "downtime")],
                 "oee": self.cli(cfg, "kpi", "oee", "--by", "machine,shift"),
                 "facts": self.cli(cfg, "query", "SELECT * EXCEPT (stored_at, version) FROM oee_facts_latest "
                                                 "ORDER BY window_start, shift, part_number, work_order"),
