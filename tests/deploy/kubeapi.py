@@ -30,7 +30,7 @@ _CORE = {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
                  ("persistentvolumeclaims", "PersistentVolumeClaim"))]}
 _GROUPS = {"apps/v1": [("deployments", "Deployment"), ("statefulsets", "StatefulSet")],
            "batch/v1": [("jobs", "Job")],
-           "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy")],
+           "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy"), ("ingresses", "Ingress")],
            # the Prometheus Operator's CRD, as in a cluster with kube-prometheus-stack
            "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor")]}
 

@@ -255,6 +255,7 @@ Include with (dict "path" "" "value" .Values).
 {{- else if or (hasPrefix "eventhubs." $p) (hasPrefix "plant.eventhubs." $p) -}}eventhubs.existingSecret
 {{- else if or (hasPrefix "webhook." $p) (hasPrefix "plant.alerts.webhook." $p) -}}webhook.existingSecret
 {{- else if or (hasPrefix "grafana." $p) -}}grafana.existingSecret
+{{- else if or (hasPrefix "station." $p) (hasPrefix "plant.station." $p) -}}station.existingSecret
 {{- else if and (hasPrefix "sources[" $p) (contains "private_key" $p) -}}{{ regexFind "^sources\\[[0-9]+\\]" $p }}.certificatesSecret
 {{- else if hasPrefix "sources[" $p -}}{{ regexFind "^sources\\[[0-9]+\\]" $p }}.existingSecret
 {{- else if contains "private_key" $p -}}connectors.opcua.certificatesSecret
