@@ -25,6 +25,7 @@ included) printing the restated stop; the figures are printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -95,14 +96,15 @@ def _plant_yaml(tmp: Path) -> None:
     assert "valid" in cli(tmp, "config", "check", "plant.yaml")
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
-    tmp = tmp_path_factory.mktemp("station_run")
+@contextlib.contextmanager
+def live_run(tmp: Path, *, speed: float = SPEED, hours: float = SIM_HOURS, machines: int = 3) -> Iterator[LiveRun]:
+    """The PLC simulator (``hours`` of the line up to now, played at ``speed``) and ``plantstream
+    run`` with the station on it, until the block ends (then SIGTERM, SIGINT)."""
     port = free_port()
-    start = (datetime.now(UTC) - timedelta(hours=SIM_HOURS)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) - timedelta(hours=hours)).replace(second=0, microsecond=0)
     sim = subprocess.Popen(
-        [EXE, "simulate", "plc", "--seed", "3", "--machines", "3", "--port", str(port), "--speed", str(SPEED),
-         "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ"), "--duration", str(SIM_HOURS), "--linger", "900",
+        [EXE, "simulate", "plc", "--seed", "3", "--machines", str(machines), "--port", str(port), "--speed",
+         str(speed), "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ"), "--duration", str(hours), "--linger", "900",
          "--wait-for-client"],
         cwd=tmp, env=_env(), stdout=subprocess.DEVNULL, stderr=(tmp / "sim.log").open("wb"),
     )
@@ -158,6 +160,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
         except subprocess.TimeoutExpired:
             sim.kill()
             sim.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
+    with live_run(tmp_path_factory.mktemp("station_run")) as lr:
+        yield lr
 
 
 def pick_stop(lr: LiveRun, *, min_s: float, longest: bool, timeout: float = 200) -> dict[str, Any]:
