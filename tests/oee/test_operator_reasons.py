@@ -35,6 +35,7 @@ from typer.testing import CliRunner
 from plantstream.cli.main import app
 from plantstream.connectors import clickhouse as chc
 from plantstream.connectors import kpi
+from tests.operators.test_reasons import CONFIG as REASONS_CONFIG
 
 MIN = 60_000
 T0 = 1_763_971_200_000  # 2025-11-24T08:00:00Z
@@ -44,19 +45,7 @@ C, C_END = T0 + 240 * MIN, T0 + 260 * MIN
 END = T0 + 270 * MIN
 ISO = {A: "2025-11-24T10:00:00Z", B: "2025-11-24T11:00:00Z", C: "2025-11-24T12:00:00Z"}
 
-CONFIG: dict[str, Any] = {
-    "site": "plant-a",
-    "timezone": "UTC",
-    "shifts": [{"name": "day", "start": "08:00", "end": "16:00"}],
-    "lines": [{"id": "line-1", "machines": [{"id": "press-01", "ideal_cycle_time_ms": 1000}]}],
-    "lateness": {"allowed_lateness_s": 60},
-    "losses": {
-        "fault_codes": {"E7": {"reason": "hydraulic leak", "category": "mechanical"}},
-        "reason_codes": {"no_operator": {"reason": "no operator", "category": "operator"},
-                         "no_material": {"reason": "no material", "category": "material"},
-                         "jam": {"reason": "jam", "category": "material"}},
-    },
-}
+CONFIG: dict[str, Any] = {"site": "plant-a", **REASONS_CONFIG}
 
 
 def m(ts: int, metric: str, value: Any, source: str = "plc") -> dict[str, Any]:

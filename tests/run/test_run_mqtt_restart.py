@@ -37,6 +37,7 @@ from tests.run.test_run_mqtt import (
     subscribed,
 )
 from tests.run.test_run_opcua import _children
+from tests.run.truth import sigterm_and_time
 
 pytestmark = pytest.mark.integration
 
@@ -80,11 +81,7 @@ def test_kill_9_of_the_flows_on_the_mqtt_path_is_restarted_and_sigterm_stops_wit
             player.join(timeout=120)
             assert sent and sent[0] > 0, "the bakery did not finish publishing"
             print(f"published {sent[0]} messages")
-            time.sleep(30)  # the restarted flows catch up
-            t0 = time.monotonic()
-            run.send_signal(signal.SIGTERM)
-            run.wait(timeout=30)
-            stopped_s = time.monotonic() - t0
+            stopped_s = sigterm_and_time(run, 30)  # the restarted flows catch up
         finally:
             if run.poll() is None:
                 run.kill()

@@ -33,7 +33,7 @@ import pytest
 
 from plantstream.connectors.embedded import free_port
 from plantstream.simulators.plc import GroundTruth, load_ground_truth
-from tests.run.truth import assert_oee_row_equals_truth, expected_minutes
+from tests.run.truth import assert_oee_row_equals_truth, expected_minutes, sigterm_and_time
 
 pytestmark = pytest.mark.integration
 
@@ -260,11 +260,7 @@ def test_kill_9_of_the_flows_is_restarted_and_sigterm_stops_within_10s(tmp_path:
                     break
                 assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
                 time.sleep(0.5)
-            time.sleep(45)  # the rest of the playback, and the restarted flows catch up
-            t0 = time.monotonic()
-            run.send_signal(signal.SIGTERM)
-            run.wait(timeout=30)
-            stopped_s = time.monotonic() - t0
+            stopped_s = sigterm_and_time(run, 45)  # the restarted flows catch up
         finally:
             if run.poll() is None:
                 run.kill()

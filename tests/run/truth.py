@@ -1,8 +1,11 @@
 """What a run's OEE facts must equal, from a simulator's true state intervals (shared by the
-OPC UA and MQTT must-show tests of ``plantstream run``)."""
+OPC UA and MQTT must-show tests of ``plantstream run``), and how those tests stop a run."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -41,3 +44,13 @@ def assert_oee_row_equals_truth(row: dict[str, Any], expected: dict[str, float],
         assert row[col] == pytest.approx(value, rel=1e-3, abs=1e-6), (machine, col, row)
     assert (row["good"], row["reject"]) == (counts["good"], counts["reject"]), machine
     assert row["good"] > 0
+
+
+def sigterm_and_time(run: subprocess.Popen[bytes], settle_s: float) -> float:
+    """Wait ``settle_s`` (the rest of the playback; restarted flows catch up), then SIGTERM the
+    ``plantstream run`` and return the seconds it took to exit (the must-show bound is 10 s)."""
+    time.sleep(settle_s)
+    t0 = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    run.wait(timeout=30)
+    return time.monotonic() - t0
