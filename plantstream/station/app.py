@@ -55,6 +55,7 @@ from plantstream.station.model import (
     reason_of,
     reason_tree,
     scrap_entry,
+    scrap_ts,
     split_correction,
     split_entry,
 )
@@ -75,6 +76,11 @@ STATES = {
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _ms_or_none(value: Any) -> int | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return int(value) if ok else None
 
 
 class LineFeed:
@@ -151,7 +157,7 @@ class Station:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.signin_rate = parse(cfg.station.signin_rate)
         self.entry_rate = parse(cfg.station.entry_rate)
-        self.recent: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.recent: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
         """Entries this station sent, per stop, until ClickHouse has them (``operator_entries``)."""
         self.metrics = Metrics("station")
         self.metrics.add(self._samples)
@@ -523,10 +529,12 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             await run_in_threadpool(station.sender.send, entry)
         except EntryRefused as exc:
             return refusal(request, exc, back)
-        if entry.stop_start is not None:
-            if len(station.recent) > 10_000:
-                station.recent.clear()
-            station.recent.setdefault((machine, entry.stop_start), []).append(entry.audit())
+        if len(station.recent) > 10_000:
+            station.recent.clear()
+        kept = station.recent.setdefault((machine, entry.stop_start), [])
+        kept.append(entry.audit())
+        if entry.stop_start is None:
+            del kept[:-5]  # scrap (no stop): only the latest entries' timestamps matter
         log.info(
             "entry %s by %s: %s %s %s → %s", entry.entry_id, op.id, action, machine, entry.before, entry.after
         )
@@ -610,7 +618,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             status = next((r for r in station.data.line_status(entry.line) if r["machine"] == machine), {})
             entry.work_order = str(status.get("work_order") or "")
             previous = station.data.last_scrap_reason(machine)
-            return scrap_entry(entry, quantity, form.get("reason", ""), previous, _scrap_reasons(cfg))
+            sent = last_sent_ts(station.data.scrap_entries(machine) + station.recent.get((machine, None), []))
+            at = scrap_ts(_ms_or_none(status.get("last_seen")), sent, entry.now_ms)
+            return scrap_entry(entry, at, quantity, form.get("reason", ""), previous, _scrap_reasons(cfg))
 
         return await enter(
             request, "scrap", build, f"/machine/{machine}", "Saved: {quantity:g} rejects, reason {after}."

@@ -193,6 +193,14 @@ class StationData:
             {"m": machine, "s": stop_start},
         )
 
+    def scrap_entries(self, machine: str) -> list[dict[str, Any]]:
+        """The machine's latest station scrap entries (``sent``: their Measurements, JSON)."""
+        return self.rows(
+            "SELECT sent FROM operator_entries FINAL WHERE machine = {m:String} AND action = 'scrap' "
+            "ORDER BY ts DESC LIMIT 5",
+            {"m": machine},
+        )
+
     def last_scrap_reason(self, machine: str) -> str:
         rows = self.rows(
             "SELECT argMax(reason, ts) AS r FROM scrap_events_latest WHERE machine = {m:String}",

@@ -295,16 +295,29 @@ def parse_quantity(text: str) -> int:
     return int(value)
 
 
+def scrap_ts(last_seen: int | None, previous_sent: int | None, now_ms: int) -> int:
+    """When a scrap entry's Measurements go: the machine's latest event time (``machine_status``
+    ``last_seen``; the wall clock only when the machine was never seen), and after the previous
+    station scrap entry on the machine, so two equal entries are never one redelivery.
+
+    >>> scrap_ts(1_000, None, 9_999), scrap_ts(1_000, 1_002, 9_999), scrap_ts(None, None, 9_999)
+    (1000, 1003, 9999)
+    """
+    at = last_seen if last_seen else now_ms
+    return at if previous_sent is None else max(at, previous_sent + 1)
+
+
 def scrap_entry(
-    entry: Entry, quantity: int, reason: str, previous_reason: str, known: Iterable[str]
+    entry: Entry, at: int, quantity: int, reason: str, previous_reason: str, known: Iterable[str]
 ) -> Entry:
-    """``scrap_reason``, then ``reject_parts``, then the previous scrap reason again."""
+    """``scrap_reason``, then ``reject_parts``, then the previous scrap reason again, from ``at``
+    (:func:`scrap_ts`)."""
     choices = set(known)
     if reason not in choices:
         msg = (f"unknown scrap reason {reason!r}: pick one of the plant's scrap reasons "
                "(scrap.reasons of the config)")
         raise EntryRefused(msg)
-    now = entry.now_ms
+    now = at
     entry.before, entry.after, entry.quantity = previous_reason, reason, float(quantity)
     entry.measurements = [
         _measurement(entry, now, "scrap_reason", reason),

@@ -143,8 +143,15 @@ def test_scrap_sends_reason_rejects_and_the_previous_reason(served_station: Serv
         ("scrap_reason", "unassigned"),
     ]
     assert ms[1]["ts"] == ms[0]["ts"] + 1 == ms[2]["ts"] - 1
+    # at the machine's latest event time (machine_status.last_seen), not the tablet's clock
+    assert ms[0]["ts"] == s.seeded.now
     [e] = [orjson.loads(v) for v in s.records(ENTRIES)]
     assert (e["action"], e["quantity"], e["work_order"], e["after"]) == ("scrap", 7.0, "WO-7", "crack")
+    # a second, equal entry goes after the first: never taken for a redelivery
+    r = c.post("/machine/press-01/scrap", data={"csrf": token, "quantity": "7", "reason": "crack"})
+    assert "Saved: 7 rejects, reason crack" in r.text
+    again = [orjson.loads(v) for v in s.records(kafka.MEASUREMENTS)][3:]
+    assert [m["ts"] for m in again] == [ms[2]["ts"] + 1, ms[2]["ts"] + 2, ms[2]["ts"] + 3]
 
 
 def test_read_only_with_a_banner_while_kafka_is_unreachable(
