@@ -632,10 +632,13 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
         return JSONResponse({"live": True, "ready": station.sender.ok})
 
     async def readyz(request: Request) -> Response:
+        # Ready = the tablets can be served: pages come from ClickHouse. Without Kafka the station
+        # still serves them, read-only with its banner (entries refused), so it stays in the Service.
         ch_ok = await run_in_threadpool(station.data.ping)
         body = {
             "live": True,
-            "ready": station.sender.ok and ch_ok,
+            "ready": ch_ok,
+            "read_only": not station.sender.ok,
             "kafka": station.sender.ok,
             "kafka_reason": station.sender.reason,
             "clickhouse": ch_ok,
