@@ -60,6 +60,8 @@ def serve(
 
     cfg = load_config(config)
     st = cfg.station
+    if st.tls_certfile is not None and st.tls_keyfile is not None:
+        check_tls(st.tls_certfile, st.tls_keyfile)
     kconf = cfg.kafka.client_config()
     if bootstrap:
         kconf["bootstrap.servers"] = bootstrap
@@ -109,6 +111,35 @@ def serve(
     finally:
         sender.close()
         data.close()
+
+
+def check_tls(certfile: str, keyfile: str) -> None:
+    """Stop at start when ``station.tls_certfile``/``tls_keyfile`` cannot serve HTTPS.
+
+    Raises
+    ------
+    ConfigError
+        A file is missing or unreadable, or the two are no PEM certificate (chain) and unencrypted
+        private key of one pair; the message names the field and the fix.
+    """
+    import ssl
+
+    for field, path in (("tls_certfile", certfile), ("tls_keyfile", keyfile)):
+        if not Path(path).is_file():
+            msg = (
+                f"station.{field} {path!r} does not exist; point it at the PEM "
+                f"{'certificate (chain)' if field == 'tls_certfile' else 'private key'} the station serves "
+                "HTTPS with, or remove both station.tls_certfile and station.tls_keyfile for plain HTTP"
+            )
+            raise ConfigError(msg)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        msg = (
+            f"station.tls_certfile {certfile!r} and station.tls_keyfile {keyfile!r} cannot serve HTTPS "
+            f"({exc}); give a PEM certificate (chain) and its unencrypted PEM private key"
+        )
+        raise ConfigError(msg) from None
 
 
 def hash_pin(
