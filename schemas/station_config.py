@@ -90,7 +90,8 @@ class StationConfig(Frozen):
     """Signs the session cookies (``PLANTSTREAM__STATION__SESSION_SECRET`` or a Secret); unset: a
     random one per process (sessions end when the station restarts)."""
     session_ttl_s: float = Field(default=8 * 3600.0, gt=0, le=7 * 86_400.0)
-    """A session ends this long after sign-in (one shift by default)."""
+    """A session ends this long after sign-in (one shift by default), however active the operator
+    was: requests do not extend it."""
     refresh_s: float = Field(default=2.0, ge=0.2, le=60.0)
     """How often the live line view reads ClickHouse (once per line, shared by every tablet)."""
     kafka_timeout_s: float = Field(default=5.0, gt=0, le=60.0)

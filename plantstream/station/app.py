@@ -121,19 +121,25 @@ class LineFeed:
             await asyncio.sleep(max(0.05, period - (time.monotonic() - t0)))
         self._task = None
 
-    async def follow(self, request: Request) -> AsyncIterator[dict[str, Any]]:
+    async def follow(self, request: Request, until: float) -> AsyncIterator[dict[str, Any]]:
+        """The line's HTML whenever it changes, until the client goes or its session ends at
+        ``until`` (epoch s): then an ``expired`` event (the page reloads, which signs in again)."""
         self.subscribers += 1
         if self._task is None:
             self._task = asyncio.create_task(self._loop())
         try:
             seen = -1
             while True:
+                if time.time() >= until:
+                    yield {"event": "expired", "data": "/signin"}
+                    break
                 if seen != self.version:
                     seen = self.version
                     yield {"event": "machines", "data": self.html.replace("\n", " ")}
                 async with self._changed:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), timeout=15)
+                        wait = min(15.0, max(0.05, until - time.time()))
+                        await asyncio.wait_for(self._changed.wait(), timeout=wait)
                 if await request.is_disconnected():
                     break
         finally:
@@ -258,6 +264,14 @@ class Station:
         return self.templates.get_template("_machines.html").render(**ctx, line=line, station=self)
 
 
+def _duration(seconds: float) -> str:
+    """``28800`` → ``8 h``, ``90`` → ``1.5 min``, ``4`` → ``4 s``."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def _minutes(value: float | None) -> str:
     if value is None:
         return "–"
@@ -286,10 +300,21 @@ def check_csrf(request: Request, form: Mapping[str, Any]) -> None:
         raise EntryRefused(msg, 403)
 
 
+SESSION_ENDED = (
+    "you are not signed in: your session has ended (a session lasts {ttl} after sign-in) or the station "
+    "restarted; sign in again and repeat the entry"
+)
+
+
+def session_end(request: Request, station: Station) -> float:
+    """When the request's session ends (epoch s): ``station.session_ttl_s`` after sign-in,
+    however active the operator was since (no sliding expiry)."""
+    return float(request.session.get("signed_in_at", 0)) + station.cfg.station.session_ttl_s
+
+
 def operator_of(request: Request, station: Station) -> Operator | None:
     who = request.session.get("operator")
-    since = request.session.get("signed_in_at", 0)
-    if not who or time.time() - float(since) > station.cfg.station.session_ttl_s:
+    if not who or time.time() >= session_end(request, station):
         if who:
             request.session.pop("operator", None)
             request.session["flash"] = "Your session has expired: please sign in again."
@@ -328,7 +353,7 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
         )
 
     def refusal(request: Request, exc: EntryRefused, back: str) -> Response:
-        kind = {403: "forbidden", 429: "rate", 503: "kafka"}.get(exc.status, "validation")
+        kind = {401: "session", 403: "forbidden", 429: "rate", 503: "kafka"}.get(exc.status, "validation")
         station.refused(kind)
         return page(request, "refused.html", exc.status, message=str(exc), back=back)
 
@@ -425,15 +450,20 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
     async def line_events(request: Request) -> Response:
         line = request.path_params["line"]
         op = operator_of(request, station)
-        if op is None or line not in station.lines or not op.may_use(line):
-            return Response("sign in first", 403)
-        return EventSourceResponse(station.feeds[line].follow(request), ping=15)
+        if op is None:
+            return Response("sign in first", 401)
+        if line not in station.lines or not op.may_use(line):
+            return Response("not your line", 403)
+        until = session_end(request, station)
+        return EventSourceResponse(station.feeds[line].follow(request, until), ping=15)
 
     async def line_fragment(request: Request) -> Response:
         line = request.path_params["line"]
         op = operator_of(request, station)
-        if op is None or line not in station.lines or not op.may_use(line):
-            return Response("sign in first", 403)
+        if op is None:
+            return Response("sign in first", 401)
+        if line not in station.lines or not op.may_use(line):
+            return Response("not your line", 403)
         return Response(await station.feeds[line].current(), media_type="text/html")
 
     def stop_list(machine: str) -> dict[str, Any]:
@@ -464,8 +494,10 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
     async def stops_fragment(request: Request) -> Response:
         machine = request.path_params["machine"]
         op = operator_of(request, station)
-        if op is None or not cfg.configured(machine) or not op.may_use(cfg.machine(machine).line):
-            return Response("sign in first", 403)
+        if op is None:
+            return Response("sign in first", 401)
+        if not cfg.configured(machine) or not op.may_use(cfg.machine(machine).line):
+            return Response("not your machine", 403)
         ctx = await run_in_threadpool(stop_list, machine)
         return templates.TemplateResponse(
             request, "_stops.html", {"machine": machine, "station": station, **ctx}
@@ -500,8 +532,10 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
     async def stop_row(request: Request) -> Response:
         machine, start = request.path_params["machine"], request.path_params["start"]
         op = operator_of(request, station)
-        if op is None or not cfg.configured(machine) or not op.may_use(cfg.machine(machine).line):
-            return Response("sign in first", 403)
+        if op is None:
+            return Response("sign in first", 401)
+        if not cfg.configured(machine) or not op.may_use(cfg.machine(machine).line):
+            return Response("not your machine", 403)
         stop = await run_in_threadpool(station.data.stop, machine, start)
         return templates.TemplateResponse(request, "_stop_row.html", {"stop": stop, "station": station})
 
@@ -516,7 +550,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
     ) -> Response:
         machine = request.path_params["machine"]
         try:
-            op = require(request)
+            op = operator_of(request, station)
+            if op is None:  # nothing is sent: the operator signs in again and repeats the entry
+                raise EntryRefused(SESSION_ENDED.format(ttl=_duration(cfg.station.session_ttl_s)), 401)
             form = await form_of(request)
             line, site = machine_for(op, machine)
             if not station.limiter.hit(station.entry_rate, "entry", op.id):
@@ -528,7 +564,7 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             entry = await run_in_threadpool(build, op, form, entry)
             await run_in_threadpool(station.sender.send, entry)
         except EntryRefused as exc:
-            return refusal(request, exc, back)
+            return refusal(request, exc, "/signin" if exc.status == 401 else back)
         if len(station.recent) > 10_000:
             station.recent.clear()
         kept = station.recent.setdefault((machine, entry.stop_start), [])
@@ -677,7 +713,9 @@ def create_app(station: Station, *, session_secret: str | None = None, https: bo
             SessionMiddleware,
             secret_key=secret,
             session_cookie="plantstream_station",
-            max_age=int(cfg.station.session_ttl_s),
+            # The session ends session_ttl_s after sign-in (operator_of, signed_in_at is signed);
+            # the cookie outlives it by a day so that the tablet can say why it must sign in again.
+            max_age=int(cfg.station.session_ttl_s) + 86_400,
             same_site="strict",
             https_only=https,
         ),
