@@ -55,6 +55,20 @@ def messages() -> tuple[RawMessage, ...]:
 
 
 @cache
+def entry_messages() -> tuple[RawMessage, ...]:
+    """The operator station's audit records (as many as measurements, so a run aborted half-way
+    through the measurements is half-way through them too), for flows that read their own topic."""
+    from plantstream.flows.operator_entries import TOPIC
+
+    values = [orjson.dumps({"entry_id": f"e{i}", "ts": T0 + i * 1000, "operator_id": f"op-{i % 3}",
+                            "role": "operator", "action": "reason", "site": "plant-a", "line": "line-1",
+                            "machine": f"press-0{i % 4 + 1}", "stop_start": T0 + (i // 10) * 60_000,
+                            "before": "", "after": "jam", "sent": [{"metric": "reason_code", "ts": T0 + i}]})
+              for i in range(len(messages()))]
+    return tuple(RawMessage(None, v, TOPIC, 0, i, T0) for i, v in enumerate(values))
+
+
+@cache
 def table_keys() -> dict[str, tuple[tuple[str, ...], bool]]:
     """table → (natural key columns, versioned), from the ClickHouse migrations."""
     out: dict[str, tuple[tuple[str, ...], bool]] = {}
@@ -115,7 +129,10 @@ def run(flows: Mapping[str, FlowFn], *, workers: int = 1, abort_at: int | None =
     if abort_at is not None:
         items.insert(abort_at, TestingSource.ABORT())
     out: list[Any] = []
-    flow = build_dataflow(config(), TestingSource(items, batch_size=BATCH), TestingSink(out), flows=flows)
+    inputs = {f.input_topic: TestingSource(list(entry_messages()), batch_size=BATCH)
+              for f in flows.values() if getattr(f, "input_topic", None)}
+    flow = build_dataflow(config(), TestingSource(items, batch_size=BATCH), TestingSink(out), flows=flows,
+                          inputs=inputs)
     epoch = timedelta(milliseconds=1)
     if recovery is not None:
         recovery.mkdir(parents=True, exist_ok=True)

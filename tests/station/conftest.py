@@ -310,8 +310,11 @@ def served_station(
         data.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """Headless Chromium for one test module. Module scope, not session: Playwright's sync API
+    keeps an event loop running in the main thread while it is open, and later tests of the
+    session (doctests calling ``asyncio.run``) must not find one."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
