@@ -155,7 +155,9 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=3)
     parser.add_argument("--speed", type=float, default=30.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, live_run(Path(tmp), speed=args.speed, machines=args.machines) as lr:
+    with tempfile.TemporaryDirectory() as tmp, live_run(Path(tmp), speed=args.speed, machines=args.machines,
+                                                      # every first load signs a new client in
+                                                      station_extra="  signin_rate: 10000/minute\n") as lr:
         pid = station_pid(lr)
         deadline = time.monotonic() + 300
         while True:  # a line with stops, so the stop list shows some

@@ -79,8 +79,9 @@ class LiveRun:
         assert self.run.poll() is None, self.log.read_text()[-4000:]
 
 
-def _plant_yaml(tmp: Path) -> None:
-    """``init``'s plant.yaml plus the operators' reasons and the station with two operators."""
+def _plant_yaml(tmp: Path, station_extra: str = "") -> None:
+    """``init``'s plant.yaml plus the operators' reasons and the station with two operators
+    (``station_extra``: more lines of the station section)."""
     text = (tmp / "plant.yaml").read_text()
     reasons = "".join(
         f"    {code}: {{reason: {r}, category: {c}}}\n" for code, (r, c) in REASONS.items()
@@ -88,7 +89,7 @@ def _plant_yaml(tmp: Path) -> None:
     assert "\nlosses:\n" in text
     text = text.replace("\nlosses:\n", f"\nlosses:\n  reason_codes:\n{reasons}", 1)
     text += (
-        "station:\n  enabled: true\n  port: 0\n  refresh_s: 1\n  operators:\n"
+        f"station:\n  enabled: true\n  port: 0\n  refresh_s: 1\n{station_extra}  operators:\n"
         f'    - {{id: op-ana, name: Ana, pin_hash: "{hash_secret(PIN["op-ana"])}"}}\n'
         f'    - {{id: sup-cleo, name: Cleo, role: supervisor, pin_hash: "{hash_secret(PIN["sup-cleo"])}"}}\n'
     )
@@ -97,7 +98,8 @@ def _plant_yaml(tmp: Path) -> None:
 
 
 @contextlib.contextmanager
-def live_run(tmp: Path, *, speed: float = SPEED, hours: float = SIM_HOURS, machines: int = 3) -> Iterator[LiveRun]:
+def live_run(tmp: Path, *, speed: float = SPEED, hours: float = SIM_HOURS, machines: int = 3,
+             station_extra: str = "") -> Iterator[LiveRun]:
     """The PLC simulator (``hours`` of the line up to now, played at ``speed``) and ``plantstream
     run`` with the station on it, until the block ends (then SIGTERM, SIGINT)."""
     port = free_port()
@@ -119,7 +121,7 @@ def live_run(tmp: Path, *, speed: float = SPEED, hours: float = SIM_HOURS, machi
                 assert time.monotonic() < deadline and sim.poll() is None, (tmp / "sim.log").read_text()
                 time.sleep(0.2)
         init_config(tmp, f"opc.tcp://127.0.0.1:{port}/plantstream/plc")
-        _plant_yaml(tmp)
+        _plant_yaml(tmp, station_extra)
         log = tmp / "run.log"
         run = subprocess.Popen(
             [EXE, "run", "--config", "plant.yaml", "--no-live", "--log-every", "10", "--state-dir", "state",
