@@ -630,7 +630,11 @@ class OeeFold:
             if split and acc.pending is None and self.losses.bucket(acc.state) == "unplanned_stop":
                 self._count_stop(ts, STOPS)
         elif metric == REASON_CODE:
-            self._downtime(acc.downtime.on_reason(ts, str(value), self.losses))
+            # A reason that comes with a state that is not downtime (a planned stop or off, sent
+            # with its reason at the instant it begins) names that state, not the last stop.
+            if not (acc.downtime.current is None and acc.state_since == ts
+                    and self.losses.bucket(acc.state) in ("excluded", "not_scheduled")):
+                self._downtime(acc.downtime.on_reason(ts, str(value), self.losses))
         elif metric == REASON_SPLIT:
             rows, refused = acc.downtime.on_split(ts, value, self.losses)
             if refused is not None:

@@ -325,3 +325,19 @@ def test_the_topic_and_cloud_records_carry_the_parts_and_old_records_without_the
     assert checked.decode(checked.encode(state)).pending[event_key(row)]["segments"] == want
     # an unsplit stop's record has no segments: readers take it as unsplit
     assert "segments" not in orjson.loads(row_json(got["stops"][B_START]))
+
+
+
+def test_a_reason_sent_with_a_planned_stop_names_it_not_the_last_stop() -> None:
+    """A source that sends each state with its reason (the bakery: idle ``No Dough``, running,
+    then ``planned_stop`` with ``Sanitation`` at one instant): the reason names the planned stop,
+    which is not downtime, and stop B keeps its reason. A reason a moment later, with no stop
+    open, is an operator's reason for the most recent stop, as before."""
+    planned = B_END + 20 * MIN
+    samples = [*shift(), (B_START, "reason_code", "no_material"), (planned, "machine_state", "planned_stop"),
+               (planned, "reason_code", "Sanitation"), (planned + 5 * MIN, "machine_state", "running")]
+    stops = run(sorted(samples, key=lambda s: s[0]))["stops"]
+    assert (stops[B_START]["reason"], stops[B_START]["category"]) == ("no material", "material")
+    assert planned not in stops  # a planned stop is not downtime
+    later = [*samples, (planned + 1, "reason_code", "no_operator")]
+    assert run(sorted(later, key=lambda s: s[0]))["stops"][B_START]["reason"] == "no operator"
