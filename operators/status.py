@@ -2,7 +2,8 @@
 
 A twin folds every usable Measurement of one machine into one small record: the state and since
 when, the stop in progress (open downtime), the current part number, work order, operator,
-fault and reason code, and the last value of every numeric signal. :func:`apply` is the pure
+fault and reason code (an operator's split of the open stop names the reason from its point on),
+and the last value of every numeric signal. :func:`apply` is the pure
 fold; :func:`twin_row` is the ``machine_status`` row; :class:`StatusLogic` (built by
 :func:`status_spec`, run by the machine engine) emits a row when the twin changed, at most one
 per machine per ``throttle_s`` seconds of event time, a heartbeat row every ``heartbeat_s`` of
@@ -45,6 +46,7 @@ from plantstream.schemas.measurement import (
     OPERATOR_ID,
     PART_NUMBER,
     REASON_CODE,
+    REASON_SPLIT,
     SCRAP_REASON,
     WORK_ORDER,
     Measurement,
@@ -62,7 +64,7 @@ _TEXT_FIELDS = {
 }
 
 
-_NOT_SIGNALS = frozenset({MACHINE_STATE, SCRAP_REASON, *_TEXT_FIELDS})
+_NOT_SIGNALS = frozenset({MACHINE_STATE, SCRAP_REASON, REASON_SPLIT, *_TEXT_FIELDS})
 """Metrics :func:`apply` does not keep as a signal's last value."""
 
 
@@ -113,6 +115,37 @@ class MachineTwin:
 
 MAX_SIGNALS = 128
 """Default of ``state.max_signals_per_machine``: signals a twin keeps the last value of."""
+
+
+_SPLIT = "reason_split"
+"""The ``text_ts`` key of the latest split point of the open stop (absent while it is not split)."""
+
+
+def _on_split(twin: MachineTwin, ts: int, reason: str) -> bool:
+    """An operator's split of the open stop: from its point on the stop's reason is ``reason``.
+
+    The twin shows the reason of the part the machine is in now, so only a split of the open stop
+    at or after its latest split point counts; a removed split point (empty reason) leaves the
+    reason as it is until the next entry (the twin does not keep the earlier parts).
+
+    >>> t = MachineTwin("m1")
+    >>> _ = apply(t, Measurement(1_000, "m1", "machine_state", "fault"))
+    >>> _ = apply(t, Measurement(2_000, "m1", "reason_code", "jam"))
+    >>> apply(t, Measurement(5_000, "m1", "reason_split", "waiting for material")), t.reason_code
+    (True, 'waiting for material')
+    >>> apply(t, Measurement(9_000, "m1", "reason_code", "hopper empty")), t.reason_code  # the first part's
+    (False, 'waiting for material')
+    >>> _ = apply(t, Measurement(10_000, "m1", "machine_state", "running"))
+    >>> apply(t, Measurement(4_000, "m1", "reason_split", "late"))  # no stop open
+    False
+    """
+    if not reason or twin.down_since is None or ts <= twin.down_since or ts < twin.text_ts.get(_SPLIT, 0):
+        return False
+    twin.text_ts[_SPLIT] = ts
+    if twin.reason_code == reason:
+        return False
+    twin.reason_code = reason
+    return True
 
 
 def apply(twin: MachineTwin, m: Measurement, max_signals: int = MAX_SIGNALS) -> bool:
@@ -172,11 +205,16 @@ def apply(twin: MachineTwin, m: Measurement, max_signals: int = MAX_SIGNALS) -> 
                 if twin.down_since is None:
                     twin.down_since, twin.down_state = ts, state
                     twin.reason_code = ""  # a new stop: the reason of the last one is history
+                    twin.text_ts.pop(_SPLIT, None)
             else:
                 twin.down_since, twin.down_state = None, ""
             changed = True
+    elif metric == REASON_SPLIT:
+        changed = _on_split(twin, ts, _text(value)) or changed
     elif metric in _TEXT_FIELDS:
         name = _TEXT_FIELDS[metric]
+        if name == "reason_code" and _SPLIT in twin.text_ts:
+            return changed  # names the first part of the split open stop, not what it is now
         if ts < twin.text_ts.get(name, 0):
             return changed
         twin.text_ts[name] = ts
