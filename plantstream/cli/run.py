@@ -501,10 +501,16 @@ def _dsn(cfg: PlantConfig, state_dir: Path) -> str:
     )
 
 
-def _station_url(cfg: PlantConfig, port: int) -> str:
-    """Where the station of this run answers (``0.0.0.0`` / ``::`` listen on loopback too)."""
+def _station_host(cfg: PlantConfig) -> str:
+    """The address of this run's station on this box (``0.0.0.0`` / ``::`` listen on loopback too)."""
     host = cfg.station.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _station_url(cfg: PlantConfig, port: int) -> str:
+    """Where the station of this run answers."""
+    host = _station_host(cfg)
+    host = f"[{host}]" if ":" in host else host
     return f"{'https' if cfg.station.tls_certfile else 'http'}://{host}:{port}"
 
 
@@ -517,7 +523,8 @@ def _station_child(cfg: PlantConfig, cfg_path: str, bootstrap: str, clickhouse_u
         "station",
         python_argv("-m", "plantstream", "station", "--config", cfg_path, "--bootstrap", bootstrap,
                     "--clickhouse", clickhouse_url, "--port", str(port)),
-        env, logs / "station.log", role="station", health_port=None if cfg.station.tls_certfile else port,
+        env, logs / "station.log", role="station", health_port=port,
+        health_tls=cfg.station.tls_certfile is not None, health_host=_station_host(cfg),
     )
 
 

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -147,10 +148,17 @@ def tail(path: Path, lines: int = 5, max_bytes: int = 16_384) -> list[str]:
     return [ln for ln in data.splitlines() if ln.strip()][-lines:]
 
 
+_LOOPBACK_TLS = ssl.create_default_context()
+_LOOPBACK_TLS.check_hostname = False
+_LOOPBACK_TLS.verify_mode = ssl.CERT_NONE
+"""How the supervisor reads the health of its own HTTPS child (the station on this box): the
+child's certificate names the plant's host name, not the address polled, and nothing secret is sent."""
+
+
 def fetch_json(url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
     """GET a health endpoint: its JSON whatever the status (200 or 503), None when unreachable."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(url, timeout=timeout_s, context=_LOOPBACK_TLS) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
         body = exc.read()
@@ -168,7 +176,8 @@ class Child:
     """One supervised child process.
 
     ``role`` is ``flows`` or ``source`` (long-running, restarted) or ``task`` (runs once to
-    completion). ``health_port`` is where it serves ``/healthz`` and ``/readyz``.
+    completion). ``health_port`` is where it serves ``/healthz`` and ``/readyz`` (over HTTPS
+    when ``health_tls``).
     """
 
     name: str
@@ -177,6 +186,8 @@ class Child:
     log_path: Path
     role: str = "source"
     health_port: int | None = None
+    health_tls: bool = False
+    health_host: str = "127.0.0.1"
     stop_signal: int = signal.SIGTERM
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
@@ -216,7 +227,9 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def url(self, path: str) -> str | None:
-        return None if self.health_port is None else f"http://127.0.0.1:{self.health_port}{path}"
+        scheme = "https" if self.health_tls else "http"
+        host = f"[{self.health_host}]" if ":" in self.health_host else self.health_host
+        return None if self.health_port is None else f"{scheme}://{host}:{self.health_port}{path}"
 
     def poll_health(self) -> None:
         url = self.url("/readyz")
