@@ -399,7 +399,7 @@ def migrate(client: Client, directory: Traversable = MIGRATIONS_DIR,
                 statement = _server_statement(statement, client, env, users)
             client.command(statement)
         if skipped:
-            log.warning("migration %03d_%s: skipped %d access-control statements on embedded "
+            log.info("migration %03d_%s: skipped %d access-control statements on embedded "
                         "chDB, which has no users or grants (a server applies them): %s",
                         mig.version, mig.name, len(skipped), "; ".join(skipped))
         client.insert("schema_migrations", [[mig.version, mig.name]], column_names=["version", "name"])

@@ -170,11 +170,14 @@ class AmqttBroker:
 
         self._thread = threading.Thread(target=run, name="amqtt-broker", daemon=True)
         self._thread.start()
-        started.wait(timeout_s)
+        if not started.wait(timeout_s):
+            msg = f"embedded MQTT broker did not start within {timeout_s:g} s on {self.host}:{self.port}"
+            raise ConnectorError(msg)
         if failure:
             msg = f"embedded MQTT broker did not start: {failure[0]}"
             raise ConnectorError(msg) from failure[0]
-        _wait_port(self.host, self.port, timeout_s)
+        # Broker.start() returns once its listeners are bound: no probe connection (amqtt logs a
+        # connection that sends nothing as an ERROR, which the demo would show)
         return self
 
     def stop(self) -> None:

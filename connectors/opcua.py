@@ -87,6 +87,12 @@ _FATAL_STATUS = {
 }
 _SKIP_STATUS = {"BadWaitingForInitialData"}
 
+SESSION_TIMEOUT_MS = 600_000
+"""The session lifetime the connector asks for: how long a server keeps the session (and its
+subscription) across a broken connection. 10 minutes, the most many servers grant (asyncua's own
+server among them), so the usual answer is no revision (asyncua asks for an hour and logs a
+warning each time it is cut down)."""
+
 
 def quality_of(status: ua.StatusCode | None) -> str:
     """OPC UA StatusCode → Measurement quality (``good``, ``uncertain``, ``bad``)."""
@@ -286,6 +292,7 @@ class OpcUaConnector:
     async def _connect(self) -> Client:
         oc = self.oc
         client = Client(oc.endpoint, timeout=oc.connect_timeout_s)
+        client.session_timeout = SESSION_TIMEOUT_MS
         client.application_uri = oc.security.application_uri
         client.name = "plantstream OPC UA connector"
         if oc.username is not None:

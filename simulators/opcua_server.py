@@ -223,7 +223,8 @@ class PlcOpcUaServer:
             policies += [ua.SecurityPolicyType.Basic256Sha256_Sign,
                          ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
         server.set_security_policy(policies)
-        tokens: list[type] = [ua.UserNameIdentityToken]
+        # user names only when there are users (asyncua warns of plaintext passwords otherwise)
+        tokens: list[type] = [ua.UserNameIdentityToken] if self.users or not self.allow_anonymous else []
         if self.allow_anonymous:
             tokens.append(ua.AnonymousIdentityToken)
         server.set_identity_tokens(tokens)

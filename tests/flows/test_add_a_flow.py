@@ -128,9 +128,8 @@ def test_the_cli_prints_one_line_and_exits_2(flow_folder: Path, tmp_path: Path) 
                          cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
                          env={**os.environ, "COLUMNS": "400"})  # no terminal wrapping
     assert out.returncode == 2, out.stderr[-2000:]
-    # a fresh embedded database logs the skipped access-control statements; then the one error line
-    lines = [ln for ln in out.stderr.strip().splitlines() if not ln.startswith("WARNING ")]
-    assert len(lines) == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr  # the one error line
     assert lines[0].startswith("error: flow 'hot_spindles'") and "051_hot_spindles.sql" in lines[0]
     assert "Traceback" not in out.stderr
 
