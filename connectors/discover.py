@@ -26,6 +26,7 @@ from asyncua import Client, Node, ua
 from google.protobuf.message import DecodeError
 
 from plantstream.connectors import sparkplug as sp
+from plantstream.connectors.opcua import SESSION_TIMEOUT_MS
 from plantstream.schemas.errors import ConnectorError
 
 
@@ -109,6 +110,7 @@ async def _browse(
     endpoint: str, depth: int, timeout_s: float, username: str | None, password: str | None
 ) -> list[UaVariable]:
     client = Client(endpoint, timeout=timeout_s)
+    client.session_timeout = SESSION_TIMEOUT_MS
     if username:
         client.set_user(username)
         client.set_password(password or "")
