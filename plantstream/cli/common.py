@@ -19,7 +19,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from rich.console import Console
 from rich.markup import escape
 
-from plantstream.cli.endpoints import reader_dsn
+from plantstream.cli.endpoints import DEFAULT_STATE_DIR, reader_dsn
 from plantstream.connectors import clickhouse as ch
 from plantstream.connectors.kpi import Filter
 from plantstream.schemas.config import PlantConfig, load_config
@@ -87,8 +87,11 @@ def clickhouse(dsn: str | None, config: PlantConfig | None = None,
             yield client
         except ClickHouseError as exc:
             text = " ".join(str(exc).split())
-            hint = ("; run `plantstream db migrate` first" if any(
-                code in text for code in ("UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "Unknown table")) else "")
+            hint = ""
+            if any(code in text for code in ("UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "Unknown table")):
+                hint = "; run `plantstream db migrate` first"
+                if dsn is None and (DEFAULT_STATE_DIR / "clickhouse").is_dir():
+                    hint += f", or read the results of `plantstream run` with --state-dir {DEFAULT_STATE_DIR}"
             msg = f"ClickHouse refused the query: {text[:400]}{hint}"
             raise ConnectorError(msg) from None
 

@@ -16,7 +16,9 @@ With embedded chDB, ``clickhouse.url`` is the read-only HTTP endpoint the flows 
 The reading commands (``kpi …``, ``query``, ``status``) pick their ClickHouse with
 :func:`reader_dsn`: ``--clickhouse`` first; then ``--state-dir`` (the live run's URL, else the
 stopped run's chDB); then the config's ``clickhouse.url`` / ``PLANTSTREAM_CLICKHOUSE_URL``; then a
-live run in the default state directory ``.plantstream/run``; else the embedded default. A
+live run in the default state directory ``.plantstream/run``; then, when the embedded default
+``.plantstream/clickhouse`` does not exist, a stopped run's chDB there (so ``plantstream kpi oee``
+after ``plantstream run --duration …`` in the same folder reads that run); else the embedded default. A
 ``chdb://`` DSN that names the chDB of a live run is read through the run's URL instead (with a
 note on standard error): a second process never opens a running run's chDB.
 """
@@ -35,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from plantstream.cli.supervisor import StateLock, pid_alive
+from plantstream.connectors.clickhouse import DEFAULT_EMBEDDED_PATH
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import ConfigError
 
@@ -165,7 +168,15 @@ def reader_dsn(dsn: str | None, state_dir: Path | None, config: PlantConfig | No
     if chosen is None:
         chosen = cfg.clickhouse.url or os.environ.get("PLANTSTREAM_CLICKHOUSE_URL")
     if chosen is None:
-        return _live_url(DEFAULT_STATE_DIR)
+        live = _live_url(DEFAULT_STATE_DIR)
+        if live is not None:
+            return live
+        stopped = DEFAULT_STATE_DIR / "clickhouse"
+        if stopped.is_dir() and not DEFAULT_EMBEDDED_PATH.exists():
+            if note is not None:
+                note(f"reading the ClickHouse of the stopped `plantstream run` in {DEFAULT_STATE_DIR}")
+            return f"chdb://{stopped.resolve()}"
+        return None
     if chosen.startswith("chdb:"):
         path = Path(chosen.removeprefix("chdb://").removeprefix("chdb:"))
         url = _live_url(path.parent) if path.name else None

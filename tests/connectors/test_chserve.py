@@ -231,6 +231,21 @@ def test_statements_are_read_with_comments_literals_and_format() -> None:
             assert info.value.code == code
 
 
+def test_readers_in_a_folder_where_a_run_has_stopped_read_that_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PLANTSTREAM_CLICKHOUSE_URL", raising=False)
+    assert endpoints.reader_dsn(None, None) is None  # nothing here: the embedded default
+    (tmp_path / ".plantstream" / "run" / "clickhouse").mkdir(parents=True)
+    notes: list[str] = []
+    run_chdb = f"chdb://{(tmp_path / '.plantstream' / 'run' / 'clickhouse').resolve()}"
+    assert endpoints.reader_dsn(None, None, note=notes.append) == run_chdb
+    assert notes and "the stopped `plantstream run` in .plantstream/run" in notes[0]
+    assert endpoints.reader_dsn("chdb://elsewhere/ch", None) == "chdb://elsewhere/ch"
+    (tmp_path / ".plantstream" / "clickhouse").mkdir()  # the demo's database is there too: it stays the default
+    assert endpoints.reader_dsn(None, None) is None
+
+
 def test_readers_find_a_live_run_and_never_open_its_chdb(tmp_path: Path) -> None:
     state = tmp_path / "state"
     (state / "clickhouse").mkdir(parents=True)
