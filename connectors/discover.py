@@ -193,6 +193,43 @@ class MqttSamples(dict[str, TopicSample]):
     def __init__(self) -> None:
         super().__init__()
         self.rebirths_requested: list[str] = []
+        self.mqtt5: bool | None = None
+        """Whether the broker accepted an MQTT 5 connection (None: not asked)."""
+
+
+def speaks_mqtt5(host: str, port: int, *, username: str | None = None, password: str | None = None,
+                 timeout_s: float = 5.0) -> bool:
+    """Whether the broker accepts an MQTT 5 connection (the connector's default protocol).
+
+    A broker that speaks only MQTT 3.1.1 (amqtt, older ones) refuses it or never answers; then the
+    config ``init`` writes says ``protocol: "3.1.1"``.
+    """
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answered = threading.Event()
+    ok: list[bool] = []
+
+    def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        ok.append(not getattr(reason, "is_failure", False))
+        answered.set()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"plantstream-init-v5-{int(time.time())}",
+                         protocol=paho.MQTTv5)
+    if username:
+        client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, keepalive=10)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        answered.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return bool(ok and ok[0])
 
 
 def sample_mqtt(
@@ -267,6 +304,7 @@ def sample_mqtt(
     finally:
         client.disconnect()
         client.loop_stop()
+    seen.mqtt5 = speaks_mqtt5(host, port, username=username, password=password)
     return seen
 
 

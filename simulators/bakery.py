@@ -543,12 +543,14 @@ def publish(sim: BakerySim, host: str, port: int, *, end_ms: int | None = None, 
             stop: threading.Event | None = None, client_id: str = "contoso-bakery-sim",
             username: str | None = None, password: str | None = None, tls: Mapping[str, Any] | None = None,
             on_message: Callable[[int, str, bytes], None] | None = None, timeout_s: float = 60.0,
-            protocol: str = "3.1.1") -> int:
+            protocol: str = "3.1.1", live: bool = False) -> int:
     """Publish the simulation's messages with QoS 1; returns how many the broker acknowledged.
 
     ``speed`` is event time per wall time (``60`` = an hour a minute); ``0`` = as fast as the
-    broker takes them. Returns after ``end_ms`` or when ``stop`` is set, once the broker has
-    acknowledged every message published (or ``timeout_s`` passed). ``protocol``: ``"3.1.1"``
+    broker takes them. ``live``: never publish a message before the wall clock reaches its time
+    (history plays at ``speed`` up to now, then real time, as a real line does). Returns after
+    ``end_ms`` or when ``stop`` is set, once the broker has acknowledged every message published
+    (or ``timeout_s`` passed). ``protocol``: ``"3.1.1"``
     (any broker, amqtt included) or ``"5"``. A refused connection raises ``ConnectionError``.
     """
     import paho.mqtt.client as paho
@@ -595,8 +597,10 @@ def publish(sim: BakerySim, host: str, port: int, *, end_ms: int | None = None, 
         for ts, topic, payload in sim.messages(end_ms):
             if stop is not None and stop.is_set():
                 break
-            if speed > 0:
-                lag = (ts - sim.start_ms) / speed / 1000.0 - (time.monotonic() - wall0)
+            if speed > 0 or live:
+                lag = (ts - sim.start_ms) / speed / 1000.0 - (time.monotonic() - wall0) if speed > 0 else 0.0
+                if live:
+                    lag = max(lag, (ts - time.time() * 1000) / 1000.0)
                 if lag > 0:
                     if stop is not None:
                         if stop.wait(lag):

@@ -9,7 +9,9 @@ string NodeIds ``ns=<urn:plantstream:plc>;s=Channel1.<machine>.<Tag>`` and brows
 SourceTimestamp, so a client sees exactly the simulator's ``ts``.
 
 Playback: event time advances ``speed`` times faster than the wall clock (``speed=60`` plays an
-hour a minute); :meth:`PlcOpcUaServer.play` writes every tag change in order. Each variable
+hour a minute); :meth:`PlcOpcUaServer.play` writes every tag change in order. A ``live`` server
+never runs ahead of the wall clock: it plays its history fast up to now, then in real time, as a
+real PLC does (a consumer's clock-skew check would dead-letter samples from the future). Each variable
 keeps a history of its last ``history`` values (OPC UA HistoryRead), so a client that was
 disconnected can read back what it missed (the connector's ``backfill``).
 
@@ -160,6 +162,8 @@ class PlcOpcUaServer:
     speed
         Event-time seconds per wall-clock second; ``0`` = as fast as possible (only with
         ``play(until_ms=…)``).
+    live
+        Never run ahead of the wall clock: history plays at ``speed`` up to now, then real time.
     certificate, private_key
         Server certificate (DER or PEM) and key: enables Basic256Sha256 Sign and
         SignAndEncrypt endpoints. ``security_none=False`` removes the unsecured endpoint.
@@ -170,6 +174,7 @@ class PlcOpcUaServer:
     """
 
     def __init__(self, line: PlcLine, *, host: str = "127.0.0.1", port: int = 0, speed: float = 1.0,
+                 live: bool = False,
                  channel: str = "Channel1", certificate: str | Path | None = None,
                  private_key: str | Path | None = None, security_none: bool = True,
                  users: Mapping[str, str] | None = None, allow_anonymous: bool = True,
@@ -187,6 +192,7 @@ class PlcOpcUaServer:
         self.host = host
         self.port = port or free_port()
         self.speed = speed
+        self.live = live
         self.channel = channel
         self.certificate = certificate
         self.private_key = private_key
@@ -370,11 +376,14 @@ class PlcOpcUaServer:
                 target = sim0 + int((loop.time() - wall0) * self.speed * 1000)
                 if until_ms is not None:
                     target = min(target, until_ms)
+            if self.live:
+                target = min(target, int(time.time() * 1000))
             for upd in self.line.run_tags(target):
                 await self.write(upd)
             if until_ms is not None and self.line.now >= until_ms:
                 break
-            await asyncio.sleep(0 if self.speed == 0 else self.tick_s)
+            caught_up = self.live and self.line.now >= target
+            await asyncio.sleep(0 if self.speed == 0 and not caught_up else self.tick_s)
         return self.written - n0
 
 

@@ -24,7 +24,7 @@ from plantstream.connectors import clickhouse as ch
 from plantstream.connectors.kpi import Filter
 from plantstream.schemas.config import PlantConfig, load_config
 from plantstream.schemas.errors import ConnectorError
-from plantstream.schemas.measurement import parse_ts
+from plantstream.schemas.measurement import now_ms, parse_ts
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Plant config YAML.")]
 RunStateOpt = Annotated[Path | None, typer.Option(
@@ -109,6 +109,30 @@ def time_option(value: str | None, option: str) -> int | None:
         msg = f"{option} {value!r}: give RFC 3339 (2026-11-22T06:00:00Z) or epoch milliseconds"
         raise typer.BadParameter(msg)
     return ms
+
+
+LIVE_BACKLOG_MS = 8 * 3_600_000
+"""How much history a simulator without ``--start`` plays fast before it runs live (a shift)."""
+
+
+def simulator_start(start: str | None, speed: float) -> tuple[int | None, bool]:
+    """A simulator's first event time and whether it plays *live* (never ahead of the wall clock).
+
+    ``--start`` given: that time, played at ``speed`` throughout (None when it does not parse).
+    Without it the simulator stands in for a real line: faster than real time (``speed`` above 1,
+    or 0) it starts a shift back, plays that history fast up to now and then runs in real time,
+    so a consumer's clock-skew check (``clock.max_ahead_s``) never sees samples from the future.
+
+    >>> start, live = simulator_start(None, 60)
+    >>> live, 0 <= now_ms() - start - LIVE_BACKLOG_MS < 60_000
+    (True, True)
+    >>> simulator_start("2025-11-22T06:00:00Z", 60)
+    (1763791200000, False)
+    """
+    if start is not None:
+        return parse_ts(start), False
+    now = now_ms()
+    return (now - LIVE_BACKLOG_MS if speed == 0 or speed > 1 else now), True
 
 
 def kpi_filter(start: str | None = None, end: str | None = None, *, machine: str | None = None,

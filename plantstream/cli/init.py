@@ -290,6 +290,9 @@ class Proposal:
     """machine → the canonical metrics its mapped tags give."""
     unplaced_of: dict[str, str] = field(default_factory=dict)
     """unplaced source tag → the machine it belongs to, where known."""
+    pattern_only: dict[str, dict[str, str]] = field(default_factory=dict)
+    """machine → {metric: tag pattern}: a pattern maps it, but the machine did not send the field
+    while ``init`` listened."""
 
     def machine(self, line: str, machine: str) -> None:
         ms = self.lines.setdefault(line, [])
@@ -308,6 +311,15 @@ class Proposal:
                 if "machine_state" in self.covers.get(m, set()):
                     continue
                 candidates = [t for t, owner in self.unplaced_of.items() if owner == m]
+                pattern = self.pattern_only.get(m, {}).get("machine_state")
+                if pattern is not None:
+                    out[m] = (
+                        f"no machine_state seen from machine {m!r} while init listened: {pattern} maps "
+                        "it when it comes (a flat payload sends what changed; listen longer with --listen "
+                        "to check); if it never sends one, plantstream cannot tell when it runs, so it "
+                        "gets no availability and no OEE"
+                    )
+                    continue
                 out[m] = (
                     f"no machine_state tag for machine {m!r}: plantstream cannot tell when it runs, "
                     "so it gets no availability and no OEE (its counts and signals are kept); map the "
@@ -436,7 +448,7 @@ def propose_mqtt(
     formats: Counter[str] = Counter()
     fields: dict[str, dict[str, Any]] = {}  # field -> sample value
     flat_topics: list[list[str]] = []
-    fields_of: dict[tuple[str, ...], set[str]] = {}  # flat topic levels -> its fields
+    fields_of: dict[tuple[str, ...], set[str]] = {}  # flat topic levels -> the fields it sent
     spb = {t: s for t, s in samples.items() if t.startswith(f"{NAMESPACE}/")}
     if spb:
         formats["sparkplug"] = len(spb)
@@ -510,15 +522,18 @@ def propose_mqtt(
             for levels in same:
                 if name in fields_of.get(tuple(levels), set()):
                     p.cover(slug(levels[-1]), g.metric)
+                else:  # flat payloads send what changed: the field may just not have come yet
+                    p.pattern_only.setdefault(slug(levels[-1]), {}).setdefault(g.metric, key)
         for levels in flat_topics:
             if len(levels) != depth:
                 p.unplaced["/".join(levels)] = f"topic depth {len(levels)} differs from the common {depth}"
     if set(formats) == {"sparkplug"} and not topic.startswith(f"{NAMESPACE}/"):
         topic = f"{NAMESPACE}/#"  # only Sparkplug B seen: subscribe to it alone
     subs = [{"topic": topic, "format": formats.most_common(1)[0][0] if len(formats) == 1 else "auto"}]
-    p.sources.append(
-        {"name": f"mqtt-{slug(host)}", "mqtt": {"host": host, "port": port, "subscriptions": subs}}
-    )
+    mqtt: dict[str, Any] = {"host": host, "port": port, "subscriptions": subs}
+    if getattr(samples, "mqtt5", None) is False:
+        mqtt["protocol"] = "3.1.1"  # the broker refused MQTT 5, the connector's default
+    p.sources.append({"name": f"mqtt-{slug(host)}", "mqtt": mqtt})
     p.header.append(
         f"sampled mqtt://{host}:{port} topic {topic!r}: {len(samples)} topics "
         f"({', '.join(f'{n} {f}' for f, n in formats.items()) or 'none'}), "
@@ -697,7 +712,7 @@ def render(p: Proposal) -> str:
     if stateless:
         out.insert(
             3 + len(p.header),
-            f"# WARNING: {len(stateless)} machines without a machine_state tag (no OEE for them): "
+            f"# WARNING: {len(stateless)} machines without a machine_state seen (no OEE for them): "
             f"{', '.join(stateless)}; see the WARNING at each",
         )
     for line, machines in p.lines.items():

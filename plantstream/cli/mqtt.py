@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from plantstream.cli.common import (
     config_from,
     error_line,
     for_source,
+    simulator_start,
     stderr,
 )
 from plantstream.schemas.config import PlantConfig
@@ -107,7 +107,8 @@ def simulate_bakery(
     duration: Annotated[float, typer.Option(
         "--duration", help="Simulated seconds to run (0 = until Ctrl-C).")] = 0.0,
     start: Annotated[str | None, typer.Option(
-        "--start", help="Event time of the start, RFC 3339 (default: now).")] = None,
+        "--start", help="Event time of the start, RFC 3339 (default: live — faster than real time, the "
+        "last 8 hours played fast up to now, then real time).")] = None,
     ground_truth: Annotated[Path, typer.Option(
         "--ground-truth", help="Where to write the ground-truth JSONL.")] = Path("bakery-ground-truth.jsonl"),
     embedded_broker: Annotated[bool, typer.Option(
@@ -115,11 +116,10 @@ def simulate_bakery(
 ) -> None:
     """Publish the Contoso bakery (mixer, divider, proofer, fryer, glazer; 3 plants) over MQTT."""
     from plantstream.connectors.embedded import AmqttBroker
-    from plantstream.schemas.measurement import parse_ts
     from plantstream.simulators.bakery import BakerySim, publish
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    start_ms = int(time.time() * 1000) if start is None else parse_ts(start)
+    start_ms, live = simulator_start(start, speed)
     if start_ms is None:
         error_line(f"--start {start!r} is not an RFC 3339 time such as "
                           "2025-11-22T06:00:00Z")
@@ -131,7 +131,7 @@ def simulate_bakery(
     stderr().print(f"bakery: {machines} machines, seed {seed}, speed {speed:g}× → mqtt://{host}:{port} "
                       "topics contoso/{plant}/{line}/{machine}")
     try:
-        n = publish(sim, host, port, end_ms=end_ms, speed=speed, stop=stop)
+        n = publish(sim, host, port, end_ms=end_ms, speed=speed, stop=stop, live=live)
     except OSError as exc:
         error_line(f"cannot reach the MQTT broker {host}:{port}: {exc}; "
                           "start one or pass --embedded-broker")

@@ -25,11 +25,11 @@ from plantstream.cli.common import (
     config_from,
     error_line,
     for_source,
+    simulator_start,
     stderr,
 )
 from plantstream.schemas.config import PlantConfig
 from plantstream.schemas.errors import PlantStreamError
-from plantstream.schemas.measurement import now_ms, parse_ts
 
 DEFAULT_PORT = 4840
 
@@ -117,7 +117,8 @@ def simulate_plc(
     host: Annotated[str, typer.Option("--host", help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="OPC UA port.")] = DEFAULT_PORT,
     start: Annotated[str | None, typer.Option(
-        "--start", help="Event time of the first sample, RFC 3339 (default: now).")] = None,
+        "--start", help="Event time of the first sample, RFC 3339 (default: live — faster than real "
+        "time, the last 8 hours played fast up to now, then real time).")] = None,
     duration: Annotated[float, typer.Option(
         "--duration", help="Simulated hours to run (0 = until Ctrl-C; needed with --speed 0).")] = 0.0,
     truth: Annotated[Path, typer.Option("--truth", help="Ground-truth JSONL written at the end.")] = Path(
@@ -138,7 +139,7 @@ def simulate_plc(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from(config)
-        start_ms = parse_ts(start) if start else now_ms()
+        start_ms, live = simulator_start(start, speed)
         if start_ms is None:
             msg = f"--start {start!r} is not an RFC 3339 time such as 2025-11-22T06:00:00Z"
             raise PlantStreamError(msg)
@@ -163,7 +164,7 @@ def simulate_plc(
         async def main() -> None:
             stop = _stop_event(asyncio.get_running_loop())
             try:
-                srv = PlcOpcUaServer(line, host=host, port=port, speed=speed)
+                srv = PlcOpcUaServer(line, host=host, port=port, speed=speed, live=live)
             except ValueError as exc:
                 raise PlantStreamError(str(exc)) from None
             async with srv:

@@ -124,7 +124,7 @@ def test_init_proposes_one_machine_per_device_and_node_with_patterns_and_exact_k
         assert why in line, line
     assert "asked line-1/gw-3 for a rebirth" in text
     # machines no tag gives a state: warned in the file (a header line and a comment at each)
-    assert "# WARNING: 2 machines without a machine_state tag (no OEE for them): gw-1, filler" in text
+    assert "# WARNING: 2 machines without a machine_state seen (no OEE for them): gw-1, filler" in text
     warned = [ln.split("'")[1] for ln in text.splitlines() if ln.strip().startswith("# WARNING: no machine_state")]
     assert warned == ["gw-1", "filler"]
     assert not any("bdSeq" in k or "Control" in k for k in cfg.tags)
@@ -182,6 +182,21 @@ def test_init_warns_about_machines_without_a_state_tag(tmp_path: Any, capsys: An
         flat.setdefault(topic, TopicSample(topic)).add(body, 50)
     q = propose_mqtt(flat, "broker", 1883, "#")
     assert list(q.stateless()) == ["scale"]
+    # the fryer's state pattern maps the scale too: the scale just sent none while init listened
+    assert "no machine_state seen from machine 'scale' while init listened: plant/{line}/{machine}#state" \
+        in q.stateless()["scale"]
+    # a machine that sent other fields only, its state at another time: one warning, not one per
+    # machine that happened to send no state in the window (flat payloads send what changed)
+    two = MqttSamples()
+    for topic, body in [("plant/l1/fryer", b'{"state": 1}'), ("plant/l1/fryer", b'{"good_count": 4}'),
+                        ("plant/l1/mixer", b'{"good_count": 9}')]:
+        two.setdefault(topic, TopicSample(topic)).add(body, 50)
+    assert list(propose_mqtt(two, "broker", 1883, "#").stateless()) == ["mixer"]
+    # a broker that refused MQTT 5 while init listened: the written source says 3.1.1
+    two.mqtt5 = False
+    assert '"protocol": "3.1.1"' in render(propose_mqtt(two, "broker", 1883, "#"))
+    two.mqtt5 = True
+    assert "protocol" not in render(propose_mqtt(two, "broker", 1883, "#"))
 
 
 def test_init_command_warns_on_stderr_and_in_the_file(tmp_path: Any) -> None:
@@ -211,8 +226,9 @@ def test_init_command_warns_on_stderr_and_in_the_file(tmp_path: Any) -> None:
         mq.stop()
     assert res.returncode == 0, res.stderr
     err = " ".join(res.stderr.split())  # the console wraps long lines
-    assert "warning: no machine_state tag for machine 'scale'" in err and "metric: machine_state" in err
+    assert "warning: no machine_state seen from machine 'scale'" in err and "--listen" in err
     assert "'fryer'" not in err
     text = (tmp / "plant.yaml").read_text()
-    assert "# WARNING: no machine_state tag for machine 'scale'" in text
+    assert "# WARNING: no machine_state seen from machine 'scale'" in text
+    assert "protocol" not in text  # Mosquitto speaks MQTT 5
     load_config_text(text)
