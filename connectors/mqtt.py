@@ -347,8 +347,12 @@ class MqttConnector:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> MqttConnector:
-        """Connect (raises ConnectorError on refusal, TLS or network errors), subscribe, run."""
+    def start(self, stop: threading.Event | None = None) -> MqttConnector:
+        """Connect (raises ConnectorError on refusal, TLS or network errors), subscribe, run.
+
+        ``stop`` set while it waits for the broker (Ctrl-C, SIGTERM) ends the wait at once: the
+        connector is stopped and returned, nothing received.
+        """
         m = self.mqtt
         for warning in cleartext_credentials(self.config, ("mqtt", "kafka")):
             warn_once(log, warning)
@@ -395,6 +399,9 @@ class MqttConnector:
         deadline = time.monotonic() + m.connect_timeout_s
         # started = subscribed: a message published once start() returns is routed to this session
         while not self._subscribed.is_set() and self._refused is None and time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                self.stop(timeout_s=1.0)
+                return self
             self._subscribed.wait(0.05)
         if self._refused is not None or not self._subscribed.is_set():
             reason = self._refused or (

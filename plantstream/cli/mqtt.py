@@ -84,7 +84,7 @@ def connect_mqtt(
         stop = _stop_on_signals()
         if duration > 0:
             threading.Timer(duration, stop.set).start()
-        connector = MqttConnector(cfg, kafka_conf).start()
+        connector = MqttConnector(cfg, kafka_conf).start(stop)
         stderr().print(f"MQTT {cfg.mqtt.host}:{cfg.mqtt.port} → Kafka {kafka_conf['bootstrap.servers']} "
                           f"({len(connector.mapper)} tag entries); Ctrl-C to stop")
         try:
